@@ -1,0 +1,47 @@
+# Two commands for a new user: `make run` and `make test`. Everything else is set up on demand.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+DATASET ?= sample
+WEIGHTS ?=
+ARGS ?=
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+VENV_STAMP := .venv/.synced
+
+.PHONY: help setup test test-all lint run status clean bench
+
+help:
+	@echo "make run [DATASET=sample] [WEIGHTS=imagenet|random|auto|FILE] [ARGS='...']"
+	@echo "make test | make test-all | make lint | make status | make clean | make bench"
+
+$(UV):
+	@command -v uv >/dev/null 2>&1 || { echo "uv not found: installing it with pip (user site)"; \
+	  python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv; }
+
+$(VENV_STAMP): pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+setup: $(VENV_STAMP)
+
+test: $(VENV_STAMP)
+	$(UV) run --frozen pytest -m "not slow"
+
+test-all: $(VENV_STAMP)
+	$(UV) run --frozen pytest
+
+lint: $(VENV_STAMP)
+	$(UV) run --frozen ruff check pipeline workflows tests
+	$(UV) run --frozen mypy
+
+run: $(VENV_STAMP)
+	$(UV) run --frozen xai run --dataset $(DATASET) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(ARGS)
+
+status: $(VENV_STAMP)
+	$(UV) run --frozen xai status --dataset $(DATASET) $(ARGS)
+
+clean: $(VENV_STAMP)
+	$(UV) run --frozen xai clean --dataset $(DATASET) $(ARGS)
+
+bench: $(VENV_STAMP)
+	$(UV) run --frozen xai bench $(ARGS)

@@ -1,0 +1,226 @@
+"""ResNet18 loading: ImageNet weights, a local state-dict file, or seeded random weights.
+
+The returned model is in eval mode with frozen parameters, so gradients are only ever taken
+with respect to the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import ResNet18_Weights, resnet18
+
+from pipeline.errors import WeightsError
+
+HEADS: tuple[str, ...] = ("softmax", "logits")
+IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+#: Keywords accepted for ``weights`` besides a file path.
+WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "random", "auto")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A classifier ready for attribution.
+
+    Attributes
+    ----------
+    model
+        Maps ``(N, 3, H, W)`` normalized images to ``(N, 1000)`` outputs of the chosen head.
+    backbone
+        The same network without the head: ``(N, 3, H, W)`` to ``(N, 1000)`` logits.
+    head
+        ``"softmax"`` (the seed's) or ``"logits"``.
+    weights_id
+        Identity of the weights, recorded in the store (``torchvision:...``, ``file:...``,
+        ``random:seed=...``).
+    is_random
+        True when the weights are random (results mean nothing about a real model).
+    """
+
+    model: nn.Module
+    backbone: nn.Module
+    head: str
+    weights_id: str
+    is_random: bool
+
+
+def imagenet_cache_path() -> Path:
+    """Where torchvision caches the ResNet18 checkpoint: ``$TORCH_HOME/hub/checkpoints``."""
+    filename = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def _offline_message(cause: BaseException) -> str:
+    path = imagenet_cache_path()
+    return (
+        "Expected ImageNet ResNet18 weights, but they could not be downloaded "
+        f"({type(cause).__name__}: {cause}) and are not in the cache.\n"
+        "Ways out:\n"
+        f"  1. copy resnet18 weights to the torchvision cache: {path}\n"
+        f"     (from a machine with network: {IMAGENET_WEIGHTS.url})\n"
+        "  2. point to a local state-dict file: --weights /path/to/resnet18.pth\n"
+        "  3. run with seeded random weights (results are meaningless): --weights random"
+    )
+
+
+def _load_imagenet(allow_download: bool = True, timeout_s: float = 20.0) -> nn.Module:
+    net = resnet18(weights=None)
+    path = imagenet_cache_path()
+    if not path.exists() and not allow_download:
+        raise WeightsError(_offline_message(FileNotFoundError(str(path))))
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        state = IMAGENET_WEIGHTS.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # urllib, hash-check and unpickling errors all mean the same here
+        if path.exists():
+            raise WeightsError(
+                f"Expected a valid checkpoint at {path}, but it could not be read ({exc}). "
+                "Delete the file to download it again, or pass --weights with a local file."
+            ) from exc
+        raise WeightsError(_offline_message(exc)) from exc
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    net.load_state_dict(state)
+    return net
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_file(path: Path) -> nn.Module:
+    if not path.is_file():
+        raise WeightsError(
+            f"Expected a weights file at {path}, but there is none. Pass an existing state-dict "
+            "file, 'imagenet' or 'random' as the weights."
+        )
+    try:
+        # weights_only: a checkpoint is data; never let it run code.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise WeightsError(
+            f"Expected a PyTorch state-dict file at {path}, but it could not be loaded "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Check that the file is a complete torch.save() of a ResNet18 state dict."
+        ) from exc
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise WeightsError(
+            f"Expected a state dict (name -> tensor) in {path}, got {type(obj).__name__}. "
+            "Save weights with torch.save(model.state_dict(), path)."
+        )
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    net = resnet18(weights=None)
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()
+        raise WeightsError(
+            f"Expected ResNet18 weights in {path}, but the state dict does not fit: "
+            f"{' '.join(line.strip() for line in first[:3])[:400]}"
+        ) from exc
+    return net
+
+
+def _random(seed: int) -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return resnet18(weights=None)
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Put ``model`` in eval mode and stop its parameters from requiring grad."""
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    return model
+
+
+def with_head(backbone: nn.Module, head: str) -> nn.Module:
+    """Append the output head: ``softmax`` (the seed's) or ``logits`` (identity)."""
+    if head not in HEADS:
+        raise WeightsError(f"Expected head to be one of {', '.join(HEADS)}, got {head!r}.")
+    return nn.Sequential(backbone, nn.Softmax(dim=1)) if head == "softmax" else backbone
+
+
+def load_model(
+    weights: str | Path = "imagenet",
+    head: str = "softmax",
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> LoadedModel:
+    """Load ResNet18 ready for attribution.
+
+    Parameters
+    ----------
+    weights
+        ``"imagenet"`` (torchvision IMAGENET1K_V1 through its cache; an error when it cannot
+        be had), ``"auto"`` (ImageNet when available, else seeded random), ``"random"``
+        (seeded, reproducible) or a path to a local state-dict file.
+    head
+        ``"softmax"`` or ``"logits"``.
+    seed
+        Seed for random weights.
+    device
+        Where the model lives.
+
+    Raises
+    ------
+    WeightsError
+        When the weights cannot be obtained or do not fit, with what to do instead.
+    """
+    key = str(weights)
+    if key == "imagenet":
+        net, wid, is_random = _load_imagenet(), f"torchvision:{IMAGENET_WEIGHTS}", False
+    elif key == "auto":
+        try:
+            net, wid, is_random = _load_imagenet(), f"torchvision:{IMAGENET_WEIGHTS}", False
+        except WeightsError:
+            net, wid, is_random = _random(seed), f"random:seed={seed}", True
+    elif key == "random":
+        net, wid, is_random = _random(seed), f"random:seed={seed}", True
+    else:
+        path = Path(weights).expanduser()
+        net, wid, is_random = _load_file(path), f"file:{path.name}:sha256={_sha256(path)}", False
+    backbone = freeze(net).to(device)
+    model = freeze(with_head(backbone, head)).to(device)
+    return LoadedModel(model=model, backbone=backbone, head=head, weights_id=wid,
+                       is_random=is_random)
+
+
+@cache
+def class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in class-index order."""
+    return tuple(IMAGENET_WEIGHTS.meta["categories"])
+
+
+@cache
+def imagenet_synsets() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids in class-index order (``n01440764`` is class 0)."""
+    text = resources.files("pipeline.resources").joinpath("imagenet_synsets.txt").read_text()
+    ids = tuple(line.strip() for line in text.splitlines() if line.strip())
+    if len(ids) != 1000:
+        raise WeightsError(f"Expected 1000 WordNet ids in imagenet_synsets.txt, got {len(ids)}.")
+    return ids
+
+
+@cache
+def synset_to_index() -> dict[str, int]:
+    """Map a WordNet id to its ImageNet class index."""
+    return {wnid: i for i, wnid in enumerate(imagenet_synsets())}

@@ -1,0 +1,119 @@
+"""Memory-planned batch sizes: how many samples go through one forward/backward.
+
+A *sample* is one network input: one image at one path step or noise draw. The planner
+measures the activation memory one sample needs (forward hooks on a one-sample probe) and
+divides a memory budget by it: on CUDA the free device memory, on CPU a configurable budget.
+Peak memory then depends on the budget, never on ``n_steps`` or ``nt_samples``.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+#: CPU budget for one forward/backward when none is configured (bytes).
+DEFAULT_CPU_BUDGET: int = 1 << 30
+#: Beyond this many samples per pass the CPU gains nothing; GPUs keep scaling further.
+CPU_CAP: int = 64
+CUDA_CAP: int = 1024
+#: Saved activations + their gradients + allocator slack, relative to forward outputs.
+BACKWARD_FACTOR: float = 3.0
+#: Share of free CUDA memory a pass may use (the rest: weights, workspaces, other streams).
+CUDA_FRACTION: float = 0.6
+
+_cache: weakref.WeakKeyDictionary[nn.Module, dict[tuple[object, ...], int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _leaves(model: nn.Module) -> Iterator[nn.Module]:
+    for module in model.modules():
+        if next(module.children(), None) is None:
+            yield module
+
+
+def bytes_per_sample(model: nn.Module, sample_shape: tuple[int, ...], device: torch.device,
+                     dtype: torch.dtype = torch.float32) -> int:
+    """Forward activation bytes for one sample of shape ``(3, H, W)``, measured with hooks."""
+    total = 0
+
+    def hook(_m: nn.Module, _i: object, out: object) -> None:
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * out.element_size()
+
+    handles = [leaf.register_forward_hook(hook) for leaf in _leaves(model)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *sample_shape), device=device, dtype=dtype))
+    finally:
+        for handle in handles:
+            handle.remove()
+    input_bytes = int(torch.Size(sample_shape).numel()) * torch.finfo(dtype).bits // 8
+    return max(total, 1) + input_bytes
+
+
+def cpu_budget() -> int:
+    """The CPU budget: ``XAI_CPU_MEMORY_BUDGET`` (bytes, or with a ``G``/``M`` suffix) or 1 GiB."""
+    raw = os.environ.get("XAI_CPU_MEMORY_BUDGET", "").strip().upper()
+    if not raw:
+        return DEFAULT_CPU_BUDGET
+    scale = {"G": 1 << 30, "M": 1 << 20, "K": 1 << 10}.get(raw[-1], 1)
+    number = raw[:-1] if raw[-1] in "GMK" else raw
+    try:
+        return max(int(float(number) * scale), 1 << 20)
+    except ValueError as exc:
+        raise ValueError(
+            f"Expected XAI_CPU_MEMORY_BUDGET like '2G' or '512M', got {raw!r}."
+        ) from exc
+
+
+def device_budget(device: torch.device, budget_bytes: int | None = None) -> int:
+    """Bytes one forward/backward may use on ``device``."""
+    if budget_bytes is not None:
+        return budget_bytes
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free * CUDA_FRACTION)
+    return cpu_budget()
+
+
+def plan_max_batch(
+    model: nn.Module,
+    sample_shape: tuple[int, ...],
+    device: torch.device | str,
+    *,
+    budget_bytes: int | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> int:
+    """Samples per forward/backward that fit the memory budget.
+
+    Parameters
+    ----------
+    model
+        The network (its activations are measured once per input shape and cached).
+    sample_shape
+        ``(3, H, W)``.
+    device
+        Where the passes run.
+    budget_bytes
+        Override the budget (CPU default: 1 GiB or ``XAI_CPU_MEMORY_BUDGET``; CUDA: 60% of
+        free memory).
+
+    Returns
+    -------
+    int
+        At least 1, at most 64 on CPU and 1024 on CUDA.
+    """
+    dev = torch.device(device)
+    key = (tuple(sample_shape), str(dev), dtype)
+    per_model = _cache.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = bytes_per_sample(model, tuple(sample_shape), dev, dtype)
+    per_sample = per_model[key] * BACKWARD_FACTOR
+    cap = CUDA_CAP if dev.type == "cuda" else CPU_CAP
+    return int(max(1, min(cap, device_budget(dev, budget_bytes) // per_sample)))

@@ -1,0 +1,42 @@
+"""Shared fixtures: a real ResNet18 with seeded random weights on tiny inputs."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def loaded():
+    from pipeline.model import load_model
+
+    return load_model("random", head="softmax", seed=0)
+
+
+@pytest.fixture(scope="session")
+def model(loaded):
+    """The seed's model: ResNet18 followed by Softmax (random weights, eval, frozen)."""
+    return loaded.model
+
+
+@pytest.fixture(scope="session")
+def logit_model(loaded):
+    return loaded.backbone
+
+
+@pytest.fixture()
+def images() -> torch.Tensor:
+    """Three seeded 32x32 normalized images ``(3, 3, 32, 32)``."""
+    gen = torch.Generator().manual_seed(1234)
+    return torch.randn(3, 3, 32, 32, generator=gen)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative L2 error of ``a`` against reference ``b``."""
+    a64, b64 = a.double(), b.double()
+    return float((a64 - b64).norm() / b64.norm().clamp_min(1e-300))
