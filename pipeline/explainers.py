@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, SubFigure
 from torch import nn
 
 from pipeline.custom_explainers import predicted_class
@@ -128,6 +128,39 @@ def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
+def draw_attribution_row(
+    fig: Figure | SubFigure,
+    image: torch.Tensor | np.ndarray,
+    attributions: Sequence[torch.Tensor | np.ndarray],
+    method_names: Sequence[str],
+    *,
+    cmap: str = "inferno",
+    image_title: str = "Image",
+) -> None:
+    """Draw the seed's row (image, then one titled heat map per method) into ``fig``."""
+    if len(attributions) != len(method_names):
+        raise ValueError(
+            f"Expected one method name per attribution, got {len(attributions)} attributions "
+            f"and {len(method_names)} names."
+        )
+    img = _to_numpy(image)
+    if img.ndim == 4 and img.shape[0] == 1:
+        img = img[0]
+    if img.ndim != 3 or img.shape[0] != 3:
+        raise ValueError(f"Expected an image of shape (3, H, W), got {img.shape}.")
+    axes = fig.subplots(1, len(attributions) + 1, squeeze=False)[0]
+    axes[0].imshow(np.clip(np.transpose(img, (1, 2, 0)), 0.0, 1.0))
+    axes[0].set_title(image_title, fontsize=9)
+    for ax, attr, name in zip(axes[1:], attributions, method_names, strict=True):
+        amap = _to_numpy(attr)
+        amap = amap.squeeze(0) if amap.ndim == 3 and amap.shape[0] == 1 else amap
+        in_unit = amap.size > 0 and float(amap.min()) >= 0.0 and float(amap.max()) <= 1.0
+        ax.imshow(amap, cmap=cmap, vmin=0.0 if in_unit else None, vmax=1.0 if in_unit else None)
+        ax.set_title(name, fontsize=9)
+    for ax in axes:
+        ax.axis("off")
+
+
 def plot_attributions(
     image: torch.Tensor | np.ndarray,
     attributions: Sequence[torch.Tensor | np.ndarray],
@@ -152,26 +185,6 @@ def plot_attributions(
     matplotlib.figure.Figure
         A figure made with the object API (no pyplot state); save it with ``savefig``.
     """
-    if len(attributions) != len(method_names):
-        raise ValueError(
-            f"Expected one method name per attribution, got {len(attributions)} attributions "
-            f"and {len(method_names)} names."
-        )
-    img = _to_numpy(image)
-    if img.ndim == 4 and img.shape[0] == 1:
-        img = img[0]
-    if img.ndim != 3 or img.shape[0] != 3:
-        raise ValueError(f"Expected an image of shape (3, H, W), got {img.shape}.")
     fig = Figure(figsize=(panel_size * (len(attributions) + 1), panel_size), layout="constrained")
-    axes = fig.subplots(1, len(attributions) + 1, squeeze=False)[0]
-    axes[0].imshow(np.clip(np.transpose(img, (1, 2, 0)), 0.0, 1.0))
-    axes[0].set_title("Image")
-    for ax, attr, name in zip(axes[1:], attributions, method_names, strict=True):
-        amap = _to_numpy(attr)
-        amap = amap.squeeze(0) if amap.ndim == 3 and amap.shape[0] == 1 else amap
-        in_unit = amap.size > 0 and float(amap.min()) >= 0.0 and float(amap.max()) <= 1.0
-        ax.imshow(amap, cmap=cmap, vmin=0.0 if in_unit else None, vmax=1.0 if in_unit else None)
-        ax.set_title(name)
-    for ax in axes:
-        ax.axis("off")
+    draw_attribution_row(fig, image, attributions, method_names, cmap=cmap)
     return fig

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
-from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+from captum.attr import IntegratedGradients, Saliency
 from torch import nn
 
 from pipeline.custom_explainers import QUADRATURE_RULES, input_gradient, integrated_gradients
@@ -25,8 +26,10 @@ CAPTUM_IG_METHODS: tuple[str, ...] = (
     "gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle",
 )
 
-AttributionFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any], int],
-                         torch.Tensor]
+AttributionFn = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any], int, Sequence[int] | None],
+    torch.Tensor,
+]
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ class MethodSpec:
     name
         Registry key, used in configs (``[methods.<name>]``), the CLI and the store.
     fn
-        ``fn(model, images, targets, params, max_batch) -> (N, 3, H, W)``.
+        ``fn(model, images, targets, params, max_batch, seeds) -> (N, 3, H, W)``; ``seeds``
+        gives one RNG seed per row for stochastic methods (None: drawn from torch's RNG).
     params
         Accepted parameters with defaults.
     implementation
@@ -109,7 +113,8 @@ def _groups(n: int, size: int) -> list[slice]:
 
 
 def _gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-              params: Mapping[str, Any], max_batch: int) -> torch.Tensor:
+              params: Mapping[str, Any], max_batch: int,
+    _seeds: Sequence[int] | None = None) -> torch.Tensor:
     sal = Saliency(model)
     return torch.cat([
         sal.attribute(images[s], target=targets[s], abs=params["abs"]).detach()
@@ -118,7 +123,8 @@ def _gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 
 def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-               params: Mapping[str, Any], max_batch: int) -> torch.Tensor:
+               params: Mapping[str, Any], max_batch: int,
+    _seeds: Sequence[int] | None = None) -> torch.Tensor:
     ig = IntegratedGradients(model)
     steps = params["n_steps"]
     # Captum splits along steps only, so each call gets at most max_batch images.
@@ -134,22 +140,56 @@ def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     return torch.cat(out)
 
 
+def image_seed(run_seed: int, index: int) -> int:
+    """The RNG seed of image ``index`` in a run: independent of shards and batching."""
+    return int(np.random.SeedSequence([run_seed, index]).generate_state(1)[0])
+
+
+def _noisy_chunks(images: torch.Tensor, seeds: Sequence[int], samples: int, stdev: float,
+                  max_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (noisy inputs, row index) chunks of at most ``max_batch`` samples.
+
+    Each image's noise comes from its own CPU generator, so the numbers do not depend on the
+    chunking, the batch an image is in, or the device.
+    """
+    parts: list[torch.Tensor] = []
+    rows: list[torch.Tensor] = []
+    held = 0
+    for i in range(images.shape[0]):
+        gen = torch.Generator().manual_seed(int(seeds[i]))
+        noise = torch.randn((samples, *images.shape[1:]), generator=gen)
+        noise = noise.to(images.device, images.dtype) * stdev
+        j = 0
+        while j < samples:
+            take = min(samples - j, max_batch - held)
+            parts.append(images[i] + noise[j:j + take])
+            rows.append(torch.full((take,), i, device=images.device, dtype=torch.long))
+            held, j = held + take, j + take
+            if held == max_batch:
+                yield torch.cat(parts), torch.cat(rows)
+                parts, rows, held = [], [], 0
+    if parts:
+        yield torch.cat(parts), torch.cat(rows)
+
+
 def _smoothgrad(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                params: Mapping[str, Any], max_batch: int) -> torch.Tensor:
-    tunnel = NoiseTunnel(Saliency(model))
-    samples = params["nt_samples"]
-    out = []
-    for s in _groups(images.shape[0], max_batch):
-        x = images[s]
-        out.append(tunnel.attribute(
-            x, nt_type="smoothgrad", nt_samples=samples, stdevs=params["stdevs"],
-            target=targets[s], nt_samples_batch_size=max(1, max_batch // x.shape[0]),
-        ).detach())
-    return torch.cat(out)
+                params: Mapping[str, Any], max_batch: int,
+                seeds: Sequence[int] | None = None) -> torch.Tensor:
+    """NoiseTunnel(Saliency) smoothgrad semantics: mean |grad| over ``nt_samples`` noisy copies."""
+    samples, stdev = params["nt_samples"], params["stdevs"]
+    if seeds is None:
+        seeds = torch.randint(0, 2**62, (images.shape[0],)).tolist()
+    sal = Saliency(model)
+    acc = torch.zeros(images.shape, dtype=torch.float64, device=images.device)
+    for noisy, rows in _noisy_chunks(images, seeds, samples, stdev, max(1, max_batch)):
+        grads = sal.attribute(noisy, target=targets[rows], abs=params["abs"]).detach()
+        acc.index_add_(0, rows, grads.to(torch.float64))
+    return (acc / samples).to(images.dtype)
 
 
 def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                     params: Mapping[str, Any], max_batch: int) -> torch.Tensor:
+                     params: Mapping[str, Any], max_batch: int,
+    _seeds: Sequence[int] | None = None) -> torch.Tensor:
     grads = torch.cat([
         input_gradient(model, images[s], targets[s])
         for s in _groups(images.shape[0], max_batch)
@@ -158,7 +198,8 @@ def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tens
 
 
 def _custom_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-               params: Mapping[str, Any], max_batch: int) -> torch.Tensor:
+               params: Mapping[str, Any], max_batch: int,
+    _seeds: Sequence[int] | None = None) -> torch.Tensor:
     return integrated_gradients(
         model, images, targets, black_baseline(images), params["n_steps"],
         rule=params["rule"], max_batch=max_batch,
@@ -183,9 +224,12 @@ METHODS: dict[str, MethodSpec] = {
             has_delta=True,
         ),
         MethodSpec(
-            "smoothgrad", _smoothgrad, "Captum NoiseTunnel(Saliency), smoothgrad", "captum",
+            "smoothgrad", _smoothgrad,
+            "Captum Saliency averaged over noisy copies (NoiseTunnel smoothgrad semantics)",
+            "captum",
             {"nt_samples": Param(int, 10, "noisy copies per image", minimum=1),
-             "stdevs": Param(float, 0.3, "noise std in normalized input space", minimum=0.0)},
+             "stdevs": Param(float, 0.3, "noise std in normalized input space", minimum=0.0),
+             "abs": Param(bool, True, "absolute gradients, as Saliency's default")},
             stochastic=True,
         ),
         MethodSpec(
@@ -226,12 +270,12 @@ def completeness_delta(model: nn.Module, images: torch.Tensor, targets: torch.Te
 
 
 def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-              params: Mapping[str, Any], max_batch: int, seed: int | None = None
+              params: Mapping[str, Any], max_batch: int, seeds: Sequence[int] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run one method on a batch.
 
-    Stochastic methods draw from a private RNG seeded with ``seed``, so the same batch and
-    seed give the same numbers, whatever ran before.
+    Stochastic methods draw each row's noise from a generator seeded with ``seeds[row]``
+    (see :func:`image_seed`), so a row gets the same numbers in any batch, on any resume.
 
     Returns
     -------
@@ -241,19 +285,10 @@ def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets:
     with warnings.catch_warnings():
         # Captum warns that it set requires_grad on the input, which is what we want.
         warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
-        attr = _run_seeded(spec, model, images, targets, params, max_batch, seed)
+        attr = spec.fn(model, images, targets, params, max_batch, seeds)
     if spec.has_delta:
         delta = completeness_delta(model, images, targets, attr).float()
     else:
         delta = torch.full((images.shape[0],), float("nan"), device=images.device)
     return attr.float(), delta
 
-
-def _run_seeded(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                params: Mapping[str, Any], max_batch: int, seed: int | None) -> torch.Tensor:
-    if not spec.stochastic:
-        return spec.fn(model, images, targets, params, max_batch)
-    devices = [images.device] if images.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(0 if seed is None else seed)
-        return spec.fn(model, images, targets, params, max_batch)

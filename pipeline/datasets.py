@@ -1,0 +1,211 @@
+"""Dataset layouts: turn a folder (or a recipe) into a fixed, sorted list of images and labels.
+
+Layouts
+-------
+``class-folders``
+    ``root/<wnid>/<file>`` (the prepared ImageNet val folder, Imagenette); label from the folder.
+``flat-csv``
+    ``root/<ImageId>.<ext>`` with a CSV ``ImageId,PredictionString`` whose first token is the
+    WordNet id (ImageNet's ``LOC_val_solution.csv``); images missing from the CSV get label -1.
+``plain``
+    Every image below ``root``, recursively, no labels.
+``synthetic``
+    ``count`` generated images; no files.
+``auto``
+    ``flat-csv`` when the CSV exists, ``class-folders`` when the sub-folders are WordNet ids,
+    otherwise ``plain``.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.data import discover_images, is_image_file
+from pipeline.errors import DataError
+from pipeline.model import synset_to_index
+
+WNID = re.compile(r"^n\d{8}$")
+
+LAYOUT_HELP = (
+    "Put the images there in one of these layouts:\n"
+    "  class folders:  <root>/n01440764/ILSVRC2012_val_00000293.JPEG  (one folder per WordNet id,"
+    " as in the prepared ImageNet val folder or Imagenette)\n"
+    "  flat + CSV:     <root>/ILSVRC2012_val_00000001.JPEG ... and <root>/LOC_val_solution.csv"
+    " (columns ImageId,PredictionString; the first token is the WordNet id)\n"
+    "  plain:          any images below <root> (no labels)"
+)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The fixed image list of a run.
+
+    Attributes
+    ----------
+    ids
+        Dataset-relative POSIX paths (or ``synthetic/NNNNNN``), sorted.
+    labels
+        ImageNet class index per image, -1 when unknown.
+    layout
+        The layout actually used (``auto`` resolved).
+    """
+
+    ids: tuple[str, ...]
+    labels: tuple[int, ...]
+    layout: str
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _class_folders(root: Path) -> tuple[list[str], list[int]]:
+    index = synset_to_index()
+    ids: list[str] = []
+    labels: list[int] = []
+    unknown: list[str] = []
+    for rel in discover_images(root):
+        top = rel.split("/", 1)[0]
+        if "/" not in rel or not WNID.match(top):
+            continue
+        if top not in index:
+            unknown.append(top)
+            continue
+        ids.append(rel)
+        labels.append(index[top])
+    if unknown:
+        raise DataError(
+            f"Expected ImageNet-1k WordNet ids as folder names in {root}, got "
+            f"{sorted(set(unknown))[:5]} which are not among the 1000 classes."
+        )
+    return ids, labels
+
+
+def _read_label_csv(path: Path) -> dict[str, str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            fields = reader.fieldnames or []
+            if "ImageId" not in fields or "PredictionString" not in fields:
+                raise DataError(
+                    f"Expected columns ImageId,PredictionString in {path}, got {fields}."
+                )
+            return {row["ImageId"]: (row["PredictionString"] or "").split(" ")[0]
+                    for row in reader}
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"Cannot read the label CSV {path}: {exc}") from exc
+
+
+def _flat_csv(root: Path, csv_path: Path) -> tuple[list[str], list[int]]:
+    index = synset_to_index()
+    table = _read_label_csv(csv_path)
+    ids = [p.name for p in sorted(root.iterdir()) if is_image_file(p) and p.is_file()]
+    labels: list[int] = []
+    for rel in ids:
+        wnid = table.get(Path(rel).stem, "")
+        if wnid and wnid not in index:
+            raise DataError(
+                f"Expected an ImageNet-1k WordNet id for {rel} in {csv_path}, got {wnid!r}."
+            )
+        labels.append(index[wnid] if wnid else -1)
+    return ids, labels
+
+
+def _label_csv_path(root: Path, labels_csv: str) -> Path | None:
+    for folder in (root, root.parent):
+        candidate = folder / labels_csv
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def detect_layout(root: Path, labels_csv: str) -> str:
+    """Resolve ``auto`` for an existing folder."""
+    if _label_csv_path(root, labels_csv) is not None:
+        return "flat-csv"
+    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if subdirs and all(WNID.match(p.name) for p in subdirs):
+        return "class-folders"
+    return "plain"
+
+
+def _subset(ids: list[str], labels: list[int], limit: int, per_class: int, layout: str
+            ) -> tuple[list[str], list[int]]:
+    if per_class:
+        if layout == "plain":
+            raise DataError(
+                "Expected labels for per_class, but the 'plain' layout has none. Use a labelled "
+                "layout (class-folders, flat-csv) or limit instead."
+            )
+        taken: dict[int, int] = defaultdict(int)
+        keep = []
+        for i, lab in enumerate(labels):
+            if taken[lab] < per_class:
+                taken[lab] += 1
+                keep.append(i)
+        ids, labels = [ids[i] for i in keep], [labels[i] for i in keep]
+    if limit:
+        ids, labels = ids[:limit], labels[:limit]
+    return ids, labels
+
+
+def build_manifest(
+    layout: str,
+    root: Path | None,
+    *,
+    labels_csv: str = "LOC_val_solution.csv",
+    limit: int = 0,
+    per_class: int = 0,
+    count: int = 0,
+    dataset_name: str = "dataset",
+) -> Manifest:
+    """Discover the images of a dataset; the result is sorted and deterministic.
+
+    Raises
+    ------
+    DataError
+        When the folder is missing or empty, with the layouts to put there.
+    """
+    if layout == "synthetic":
+        n = min(count, limit) if limit else count
+        return Manifest(tuple(f"synthetic/{i:06d}" for i in range(n)), (-1,) * n, "synthetic")
+    if root is None or not root.is_dir():
+        raise DataError(
+            f"Expected the images of dataset '{dataset_name}' in {root}, but that folder does "
+            f"not exist.\n{LAYOUT_HELP}\nOr point elsewhere with --data-dir DIR or XAI_DATA_DIR."
+        )
+    resolved = detect_layout(root, labels_csv) if layout == "auto" else layout
+    if resolved == "class-folders":
+        ids, labels = _class_folders(root)
+    elif resolved == "flat-csv":
+        csv_path = _label_csv_path(root, labels_csv)
+        if csv_path is None:
+            raise DataError(
+                f"Expected the label CSV {labels_csv} in {root} or its parent, but it is "
+                f"missing.\n{LAYOUT_HELP}"
+            )
+        ids, labels = _flat_csv(root, csv_path)
+    else:
+        ids = discover_images(root)
+        labels = [-1] * len(ids)
+    ids, labels = _subset(ids, labels, limit, per_class, resolved)
+    if not ids:
+        raise DataError(
+            f"Expected images in {root} ({resolved} layout), found none.\n{LAYOUT_HELP}"
+        )
+    return Manifest(tuple(ids), tuple(labels), resolved)
+
+
+def synthetic_image(index: int, size: int, seed: int = 0) -> np.ndarray:
+    """A deterministic smooth colour image ``(size, size, 3)`` uint8 for benchmarks and tests."""
+    rng = np.random.default_rng([seed, index])
+    coarse = rng.random((4, 4, 3))
+    reps = -(-size // 4)
+    up = np.kron(coarse, np.ones((reps, reps, 1)))[:size, :size]
+    noise = rng.normal(0.0, 0.05, (size, size, 3))
+    return (np.clip(up + noise, 0.0, 1.0) * 255).round().astype(np.uint8)

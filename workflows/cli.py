@@ -1,0 +1,262 @@
+"""The ``xai`` command line: parses options and calls library and workflow functions."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from pipeline.errors import XaiError
+from pipeline.methods import METHODS
+from workflows.stages import STAGES
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Batch gradient-based explanations of an ImageNet ResNet18.")
+console = Console(stderr=True)
+out = Console()
+
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d",
+                                                help="configs/<NAME>.toml (default: sample)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="a config file")]
+OutOpt = Annotated[Path | None, typer.Option("--out", help="output root (run dir: OUT/NAME)")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", help="override a config value: section.key=value (value read as TOML)")]
+
+
+class SpeedColumn(ProgressColumn):
+    """Images per second."""
+
+    def render(self, task: Task) -> Text:
+        # Over the whole stage, counting only images done in this run (not resumed ones).
+        done = task.completed - task.fields.get("resumed", 0)
+        elapsed = task.finished_time if task.finished else task.elapsed
+        if not elapsed or done <= 0:
+            return Text("      - img/s", style="cyan")
+        return Text(f"{done / elapsed:6.1f} img/s", style="cyan")
+
+
+class RichReporter:
+    """Draws one progress bar per stage."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def stage_start(self, stage: str, total_images: int, done_images: int) -> None:
+        self.tasks[stage] = self.progress.add_task(stage, total=total_images,
+                                                   completed=done_images, resumed=done_images)
+
+    def advance(self, stage: str, images: int) -> None:
+        self.progress.advance(self.tasks[stage], images)
+
+    def stage_end(self, stage: str) -> None:
+        self.progress.stop_task(self.tasks[stage])
+
+    def warn(self, message: str) -> None:
+        self.progress.console.print(Panel(message, title="warning", style="bold red"))
+
+    def info(self, message: str) -> None:
+        self.progress.console.print(f"[dim]{message}[/]")
+
+
+def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {exc}")
+    return typer.Exit(code)
+
+
+def _config(dataset: str | None, config: Path | None, sets: list[str] | None, **kw: Any) -> Any:
+    from workflows.config import load_config, resolve_config_path
+
+    path = resolve_config_path(dataset, config)
+    return load_config(path, sets or [], **kw)
+
+
+@app.command()
+def run(
+    dataset: DatasetOpt = None,
+    config: ConfigOpt = None,
+    data_dir: Annotated[Path | None, typer.Option(
+        "--data-dir", help="image folder (else $XAI_DATA_DIR, else the config's root)")] = None,
+    out_dir: OutOpt = None,
+    weights: Annotated[str | None, typer.Option(
+        help="imagenet | auto | random | path to a state-dict file")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    scheduler: Annotated[str, typer.Option(
+        help="threads | processes | synchronous | local:N | tcp://host:port")] = "threads",
+    sets: SetOpt = None,
+    force: Annotated[str | None, typer.Option(
+        help=f"recompute this stage and the ones after it: {', '.join(STAGES)}")] = None,
+) -> None:
+    """Run (or resume) the pipeline: ingest, predict, attribute, aggregate, normalize, render."""
+    from workflows.run import run_pipeline
+    from workflows.scheduler import validate
+
+    try:
+        cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir, weights=weights,
+                      device=device)
+        validate(scheduler)
+        console.print(f"[bold]{cfg.dataset.name}[/]: methods {', '.join(cfg.method_names)}; "
+                      f"output {cfg.run_dir}")
+        columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                   SpeedColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            summary = run_pipeline(cfg, scheduler=scheduler, force=force,
+                                   reporter=RichReporter(progress))
+    except KeyboardInterrupt:
+        console.print("[bold yellow]Interrupted.[/] Finished shards are kept; run the same "
+                      "command again to resume where it stopped.")
+        raise typer.Exit(130) from None
+    except XaiError as exc:
+        raise _fail(exc) from None
+    _print_summary(summary)
+
+
+def _print_summary(summary: Any) -> None:
+    table = Table(title="run summary", title_justify="left")
+    for col in ("stage", "shards run", "images", "seconds", "img/s", "device idle"):
+        table.add_column(col, justify="right" if col != "stage" else "left")
+    for st in summary.stats:
+        rate = f"{st.images_run / st.seconds:.1f}" if st.images_run and st.seconds else "-"
+        idle = (f"{100 * st.wait_seconds / st.seconds:.0f}%"
+                if st.stage in ("predict", "attribute") and st.seconds and st.images_run else "")
+        table.add_row(st.stage, f"{st.shards_run}/{st.shards_total}", str(st.images_run),
+                      f"{st.seconds:.1f}", rate, idle)
+    out.print(table)
+    out.print(f"images: {summary.images} ({summary.ok} explained, {len(summary.skipped)} "
+              f"skipped) on {summary.device} in {summary.seconds:.1f}s")
+    for image_id, reason in summary.skipped[:20]:
+        out.print(f"  [yellow]skipped[/] {image_id}: {reason}")
+    if len(summary.skipped) > 20:
+        out.print(f"  ... and {len(summary.skipped) - 20} more (see `xai status`)")
+    out.print(f"store:  {summary.store_path}")
+    out.print(f"sheets: {summary.sheets_dir}")
+    out.print(f"weights: {summary.weights_id}")
+    if summary.random_weights:
+        out.print("[bold red]random weights: the attributions say nothing about a real "
+                  "model[/]")
+
+
+@app.command()
+def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
+           sets: SetOpt = None) -> None:
+    """Per stage: shards done/total and whether the config made them stale; skipped images."""
+    from workflows.run import run_status
+
+    try:
+        cfg = _config(dataset, config, sets, out=out_dir)
+        st = run_status(cfg)
+    except XaiError as exc:
+        raise _fail(exc) from None
+    out.print(f"run: {st.run_dir}")
+    if not st.exists:
+        for note in st.notes:
+            out.print(note)
+        return
+    table = Table()
+    for col in ("stage", "done", "total", "stale", "state"):
+        table.add_column(col)
+    for s in st.stages:
+        state = ("done" if s.done == s.total else "stale" if s.stale else
+                 "partial" if s.done else "pending")
+        table.add_row(s.stage, str(s.done), str(s.total), str(s.stale), state)
+    out.print(table)
+    out.print(f"images: {st.images}, skipped: {len(st.skipped)}")
+    for image_id, reason in st.skipped:
+        out.print(f"  {image_id}: {reason}")
+    for note in st.notes:
+        out.print(f"[yellow]{note}[/]")
+
+
+@app.command()
+def clean(stage: Annotated[str | None, typer.Argument(
+              help="clear this stage and the ones after it; none: remove the whole run")] = None,
+          dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
+          sets: SetOpt = None) -> None:
+    """Remove a run's outputs, or mark one stage (and those after it) for recomputation."""
+    from workflows.run import clean as clean_run
+
+    try:
+        cfg = _config(dataset, config, sets, out=out_dir)
+        out.print(clean_run(cfg, stage))
+    except XaiError as exc:
+        raise _fail(exc) from None
+
+
+@app.command()
+def explain(
+    images: Annotated[list[Path], typer.Argument(help="image files")],
+    out_file: Annotated[Path, typer.Option("--out", help="PNG to write")] = Path("explain.png"),
+    weights: Annotated[str, typer.Option(help="imagenet | auto | random | FILE")] = "auto",
+    head: Annotated[str, typer.Option(help="softmax | logits")] = "softmax",
+    method: Annotated[list[str] | None, typer.Option(
+        help=f"repeatable; default all: {', '.join(METHODS)}")] = None,
+    n_steps: Annotated[int, typer.Option(help="path steps for the IG methods")] = 50,
+    nt_samples: Annotated[int, typer.Option(help="SmoothGrad samples")] = 10,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
+    seed: Annotated[int, typer.Option(help="seed for random weights and SmoothGrad")] = 0,
+) -> None:
+    """The seed's figure for single images: each image, then one normalized map per method."""
+    from workflows.explain import explain_images
+
+    try:
+        result = explain_images(images, out_file, weights=weights, head=head,
+                                methods=method or list(METHODS), n_steps=n_steps,
+                                nt_samples=nt_samples, device=device, seed=seed)
+    except XaiError as exc:
+        raise _fail(exc) from None
+    for line in result.lines:
+        out.print(line)
+    if result.random_weights:
+        out.print("[bold red]random weights: the maps say nothing about a real model[/]")
+    out.print(f"wrote {out_file}")
+
+
+@app.command()
+def datasets() -> None:
+    """The datasets that `--dataset NAME` (and `make run DATASET=NAME`) knows."""
+    from workflows.config import available_datasets, config_dir, load_config
+
+    table = Table()
+    for col in ("name", "layout", "root", "found", "weights", "methods"):
+        table.add_column(col)
+    for name in available_datasets():
+        path = config_dir() / f"{name}.toml"
+        try:
+            cfg = load_config(path)
+        except XaiError as exc:
+            table.add_row(name, "[red]invalid[/]", str(exc)[:60], "", "", "")
+            continue
+        root = cfg.dataset.root
+        found = "generated" if cfg.dataset.layout == "synthetic" else (
+            "yes" if root and root.is_dir() else "[red]missing[/]")
+        table.add_row(name, cfg.dataset.layout, str(root or "-"), found, cfg.model.weights,
+                      ", ".join(cfg.method_names))
+    out.print(table)
+
+
+def main() -> None:  # pragma: no cover - entry point
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    t0 = time.perf_counter()
+    try:
+        app()
+    finally:
+        if os.environ.get("XAI_TIMING"):
+            print(f"xai: {time.perf_counter() - t0:.2f}s", file=sys.stderr)

@@ -1,0 +1,352 @@
+"""Typed, frozen run configuration loaded from ``configs/<name>.toml``.
+
+Every key is validated on load: unknown keys and bad values raise :class:`ConfigError` naming
+the key and the file. Relative paths in a file resolve against that file's folder; paths given
+on the command line resolve against the working directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pipeline.errors import ConfigError
+from pipeline.methods import METHODS
+from pipeline.precision import PRECISIONS
+
+LAYOUTS = ("auto", "class-folders", "flat-csv", "plain", "synthetic")
+HEADS = ("softmax", "logits")
+CONFIG_DIR_ENV = "XAI_CONFIG_DIR"
+DATA_DIR_ENV = "XAI_DATA_DIR"
+
+
+def config_dir() -> Path:
+    """Where ``DATASET=<name>`` configs live: ``$XAI_CONFIG_DIR`` or the repo's ``configs/``."""
+    env = os.environ.get(CONFIG_DIR_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent.parent / "configs"
+
+
+def available_datasets() -> list[str]:
+    """Names of the shipped configs."""
+    return sorted(p.stem for p in config_dir().glob("*.toml"))
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    """``[dataset]``: where the images are and which of them to use."""
+
+    name: str
+    layout: str = "auto"
+    root: Path | None = None
+    labels_csv: str = "LOC_val_solution.csv"
+    limit: int = 0
+    per_class: int = 0
+    count: int = 64
+    resize: int = 256
+    crop: int = 224
+    max_pixels: int = 89_478_485
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """``[model]``: ``weights`` = imagenet | auto | random | a state-dict path; ``head``."""
+
+    weights: str = "imagenet"
+    head: str = "softmax"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``[run]``: output folder, device, precision, shard size, seed, samples per pass."""
+
+    out: Path = Path("runs")
+    device: str = "auto"
+    precision: str = "fp32"
+    shard_size: int = 32
+    seed: int = 0
+    max_batch: int = 0
+    prefetch: bool = True
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """``[render]``: contact-sheet layout."""
+
+    images_per_sheet: int = 8
+    colormap: str = "inferno"
+    dpi: int = 100
+
+
+@dataclass(frozen=True)
+class Config:
+    """A resolved, validated configuration."""
+
+    dataset: DatasetConfig
+    model: ModelConfig = field(default_factory=ModelConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    source: Path | None = None
+
+    @property
+    def run_dir(self) -> Path:
+        """``<out>/<dataset>/``."""
+        return self.run.out / self.dataset.name
+
+    @property
+    def method_names(self) -> tuple[str, ...]:
+        return tuple(self.methods)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form (paths as strings), as saved next to the results."""
+        return {
+            "dataset": _plain(dataclasses.asdict(self.dataset)),
+            "model": _plain(dataclasses.asdict(self.model)),
+            "run": _plain(dataclasses.asdict(self.run)),
+            "methods": {k: dict(v) for k, v in self.methods.items()},
+            "render": _plain(dataclasses.asdict(self.render)),
+            "source": str(self.source) if self.source else None,
+        }
+
+
+def _plain(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+
+
+def stable_hash(obj: Any) -> str:
+    """A short, stable hash of a JSON-able value."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("dataset", "layout"): LAYOUTS,
+    ("model", "head"): HEADS,
+    ("run", "precision"): PRECISIONS,
+}
+_MINIMUM: dict[tuple[str, str], int] = {
+    ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,
+    ("dataset", "resize"): 8, ("dataset", "crop"): 8, ("dataset", "max_pixels"): 1,
+    ("run", "shard_size"): 1, ("run", "seed"): 0, ("run", "max_batch"): 0,
+    ("render", "images_per_sheet"): 1, ("render", "dpi"): 20,
+}
+
+
+def _err(where: str, section: str, key: str, problem: str) -> ConfigError:
+    return ConfigError(f"{where}: [{section}] {key}: {problem}")
+
+
+def _check_value(where: str, section: str, f: dataclasses.Field[Any], value: Any,
+                 base: Path) -> Any:
+    key = f.name
+    annotation = str(f.type)
+    if "Path" in annotation:
+        if not isinstance(value, str) or not value:
+            raise _err(where, section, key, f"expected a path string, got {value!r}")
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    if annotation == "bool":
+        if not isinstance(value, bool):
+            raise _err(where, section, key, f"expected true or false, got {value!r}")
+        return value
+    if annotation == "int":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _err(where, section, key, f"expected an integer, got {value!r}")
+        low = _MINIMUM.get((section, key))
+        if low is not None and value < low:
+            raise _err(where, section, key, f"expected an integer >= {low}, got {value}")
+        return value
+    if not isinstance(value, str):
+        raise _err(where, section, key, f"expected a string, got {value!r}")
+    choices = _CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise _err(where, section, key, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _section(cls: type[Any], table: Any, section: str, where: str, base: Path) -> Any:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{section}] expected a table, got {table!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in fields:
+            allowed = ", ".join(fields)
+            raise ConfigError(
+                f"{where}: unknown key {key!r} in [{section}]. Allowed keys: {allowed}."
+            )
+        values[key] = _check_value(where, section, fields[key], value, base)
+    return cls(**values)
+
+
+def _device_ok(device: str) -> bool:
+    if device in ("auto", "cpu", "cuda", "mps"):
+        return True
+    head, _, idx = device.partition(":")
+    return head == "cuda" and idx.isdigit()
+
+
+def _methods(table: Any, where: str) -> dict[str, Mapping[str, Any]]:
+    if not isinstance(table, dict) or not table:
+        raise ConfigError(
+            f"{where}: expected at least one [methods.<name>] table, got none. "
+            f"Registered methods: {', '.join(METHODS)}."
+        )
+    resolved: dict[str, Mapping[str, Any]] = {}
+    for name, params in table.items():
+        if name not in METHODS:
+            raise ConfigError(
+                f"{where}: unknown method {name!r} in [methods.{name}]. "
+                f"Registered methods: {', '.join(METHODS)}."
+            )
+        if not isinstance(params, dict):
+            raise ConfigError(f"{where}: [methods.{name}] expected a table, got {params!r}")
+        try:
+            resolved[name] = MappingProxyType(METHODS[name].resolve(params))
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    return resolved
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``section.key=value`` -> (``["section", "key"]``, value read as TOML, else as a string)."""
+    key, sep, raw = text.partition("=")
+    parts = [p.strip() for p in key.strip().split(".")]
+    if not sep or len(parts) < 2 or not all(parts):
+        raise ConfigError(
+            f"--set {text!r}: expected section.key=value (e.g. run.shard_size=16 or "
+            "methods.integrated_gradients.n_steps=32)."
+        )
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return parts, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """Apply ``--set`` overrides to the raw TOML tables (copy)."""
+    out = json.loads(json.dumps(raw, default=str))
+    for text in overrides:
+        parts, value = parse_override(text)
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: {part!r} is not a table.")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def resolve_config_path(dataset: str | None, config: Path | None) -> Path:
+    """The config file for ``--dataset NAME`` or ``--config FILE``."""
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"Expected a config file at {config}, but there is none.")
+        return config
+    name = dataset or "sample"
+    path = config_dir() / f"{name}.toml"
+    if not path.is_file():
+        known = ", ".join(available_datasets()) or "none"
+        raise ConfigError(
+            f"Expected a dataset config {path}, but there is none. Known datasets: {known}. "
+            "Add configs/<name>.toml or pass --config FILE."
+        )
+    return path
+
+
+def load_config(
+    path: Path,
+    overrides: Sequence[str] = (),
+    *,
+    data_dir: Path | None = None,
+    out: Path | None = None,
+    weights: str | None = None,
+    device: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, override and validate a config file.
+
+    Precedence: command-line options > ``--set`` overrides > environment (``XAI_DATA_DIR``)
+    > the file.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the key, for TOML syntax errors, unknown keys and bad values.
+    """
+    env = os.environ if env is None else env
+    where = str(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the config: {exc.strerror}") from None
+    base = path.resolve().parent
+    known = {"dataset", "model", "run", "methods", "render"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(
+                f"{where}: unknown section or key {key!r}. Allowed: {', '.join(sorted(known))}."
+            )
+    cwd = Path.cwd()
+    raw = apply_overrides(raw, overrides)
+    set_paths = {tuple(parse_override(o)[0]) for o in overrides}
+    dataset_table = dict(raw.get("dataset", {}))
+    run_table = dict(raw.get("run", {}))
+    # Values given on the command line are relative to the working directory, not the file.
+    for table, sec, key in ((dataset_table, "dataset", "root"), (run_table, "run", "out")):
+        if (sec, key) in set_paths and isinstance(table.get(key), str):
+            table[key] = str((cwd / Path(table[key]).expanduser()).resolve())
+    if data_dir is not None:
+        dataset_table["root"] = str((cwd / data_dir.expanduser()).resolve())
+    elif env.get(DATA_DIR_ENV) and ("dataset", "root") not in set_paths:
+        dataset_table["root"] = str((cwd / Path(env[DATA_DIR_ENV]).expanduser()).resolve())
+    if out is not None:
+        run_table["out"] = str((cwd / out.expanduser()).resolve())
+    if device is not None:
+        run_table["device"] = device
+    model_table = dict(raw.get("model", {}))
+    if weights is not None:
+        model_table["weights"] = weights
+    dataset_table.setdefault("name", path.stem)
+    dataset = _section(DatasetConfig, dataset_table, "dataset", where, base)
+    model = _section(ModelConfig, model_table, "model", where, base)
+    if model.weights not in ("imagenet", "auto", "random"):
+        wpath = Path(model.weights).expanduser()
+        if not wpath.is_absolute():
+            wpath = (cwd if weights is not None else base) / wpath
+        model = dataclasses.replace(model, weights=str(wpath))
+    run = _section(RunConfig, run_table, "run", where, base)
+    if not _device_ok(run.device):
+        raise _err(where, "run", "device",
+                   f"expected auto, cpu, cuda or cuda:N, got {run.device!r}")
+    render = _section(RenderConfig, raw.get("render", {}), "render", where, base)
+    _check_colormap(where, render.colormap)
+    methods = _methods(raw.get("methods"), where)
+    if dataset.layout != "synthetic" and dataset.root is None:
+        raise _err(where, "dataset", "root",
+                   f"expected the image folder (or --data-dir / ${DATA_DIR_ENV}), got none")
+    if dataset.crop > dataset.resize:
+        raise _err(where, "dataset", "crop",
+                   f"expected crop <= resize ({dataset.resize}), got {dataset.crop}")
+    return Config(dataset=dataset, model=model, run=run, methods=methods, render=render,
+                  source=path.resolve())
+
+
+def _check_colormap(where: str, name: str) -> None:
+    import matplotlib
+
+    if name not in matplotlib.colormaps:
+        raise _err(where, "render", "colormap",
+                   f"expected a matplotlib colormap name (e.g. inferno, viridis), got {name!r}")

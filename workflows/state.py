@@ -1,0 +1,144 @@
+"""Resume state: atomic completion records and the run lock.
+
+A shard is done when its record exists *and* carries the current hash of the config values
+its stage depends on; records are written after the data, via temp file + ``os.replace``, so
+a crash leaves either no record or a whole one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import DiskFullError, LockError
+
+
+@contextlib.contextmanager
+def disk_errors(path: Path | str) -> Iterator[None]:
+    """Turn ENOSPC/EDQUOT into :class:`DiskFullError` naming ``path``."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(
+                f"No space left on the device while writing {path}. Free some space (or point "
+                "--out at a bigger disk) and run the same command again: finished shards are "
+                "kept."
+            ) from exc
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with disk_errors(path):
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+
+def read_json(path: Path) -> Any | None:
+    """The JSON in ``path``, or None when missing or unreadable (a torn record is no record)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class Records:
+    """Completion records under ``<run>/state/<stage>/<shard>.json``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.root = Path(run_dir) / "state"
+
+    def path(self, stage: str, shard: int) -> Path:
+        return self.root / stage / f"{shard:06d}.json"
+
+    def get(self, stage: str, shard: int) -> dict[str, Any] | None:
+        rec = read_json(self.path(stage, shard))
+        return rec if isinstance(rec, dict) else None
+
+    def is_done(self, stage: str, shard: int, digest: str) -> bool:
+        rec = self.get(stage, shard)
+        return rec is not None and rec.get("hash") == digest
+
+    def mark_done(self, stage: str, shard: int, digest: str, **info: Any) -> None:
+        atomic_write_json(self.path(stage, shard),
+                          {"stage": stage, "shard": shard, "hash": digest,
+                           "finished": time.time(), **info})
+
+    def clear(self, stage: str) -> int:
+        folder = self.root / stage
+        count = 0
+        if folder.is_dir():
+            for rec in folder.glob("*.json"):
+                rec.unlink(missing_ok=True)
+                count += 1
+        return count
+
+
+class RunLock:
+    """An exclusive lock on a run directory.
+
+    Uses ``flock`` on ``<run>/run.lock``: the kernel drops it when the holder dies, even by
+    SIGKILL, so a lock left by a killed run never blocks the next one. The file names the
+    holder (pid, host, start time) for the refusal message.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / "run.lock"
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise LockError(
+                f"Another run is using {self.path.parent} ({holder or 'holder unknown'}). "
+                "Wait for it to finish, or stop it; two runs must not write one store."
+            ) from None
+        info = json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                           "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, info.encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
