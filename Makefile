@@ -8,11 +8,11 @@ ARGS ?=
 UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
 VENV_STAMP := .venv/.synced
 
-.PHONY: help setup test test-all lint run status clean bench
+.PHONY: help setup test test-slow test-all lint run status clean bench
 
 help:
 	@echo "make run [DATASET=sample] [WEIGHTS=imagenet|random|auto|FILE] [ARGS='...']"
-	@echo "make test | make test-all | make lint | make status | make clean | make bench"
+	@echo "make test | make test-slow | make lint | make status | make clean | make bench"
 
 $(UV):
 	@command -v uv >/dev/null 2>&1 || { echo "uv not found: installing it with pip (user site)"; \
@@ -26,6 +26,9 @@ setup: $(VENV_STAMP)
 
 test: $(VENV_STAMP)
 	$(UV) run --frozen pytest -m "not slow"
+
+test-slow: $(VENV_STAMP)
+	$(UV) run --frozen pytest -m slow
 
 test-all: $(VENV_STAMP)
 	$(UV) run --frozen pytest

@@ -30,8 +30,8 @@ from workflows.stages import STAGES
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch gradient-based explanations of an ImageNet ResNet18.")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d",
                                                 help="configs/<NAME>.toml (default: sample)")]
@@ -235,8 +235,9 @@ def datasets() -> None:
     from workflows.config import available_datasets, config_dir, load_config
 
     table = Table()
-    for col in ("name", "layout", "root", "found", "weights", "methods"):
-        table.add_column(col)
+    table.add_column("name", no_wrap=True)
+    for col in ("layout", "root", "found", "weights", "methods"):
+        table.add_column(col, no_wrap=col == "root")
     for name in available_datasets():
         path = config_dir() / f"{name}.toml"
         try:
@@ -247,8 +248,11 @@ def datasets() -> None:
         root = cfg.dataset.root
         found = "generated" if cfg.dataset.layout == "synthetic" else (
             "yes" if root and root.is_dir() else "[red]missing[/]")
-        table.add_row(name, cfg.dataset.layout, str(root or "-"), found, cfg.model.weights,
-                      ", ".join(cfg.method_names))
+        shown = root
+        if root is not None and root.is_relative_to(Path.cwd()):
+            shown = root.relative_to(Path.cwd())
+        table.add_row(name, cfg.dataset.layout, str(shown or "-"), found, cfg.model.weights,
+                      str(len(cfg.method_names)))
     out.print(table)
 
 

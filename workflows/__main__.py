@@ -1,0 +1,5 @@
+"""``python -m workflows`` = the ``xai`` command."""
+
+from workflows.cli import main
+
+main()
