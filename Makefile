@@ -5,20 +5,24 @@ SHELL := /bin/bash
 DATASET ?= sample
 WEIGHTS ?=
 ARGS ?=
-UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+# uv on PATH, else the pip-installed module (wherever pip put its scripts).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV_STAMP := .venv/.synced
 
-.PHONY: help setup test test-slow test-all lint run status clean bench
+
+.PHONY: ensure-uv help setup test test-slow test-all lint run status clean bench
 
 help:
 	@echo "make run [DATASET=sample] [WEIGHTS=imagenet|random|auto|FILE] [ARGS='...']"
 	@echo "make test | make test-slow | make lint | make status | make clean | make bench"
 
-$(UV):
-	@command -v uv >/dev/null 2>&1 || { echo "uv not found: installing it with pip (user site)"; \
-	  python3 -m pip install --user --quiet uv || python3 -m pip install --quiet uv; }
+ensure-uv:
+	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found: installing it with pip"; \
+	  python3 -m pip install --user --quiet uv 2>/dev/null \
+	  || python3 -m pip install --user --quiet --break-system-packages uv 2>/dev/null \
+	  || python3 -m pip install --quiet uv; }
 
-$(VENV_STAMP): pyproject.toml uv.lock | $(UV)
+$(VENV_STAMP): pyproject.toml uv.lock | ensure-uv
 	$(UV) sync --frozen
 	@touch $@
 
