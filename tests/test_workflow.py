@@ -337,3 +337,29 @@ def test_datasets_command():
     assert result.exit_code == 0
     for name in ("sample", "imagenet-val-subset", "synthetic"):
         assert name in result.output
+
+
+def test_synthetic_dataset_needs_no_files(tmp_path):
+    config = tmp_path / "synth.toml"
+    config.write_text(
+        '[dataset]\nlayout = "synthetic"\ncount = 3\nresize = 40\ncrop = 32\n'
+        f'[model]\nweights = "random"\n[run]\nout = "{tmp_path / "runs"}"\ndevice = "cpu"\n'
+        "shard_size = 2\n[methods.custom_gradient]\n[render]\nimages_per_sheet = 3\ndpi = 40\n")
+    _run(config)
+    ds = xr.open_zarr(tmp_path / "runs" / "synth" / "store.zarr", consolidated=False)
+    assert list(ds["image"].values) == ["synthetic/000000", "synthetic/000001",
+                                        "synthetic/000002"]
+    assert (ds["status"].values == "ok").all()
+    assert ds["pixels"].values.std() > 0
+
+
+@pytest.mark.slow
+def test_existing_dask_scheduler_address(tiny):
+    from distributed import LocalCluster
+
+    config, tmp = tiny
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
+                      dashboard_address=None) as cluster:
+        result = cli("run", "--config", str(config), "--scheduler", cluster.scheduler_address)
+    assert result.exit_code == 0, result.output
+    _assert_same(_arrays(_store(tmp)), _reference(tmp))
