@@ -74,6 +74,9 @@ class RunConfig:
     seed: int = 0
     max_batch: int = 0
     prefetch: bool = True
+    channels_last: bool = True
+    fuse_bn: bool = False
+    compile: bool = False
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,8 @@ def stage_hashes(cfg: Config, weights_id: str) -> dict[str, str]:
         "max_pixels": d.max_pixels, "shard_size": cfg.run.shard_size,
         "synthetic_seed": cfg.run.seed if d.layout == "synthetic" else None,
     })
-    predict = stable_hash([ingest, weights_id, cfg.run.precision])
+    engine = [cfg.run.precision, cfg.run.channels_last, cfg.run.fuse_bn, cfg.run.compile]
+    predict = stable_hash([ingest, weights_id, engine])
     attribute = stable_hash([predict, cfg.model.head, {k: dict(v) for k, v in
                                                         cfg.methods.items()},
                              cfg.run.seed])
@@ -252,7 +253,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     run_dir = cfg.run_dir
     store_path = run_dir / "store.zarr"
     with RunLock(run_dir), runner(scheduler) as sched:
-        loaded = load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed, device=device)
+        loaded = _engine(load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed,
+                                    device=device), cfg, device)
         if loaded.is_random and cfg.model.weights != "random":
             rep.warn(RANDOM_WEIGHTS_WARNING)
         hashes = stage_hashes(cfg, loaded.weights_id)
@@ -337,6 +339,18 @@ def _execute(stage: str, pending: list[Shard], cfg: Config, manifest: Manifest,
         sched.run(tasks, on_task,
                   local_override="synchronous" if len(tasks) <= 1 else "processes")
     return 0.0
+
+
+def _engine(loaded: Any, cfg: Config, device: Any) -> Any:
+    """The loaded model with the run's speed options (channels_last, BN folding, compile)."""
+    import dataclasses
+
+    from pipeline.accel import optimize
+
+    opts = {"channels_last": cfg.run.channels_last, "fuse_bn": cfg.run.fuse_bn,
+            "compile": cfg.run.compile}
+    return dataclasses.replace(loaded, model=optimize(loaded.model, device, **opts),
+                               backbone=optimize(loaded.backbone, device, **opts))
 
 
 def _delayed(fn: Any, *args: Any) -> Any:

