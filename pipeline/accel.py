@@ -52,7 +52,7 @@ class CompiledWithFallback(nn.Module):
         compiled: Any = self.__dict__["compiled"]
         if compiled is not None and self.failed is None:
             try:
-                return compiled(x)  # type: ignore[no-any-return]
+                return compiled(x)
             except Exception as exc:
                 self.failed = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
                 warnings.warn(f"torch.compile failed, running eagerly: {self.failed}",
