@@ -165,14 +165,15 @@ def discover_images(root: Path, exclude_hidden_dirs: bool = True) -> list[str]:
     """All image files below ``root``, as sorted POSIX paths relative to ``root``.
 
     Hidden files and folders (``.DS_Store``, ``.git``) are skipped; symlinked files are
-    followed; the order is fixed so that shards never move between runs.
+    followed, and a broken link is still listed (so the run reports it instead of silently
+    dropping it); the order is fixed so that shards never move between runs.
     """
     found: list[str] = []
     for path in root.rglob("*"):
         rel = path.relative_to(root)
         if exclude_hidden_dirs and any(part.startswith(".") for part in rel.parts):
             continue
-        if is_image_file(path) and path.is_file():
+        if is_image_file(path) and (path.is_file() or path.is_symlink()):
             found.append(rel.as_posix())
     return sorted(found)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,16 +96,24 @@ def contact_sheet(rows: Sequence[SheetRow], methods: Sequence[str], *, colormap:
     return fig
 
 
-def save_figure_atomic(fig: Figure, path: Path, dpi: int = 100) -> None:
-    """Write a PNG to a temporary file in the same folder, then rename it into place."""
+def save_figure_atomic(fig: Figure, path: Path, dpi: int = 100,
+                       before_rename: Callable[[], None] | None = None) -> None:
+    """Write a PNG to a temporary file in the same folder, then rename it into place.
+
+    ``before_rename`` runs between the two (crash tests use it to die mid-write).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with os.fdopen(fd, "wb") as fh, warnings.catch_warnings():
+            # File names in any script are captions; a missing glyph is drawn as a box.
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
             fig.savefig(fh, format="png", dpi=dpi)
             fh.flush()
             os.fsync(fh.fileno())
+        if before_rename is not None:
+            before_rename()
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

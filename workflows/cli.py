@@ -201,6 +201,35 @@ def clean(stage: Annotated[str | None, typer.Argument(
 
 
 @app.command()
+def verify(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
+           sets: SetOpt = None,
+           check_only: Annotated[bool, typer.Option(
+               "--check-only", help="report damage without dropping records")] = False) -> None:
+    """Re-read every finished shard and sheet against its record's checksum.
+
+    Damaged or missing data is reported and its record dropped, so the next `xai run`
+    recomputes exactly what it affects. Exit code 1 when damage was found.
+    """
+    from workflows.run import verify as verify_run
+
+    try:
+        cfg = _config(dataset, config, sets, out=out_dir)
+        report = verify_run(cfg, repair=not check_only)
+    except XaiError as exc:
+        raise _fail(exc) from None
+    out.print(f"checked {report.checked} finished shards and sheets in {cfg.run_dir}")
+    if not report.damaged:
+        out.print("[green]all data matches its records[/]")
+        return
+    for stage, index, what in report.damaged:
+        out.print(f"  [red]damaged[/] {stage} shard {index}: {what}")
+    if report.repaired:
+        out.print("their records were dropped: run `xai run` (same options) to recompute "
+                  "exactly these shards")
+    raise typer.Exit(1)
+
+
+@app.command()
 def explain(
     images: Annotated[list[Path], typer.Argument(help="image files")],
     out_file: Annotated[Path, typer.Option("--out", help="PNG to write")] = Path("explain.png"),
@@ -254,6 +283,37 @@ def datasets() -> None:
         table.add_row(name, cfg.dataset.layout, str(shown or "-"), found, cfg.model.weights,
                       str(len(cfg.method_names)))
     out.print(table)
+
+
+@app.command()
+def bench(
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    images: Annotated[int, typer.Option(help="images per measurement")] = 4,
+    size: Annotated[int, typer.Option(help="crop size (224 for the real model)")] = 224,
+    n_steps: Annotated[int, typer.Option(help="IG steps")] = 50,
+    nt_samples: Annotated[int, typer.Option(help="SmoothGrad samples")] = 10,
+    quick: Annotated[bool, typer.Option(help="tiny settings, seconds (smoke test)")] = False,
+    head: Annotated[str, typer.Option(help="logits (plain torchvision) | softmax")] = "logits",
+    out_dir: Annotated[Path, typer.Option("--out", help="where bench-<device>.md/json go")] =
+        Path("runs/bench"),
+) -> None:
+    """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""
+    from workflows.bench import run_bench, save, to_markdown
+
+    command = "xai bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "xai bench"
+    try:
+        res = run_bench(device=device, images=images, size=size, n_steps=n_steps,
+                        nt_samples=nt_samples, quick=quick, head=head,
+                        reporter=lambda m: console.print(m, highlight=False))
+    except XaiError as exc:
+        raise _fail(exc) from None
+    except RuntimeError as exc:
+        if "CUDA" in str(exc) or "cuda" in str(exc):
+            raise _fail(f"Expected a usable {device} device: {exc}") from None
+        raise
+    md, js = save(res, out_dir, command)
+    out.print(to_markdown(res, command), markup=False, highlight=False)
+    out.print(f"wrote {md} and {js}")
 
 
 def main() -> None:  # pragma: no cover - entry point

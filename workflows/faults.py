@@ -25,3 +25,13 @@ def point(name: str) -> None:
     _seen[name] += 1
     if _seen[name] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def delay(stage: str) -> None:
+    """Sleep ``XAI_SLOW_SHARD_S`` seconds per shard of ``stage`` (widens the window in which
+    tests interrupt a run); unset in normal use."""
+    seconds = os.environ.get("XAI_SLOW_SHARD_S")
+    if seconds and stage == os.environ.get("XAI_SLOW_STAGE", "attribute"):
+        import time
+
+        time.sleep(float(seconds))

@@ -312,10 +312,6 @@ def _execute(stage: str, pending: list[Shard], cfg: Config, manifest: Manifest,
              ctx: ComputeContext, sched: Any, rep: Reporter, digest: str,
              banner: str | None) -> float:
     """Run one stage's pending units; return the seconds the device waited (if it computes)."""
-    from pipeline.model import class_names
-
-    d = cfg.dataset
-    store, run_dir = str(ctx.store_path), str(ctx.run_dir)
 
     def on_task(k: int) -> None:
         rep.advance(stage, pending[k].size)
@@ -324,6 +320,18 @@ def _execute(stage: str, pending: list[Shard], cfg: Config, manifest: Manifest,
         fn = run_predict if stage == "predict" else run_attribute
         return fn(ctx, pending, digest, lambda u: rep.advance(stage, u.size),
                   prefetch=cfg.run.prefetch)
+    with disk_errors(ctx.run_dir):
+        _execute_tasks(stage, pending, cfg, manifest, ctx, sched, on_task, digest, banner)
+    return 0.0
+
+
+def _execute_tasks(stage: str, pending: list[Shard], cfg: Config, manifest: Manifest,
+                   ctx: ComputeContext, sched: Any, on_task: Any, digest: str,
+                   banner: str | None) -> None:
+    from pipeline.model import class_names
+
+    d = cfg.dataset
+    store, run_dir = str(ctx.store_path), str(ctx.run_dir)
     if stage == "ingest":
         tasks = [_delayed(ingest_shard, store, run_dir, u, str(d.root) if d.root else None,
                           manifest.layout, d.resize, d.crop, d.max_pixels, cfg.run.seed, digest)
@@ -338,7 +346,6 @@ def _execute(stage: str, pending: list[Shard], cfg: Config, manifest: Manifest,
         # matplotlib is not thread-safe: sheets render in processes, or inline when only one.
         sched.run(tasks, on_task,
                   local_override="synchronous" if len(tasks) <= 1 else "processes")
-    return 0.0
 
 
 def _engine(loaded: Any, cfg: Config, device: Any) -> Any:
@@ -404,12 +411,81 @@ def run_status(cfg: Config) -> RunStatus:
         stages.append(StageStatus(stage, done, len(units), stale))
     first_stale = next((s.stage for s in stages if s.stale), None)
     if first_stale:
-        notes.append(f"config changed since the last run: {first_stale} and the stages after "
-                     "it will be recomputed")
+        changed = config_changes(group.attrs.get("config", {}), cfg.to_dict())
+        why = f" ({'; '.join(changed)})" if changed else ""
+        notes.append(f"config changed since the last run{why}: {first_stale} and the stages "
+                     "after it will be recomputed")
     status = np.asarray(array(group, "status")[:], dtype=object)
     ids = array(group, "image")[:]
     skipped = [(str(ids[i]), str(status[i])) for i in range(n) if status[i] not in ("ok", "")]
     return RunStatus(run_dir, True, stages, n, skipped, notes)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def config_changes(old: Any, new: Any) -> list[str]:
+    """``key: old -> new`` for every config value that differs (paths and source ignored)."""
+    a, b = _flatten(old), _flatten(new)
+    skip = ("source", "run.out", "dataset.root")
+    return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+            if a.get(k) != b.get(k) and not k.startswith(skip)]
+
+
+@dataclass
+class VerifyReport:
+    checked: int
+    damaged: list[tuple[str, int, str]]
+    repaired: bool
+
+
+def verify(cfg: Config, repair: bool = True) -> VerifyReport:
+    """Re-read every finished shard and sheet and compare it with its record's checksum.
+
+    A deleted or damaged chunk, sheet or record is reported; with ``repair`` its record is
+    dropped so that the next ``xai run`` recomputes exactly that shard of that stage.
+    """
+    from workflows.stages import file_checksum, region_checksum, sheet_path
+
+    run_dir = cfg.run_dir
+    store_path = run_dir / "store.zarr"
+    open_store(store_path, mode="r")
+    with RunLock(run_dir):
+        group = open_store(store_path, mode="r")
+        n = array(group, "image").shape[0]
+        hashes = group.attrs.get("stage_hashes", {})
+        records = Records(run_dir)
+        damaged: list[tuple[str, int, str]] = []
+        checked = 0
+        for stage in STAGES:
+            units = (_sheets(n, cfg.render.images_per_sheet) if stage == "render"
+                     else make_shards(n, cfg.run.shard_size))
+            for u in units:
+                rec = records.get(stage, u.index)
+                if rec is None or rec.get("hash") != hashes.get(stage):
+                    continue
+                checked += 1
+                try:
+                    if stage == "render":
+                        path = sheet_path(run_dir, u.index)
+                        actual = file_checksum(path) if path.is_file() else "missing"
+                    else:
+                        actual = region_checksum(store_path, stage, u)
+                except Exception as exc:  # an unreadable chunk is damage, not a crash
+                    actual = f"unreadable ({type(exc).__name__})"
+                if actual != rec.get("checksum"):
+                    what = "sheet missing" if actual == "missing" else (
+                        f"data differs from its record ({actual} != {rec.get('checksum')})")
+                    damaged.append((stage, u.index, what))
+                    if repair:
+                        records.path(stage, u.index).unlink(missing_ok=True)
+    return VerifyReport(checked, damaged, repair)
 
 
 def clean(cfg: Config, stage: str | None = None) -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,6 +26,15 @@ from workflows import faults
 from workflows.state import Records, disk_errors
 
 STAGES: tuple[str, ...] = ("ingest", "predict", "attribute", "aggregate", "normalize", "render")
+#: The arrays each stage writes; their regions are checksummed in the stage's records.
+STAGE_ARRAYS: dict[str, tuple[str, ...]] = {
+    "ingest": ("pixels", "status"),
+    "predict": ("logits", "pred", "prob"),
+    "attribute": ("raw", "delta"),
+    "aggregate": ("aggregated",),
+    "normalize": ("normalized",),
+}
+METHOD_AXIS = frozenset({"raw", "delta", "aggregated", "normalized"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,42 @@ class StageStats:
     seconds: float = 0.0
     wait_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+
+
+def checksum(values: np.ndarray, crc: int = 0) -> int:
+    """CRC32 of an array's content (strings joined), continuing from ``crc``."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "OUT":
+        return zlib.crc32("\x00".join(str(v) for v in arr.ravel()).encode(), crc)
+    return zlib.crc32(np.ascontiguousarray(arr).view(np.uint8).ravel(), crc)
+
+
+def region_checksum(store_path: Path | str, stage: str, shard: Shard) -> str:
+    """CRC32 of what the store holds for ``stage``'s arrays in ``shard``'s region.
+
+    Records carry it (read back after the write), so ``xai verify`` can tell a deleted or
+    damaged chunk from a legitimately empty one: Zarr reads a missing chunk as fill values.
+    """
+    group = open_store(store_path, mode="r")
+    crc = 0
+    for name in STAGE_ARRAYS[stage]:
+        arr = array(group, name)
+        region = arr[:, shard.start:shard.stop] if name in METHOD_AXIS else \
+            arr[shard.start:shard.stop]
+        crc = checksum(np.asarray(region), crc)
+    return f"{crc:08x}"
+
+
+def file_checksum(path: Path) -> str:
+    """CRC32 of a file's bytes."""
+    return f"{zlib.crc32(path.read_bytes()):08x}"
+
+
+def mark_done(run_dir: Path | str, store_path: Path | str, stage: str, shard: Shard,
+              digest: str, **info: object) -> None:
+    """Record ``shard`` of ``stage`` as done, with the checksum of what was stored."""
+    Records(Path(run_dir)).mark_done(stage, shard.index, digest, images=shard.size,
+                                     checksum=region_checksum(store_path, stage, shard), **info)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -92,7 +138,7 @@ def ingest_shard(store_path: str, run_dir: str, shard: Shard, root: str | None, 
         faults.point("ingest:mid-write")
         array(group, "status")[shard.start:shard.stop] = status
     faults.point("ingest:after-write")
-    Records(Path(run_dir)).mark_done("ingest", shard.index, digest, images=shard.size)
+    mark_done(run_dir, store_path, "ingest", shard, digest)
     faults.point("ingest:after-record")
     return shard.size
 
@@ -189,7 +235,6 @@ def run_predict(ctx: ComputeContext, shards: Sequence[Shard], digest: str,
 
     from pipeline.precision import precision_mode
 
-    records = Records(ctx.run_dir)
     batch = max(1, ctx.max_batch * 4)  # no backward pass: four times the samples fit
 
     def compute(shard: Shard, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -218,7 +263,7 @@ def run_predict(ctx: ComputeContext, shards: Sequence[Shard], digest: str,
             array(group, "pred")[shard.start:shard.stop] = result["pred"]
             array(group, "prob")[shard.start:shard.stop] = result["prob"]
         faults.point("predict:after-write")
-        records.mark_done("predict", shard.index, digest, images=shard.size)
+        mark_done(ctx.run_dir, ctx.store_path, "predict", shard, digest)
         faults.point("predict:after-record")
 
     return pipelined(shards, lambda s: _load_rows(ctx, s, False), compute, write, on_done,
@@ -233,12 +278,12 @@ def run_attribute(ctx: ComputeContext, shards: Sequence[Shard], digest: str,
     from pipeline.methods import METHODS, attribute, image_seed
     from pipeline.precision import precision_mode
 
-    records = Records(ctx.run_dir)
     names = list(ctx.methods)
     crop = None
 
     def compute(shard: Shard, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         nonlocal crop
+        faults.delay("attribute")
         crop = data["pixels"].shape[1]
         ok = np.flatnonzero((data["status"] == "ok") & (data["pred"] >= 0))
         raw = np.full((len(names), shard.size, 3, crop, crop), np.nan, dtype=np.float32)
@@ -265,7 +310,7 @@ def run_attribute(ctx: ComputeContext, shards: Sequence[Shard], digest: str,
                 delta_arr[m, shard.start:shard.stop] = result["delta"][m]
                 faults.point("attribute:mid-write")
         faults.point("attribute:after-write")
-        records.mark_done("attribute", shard.index, digest, images=shard.size)
+        mark_done(ctx.run_dir, ctx.store_path, "attribute", shard, digest)
         faults.point("attribute:after-record")
 
     return pipelined(shards, lambda s: _load_rows(ctx, s, True), compute, write, on_done,
@@ -275,11 +320,24 @@ def run_attribute(ctx: ComputeContext, shards: Sequence[Shard], digest: str,
 # ------------------------------------------------------------ aggregate / normalize
 
 
-def _record_after(_stored: Any, run_dir: str, stage: str, shard: Shard, digest: str) -> int:
+def _record_after(_stored: Any, store_path: str, run_dir: str, stage: str, shard: Shard,
+                  digest: str) -> int:
     faults.point(f"{stage}:after-write")
-    Records(Path(run_dir)).mark_done(stage, shard.index, digest, images=shard.size)
+    mark_done(run_dir, store_path, stage, shard, digest)
     faults.point(f"{stage}:after-record")
     return shard.size
+
+
+def _faulty(stage: str, fn: Callable[[np.ndarray], np.ndarray]
+            ) -> Callable[[np.ndarray], np.ndarray]:
+    def block(x: np.ndarray) -> np.ndarray:
+        out = fn(x)
+        if x.size:  # dask also calls with empty meta arrays; those are not writes
+            faults.point(f"{stage}:before-write")
+        return out
+
+    block.__name__ = f"{stage}_block"
+    return block
 
 
 def postprocess_tasks(stage: str, store_path: Path, run_dir: Path, shards: Sequence[Shard],
@@ -301,17 +359,18 @@ def postprocess_tasks(stage: str, store_path: Path, run_dir: Path, shards: Seque
     src_arr, dst = array(group, src_name), array(group, dst_name)
     shard_len = src_arr.chunks[1]
     src = da.from_zarr(src_arr).rechunk({0: -1, 1: shard_len})
+    block_fn = _faulty(stage, aggregate_block if stage == "aggregate" else normalize_block)
     if stage == "aggregate":
-        out = src.map_blocks(aggregate_block, drop_axis=2, dtype=np.float32)
+        out = src.map_blocks(block_fn, drop_axis=2, dtype=np.float32)
     else:
-        out = src.map_blocks(normalize_block, dtype=np.float32)
+        out = src.map_blocks(block_fn, dtype=np.float32)
     tasks = []
     for shard in shards:
         region = (slice(None), slice(shard.start, shard.stop))
         stored = da.store(out[:, shard.start:shard.stop], dst, regions=region, lock=False,
                           compute=False)
         tasks.append(delayed(_record_after, pure=False)(
-            stored, str(run_dir), stage, shard, digest,
+            stored, str(store_path), str(run_dir), stage, shard, digest,
             dask_key_name=f"record-{stage}-{shard.index}-{digest}"))
     return tasks
 
@@ -350,10 +409,11 @@ def render_sheet(store_path: str, run_dir: str, sheet: Shard, methods: list[str]
     path = sheet_path(Path(run_dir), sheet.index)
     faults.point("render:before-write")
     with disk_errors(path):
-        save_figure_atomic(fig, path, dpi=dpi)
+        save_figure_atomic(fig, path, dpi=dpi,
+                           before_rename=lambda: faults.point("render:mid-write"))
     faults.point("render:after-write")
     Records(Path(run_dir)).mark_done("render", sheet.index, digest, images=sheet.size,
-                                     file=path.name)
+                                     file=path.name, checksum=file_checksum(path))
     faults.point("render:after-record")
     return sheet.size
 

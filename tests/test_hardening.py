@@ -1,0 +1,297 @@
+"""Hostile inputs, full disks, tampering, Ctrl-C: nothing lost, every failure explained."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from tests.hostile import make_hostile
+from tests.workflow_helpers import cli, make_images, run_subprocess, write_config
+
+ARRAYS = ("status", "label", "pixels", "logits", "pred", "prob", "raw", "delta", "aggregated",
+          "normalized")
+
+
+def _arrays(store: Path) -> dict[str, np.ndarray]:
+    ds = xr.open_zarr(store, consolidated=False)
+    return {name: ds[name].values for name in ARRAYS}
+
+
+def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
+    for name in ARRAYS:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def _run(config: Path, *extra: str) -> object:
+    result = cli("run", "--config", str(config), "--scheduler", "synchronous", *extra)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A clean, uninterrupted run of the tiny dataset (store arrays and sheet bytes)."""
+    tmp = tmp_path_factory.mktemp("reference")
+    make_images(tmp / "images")
+    config = write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs")
+    _run(config)
+    run_dir = tmp / "runs" / "tiny"
+    sheets = {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")}
+    return _arrays(run_dir / "store.zarr"), sheets
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    make_images(tmp_path / "images")
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs")
+    return config, tmp_path / "runs" / "tiny"
+
+
+def _assert_equals_reference(run_dir: Path, reference) -> None:
+    arrays, sheets = reference
+    _assert_same(_arrays(run_dir / "store.zarr"), arrays)
+    assert {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")} == sheets
+    leftovers = [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
+    assert not leftovers, leftovers
+
+
+# --------------------------------------------------------------------------- hostile
+
+
+def test_every_hostile_file_is_explained_or_reported(tmp_path):
+    expected = make_hostile(tmp_path / "hostile")
+    config = write_config(tmp_path / "h.toml", tmp_path / "hostile", tmp_path / "runs",
+                          shard_size=4)
+    result = _run(config)
+    ds = xr.open_zarr(tmp_path / "runs" / "h" / "store.zarr", consolidated=False)
+    ids = [str(i) for i in ds["image"].values]
+    assert sorted(ids) == sorted(expected), "hidden files must be skipped, all others listed"
+    status = dict(zip(ids, (str(s) for s in ds["status"].values), strict=True))
+    for rel, outcome in expected.items():
+        if outcome == "ok":
+            assert status[rel] == "ok", (rel, status[rel])
+        else:
+            assert outcome in status[rel], (rel, status[rel])
+            assert rel in result.output
+    ok = ds["status"].values == "ok"
+    assert np.isfinite(ds["normalized"].values[:, ok]).all()
+    assert np.isnan(ds["normalized"].values[:, ~ok]).all()
+    pixels = dict(zip(ids, ds["pixels"].values, strict=True))
+    upright = pixels["exif_rotated.jpg"].astype(int)
+    assert upright[:, :12, 2].mean() > 200 and upright[:, :12, 0].mean() < 60   # blue left
+    assert upright[:, -12:, 0].mean() > 200 and upright[:, -12:, 2].mean() < 60  # red right
+    assert pixels["animated.gif"][..., 1].mean() > 150  # the first (green) frame
+    assert all(not i.startswith("/") for i in ids), "ids are dataset-relative"
+
+
+# --------------------------------------------------------------------------- crashes
+
+CRASH_POINTS = [f"{stage}:{point}" for stage, points in {
+    "ingest": ("before-write", "mid-write", "after-write", "after-record"),
+    "predict": ("before-write", "mid-write", "after-write", "after-record"),
+    "attribute": ("before-write", "mid-write", "after-write", "after-record"),
+    "aggregate": ("before-write", "after-write", "after-record"),
+    "normalize": ("before-write", "after-write", "after-record"),
+    "render": ("before-write", "mid-write", "after-write", "after-record"),
+}.items() for point in points]
+# A seeded choice of which occurrence dies (1st..3rd shard), so kills land mid-stage too.
+_rng = np.random.default_rng(2026)
+CRASH_CASES = [f"{p}:{int(_rng.integers(1, 3))}" for p in CRASH_POINTS]
+FAST_CASES = {"attribute:mid-write", "render:mid-write", "ingest:after-write",
+              "normalize:before-write"}
+
+
+def _crash_param(case: str) -> object:
+    point = case.rsplit(":", 1)[0]
+    marks = () if point in FAST_CASES else (pytest.mark.slow,)
+    return pytest.param(case, id=case, marks=marks)
+
+
+@pytest.mark.parametrize("fault", [_crash_param(c) for c in CRASH_CASES])
+def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, reference, fault):
+    config, run_dir = tiny
+    proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
+                          env={"XAI_FAULT": fault})
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == -signal.SIGKILL, output
+    _run(config)
+    _assert_equals_reference(run_dir, reference)
+    check = cli("verify", "--config", str(config))
+    assert check.exit_code == 0, check.output
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
+    make_images(tmp_path / "images")
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
+                          params={"integrated_gradients": {"n_steps": 4}})
+    run_dir = tmp_path / "runs" / "tiny"
+    proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
+                          env={"XAI_SLOW_SHARD_S": "0.5"})
+    folder = run_dir / "state" / "attribute"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(folder.glob("*.json")):
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, output
+    assert "run the same command again" in output
+    assert "Traceback" not in output
+    _run(config)
+    _assert_equals_reference(run_dir, reference)
+
+
+# --------------------------------------------------------------------------- full disk
+
+
+def test_full_disk_is_explained_and_a_rerun_completes(tiny, reference, monkeypatch):
+    import zarr.storage._local as local
+
+    config, run_dir = tiny
+    real_put = local._put
+    calls = {"n": 0}
+
+    def full(path, value, exclusive=False):
+        if "raw" in Path(path).parts:
+            calls["n"] += 1
+            if calls["n"] > 3:
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_put(path, value, exclusive)
+
+    monkeypatch.setattr(local, "_put", full)
+    result = cli("run", "--config", str(config), "--scheduler", "synchronous")
+    assert result.exit_code == 2, result.output
+    assert "No space left on the device" in result.output
+    assert str(run_dir / "store.zarr") in result.output
+    assert "Traceback" not in result.output
+    monkeypatch.setattr(local, "_put", real_put)
+    _run(config)
+    _assert_equals_reference(run_dir, reference)
+
+
+def test_full_disk_while_writing_a_record(tiny, monkeypatch):
+    import os
+
+    config, _ = tiny
+    real_replace = os.replace
+
+    def full(src, dst):
+        if str(dst).endswith(".json") and "attribute" in str(dst):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", full)
+    result = cli("run", "--config", str(config), "--scheduler", "synchronous")
+    assert result.exit_code == 2 and "No space left on the device" in result.output
+    assert "attribute" in result.output
+    monkeypatch.setattr(os, "replace", real_replace)
+    _run(config)
+
+
+# --------------------------------------------------------------------------- tampering
+
+
+def _finished(run_dir: Path) -> dict[str, float]:
+    return {f"{p.parent.name}/{p.name}": json.loads(p.read_text())["finished"]
+            for p in (run_dir / "state").rglob("*.json")}
+
+
+def _damage_and_repair(config: Path, run_dir: Path, reference, damage, expect: set[str]) -> None:
+    _run(config)
+    before = _finished(run_dir)
+    damage(run_dir)
+    check = cli("verify", "--config", str(config))
+    if expect:
+        assert check.exit_code == 1, check.output
+        for item in expect:
+            stage, shard = item.split("/")
+            assert f"{stage} shard {int(shard.split('.')[0])}" in check.output, check.output
+    _run(config)
+    after = _finished(run_dir)
+    redone = {k for k in after if after[k] != before.get(k)}
+    assert redone == expect, (redone, expect)
+    _assert_equals_reference(run_dir, reference)
+    assert cli("verify", "--config", str(config)).exit_code == 0
+
+
+def test_deleted_chunk_is_detected_and_only_its_shard_recomputed(tiny, reference):
+    config, run_dir = tiny
+    _damage_and_repair(config, run_dir, reference,
+                       lambda d: shutil.rmtree(d / "store.zarr" / "raw" / "c" / "1" / "1"),
+                       {"attribute/000001.json"})
+
+
+def test_corrupted_chunk_is_detected(tiny, reference):
+    config, run_dir = tiny
+
+    def corrupt(d: Path) -> None:
+        chunk = next((d / "store.zarr" / "aggregated" / "c" / "0" / "2").rglob("*"))
+        while chunk.is_dir():
+            chunk = next(chunk.iterdir())
+        chunk.write_bytes(b"garbage" * 10)
+
+    _damage_and_repair(config, run_dir, reference, corrupt, {"aggregate/000002.json"})
+
+
+def test_deleted_sheet_is_detected_and_rerendered(tiny, reference):
+    config, run_dir = tiny
+    _damage_and_repair(config, run_dir, reference,
+                       lambda d: (d / "sheets" / "sheet-0001.png").unlink(),
+                       {"render/000001.json"})
+
+
+def test_deleted_record_recomputes_only_that_shard(tiny, reference):
+    config, run_dir = tiny
+    _run(config)
+    (run_dir / "state" / "predict" / "000000.json").unlink()
+    status = cli("status", "--config", str(config))
+    assert "partial" in status.output
+    before = _finished(run_dir)
+    _run(config)
+    after = _finished(run_dir)
+    assert {k for k in after if after[k] != before.get(k)} == {"predict/000000.json"}
+    _assert_equals_reference(run_dir, reference)
+
+
+def test_status_says_which_config_values_changed(tiny):
+    config, _ = tiny
+    _run(config)
+    status = cli("status", "--config", str(config), "--set",
+                 "methods.smoothgrad.stdevs=0.5")
+    assert "methods.smoothgrad.stdevs: 0.3 -> 0.5" in status.output
+    assert "attribute and the stages after it will be recomputed" in status.output
+
+
+# --------------------------------------------------------------------------- security
+
+
+def test_config_strings_are_data_never_code(tmp_path):
+    make_images(tmp_path / "images", n=1, broken=False)
+    config = write_config(tmp_path / "c.toml", tmp_path / "images", tmp_path / "runs")
+    marker = tmp_path / "pwned"
+    result = cli("run", "--config", str(config), "--set",
+                 f"run.device=$(touch {marker})", "--set",
+                 f"render.colormap=__import__('os').system('touch {marker}')")
+    assert result.exit_code == 2
+    assert not marker.exists()
+
+
+def test_symlink_outside_the_root_keeps_a_relative_id(tmp_path):
+    outside = tmp_path / "outside"
+    make_images(outside, n=1, broken=False)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "link.png").symlink_to(outside / "img0.png")
+    config = write_config(tmp_path / "c.toml", root, tmp_path / "runs")
+    _run(config)
+    ds = xr.open_zarr(tmp_path / "runs" / "c" / "store.zarr", consolidated=False)
+    assert list(ds["image"].values) == ["link.png"]
+    assert str(tmp_path) not in json.dumps(list(map(str, ds["image"].values)))

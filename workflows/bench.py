@@ -1,0 +1,465 @@
+"""``xai bench``: our engine against Captum, in one process, on the same images and parameters.
+
+Every speed number is a ratio against a baseline measured in the same run; errors are relative
+L2 against a float64 computation of the same method. On CPU, peak memory is the increase of
+the process's resident memory during the call (sampled every 2 ms, with glibc told to return
+freed blocks); on CUDA it is ``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import os
+import platform
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+ENDPOINT_NOTE = ("includes alpha=0, the constant black image: a max-pool tie where float32 "
+                 "and float64 pick different subgradients")
+
+
+@dataclass
+class Row:
+    section: str
+    name: str
+    images_per_s: float | None = None
+    seconds: float | None = None
+    peak_mb: float | None = None
+    rel_err: float | None = None
+    note: str = ""
+
+
+@dataclass
+class BenchResult:
+    device: str
+    hardware: str
+    params: dict[str, Any]
+    rows: list[Row] = field(default_factory=list)
+    checks: list[tuple[str, str, bool | None]] = field(default_factory=list)
+
+    def row(self, section: str, name: str) -> Row:
+        return next(r for r in self.rows if r.section == section and r.name == name)
+
+
+def _quiet_malloc() -> None:
+    """Ask glibc to return freed blocks >= 64 KiB to the OS, so RSS tracks live memory."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 65536)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 65536)  # M_TRIM_THRESHOLD
+    except OSError:
+        pass
+
+
+class _Peak:
+    """Peak memory increase during a block: CUDA allocator stats or sampled RSS."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.peak_mb = 0.0
+
+    def __enter__(self) -> _Peak:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self._base = torch.cuda.memory_allocated()
+            return self
+        import psutil
+
+        proc = psutil.Process()
+        self._base = proc.memory_info().rss
+        self._max = self._base
+        self._stop = threading.Event()
+
+        def sample() -> None:
+            while not self._stop.is_set():
+                self._max = max(self._max, proc.memory_info().rss)
+                time.sleep(0.002)
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            self.peak_mb = (torch.cuda.max_memory_allocated() - self._base) / 2**20
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak_mb = (self._max - self._base) / 2**20
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    a64, r64 = a.detach().double().cpu(), ref.detach().double().cpu()
+    return float((a64 - r64).norm() / r64.norm().clamp_min(1e-300))
+
+
+def _measure(device: torch.device, n_images: int, fn: Callable[[], torch.Tensor]
+             ) -> tuple[torch.Tensor, float, float]:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    with _Peak(device) as peak:
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    return out, seconds, peak.peak_mb
+
+
+def _hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads)")
+
+
+def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: int = 50,
+              nt_samples: int = 10, quick: bool = False, head: str = "logits",
+              reporter: Callable[[str], None] = print) -> BenchResult:
+    """Measure everything; ``quick`` shrinks it to seconds (for tests).
+
+    ``head="logits"`` (default) is torchvision's plain ResNet18, as in the reference
+    measurements. With the seed's softmax head on *random* weights every probability is about
+    1e-3 and d p_c / dx is a difference of nearly equal terms, so float32 itself loses about
+    2e-3 (Captum and ours alike); the precision section reports that case too.
+    """
+    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
+    from pipeline.accel import optimize
+    from pipeline.custom_explainers import integrated_gradients
+    from pipeline.data import black_baseline, normalize
+    from pipeline.datasets import synthetic_image
+    from pipeline.methods import METHODS, attribute, image_seed
+    from pipeline.model import load_model
+    from pipeline.planner import plan_max_batch
+    from pipeline.precision import precision_mode
+
+    warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
+    _quiet_malloc()
+    dev = torch.device(device)
+    res = BenchResult(str(dev), _hardware(dev), {"quick": quick, "images": images, "size": size,
+                                                  "n_steps": n_steps, "nt_samples": nt_samples,
+                                                  "weights": "random:seed=0",
+                                                  "head": head})
+    plain = load_model("random", head, seed=0, device=dev).model
+    fast = optimize(plain, dev, channels_last=True)
+    fused = optimize(plain, dev, channels_last=True, fuse_bn=True)
+    plain64 = copy.deepcopy(plain).double()
+    pix = np.stack([synthetic_image(i, size, 0) for i in range(images)])
+    x = normalize(torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255.0).to(dev)
+    with torch.no_grad():
+        target = plain(x).argmax(1)
+    n_ref = min(2, images)
+    # The float64 twin sees the float32 baseline upcast: the black image is constant, so
+    # max-pool ties everywhere at alpha=0 and a baseline recomputed in float64 would route
+    # those gradients differently (an artefact of the tie, not of precision).
+    x64, t_ref = x[:n_ref].double(), target[:n_ref]
+    base64 = black_baseline(x[:n_ref]).double()
+    mb = plan_max_batch(fast, (3, size, size), dev)
+    res.params["max_batch"] = mb
+    per_image = lambda f: torch.cat([f(i) for i in range(images)])  # noqa: E731
+
+    def add(section: str, name: str, fn: Callable[[], torch.Tensor],
+            ref: torch.Tensor | None = None, note: str = "", n: int = images) -> Row:
+        out, seconds, peak = _measure(dev, n, fn)
+        err = _rel(out[:n_ref], ref) if ref is not None else None
+        row = Row(section, name, n / seconds, seconds, peak, err, note)
+        res.rows.append(row)
+        reporter(f"  {section:10s} {name:48s} {row.images_per_s:8.3f} img/s"
+                 + (f"  err {err:.1e}" if err is not None else ""))
+        return row
+
+    with precision_mode("fp32", dev):
+        # warm-up: allocator, oneDNN/cuDNN kernel choice
+        integrated_gradients(fast, x[:1], target[:1], black_baseline(x[:1]), 2, max_batch=mb)
+        IntegratedGradients(plain).attribute(x[:1], black_baseline(x[:1]), target=target[:1],
+                                             n_steps=2)
+        reporter("methods (fp32)")
+        sal_ref = Saliency(plain64).attribute(x64, target=t_ref, abs=True)
+        add("gradient", "captum Saliency, per-image loop",
+            lambda: per_image(lambda i: Saliency(plain).attribute(
+                x[i:i + 1], target=target[i:i + 1])), sal_ref)
+        add("gradient", "ours (batched, channels_last)",
+            lambda: attribute(METHODS["gradient"], fast, x, target, {"abs": True}, mb)[0],
+            sal_ref)
+        ig64_gl = IntegratedGradients(plain64).attribute(
+            x64, base64, target=t_ref, n_steps=n_steps)
+        ig = IntegratedGradients(plain)
+        add("ig", "captum IG, defaults (per image)",
+            lambda: per_image(lambda i: ig.attribute(
+                x[i:i + 1], black_baseline(x[i:i + 1]), target=target[i:i + 1],
+                n_steps=n_steps)), ig64_gl)
+        for ibs in ((8, 16) if quick else (8, 16, 50)):
+            add("ig", f"captum IG, internal_batch_size={ibs} (per image)",
+                lambda ibs=ibs: per_image(lambda i: ig.attribute(
+                    x[i:i + 1], black_baseline(x[i:i + 1]), target=target[i:i + 1],
+                    n_steps=n_steps, internal_batch_size=ibs)), ig64_gl)
+        seed64 = integrated_gradients(plain64, x64, t_ref, base64, n_steps, max_batch=mb)
+        add("ig", "ours, seed rule (planned batch, channels_last)",
+            lambda: integrated_gradients(fast, x, target, black_baseline(x), n_steps,
+                                         max_batch=mb), seed64, ENDPOINT_NOTE)
+        add("ig", "ours, gausslegendre (= Captum's rule)",
+            lambda: integrated_gradients(fast, x, target, black_baseline(x), n_steps,
+                                         rule="gausslegendre", max_batch=mb), ig64_gl)
+        add("ig", "ours, seed rule + folded BatchNorm",
+            lambda: integrated_gradients(fused, x, target, black_baseline(x), n_steps,
+                                         max_batch=mb), seed64, ENDPOINT_NOTE)
+        seeds = [image_seed(0, i) for i in range(images)]
+        sg_params = {"nt_samples": nt_samples, "stdevs": 0.3, "abs": True}
+        sg64 = attribute(METHODS["smoothgrad"], plain64, x64, t_ref, sg_params, mb,
+                         seeds[:n_ref])[0]
+        tunnel = NoiseTunnel(Saliency(plain))
+        add("smoothgrad", "captum NoiseTunnel(Saliency), per image",
+            lambda: per_image(lambda i: tunnel.attribute(
+                x[i:i + 1], nt_type="smoothgrad", nt_samples=nt_samples, stdevs=0.3,
+                target=target[i:i + 1])), None, "other noise draws: no float64 twin")
+        add("smoothgrad", "ours (per-image seeded noise, batched)",
+            lambda: attribute(METHODS["smoothgrad"], fast, x, target, sg_params, mb, seeds)[0],
+            sg64)
+    reporter("precision modes (Gauss-Legendre: interior nodes only)")
+    for mode in ("fp32", "tf32", "bf16"):
+        if mode == "tf32" and dev.type != "cuda":
+            continue
+        with precision_mode(mode, dev):
+            add("precision", f"ours IG {mode}",
+                lambda: integrated_gradients(fast, x, target, black_baseline(x), n_steps,
+                                             rule="gausslegendre", max_batch=mb), ig64_gl)
+            add("precision", f"captum IG {mode}, internal_batch_size=16",
+                lambda: per_image(lambda i: ig.attribute(
+                    x[i:i + 1], black_baseline(x[i:i + 1]), target=target[i:i + 1],
+                    n_steps=n_steps, internal_batch_size=16)), ig64_gl)
+    if head == "logits":
+        soft = load_model("random", "softmax", seed=0, device=dev).model
+        soft_fast = optimize(soft, dev, channels_last=True)
+        soft64 = copy.deepcopy(soft).double()
+        ref_soft = integrated_gradients(soft64, x64, t_ref, base64, n_steps,
+                                        rule="gausslegendre", max_batch=mb)
+        with precision_mode("fp32", dev):
+            add("precision", "ours IG fp32, seed's softmax head (random weights)",
+                lambda: integrated_gradients(soft_fast, x, target, black_baseline(x), n_steps,
+                                             rule="gausslegendre", max_batch=mb), ref_soft,
+                "float32 conditioning of softmax at p~1e-3, not the engine")
+    _memory(res, add, fast, plain, x, target, mb, quick, reporter)
+    _quadrature(res, fast, x[:n_ref], target[:n_ref], mb, quick, dev, reporter)
+    _stage(res, dev, images, size, n_steps, nt_samples, reporter)
+    _checks(res)
+    return res
+
+
+def _memory(res: BenchResult, add: Callable[..., Row], fast: nn.Module, plain: nn.Module,
+            x: torch.Tensor, target: torch.Tensor, mb: int, quick: bool,
+            reporter: Callable[[str], None]) -> None:
+    from captum.attr import IntegratedGradients
+
+    from pipeline.custom_explainers import integrated_gradients
+    from pipeline.data import black_baseline
+
+    reporter("peak memory vs n_steps (1 image)")
+    x1, t1 = x[:1], target[:1]
+    for steps in ((4, 32) if quick else (25, 200)):
+        add("memory", f"ours IG n_steps={steps}",
+            lambda steps=steps: integrated_gradients(fast, x1, t1, black_baseline(x1), steps,
+                                                     max_batch=mb), n=1)
+    for steps in ((4, 8) if quick else (25, 50)):
+        add("memory", f"captum IG defaults n_steps={steps}",
+            lambda steps=steps: IntegratedGradients(plain).attribute(
+                x1, black_baseline(x1), target=t1, n_steps=steps), n=1)
+
+
+def _quadrature(res: BenchResult, fast: nn.Module, x: torch.Tensor, target: torch.Tensor,
+                mb: int, quick: bool, dev: torch.device, reporter: Callable[[str], None]) -> None:
+    from pipeline.custom_explainers import QUADRATURE_RULES, integrated_gradients
+    from pipeline.data import black_baseline
+
+    reporter("quadrature: steps to reach 1% of a converged reference")
+    base = black_baseline(x)
+    ref_steps = 32 if quick else 256
+    ref = integrated_gradients(fast, x, target, base, ref_steps, rule="gausslegendre",
+                               max_batch=mb)
+    res.params["quadrature_reference"] = f"gausslegendre, {ref_steps} steps"
+    grid = (2, 4, 8) if quick else (4, 8, 16, 32, 64, 128)
+    for rule in QUADRATURE_RULES:
+        reached = None
+        for m in grid:
+            out, seconds, _ = _measure(dev, x.shape[0], lambda m=m, rule=rule: (
+                integrated_gradients(fast, x, target, base, m, rule=rule, max_batch=mb)))
+            err = _rel(out, ref)
+            res.rows.append(Row("quadrature", f"{rule} m={m}", x.shape[0] / seconds, seconds,
+                                None, err))
+            if err <= 0.01 and reached is None:
+                reached = (m, seconds / x.shape[0])
+        note = (f"1% at m={reached[0]}, {reached[1]:.2f} s/image" if reached
+                else f"not within 1% by m={grid[-1]}")
+        res.rows.append(Row("quadrature", f"{rule}: steps to 1%", None,
+                            reached[1] if reached else None, None, None, note))
+        reporter(f"  {rule:14s} {note}")
+
+
+def _naive_loop(files: list[Path], out: Path, dev: torch.device, n_steps: int,
+                nt_samples: int, resize: int, crop: int) -> float:
+    """What a user writes by hand: per image, five Captum calls, one .npy file each."""
+    from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
+
+    from pipeline.data import black_baseline, load_tensor, normalize
+    from pipeline.model import load_model
+
+    model = load_model("random", "softmax", seed=0, device=dev).model
+    t0 = time.perf_counter()
+    for k, path in enumerate(files):
+        x = normalize(load_tensor(path, resize, crop)).unsqueeze(0).to(dev)
+        with torch.no_grad():
+            t = model(x).argmax(1)
+        maps = {
+            "gradient": Saliency(model).attribute(x, target=t),
+            "integrated_gradients": IntegratedGradients(model).attribute(
+                x, black_baseline(x), target=t, n_steps=n_steps),
+            "smoothgrad": NoiseTunnel(Saliency(model)).attribute(
+                x, nt_type="smoothgrad", nt_samples=nt_samples, stdevs=0.3, target=t),
+            "custom_gradient": Saliency(model).attribute(x, target=t, abs=False),
+            "custom_integrated_gradients": IntegratedGradients(model).attribute(
+                x, black_baseline(x), target=t, n_steps=n_steps, method="riemann_trapezoid"),
+        }
+        for name, attr in maps.items():
+            np.save(out / f"{k:05d}-{name}.npy", attr.detach().cpu().numpy())
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
+def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps: int,
+           nt_samples: int, reporter: Callable[[str], None]) -> None:
+    from PIL import Image
+
+    from pipeline.datasets import synthetic_image
+    from workflows.config import load_config
+    from workflows.run import run_pipeline
+
+    reporter("whole attribute stage (5 methods) vs a naive per-image Captum loop")
+    with tempfile.TemporaryDirectory(prefix="xai-bench-") as tmp:
+        root = Path(tmp) / "images"
+        root.mkdir()
+        resize = max(size, 256) if size == 224 else size
+        files = []
+        for i in range(images):
+            path = root / f"img{i:05d}.png"
+            Image.fromarray(synthetic_image(i, resize, 1)).save(path)
+            files.append(path)
+        npy = Path(tmp) / "npy"
+        npy.mkdir()
+        naive = _naive_loop(files, npy, dev, n_steps, nt_samples, resize, size)
+        res.rows.append(Row("stage", "naive Captum loop + .npy", images / naive, naive))
+        reporter(f"  naive loop: {images / naive:.3f} img/s")
+        cfg_path = Path(tmp) / "bench.toml"
+        methods = "".join(f"[methods.{m}]\n" + (f"n_steps = {n_steps}\n" if "integrated" in m
+                                                else "") for m in (
+            "gradient", "integrated_gradients", "smoothgrad", "custom_gradient",
+            "custom_integrated_gradients"))
+        cfg_path.write_text(
+            f'[dataset]\nlayout = "plain"\nroot = "{root}"\nresize = {resize}\ncrop = {size}\n'
+            f'[model]\nweights = "random"\n[run]\nout = "{tmp}/runs"\ndevice = "{dev}"\n'
+            f"shard_size = {max(1, images // 2)}\n"
+            f"{methods}[methods.smoothgrad.__nt__]\n".replace(
+                "[methods.smoothgrad.__nt__]\n", "")
+            + "[render]\nimages_per_sheet = 8\n")
+        text = cfg_path.read_text().replace("[methods.smoothgrad]\n",
+                                            f"[methods.smoothgrad]\nnt_samples = {nt_samples}\n")
+        cfg_path.write_text(text)
+        summary = run_pipeline(load_config(cfg_path), scheduler="threads")
+        stats = {s.stage: s for s in summary.stats}
+        att = stats["attribute"]
+        idle = att.wait_seconds / att.seconds if att.seconds else 0.0
+        res.rows.append(Row("stage", "ours: attribute stage", images / att.seconds,
+                            att.seconds, None, None, f"device idle {100 * idle:.1f}%"))
+        whole = sum(s.seconds for s in summary.stats)
+        res.rows.append(Row("stage", "ours: whole run (ingest..render)", images / whole, whole))
+        res.params["device_idle"] = idle
+        reporter(f"  ours: {images / att.seconds:.3f} img/s, device idle {100 * idle:.1f}%")
+
+
+def _checks(res: BenchResult) -> None:
+    ig_rows = [r for r in res.rows if r.section == "ig"]
+    captum_default = next(r for r in ig_rows if r.name.startswith("captum IG, defaults"))
+    captum_best = max((r for r in ig_rows if "internal_batch_size" in r.name),
+                      key=lambda r: r.images_per_s or 0)
+    ours = res.row("ig", "ours, seed rule (planned batch, channels_last)")
+    ours_gl = res.row("ig", "ours, gausslegendre (= Captum's rule)")
+    r_def = (ours.images_per_s or 0) / (captum_default.images_per_s or 1)
+    r_best = (ours.images_per_s or 0) / (captum_best.images_per_s or 1)
+    res.checks.append((f"custom IG vs Captum IG defaults: {r_def:.2f}x", ">= 1.5x", r_def >= 1.5))
+    res.checks.append((f"custom IG vs Captum best ({captum_best.name.split(', ')[1]}): "
+                       f"{r_best:.2f}x", ">= 1.0x", r_best >= 1.0))
+    mem = [r for r in res.rows if r.section == "memory" and r.name.startswith("ours")]
+    ratio = (mem[-1].peak_mb or 0) / max(mem[0].peak_mb or 1e-9, 1e-9)
+    res.checks.append((f"peak memory {mem[-1].name.split()[-1]} / {mem[0].name.split()[-1]}: "
+                       f"{ratio:.2f}", "<= 1.2", ratio <= 1.2))
+    fp32 = [r for r in res.rows if r.section == "precision" and r.name == "ours IG fp32"]
+    errs = [r.rel_err for r in (ours_gl, *fp32) if r.rel_err is not None]
+    worst = max(errs) if errs else float("nan")
+    res.checks.append((f"strict fp32 error vs float64 (Gauss-Legendre IG): {worst:.1e}",
+                       "<= 1e-3", worst <= 1e-3))
+    naive = res.row("stage", "naive Captum loop + .npy")
+    stage = res.row("stage", "ours: attribute stage")
+    r_stage = (stage.images_per_s or 0) / (naive.images_per_s or 1)
+    gpu = res.device.startswith("cuda")
+    if res.params.get("quick"):
+        res.checks = [(w, t + " (quick mode: not meaningful)", None) for w, t, _ in res.checks]
+    res.checks.append((f"attribute stage vs naive loop: {r_stage:.2f}x",
+                       ">= 2x (GPU target)", r_stage >= 2 if gpu else None))
+    idle = float(res.params.get("device_idle", 0.0))
+    res.checks.append((f"device idle during attribute: {100 * idle:.1f}%",
+                       "<= 10% (GPU target)", idle <= 0.10 if gpu else None))
+
+
+def to_markdown(res: BenchResult, command: str) -> str:
+    """The result as markdown tables (what docs/benchmarks.md keeps)."""
+    lines = [f"### {res.device}: {res.hardware}", "", f"Command: `{command}`", "",
+             "Parameters: " + ", ".join(f"{k}={v}" for k, v in res.params.items()
+                                        if k != "device_idle"), ""]
+    for section in dict.fromkeys(r.section for r in res.rows):
+        lines += [f"**{section}**", "", "| what | images/s | seconds | peak MiB | rel. error "
+                  "vs float64 | note |", "| --- | ---: | ---: | ---: | ---: | --- |"]
+        for r in (r for r in res.rows if r.section == section):
+            def fmt(v: float | None, spec: str) -> str:
+                return "" if v is None else format(v, spec)
+
+            lines.append(f"| {r.name} | {fmt(r.images_per_s, '.3f')} | "
+                         f"{fmt(r.seconds, '.2f')} | {fmt(r.peak_mb, '.0f')} | "
+                         f"{fmt(r.rel_err, '.1e')} | {r.note} |")
+        lines.append("")
+    lines += ["**targets**", "", "| measured | target | met |", "| --- | --- | --- |"]
+    for what, target, ok in res.checks:
+        mark = "n/a on this device" if ok is None else ("yes" if ok else "**no**")
+        lines.append(f"| {what} | {target} | {mark} |")
+    return "\n".join(lines) + "\n"
+
+
+def save(res: BenchResult, out_dir: Path, command: str) -> tuple[Path, Path]:
+    """Write ``bench-<device>.md`` and ``.json`` under ``out_dir``."""
+    from workflows.state import atomic_write_bytes, atomic_write_json
+
+    tag = res.device.replace(":", "")
+    md, js = out_dir / f"bench-{tag}.md", out_dir / f"bench-{tag}.json"
+    atomic_write_bytes(md, to_markdown(res, command).encode())
+    atomic_write_json(js, {**asdict(res), "command": command})
+    return md, js
