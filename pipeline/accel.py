@@ -78,7 +78,9 @@ def fuse_batchnorm(model: nn.Module) -> nn.Module:
 
 def optimize(model: nn.Module, device: torch.device | str, *, channels_last: bool = True,
              fuse_bn: bool = False, compile: bool = False) -> nn.Module:
-    """Wrap ``model`` with the chosen speed options; the function it computes is unchanged.
+    """A copy of ``model`` with the chosen speed options; the function it computes is unchanged.
+
+    ``model`` itself is never modified (``Module.to`` works in place, so this copies first).
 
     Parameters
     ----------
@@ -87,7 +89,7 @@ def optimize(model: nn.Module, device: torch.device | str, *, channels_last: boo
     channels_last, fuse_bn, compile
         See the module docstring.
     """
-    out = model.to(device)
+    out = copy.deepcopy(model).to(device)
     if fuse_bn:
         out = fuse_batchnorm(out)
     if channels_last:

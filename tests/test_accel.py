@@ -66,3 +66,12 @@ def test_compile_failure_at_first_call_falls_back(model, images):
         out = wrapped(images)
     assert torch.equal(out, model(images))
     assert torch.equal(wrapped(images), model(images))
+
+
+def test_optimize_leaves_the_original_model_alone(model, images):
+    weight = model[0].conv1.weight
+    before = model(images)
+    optimize(model, "cpu", channels_last=True, fuse_bn=True)
+    assert model[0].conv1.weight is weight
+    assert weight.is_contiguous()
+    assert torch.equal(model(images), before)

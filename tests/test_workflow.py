@@ -363,3 +363,22 @@ def test_existing_dask_scheduler_address(tiny):
         result = cli("run", "--config", str(config), "--scheduler", cluster.scheduler_address)
     assert result.exit_code == 0, result.output
     _assert_same(_arrays(_store(tmp)), _reference(tmp))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_precision_mode_is_recorded_and_results_are_finite(tiny, precision):
+    config, tmp = tiny
+    _run(config, "--set", f"run.precision={precision}")
+    ds = xr.open_zarr(_store(tmp), consolidated=False)
+    assert ds.attrs["precision"] == precision
+    ok = ds["status"].values == "ok"
+    assert np.isfinite(ds["raw"].values[:, ok]).all()
+
+
+def test_engine_options_change_the_attribute_hash(tiny):
+    config, tmp = tiny
+    _run(config)
+    before = _records(tmp, "predict")
+    _run(config, "--set", "run.channels_last=false")
+    assert _records(tmp, "predict") != before
+    assert _records(tmp, "ingest")

@@ -1,9 +1,9 @@
 """``xai bench``: our engine against Captum, in one process, on the same images and parameters.
 
 Every speed number is a ratio against a baseline measured in the same run; errors are relative
-L2 against a float64 computation of the same method. On CPU, peak memory is the increase of
-the process's resident memory during the call (sampled every 2 ms, with glibc told to return
-freed blocks); on CUDA it is ``torch.cuda.max_memory_allocated``.
+L2 against a float64 computation of the same method. Peak memory is measured per call in a
+fresh process (a clean heap): on CPU the increase of resident memory, sampled every 2 ms with
+glibc told to return freed blocks; on CUDA ``torch.cuda.max_memory_allocated``.
 """
 
 from __future__ import annotations
@@ -106,17 +106,16 @@ def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
     return float((a64 - r64).norm() / r64.norm().clamp_min(1e-300))
 
 
-def _measure(device: torch.device, n_images: int, fn: Callable[[], torch.Tensor]
-             ) -> tuple[torch.Tensor, float, float]:
+def _measure(device: torch.device, fn: Callable[[], torch.Tensor]
+             ) -> tuple[torch.Tensor, float]:
+    """Time one call of ``fn`` (peak memory is measured apart, in fresh processes)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
-    with _Peak(device) as peak:
-        t0 = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - t0
-    return out, seconds, peak.peak_mb
+    t0 = time.perf_counter()
+    out = fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return out, time.perf_counter() - t0
 
 
 def _hardware(device: torch.device) -> str:
@@ -156,7 +155,6 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     from pipeline.precision import precision_mode
 
     warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
-    _quiet_malloc()
     dev = torch.device(device)
     res = BenchResult(str(dev), _hardware(dev), {"quick": quick, "images": images, "size": size,
                                                   "n_steps": n_steps, "nt_samples": nt_samples,
@@ -182,9 +180,9 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
 
     def add(section: str, name: str, fn: Callable[[], torch.Tensor],
             ref: torch.Tensor | None = None, note: str = "", n: int = images) -> Row:
-        out, seconds, peak = _measure(dev, n, fn)
+        out, seconds = _measure(dev, fn)
         err = _rel(out[:n_ref], ref) if ref is not None else None
-        row = Row(section, name, n / seconds, seconds, peak, err, note)
+        row = Row(section, name, n / seconds, seconds, None, err, note)
         res.rows.append(row)
         reporter(f"  {section:10s} {name:48s} {row.images_per_s:8.3f} img/s"
                  + (f"  err {err:.1e}" if err is not None else ""))
@@ -238,6 +236,14 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
             lambda: attribute(METHODS["smoothgrad"], fast, x, target, sg_params, mb, seeds)[0],
             sg64)
     reporter("precision modes (Gauss-Legendre: interior nodes only)")
+    with torch.no_grad():
+        logits64 = plain64(x64)
+    for mode in ("fp32", "tf32", "bf16"):
+        if mode == "tf32" and dev.type != "cuda":
+            continue
+        with precision_mode(mode, dev), torch.no_grad():
+            add("precision", f"forward logits {mode}", lambda: plain(x), logits64,
+                "arithmetic alone; gradients also flip at max-pool near-ties")
     for mode in ("fp32", "tf32", "bf16"):
         if mode == "tf32" and dev.type != "cuda":
             continue
@@ -260,31 +266,73 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
                 lambda: integrated_gradients(soft_fast, x, target, black_baseline(x), n_steps,
                                              rule="gausslegendre", max_batch=mb), ref_soft,
                 "float32 conditioning of softmax at p~1e-3, not the engine")
-    _memory(res, add, fast, plain, x, target, mb, quick, reporter)
     _quadrature(res, fast, x[:n_ref], target[:n_ref], mb, quick, dev, reporter)
     _stage(res, dev, images, size, n_steps, nt_samples, reporter)
+    _memory(res, dev, size, mb, quick, reporter)
     _checks(res)
     return res
 
 
-def _memory(res: BenchResult, add: Callable[..., Row], fast: nn.Module, plain: nn.Module,
-            x: torch.Tensor, target: torch.Tensor, mb: int, quick: bool,
-            reporter: Callable[[str], None]) -> None:
+def memory_probe(kind: str, steps: int, size: int, max_batch: int) -> float:
+    """Peak memory (MiB) of one IG call on one image, measured in a fresh process.
+
+    Run as ``python -m workflows.bench KIND STEPS SIZE MAX_BATCH``: a clean heap, glibc told
+    to return freed blocks, then the RSS increase sampled every 2 ms (CPU) or the CUDA
+    allocator's peak.
+    """
+    _quiet_malloc()
     from captum.attr import IntegratedGradients
 
+    from pipeline.accel import optimize
     from pipeline.custom_explainers import integrated_gradients
     from pipeline.data import black_baseline
+    from pipeline.model import load_model
 
-    reporter("peak memory vs n_steps (1 image)")
-    x1, t1 = x[:1], target[:1]
-    for steps in ((4, 32) if quick else (25, 200)):
-        add("memory", f"ours IG n_steps={steps}",
-            lambda steps=steps: integrated_gradients(fast, x1, t1, black_baseline(x1), steps,
-                                                     max_batch=mb), n=1)
-    for steps in ((4, 8) if quick else (25, 50)):
-        add("memory", f"captum IG defaults n_steps={steps}",
-            lambda steps=steps: IntegratedGradients(plain).attribute(
-                x1, black_baseline(x1), target=t1, n_steps=steps), n=1)
+    dev = torch.device("cuda" if kind.endswith("cuda") else "cpu")
+    plain = load_model("random", "logits", seed=0, device=dev).model
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).to(dev)
+    with torch.no_grad():
+        t = plain(x).argmax(1)
+    if kind.startswith("ours"):
+        fast = optimize(plain, dev, channels_last=True)
+        integrated_gradients(fast, x, t, black_baseline(x), 2, max_batch=max_batch)  # warm-up
+
+        def fn() -> torch.Tensor:
+            return integrated_gradients(fast, x, t, black_baseline(x), steps,
+                                        max_batch=max_batch)
+    else:
+        ig = IntegratedGradients(plain)
+        ig.attribute(x, black_baseline(x), target=t, n_steps=2)
+
+        def fn() -> torch.Tensor:
+            return ig.attribute(x, black_baseline(x), target=t, n_steps=steps)
+    with _Peak(dev) as peak:
+        fn()
+    return peak.peak_mb
+
+
+def _memory(res: BenchResult, dev: torch.device, size: int, mb: int, quick: bool,
+            reporter: Callable[[str], None]) -> None:
+    import subprocess
+    import sys
+
+    reporter("peak memory vs n_steps (1 image, each in a fresh process)")
+    suffix = "-cuda" if dev.type == "cuda" else ""
+    cases = [("ours", s) for s in ((4, 32) if quick else (25, 200))]
+    cases += [("captum", s) for s in ((4, 8) if quick else (25, 50))]
+    for kind, steps in cases:
+        proc = subprocess.run(
+            [sys.executable, "-m", "workflows.bench", kind + suffix, str(steps), str(size),
+             str(mb)], capture_output=True, text=True, check=False)
+        try:
+            peak = float(proc.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            res.rows.append(Row("memory", f"{kind} IG n_steps={steps}",
+                                note=f"probe failed: {proc.stderr.strip()[-200:]}"))
+            continue
+        label = "ours IG" if kind == "ours" else "captum IG defaults"
+        res.rows.append(Row("memory", f"{label} n_steps={steps}", peak_mb=peak))
+        reporter(f"  {label} n_steps={steps}: {peak:.0f} MiB")
 
 
 def _quadrature(res: BenchResult, fast: nn.Module, x: torch.Tensor, target: torch.Tensor,
@@ -302,7 +350,7 @@ def _quadrature(res: BenchResult, fast: nn.Module, x: torch.Tensor, target: torc
     for rule in QUADRATURE_RULES:
         reached = None
         for m in grid:
-            out, seconds, _ = _measure(dev, x.shape[0], lambda m=m, rule=rule: (
+            out, seconds = _measure(dev, lambda m=m, rule=rule: (
                 integrated_gradients(fast, x, target, base, m, rule=rule, max_batch=mb)))
             err = _rel(out, ref)
             res.rows.append(Row("quadrature", f"{rule} m={m}", x.shape[0] / seconds, seconds,
@@ -463,3 +511,9 @@ def save(res: BenchResult, out_dir: Path, command: str) -> tuple[Path, Path]:
     atomic_write_bytes(md, to_markdown(res, command).encode())
     atomic_write_json(js, {**asdict(res), "command": command})
     return md, js
+
+
+if __name__ == "__main__":  # the memory probe's fresh process
+    import sys
+
+    print(memory_probe(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])))

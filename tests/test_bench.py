@@ -1,0 +1,28 @@
+"""`xai bench --quick`: every section runs and the report is written (numbers not asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.workflow_helpers import cli
+
+
+@pytest.mark.slow
+def test_quick_bench_writes_markdown_and_json(tmp_path):
+    result = cli("bench", "--quick", "--size", "32", "--images", "2", "--n-steps", "4",
+                 "--nt-samples", "2", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "bench-cpu.md").read_text()
+    for section in ("**gradient**", "**ig**", "**smoothgrad**", "**precision**", "**memory**",
+                    "**quadrature**", "**stage**", "**targets**"):
+        assert section in md
+    data = json.loads((tmp_path / "bench-cpu.json").read_text())
+    names = {r["name"] for r in data["rows"]}
+    assert "captum IG, defaults (per image)" in names
+    assert "ours, seed rule (planned batch, channels_last)" in names
+    assert "naive Captum loop + .npy" in names
+    assert all(r["images_per_s"] is None or r["images_per_s"] > 0 for r in data["rows"])
+    errors = [r["rel_err"] for r in data["rows"] if r["section"] == "precision"]
+    assert errors and all(e is not None and e >= 0 for e in errors)
