@@ -21,13 +21,18 @@ from pipeline.data import black_baseline
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 
 
+def _target(kwargs: dict[str, Any], model: nn.Module, image: torch.Tensor) -> Any:
+    """``kwargs["target"]`` (removed from kwargs) or else the model's prediction per row."""
+    target = kwargs.pop("target", None)
+    return predicted_class(model, image) if target is None else target
+
+
 def get_gradient(model: nn.Module, image: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """Captum ``Saliency`` (absolute gradient by default) for the predicted class.
 
     Returns ``(N, 3, H, W)``; ``kwargs`` go to ``Saliency.attribute`` (e.g. ``abs=False``).
     """
-    target = kwargs.pop("target", None)
-    target = predicted_class(model, image) if target is None else target
+    target = _target(kwargs, model, image)
     return Saliency(model).attribute(image, target=target, **kwargs).detach()
 
 
@@ -42,8 +47,7 @@ def get_integrated_gradients(model: nn.Module, image: torch.Tensor, **kwargs: An
     torch.Tensor
         ``(N, 3, H, W)``.
     """
-    target = kwargs.pop("target", None)
-    target = predicted_class(model, image) if target is None else target
+    target = _target(kwargs, model, image)
     baselines = kwargs.pop("baselines", None)
     baselines = black_baseline(image) if baselines is None else baselines
     out = IntegratedGradients(model).attribute(
@@ -71,8 +75,7 @@ def get_smoothgrad(
     torch.Tensor
         ``(N, 3, H, W)``.
     """
-    target = kwargs.pop("target", None)
-    target = predicted_class(model, image) if target is None else target
+    target = _target(kwargs, model, image)
     tunnel = NoiseTunnel(Saliency(model))
     return tunnel.attribute(
         image, nt_type="smoothgrad", nt_samples=num_samples, stdevs=stdevs, target=target,
