@@ -140,6 +140,8 @@ def _print_summary(summary: Any) -> None:
         table.add_row(st.stage, f"{st.shards_run}/{st.shards_total}", str(st.images_run),
                       f"{st.seconds:.1f}", rate, idle)
     out.print(table)
+    if not any(st.shards_run for st in summary.stats):
+        out.print("[green]everything was already up to date: nothing was recomputed[/]")
     out.print(f"images: {summary.images} ({summary.ok} explained, {len(summary.skipped)} "
               f"skipped) on {summary.device} in {summary.seconds:.1f}s")
     for image_id, reason in summary.skipped[:20]:

@@ -312,6 +312,8 @@ def _execute(stage: str, pending: list[Shard], cfg: Config, manifest: Manifest,
              ctx: ComputeContext, sched: Any, rep: Reporter, digest: str,
              banner: str | None) -> float:
     """Run one stage's pending units; return the seconds the device waited (if it computes)."""
+    if not pending:
+        return 0.0
 
     def on_task(k: int) -> None:
         rep.advance(stage, pending[k].size)
