@@ -418,21 +418,17 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
         naive = _naive_loop(files, npy, dev, n_steps, nt_samples, resize, size)
         res.rows.append(Row("stage", "naive Captum loop + .npy", images / naive, naive))
         reporter(f"  naive loop: {images / naive:.3f} img/s")
-        cfg_path = Path(tmp) / "bench.toml"
-        methods = "".join(f"[methods.{m}]\n" + (f"n_steps = {n_steps}\n" if "integrated" in m
-                                                else "") for m in (
+        params = {"integrated_gradients": f"n_steps = {n_steps}\n",
+                  "custom_integrated_gradients": f"n_steps = {n_steps}\n",
+                  "smoothgrad": f"nt_samples = {nt_samples}\n"}
+        methods = "".join(f"[methods.{m}]\n{params.get(m, '')}" for m in (
             "gradient", "integrated_gradients", "smoothgrad", "custom_gradient",
             "custom_integrated_gradients"))
+        cfg_path = Path(tmp) / "bench.toml"
         cfg_path.write_text(
             f'[dataset]\nlayout = "plain"\nroot = "{root}"\nresize = {resize}\ncrop = {size}\n'
             f'[model]\nweights = "random"\n[run]\nout = "{tmp}/runs"\ndevice = "{dev}"\n'
-            f"shard_size = {max(1, images // 2)}\n"
-            f"{methods}[methods.smoothgrad.__nt__]\n".replace(
-                "[methods.smoothgrad.__nt__]\n", "")
-            + "[render]\nimages_per_sheet = 8\n")
-        text = cfg_path.read_text().replace("[methods.smoothgrad]\n",
-                                            f"[methods.smoothgrad]\nnt_samples = {nt_samples}\n")
-        cfg_path.write_text(text)
+            f"shard_size = {max(1, images // 2)}\n{methods}[render]\nimages_per_sheet = 8\n")
         summary = run_pipeline(load_config(cfg_path), scheduler="threads")
         stats = {s.stage: s for s in summary.stats}
         att = stats["attribute"]

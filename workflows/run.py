@@ -35,7 +35,7 @@ from workflows.stages import (
     run_attribute,
     run_predict,
 )
-from workflows.state import Records, RunLock, atomic_write_json, disk_errors
+from workflows.state import Records, RunLock, atomic_write_json, disk_errors, read_json
 
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS: ImageNet weights were not available, so this run used seeded random "
@@ -167,8 +167,6 @@ def _purge_stale(records: Records, stage: str, digest: str) -> None:
     folder = records.root / stage
     if folder.is_dir():
         for rec in folder.glob("*.json"):
-            from workflows.state import read_json
-
             data = read_json(rec)
             if not isinstance(data, dict) or data.get("hash") != digest:
                 rec.unlink(missing_ok=True)
