@@ -114,7 +114,7 @@ def _groups(n: int, size: int) -> list[slice]:
 
 def _gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
               params: Mapping[str, Any], max_batch: int,
-    _seeds: Sequence[int] | None = None) -> torch.Tensor:
+              _seeds: Sequence[int] | None = None) -> torch.Tensor:
     sal = Saliency(model)
     return torch.cat([
         sal.attribute(images[s], target=targets[s], abs=params["abs"]).detach()
@@ -124,7 +124,7 @@ def _gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                params: Mapping[str, Any], max_batch: int,
-    _seeds: Sequence[int] | None = None) -> torch.Tensor:
+               _seeds: Sequence[int] | None = None) -> torch.Tensor:
     ig = IntegratedGradients(model)
     steps = params["n_steps"]
     # Captum splits along steps only, so each call gets at most max_batch images.
@@ -189,7 +189,7 @@ def _smoothgrad(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                      params: Mapping[str, Any], max_batch: int,
-    _seeds: Sequence[int] | None = None) -> torch.Tensor:
+                     _seeds: Sequence[int] | None = None) -> torch.Tensor:
     grads = torch.cat([
         input_gradient(model, images[s], targets[s])
         for s in _groups(images.shape[0], max_batch)
@@ -199,7 +199,7 @@ def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tens
 
 def _custom_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                params: Mapping[str, Any], max_batch: int,
-    _seeds: Sequence[int] | None = None) -> torch.Tensor:
+               _seeds: Sequence[int] | None = None) -> torch.Tensor:
     return integrated_gradients(
         model, images, targets, black_baseline(images), params["n_steps"],
         rule=params["rule"], max_batch=max_batch,

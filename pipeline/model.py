@@ -92,7 +92,8 @@ def _load_imagenet(allow_download: bool = True, timeout_s: float = 20.0) -> nn.M
     return net
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (part of a local weight file's identity)."""
     digest = hashlib.sha256()
     with path.open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -197,7 +198,8 @@ def load_model(
         net, wid, is_random = _random(seed), f"random:seed={seed}", True
     else:
         path = Path(weights).expanduser()
-        net, wid, is_random = _load_file(path), f"file:{path.name}:sha256={_sha256(path)}", False
+        net, is_random = _load_file(path), False  # first: its errors say what is wrong
+        wid = f"file:{path.name}:sha256={file_sha256(path)}"
     backbone = freeze(net).to(device)
     model = freeze(with_head(backbone, head)).to(device)
     return LoadedModel(model=model, backbone=backbone, head=head, weights_id=wid,

@@ -28,12 +28,12 @@ from workflows.stages import (
     Shard,
     StageStats,
     ingest_shard,
-    make_shards,
     postprocess_tasks,
     remove_stale_sheets,
     render_sheet,
     run_attribute,
     run_predict,
+    stage_units,
 )
 from workflows.state import Records, RunLock, atomic_write_json, disk_errors, read_json
 
@@ -116,7 +116,7 @@ def resolve_device(spec: str) -> Any:
 
 def expected_weights_id(cfg: Config) -> str:
     """The weights identity a run would use, without loading the model (for status)."""
-    from pipeline.model import IMAGENET_WEIGHTS, _sha256, imagenet_cache_path
+    from pipeline.model import IMAGENET_WEIGHTS, file_sha256, imagenet_cache_path
 
     w = cfg.model.weights
     if w == "imagenet" or (w == "auto" and imagenet_cache_path().exists()):
@@ -124,7 +124,7 @@ def expected_weights_id(cfg: Config) -> str:
     if w in ("random", "auto"):
         return f"random:seed={cfg.run.seed}"
     path = Path(w)
-    return f"file:{path.name}:sha256={_sha256(path)}" if path.is_file() else f"file:{w}"
+    return f"file:{path.name}:sha256={file_sha256(path)}" if path.is_file() else f"file:{w}"
 
 
 def stage_hashes(cfg: Config, weights_id: str) -> dict[str, str]:
@@ -170,10 +170,6 @@ def _purge_stale(records: Records, stage: str, digest: str) -> None:
             data = read_json(rec)
             if not isinstance(data, dict) or data.get("hash") != digest:
                 rec.unlink(missing_ok=True)
-
-
-def _sheets(n: int, per_sheet: int) -> list[Shard]:
-    return make_shards(n, per_sheet)
 
 
 def _prepare_store(cfg: Config, manifest: Manifest, store_path: Path, records: Records,
@@ -270,7 +266,6 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         for stage in forced:
             records.clear(stage)
         n = len(manifest)
-        shards = make_shards(n, cfg.run.shard_size)
         max_batch = cfg.run.max_batch or plan_max_batch(
             loaded.model, (3, d.crop, d.crop), device)
         ctx = ComputeContext(store_path=store_path, run_dir=run_dir, loaded=loaded,
@@ -281,7 +276,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             if loaded.is_random else None
         stats = []
         for stage in STAGES:
-            units = _sheets(n, cfg.render.images_per_sheet) if stage == "render" else shards
+            units = stage_units(stage, n, cfg.run.shard_size, cfg.render.images_per_sheet)
             _purge_stale(records, stage, hashes[stage])
             if stage == "render":
                 remove_stale_sheets(run_dir, {u.index for u in units
@@ -397,8 +392,7 @@ def run_status(cfg: Config) -> RunStatus:
     notes = []
     stages = []
     for stage in STAGES:
-        units = _sheets(n, cfg.render.images_per_sheet) if stage == "render" else make_shards(
-            n, cfg.run.shard_size)
+        units = stage_units(stage, n, cfg.run.shard_size, cfg.render.images_per_sheet)
         done = stale = 0
         for u in units:
             rec = records.get(stage, u.index)
@@ -464,8 +458,7 @@ def verify(cfg: Config, repair: bool = True) -> VerifyReport:
         damaged: list[tuple[str, int, str]] = []
         checked = 0
         for stage in STAGES:
-            units = (_sheets(n, cfg.render.images_per_sheet) if stage == "render"
-                     else make_shards(n, cfg.run.shard_size))
+            units = stage_units(stage, n, cfg.run.shard_size, cfg.render.images_per_sheet)
             for u in units:
                 rec = records.get(stage, u.index)
                 if rec is None or rec.get("hash") != hashes.get(stage):

@@ -10,12 +10,11 @@ overlapping the compute.
 
 from __future__ import annotations
 
-import threading
 import time
 import zlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +54,11 @@ def make_shards(n: int, size: int) -> list[Shard]:
     return [Shard(i, s, min(s + size, n)) for i, s in enumerate(range(0, n, size))]
 
 
+def stage_units(stage: str, n: int, shard_size: int, images_per_sheet: int) -> list[Shard]:
+    """The units a stage works and records in: contact sheets for ``render``, else shards."""
+    return make_shards(n, images_per_sheet if stage == "render" else shard_size)
+
+
 @dataclass
 class StageStats:
     """What a stage did: counts and timing, for the summary."""
@@ -65,7 +69,6 @@ class StageStats:
     images_run: int = 0
     seconds: float = 0.0
     wait_seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 def checksum(values: np.ndarray, crc: int = 0) -> int:
@@ -208,7 +211,6 @@ class ComputeContext:
     max_batch: int
     methods: dict[str, dict[str, Any]]
     run_seed: int
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _load_rows(ctx: ComputeContext, shard: Shard, with_pred: bool) -> dict[str, np.ndarray]:
