@@ -8,7 +8,7 @@ streams the ``N x num_samples`` path points through the model in chunks of at mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from pipeline.data import black_baseline
+from pipeline.stem import AffineStem, affine_stem
 
 Rule = Literal["seed", "trapezoid", "gausslegendre"]
 #: Quadrature rules of the custom IG; ``seed`` is the seed's average over ``linspace(0, 1, m)``.
 QUADRATURE_RULES: tuple[str, ...] = ("seed", "trapezoid", "gausslegendre")
+GradientFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 #: Samples per forward/backward when nobody says otherwise and no planner is at hand.
 DEFAULT_MAX_BATCH: int = 32
 
@@ -168,7 +170,8 @@ def integrated_gradients(
     *,
     rule: str = "seed",
     max_batch: int = DEFAULT_MAX_BATCH,
-    gradient_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    gradient_fn: GradientFn | None = None,
+    factor_stem: bool = True,
 ) -> torch.Tensor:
     """Chunked Integrated Gradients: ``(x - x_bar) * sum_k w_k grad f_c(x_bar + a_k (x - x_bar))``.
 
@@ -190,6 +193,10 @@ def integrated_gradients(
         Largest number of samples in one forward/backward.
     gradient_fn
         Replaces :func:`input_gradient` (e.g. a compiled or autocast variant).
+    factor_stem
+        When the model starts with affine layers (see :mod:`pipeline.stem`), run them twice
+        per image instead of once per path point; same integral, about a third less work
+        for ResNet18. Models without such a stem use the plain engine either way.
 
     Returns
     -------
@@ -199,24 +206,120 @@ def integrated_gradients(
     if max_batch < 1:
         raise ValueError(f"Expected max_batch >= 1, got {max_batch}.")
     grad_fn = gradient_fn or input_gradient
-    n, m = image.shape[0], num_samples
-    alphas_np, weights_np = quadrature(rule, m)
-    dev = image.device
-    alphas = torch.as_tensor(alphas_np, dtype=image.dtype, device=dev)
-    weights = torch.as_tensor(weights_np, dtype=torch.float64, device=dev)
-    diff = image - baseline
-    acc = torch.zeros(image.shape, dtype=torch.float64, device=dev)
+    alphas_np, weights_np = quadrature(rule, num_samples)
+    alphas = torch.as_tensor(alphas_np, dtype=image.dtype, device=image.device)
+    weights = torch.as_tensor(weights_np, dtype=torch.float64, device=image.device)
+    split = affine_stem(model) if factor_stem else None
+    if split is None:
+        acc = _path_gradients(model, image, target, baseline, alphas, weights, max_batch,
+                              grad_fn)
+    else:
+        acc = _path_gradients_through_stem(split, image, target, baseline, alphas, weights,
+                                           max_batch, grad_fn)
+    return ((image - baseline).to(torch.float64) * acc).to(image.dtype)
+
+
+def _chunks(n: int, m: int, max_batch: int, device: torch.device
+            ) -> Iterator[tuple[int, int, torch.Tensor, torch.Tensor]]:
+    """The ``n * m`` (row, step) pairs in order, in chunks: ``(start, stop, rows, steps)``."""
     total = n * m
     for start in range(0, total, max_batch):
-        idx = torch.arange(start, min(start + max_batch, total), device=dev)
-        rows, steps = idx // m, idx % m
+        stop = min(start + max_batch, total)
+        idx = torch.arange(start, stop, device=device)
+        yield start, stop, idx // m, idx % m
+
+
+def _path_gradients(model: nn.Module, image: torch.Tensor, target: torch.Tensor,
+                    baseline: torch.Tensor, alphas: torch.Tensor, weights: torch.Tensor,
+                    max_batch: int, grad_fn: GradientFn) -> torch.Tensor:
+    """``sum_k w_k grad f_c(b + a_k (x - b))`` per row: ``(N, 3, H, W)`` float64."""
+    diff = image - baseline
+    acc = torch.zeros(image.shape, dtype=torch.float64, device=image.device)
+    for _start, _stop, rows, steps in _chunks(image.shape[0], len(alphas), max_batch,
+                                              image.device):
         a = alphas[steps].view(-1, 1, 1, 1)
         points = baseline[rows] + a * diff[rows]
         # The path's end is the image itself, bitwise, as in get_path.
         points = torch.where(a == 1.0, image[rows], points)
         grads = grad_fn(model, points, target[rows])
         acc.index_add_(0, rows, grads.to(torch.float64) * weights[steps].view(-1, 1, 1, 1))
-    return (diff.to(torch.float64) * acc).to(image.dtype)
+    return acc
+
+
+def _memory_format(t: torch.Tensor) -> torch.memory_format:
+    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _rows_flat(t: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    """``(B, C, h, w)`` in ``fmt`` -> ``(B, C*h*w)``, a view in memory order."""
+    t = t.contiguous(memory_format=fmt)
+    if fmt == torch.channels_last:
+        t = t.permute(0, 2, 3, 1)
+    return t.reshape(t.shape[0], -1)
+
+
+def _unflat(v: torch.Tensor, shape: tuple[int, ...], fmt: torch.memory_format) -> torch.Tensor:
+    """Inverse of :func:`_rows_flat`: ``(B, C*h*w)`` -> ``(B, C, h, w)`` in ``fmt``."""
+    b, c, h, w = shape
+    if fmt == torch.channels_last:
+        return v.view(b, h, w, c).permute(0, 3, 1, 2)
+    return v.view(b, c, h, w)
+
+
+def _path_gradients_through_stem(split: AffineStem, image: torch.Tensor, target: torch.Tensor,
+                                 baseline: torch.Tensor, alphas: torch.Tensor,
+                                 weights: torch.Tensor, max_batch: int, grad_fn: GradientFn
+                                 ) -> torch.Tensor:
+    """As :func:`_path_gradients`, with the path mapped through the model's affine stem.
+
+    The stem's outputs at the path's ends, ``S(b)`` and ``S(x)``, are computed once per row
+    and kept only while the row is in flight; the points in the stem's output space are
+    ``S(b) + a_k (S(x) - S(b))``, with both ends bitwise those of the plain model. The weighted
+    gradients at the stem's output are summed in float64 and pulled back through ``J^T`` once
+    per row.
+    """
+    n, m = image.shape[0], len(alphas)
+    ends: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+    sums: dict[int, torch.Tensor] = {}
+    acc = torch.zeros(image.shape, dtype=torch.float64, device=image.device)
+    no_autocast = torch.autocast(device_type=image.device.type, enabled=False)
+    fmt = torch.contiguous_format
+    for start, stop, rows, steps in _chunks(n, m, max_batch, image.device):
+        first, last = start // m, (stop - 1) // m
+        new = [r for r in range(first, last + 1) if r not in ends]
+        if new:
+            # The stem stays in the input's precision: its cost is per row, not per point.
+            with torch.no_grad(), no_autocast:
+                zb = split.stem(baseline[new[0]:new[-1] + 1])
+                zx = split.stem(image[new[0]:new[-1] + 1])
+            fmt = _memory_format(zb)
+            ends.update((r, (zb[i:i + 1], zx[i:i + 1], zx[i:i + 1] - zb[i:i + 1]))
+                        for i, r in enumerate(new))
+        shape = (stop - start, *next(iter(ends.values()))[0].shape[1:])
+        points = torch.empty(shape, dtype=image.dtype, device=image.device,
+                             memory_format=fmt)
+        a = alphas[steps].view(-1, 1, 1, 1)
+        segments = [(r, slice(max(start, r * m) - start, min(stop, (r + 1) * m) - start))
+                    for r in range(first, last + 1)]
+        for r, seg in segments:
+            zb_r, _zx_r, dz_r = ends[r]
+            torch.addcmul(zb_r, a[seg], dz_r, out=points[seg])
+        # The path's end is the image's own stem output, bitwise, as in get_path.
+        for i in (a.view(-1) == 1.0).nonzero().view(-1).tolist():
+            points[i] = ends[int(rows[i])][1][0]
+        grads = _rows_flat(grad_fn(split.rest, points, target[rows]), fmt).to(torch.float64)
+        w = weights[steps]
+        for r, seg in segments:
+            part = w[seg] @ grads[seg]
+            sums[r] = part if r not in sums else sums[r] + part
+            if stop >= (r + 1) * m:  # the row's last point is done: pull it back, free it
+                g = _unflat(sums.pop(r)[None].to(image.dtype), (1, *shape[1:]), fmt)
+                with no_autocast:
+                    acc[r] = split.vjp(g, (1, *image.shape[1:]))[0].to(torch.float64)
+                del ends[r]
+    return acc
 
 
 def get_custom_integrated_gradients(

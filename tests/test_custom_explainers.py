@@ -104,15 +104,22 @@ def test_completeness_gap_shrinks_with_more_samples(model, images):
 @pytest.mark.parametrize("n_images,max_batch", [(3, 5), (4, 3)])
 def test_no_forward_pass_sees_more_than_max_batch(model, n_images, max_batch):
     x = torch.randn(n_images, 3, 32, 32, generator=torch.Generator().manual_seed(7))
-    sizes: list[int] = []
-    handle = model.register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
+    sizes: dict[str, list[int]] = {}
+    # Every layer, not just the model: the engine runs the stem and the rest separately.
+    handles = [
+        mod.register_forward_pre_hook(
+            lambda _m, inp, name=name: sizes.setdefault(name, []).append(inp[0].shape[0]))
+        for name, mod in model.named_modules()
+    ]
     try:
         get_custom_integrated_gradients(model, x, 8, max_batch=max_batch)
     finally:
-        handle.remove()
-    assert sizes, "the hook saw no forward pass"
-    assert max(sizes) <= max_batch
-    assert sum(sizes) >= n_images * 8
+        for handle in handles:
+            handle.remove()
+    assert sizes, "the hooks saw no forward pass"
+    assert max(max(s) for s in sizes.values()) <= max_batch
+    # The head saw each row once for its prediction and each of the 8 path points once.
+    assert sum(sizes["0.fc"]) == n_images * (1 + 8)
 
 
 def test_default_max_batch_is_planned(model, images):
