@@ -214,7 +214,8 @@ def integrated_gradients(
         acc = _path_gradients(model, image, target, baseline, alphas, weights, max_batch,
                               grad_fn)
     else:
-        acc = _path_gradients_through_stem(split, image, target, baseline, alphas, weights,
+        alphas64 = torch.as_tensor(alphas_np, dtype=torch.float64, device=image.device)
+        acc = _path_gradients_through_stem(split, image, target, baseline, alphas64, weights,
                                            max_batch, grad_fn)
     return ((image - baseline).to(torch.float64) * acc).to(image.dtype)
 
@@ -274,11 +275,11 @@ def _path_gradients_through_stem(split: AffineStem, image: torch.Tensor, target:
                                  ) -> torch.Tensor:
     """As :func:`_path_gradients`, with the path mapped through the model's affine stem.
 
-    The stem's outputs at the path's ends, ``S(b)`` and ``S(x)``, are computed once per row
-    and kept only while the row is in flight; the points in the stem's output space are
-    ``S(b) + a_k (S(x) - S(b))``, with both ends bitwise those of the plain model. The weighted
-    gradients at the stem's output are summed in float64 and pulled back through ``J^T`` once
-    per row.
+    The stem's outputs at the path's ends, ``S(b)`` and ``S(x)``, are computed in float64
+    once per row and kept only while the row is in flight; the points in the stem's output
+    space, ``S(b) + a_k (S(x) - S(b))``, are formed in float64 and rounded once to the input's
+    dtype (``alphas`` is float64 here). The weighted gradients at the stem's output are summed
+    in float64 and pulled back through ``J^T`` once per row.
     """
     n, m = image.shape[0], len(alphas)
     ends: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
@@ -286,33 +287,37 @@ def _path_gradients_through_stem(split: AffineStem, image: torch.Tensor, target:
     acc = torch.zeros(image.shape, dtype=torch.float64, device=image.device)
     no_autocast = torch.autocast(device_type=image.device.type, enabled=False)
     fmt = torch.contiguous_format
+    stem64 = split.float64_stem(image.device)
     for start, stop, rows, steps in _chunks(n, m, max_batch, image.device):
         first, last = start // m, (stop - 1) // m
         new = [r for r in range(first, last + 1) if r not in ends]
         if new:
-            # The stem stays in the input's precision: its cost is per row, not per point.
+            # float64 costs per row, not per point (see AffineStem.float64_stem).
             with torch.no_grad(), no_autocast:
-                zb = split.stem(baseline[new[0]:new[-1] + 1])
-                zx = split.stem(image[new[0]:new[-1] + 1])
+                zb = stem64(baseline[new[0]:new[-1] + 1].to(torch.float64))
+                zx = stem64(image[new[0]:new[-1] + 1].to(torch.float64))
             fmt = _memory_format(zb)
             ends.update((r, (zb[i:i + 1], zx[i:i + 1], zx[i:i + 1] - zb[i:i + 1]))
                         for i, r in enumerate(new))
         shape = (stop - start, *next(iter(ends.values()))[0].shape[1:])
-        points = torch.empty(shape, dtype=image.dtype, device=image.device,
-                             memory_format=fmt)
+        # Single-dtype ops throughout: mixed float32/float64 kernels are ~10x slower on CPU.
+        points64 = torch.empty(shape, dtype=torch.float64, device=image.device,
+                               memory_format=fmt)
         a = alphas[steps].view(-1, 1, 1, 1)
         segments = [(r, slice(max(start, r * m) - start, min(stop, (r + 1) * m) - start))
                     for r in range(first, last + 1)]
         for r, seg in segments:
             zb_r, _zx_r, dz_r = ends[r]
-            torch.addcmul(zb_r, a[seg], dz_r, out=points[seg])
+            torch.addcmul(zb_r, a[seg], dz_r, out=points64[seg])
         # The path's end is the image's own stem output, bitwise, as in get_path.
         for i in (a.view(-1) == 1.0).nonzero().view(-1).tolist():
-            points[i] = ends[int(rows[i])][1][0]
-        grads = _rows_flat(grad_fn(split.rest, points, target[rows]), fmt).to(torch.float64)
-        w = weights[steps]
+            points64[i] = ends[int(rows[i])][1][0]
+        points = points64.to(image.dtype)
+        grads = _rows_flat(grad_fn(split.rest, points, target[rows]), fmt)
+        w = weights[steps].to(grads.dtype)
         for r, seg in segments:
-            part = w[seg] @ grads[seg]
+            # A weighted sum of at most max_batch rows in float32, accumulated in float64.
+            part = (w[seg] @ grads[seg]).to(torch.float64)
             sums[r] = part if r not in sums else sums[r] + part
             if stop >= (r + 1) * m:  # the row's last point is done: pull it back, free it
                 g = _unflat(sums.pop(r)[None].to(image.dtype), (1, *shape[1:]), fmt)

@@ -11,6 +11,7 @@ from pipeline.custom_explainers import (
     get_custom_gradient,
     get_custom_integrated_gradients,
     get_path,
+    integrated_gradients,
     predicted_class,
     quadrature,
 )
@@ -136,12 +137,28 @@ def test_custom_ig_batch_equals_row_by_row(model, images):
 
 
 def test_gausslegendre_rule_equals_captum_ig(model, images):
+    """Same arithmetic as Captum without the stem factoring: equal to float32 rounding."""
     target = predicted_class(model, images)
-    ours = get_custom_integrated_gradients(model, images, 20, rule="gausslegendre", max_batch=30)
+    ours = integrated_gradients(model, images, target, black_baseline(images), 20,
+                                rule="gausslegendre", max_batch=30, factor_stem=False)
     theirs = IntegratedGradients(model).attribute(
         images, baselines=black_baseline(images), target=target, n_steps=20,
         method="gausslegendre")
     assert rel_err(ours, theirs) < 1e-5
+
+
+def test_gausslegendre_rule_equals_captum_ig_in_float64(model, images):
+    """The default engine (stem factored, stem in float64) is the same integral as Captum's.
+
+    In float32 the two differ by about 1e-3: a few max-pool windows hold near-equal maxima
+    that the two roundings order differently (ours orders them as float64 does).
+    """
+    model64, x = copy.deepcopy(model).double(), images.double()
+    target = predicted_class(model64, x)
+    ours = get_custom_integrated_gradients(model64, x, 20, rule="gausslegendre", max_batch=30)
+    theirs = IntegratedGradients(model64).attribute(
+        x, baselines=black_baseline(x), target=target, n_steps=20, method="gausslegendre")
+    assert rel_err(ours, theirs) < 1e-7  # float32 would be 1e-3 here
 
 
 @pytest.mark.parametrize("rule", QUADRATURE_RULES)

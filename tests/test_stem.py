@@ -112,12 +112,22 @@ def test_factored_stem_is_the_same_integral_in_float64(model, images, rule, vari
 
 
 @pytest.mark.parametrize("max_batch", [1, 3, 64])
-def test_factored_stem_keeps_the_path_ends_bitwise(model, images, max_batch):
-    """With two points (the two ends) the factored engine evaluates exactly the plain
-    model's inputs at the ends, so the result is the same to float32 rounding of the sum."""
+def test_rest_sees_the_float64_path_rounded_once(model, images, max_batch):
+    """The points fed to the rest are (S(b) + a_k (S(x) - S(b))) in float64, rounded once."""
     target = predicted_class(model, images)
     base = black_baseline(images)
-    plain = integrated_gradients(model, images, target, base, 2, max_batch=max_batch,
-                                 factor_stem=False)
-    factored = integrated_gradients(model, images, target, base, 2, max_batch=max_batch)
-    assert rel_err(factored, plain) < 1e-6
+    split = affine_stem(model)
+    assert split is not None
+    seen: list[torch.Tensor] = []
+    handle = split.rest.register_forward_pre_hook(lambda _m, inp: seen.append(inp[0].detach()))
+    try:
+        integrated_gradients(model, images, target, base, 4, rule="trapezoid",
+                             max_batch=max_batch)
+    finally:
+        handle.remove()
+    stem64 = copy.deepcopy(split.stem).double()
+    with torch.no_grad():
+        zb, zx = stem64(base.double()), stem64(images.double())
+    alphas = torch.linspace(0, 1, 4, dtype=torch.float64).view(1, 4, 1, 1, 1)
+    expected = (zb[:, None] + alphas * (zx - zb)[:, None]).flatten(0, 1).float()
+    assert torch.equal(torch.cat(seen), expected)
