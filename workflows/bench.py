@@ -211,6 +211,12 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
         ig64_gl = IntegratedGradients(plain64).attribute(
             x64, base64, target=t_ref, n_steps=n_steps)
         ig = IntegratedGradients(plain)
+        # "Captum with its defaults" as a user calls it on a batch: every image's n_steps
+        # points in one forward/backward. (The reference numbers, 0.16 img/s with
+        # defaults vs 0.28 with internal_batch_size=50, can only differ on a batch.)
+        add("ig", "captum IG, defaults (one call on the batch)",
+            lambda: ig.attribute(x, black_baseline(x), target=target, n_steps=n_steps),
+            None, "no float64 twin: same arithmetic as the per-image rows")
         add("ig", "captum IG, defaults (per image)",
             lambda: per_image(lambda i: ig.attribute(
                 x[i:i + 1], black_baseline(x[i:i + 1]), target=target[i:i + 1],
@@ -474,14 +480,19 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
 
 def _checks(res: BenchResult) -> None:
     ig_rows = [r for r in res.rows if r.section == "ig"]
-    captum_default = next(r for r in ig_rows if r.name.startswith("captum IG, defaults"))
+    captum_batch = res.row("ig", "captum IG, defaults (one call on the batch)")
+    captum_per_image = res.row("ig", "captum IG, defaults (per image)")
     captum_best = max((r for r in ig_rows if "internal_batch_size" in r.name),
                       key=lambda r: r.images_per_s or 0)
     ours = res.row("ig", "ours, seed rule (planned batch, channels_last)")
     ours_gl = res.row("ig", "ours, gausslegendre (= Captum's rule)")
-    r_def = (ours.images_per_s or 0) / (captum_default.images_per_s or 1)
+    r_def = (ours.images_per_s or 0) / (captum_batch.images_per_s or 1)
+    r_img = (ours.images_per_s or 0) / (captum_per_image.images_per_s or 1)
     r_best = (ours.images_per_s or 0) / (captum_best.images_per_s or 1)
-    res.checks.append((f"custom IG vs Captum IG defaults: {r_def:.2f}x", ">= 1.5x", r_def >= 1.5))
+    res.checks.append((f"custom IG vs Captum IG defaults, one call on the batch: {r_def:.2f}x",
+                       ">= 1.5x", r_def >= 1.5))
+    res.checks.append((f"custom IG vs Captum IG defaults, called per image: {r_img:.2f}x",
+                       ">= 1.5x (stricter reading)", r_img >= 1.5))
     res.checks.append((f"custom IG vs Captum best ({captum_best.name.split(', ')[1]}): "
                        f"{r_best:.2f}x", ">= 1.0x", r_best >= 1.0))
     mem = [r for r in res.rows if r.section == "memory" and r.name.startswith("ours")]
