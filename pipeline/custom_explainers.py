@@ -288,6 +288,8 @@ def _path_gradients_through_stem(split: AffineStem, image: torch.Tensor, target:
     no_autocast = torch.autocast(device_type=image.device.type, enabled=False)
     fmt = torch.contiguous_format
     stem64 = split.float64_stem(image.device)
+    # Plain Python ints from here on: no device synchronisation per chunk on a GPU.
+    end_steps = [k for k, a in enumerate(alphas.tolist()) if a == 1.0]
     for start, stop, rows, steps in _chunks(n, m, max_batch, image.device):
         first, last = start // m, (stop - 1) // m
         new = [r for r in range(first, last + 1) if r not in ends]
@@ -310,8 +312,10 @@ def _path_gradients_through_stem(split: AffineStem, image: torch.Tensor, target:
             zb_r, _zx_r, dz_r = ends[r]
             torch.addcmul(zb_r, a[seg], dz_r, out=points64[seg])
         # The path's end is the image's own stem output, bitwise, as in get_path.
-        for i in (a.view(-1) == 1.0).nonzero().view(-1).tolist():
-            points64[i] = ends[int(rows[i])][1][0]
+        for r, _seg in segments:
+            for k in end_steps:
+                if start <= r * m + k < stop:
+                    points64[r * m + k - start] = ends[r][1][0]
         points = points64.to(image.dtype)
         grads = _rows_flat(grad_fn(split.rest, points, target[rows]), fmt)
         w = weights[steps].to(grads.dtype)

@@ -21,6 +21,15 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     data = json.loads((tmp_path / "bench-cpu.json").read_text())
     names = {r["name"] for r in data["rows"]}
     assert "captum IG, defaults (per image)" in names
+    assert "captum IG, defaults (one call on the batch)" in names
+    assert "ours, seed rule, stem not factored" in names
+    for rule in ("seed", "trapezoid", "gausslegendre"):
+        assert f"{rule}: steps to 1%" in names
+    # Each rule's sweep stops at the first m within 1%: no row after it is below 1%.
+    for rule in ("seed", "trapezoid", "gausslegendre"):
+        errs = [r["rel_err"] for r in data["rows"]
+                if r["section"] == "quadrature" and r["name"].startswith(f"{rule} m=")]
+        assert errs and all(e > 0.01 for e in errs[:-1])
     assert "ours, seed rule (planned batch, channels_last)" in names
     assert "naive Captum loop + .npy" in names
     assert all(r["images_per_s"] is None or r["images_per_s"] > 0 for r in data["rows"])
