@@ -195,8 +195,9 @@ def integrated_gradients(
         Replaces :func:`input_gradient` (e.g. a compiled or autocast variant).
     factor_stem
         When the model starts with affine layers (see :mod:`pipeline.stem`), run them twice
-        per image instead of once per path point; same integral, about a third less work
-        for ResNet18. Models without such a stem use the plain engine either way.
+        per image (in float64) instead of once per path point; same integral, about 15%
+        faster for ResNet18 on CPU and closer to float64. Models without such a stem use the
+        plain engine either way.
 
     Returns
     -------
@@ -321,7 +322,8 @@ def _path_gradients_through_stem(split: AffineStem, image: torch.Tensor, target:
         w = weights[steps].to(grads.dtype)
         for r, seg in segments:
             # A weighted sum of at most max_batch rows in float32, accumulated in float64.
-            part = (w[seg] @ grads[seg]).to(torch.float64)
+            # Elementwise, not a matmul: autocast would run a matmul in bf16, TF32 in TF32.
+            part = (grads[seg] * w[seg, None]).sum(0).to(torch.float64)
             sums[r] = part if r not in sums else sums[r] + part
             if stop >= (r + 1) * m:  # the row's last point is done: pull it back, free it
                 g = _unflat(sums.pop(r)[None].to(image.dtype), (1, *shape[1:]), fmt)
