@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tests.workflow_helpers import cli
 
@@ -35,3 +36,18 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     assert all(r["images_per_s"] is None or r["images_per_s"] > 0 for r in data["rows"])
     errors = [r["rel_err"] for r in data["rows"] if r["section"] == "precision"]
     assert errors and all(e is not None and e >= 0 for e in errors)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_bench_on_a_missing_gpu_says_so_before_any_work(tmp_path):
+    result = cli("bench", "--device", "cuda", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "Expected a CUDA device" in result.output
+    assert "Traceback" not in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_rejects_an_unknown_device(tmp_path):
+    result = cli("bench", "--device", "gpu", "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert "Expected --device auto, cpu, cuda or cuda:N, got 'gpu'" in result.output

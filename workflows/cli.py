@@ -77,7 +77,7 @@ class RichReporter:
         self.progress.console.print(f"[dim]{message}[/]")
 
 
-def _fail(exc: BaseException, code: int = 2) -> typer.Exit:
+def _fail(exc: BaseException | str, code: int = 2) -> typer.Exit:
     console.print(f"[bold red]error:[/] {exc}")
     return typer.Exit(code)
 
@@ -289,7 +289,7 @@ def datasets() -> None:
 
 @app.command()
 def bench(
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "cpu",
     images: Annotated[int, typer.Option(help="images per measurement")] = 4,
     size: Annotated[int, typer.Option(help="crop size (224 for the real model)")] = 224,
     n_steps: Annotated[int, typer.Option(help="IG steps")] = 50,
@@ -301,10 +301,17 @@ def bench(
 ) -> None:
     """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""
     from workflows.bench import run_bench, save, to_markdown
+    from workflows.run import resolve_device
 
     command = "xai bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "xai bench"
     try:
-        res = run_bench(device=device, images=images, size=size, n_steps=n_steps,
+        dev = str(resolve_device(device))
+    except XaiError as exc:
+        raise _fail(exc) from None
+    except RuntimeError:
+        raise _fail(f"Expected --device auto, cpu, cuda or cuda:N, got {device!r}.") from None
+    try:
+        res = run_bench(device=dev, images=images, size=size, n_steps=n_steps,
                         nt_samples=nt_samples, quick=quick, head=head,
                         reporter=lambda m: console.print(m, highlight=False))
     except XaiError as exc:
