@@ -182,6 +182,17 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     res.params["max_batch"] = mb
     per_image = lambda f: torch.cat([f(i) for i in range(images)])  # noqa: E731
 
+    def ours(model: nn.Module, **kw: Any) -> Callable[[], torch.Tensor]:
+        """Our IG on the whole batch, planned chunks."""
+        return lambda: integrated_gradients(model, x, target, black_baseline(x), n_steps,
+                                            max_batch=mb, **kw)
+
+    def captum_per_image(**kw: Any) -> Callable[[], torch.Tensor]:
+        """Captum IG called once per image, as a hand-written loop does."""
+        return lambda: per_image(lambda i: ig.attribute(
+            x[i:i + 1], black_baseline(x[i:i + 1]), target=target[i:i + 1], n_steps=n_steps,
+            **kw))
+
     # The IG rows carry the speed targets: best of 3, since shared CPUs vary by 20%.
     repeats = 1 if quick else 3
 
@@ -217,38 +228,25 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
         add("ig", "captum IG, defaults (one call on the batch)",
             lambda: ig.attribute(x, black_baseline(x), target=target, n_steps=n_steps),
             None, "no float64 twin: same arithmetic as the per-image rows")
-        add("ig", "captum IG, defaults (per image)",
-            lambda: per_image(lambda i: ig.attribute(
-                x[i:i + 1], black_baseline(x[i:i + 1]), target=target[i:i + 1],
-                n_steps=n_steps)), ig64_gl)
+        add("ig", "captum IG, defaults (per image)", captum_per_image(), ig64_gl)
         for ibs in ((8, 16) if quick else (8, 16, 50)):
             add("ig", f"captum IG, internal_batch_size={ibs} (per image)",
-                lambda ibs=ibs: per_image(lambda i: ig.attribute(
-                    x[i:i + 1], black_baseline(x[i:i + 1]), target=target[i:i + 1],
-                    n_steps=n_steps, internal_batch_size=ibs)), ig64_gl)
+                captum_per_image(internal_batch_size=ibs), ig64_gl)
         seed64 = integrated_gradients(plain64, x64, t_ref, base64, n_steps, max_batch=mb)
-        add("ig", "ours, seed rule (planned batch, channels_last)",
-            lambda: integrated_gradients(fast, x, target, black_baseline(x), n_steps,
-                                         max_batch=mb), seed64, ENDPOINT_NOTE)
-        add("ig", "ours, seed rule, stem not factored",
-            lambda: integrated_gradients(fast, x, target, black_baseline(x), n_steps,
-                                         max_batch=mb, factor_stem=False), seed64,
+        add("ig", "ours, seed rule (planned batch, channels_last)", ours(fast), seed64,
+            ENDPOINT_NOTE)
+        add("ig", "ours, seed rule, stem not factored", ours(fast, factor_stem=False), seed64,
             ENDPOINT_NOTE)
         if not quick:
             compiled = optimize(plain, dev, channels_last=True, compile=True)
             t0 = time.perf_counter()
-            integrated_gradients(compiled, x, target, black_baseline(x), n_steps, max_batch=mb)
+            ours(compiled)()
             warm = time.perf_counter() - t0
-            add("ig", "ours, seed rule + torch.compile (after warm-up)",
-                lambda: integrated_gradients(compiled, x, target, black_baseline(x), n_steps,
-                                             max_batch=mb), seed64,
-                f"first call (compiling) {warm:.0f} s")
-        add("ig", "ours, gausslegendre (= Captum's rule)",
-            lambda: integrated_gradients(fast, x, target, black_baseline(x), n_steps,
-                                         rule="gausslegendre", max_batch=mb), ig64_gl)
-        add("ig", "ours, seed rule + folded BatchNorm",
-            lambda: integrated_gradients(fused, x, target, black_baseline(x), n_steps,
-                                         max_batch=mb), seed64, ENDPOINT_NOTE)
+            add("ig", "ours, seed rule + torch.compile (after warm-up)", ours(compiled),
+                seed64, f"first call (compiling) {warm:.0f} s")
+        add("ig", "ours, gausslegendre (= Captum's rule)", ours(fast, rule="gausslegendre"),
+            ig64_gl)
+        add("ig", "ours, seed rule + folded BatchNorm", ours(fused), seed64, ENDPOINT_NOTE)
         seeds = [image_seed(0, i) for i in range(images)]
         sg_params = {"nt_samples": nt_samples, "stdevs": 0.3, "abs": True}
         sg64 = attribute(METHODS["smoothgrad"], plain64, x64, t_ref, sg_params, mb,
@@ -274,13 +272,9 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
         if mode == "tf32" and dev.type != "cuda":
             continue
         with precision_mode(mode, dev):
-            add("precision", f"ours IG {mode}",
-                lambda: integrated_gradients(fast, x, target, black_baseline(x), n_steps,
-                                             rule="gausslegendre", max_batch=mb), ig64_gl)
+            add("precision", f"ours IG {mode}", ours(fast, rule="gausslegendre"), ig64_gl)
             add("precision", f"captum IG {mode}, internal_batch_size=16",
-                lambda: per_image(lambda i: ig.attribute(
-                    x[i:i + 1], black_baseline(x[i:i + 1]), target=target[i:i + 1],
-                    n_steps=n_steps, internal_batch_size=16)), ig64_gl)
+                captum_per_image(internal_batch_size=16), ig64_gl)
     if head == "logits":
         soft = load_model("random", "softmax", seed=0, device=dev).model
         soft_fast = optimize(soft, dev, channels_last=True)
@@ -289,8 +283,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
                                         rule="gausslegendre", max_batch=mb)
         with precision_mode("fp32", dev):
             add("precision", "ours IG fp32, seed's softmax head (random weights)",
-                lambda: integrated_gradients(soft_fast, x, target, black_baseline(x), n_steps,
-                                             rule="gausslegendre", max_batch=mb), ref_soft,
+                ours(soft_fast, rule="gausslegendre"), ref_soft,
                 "float32 conditioning of softmax at p~1e-3, not the engine")
     _quadrature(res, fast, x[:n_ref], target[:n_ref], mb, quick, dev, reporter)
     _stage(res, dev, images, size, n_steps, nt_samples, reporter)

@@ -351,8 +351,11 @@ def _engine(loaded: Any, cfg: Config, device: Any) -> Any:
 
     opts = {"channels_last": cfg.run.channels_last, "fuse_bn": cfg.run.fuse_bn,
             "compile": cfg.run.compile}
-    return dataclasses.replace(loaded, model=optimize(loaded.model, device, **opts),
-                               backbone=optimize(loaded.backbone, device, **opts))
+    model = optimize(loaded.model, device, **opts)
+    # With the logits head they are one network: copy (and compile) it once.
+    backbone = model if loaded.backbone is loaded.model else optimize(loaded.backbone, device,
+                                                                      **opts)
+    return dataclasses.replace(loaded, model=model, backbone=backbone)
 
 
 def _delayed(fn: Any, *args: Any) -> Any:
@@ -449,7 +452,7 @@ def verify(cfg: Config, repair: bool = True) -> VerifyReport:
 
     run_dir = cfg.run_dir
     store_path = run_dir / "store.zarr"
-    open_store(store_path, mode="r")
+    open_store(store_path, mode="r")  # fail clearly before RunLock creates the run folder
     with RunLock(run_dir):
         group = open_store(store_path, mode="r")
         n = array(group, "image").shape[0]
