@@ -51,3 +51,12 @@ def test_bench_rejects_an_unknown_device(tmp_path):
     result = cli("bench", "--device", "gpu", "--out", str(tmp_path))
     assert result.exit_code == 2
     assert "Expected --device auto, cpu, cuda or cuda:N, got 'gpu'" in result.output
+
+
+@pytest.mark.parametrize("option,value", [("--images", "0"), ("--n-steps", "1"),
+                                          ("--nt-samples", "0"), ("--size", "4")])
+def test_bench_rejects_values_it_cannot_measure(tmp_path, option, value):
+    result = cli("bench", "--quick", option, value, "--out", str(tmp_path))
+    assert result.exit_code == 2
+    assert option in result.output
+    assert "Traceback" not in result.output

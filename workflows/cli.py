@@ -290,10 +290,10 @@ def datasets() -> None:
 @app.command()
 def bench(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "cpu",
-    images: Annotated[int, typer.Option(help="images per measurement")] = 4,
-    size: Annotated[int, typer.Option(help="crop size (224 for the real model)")] = 224,
-    n_steps: Annotated[int, typer.Option(help="IG steps")] = 50,
-    nt_samples: Annotated[int, typer.Option(help="SmoothGrad samples")] = 10,
+    images: Annotated[int, typer.Option(min=1, help="images per measurement")] = 4,
+    size: Annotated[int, typer.Option(min=8, help="crop size (224 for the real model)")] = 224,
+    n_steps: Annotated[int, typer.Option(min=2, help="IG steps")] = 50,
+    nt_samples: Annotated[int, typer.Option(min=1, help="SmoothGrad samples")] = 10,
     quick: Annotated[bool, typer.Option(help="tiny settings, seconds (smoke test)")] = False,
     head: Annotated[str, typer.Option(help="logits (plain torchvision) | softmax")] = "logits",
     out_dir: Annotated[Path, typer.Option("--out", help="where bench-<device>.md/json go")] =
