@@ -16,10 +16,19 @@ import zarr
 
 from pipeline.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 N_CLASSES = 1000
-#: Arrays that have a method axis; recreated when the set of methods changes.
-METHOD_ARRAYS: tuple[str, ...] = ("method", "raw", "delta", "aggregated", "normalized")
+#: The coordinate of the attribution-method axis. Not ``method``: that name collides with
+#: xarray's ``sel(method=...)`` argument, so ``ds.delta.sel(method="x")`` silently returned
+#: every method in schema 1.
+EXPLAINER = "explainer"
+#: Arrays with an explainer axis, their trailing dims (after explainer, image) and fill.
+EXPLAINER_ARRAYS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "raw": (("channel", "y", "x"), np.nan),
+    "delta": ((), np.nan),
+    "aggregated": (("y", "x"), np.nan),
+    "normalized": (("y", "x"), np.nan),
+}
 
 
 def _array(group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
@@ -77,31 +86,76 @@ def array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
-def ensure_method_arrays(group: zarr.Group, methods: Sequence[str], shard_size: int,
-                         crop: int) -> bool:
-    """Make sure the method-axis arrays exist for exactly ``methods``, in order.
+def _trailing_shape(dims: tuple[str, ...], crop: int) -> tuple[int, ...]:
+    return tuple(3 if d == "channel" else crop for d in dims)
 
-    Returns True when they were (re)created (their content is then all missing).
+
+def explainers(group: zarr.Group) -> list[str]:
+    """The store's explainer coordinate as plain Python strings (empty before any method)."""
+    if EXPLAINER not in group:
+        return []
+    return [str(v) for v in array(group, EXPLAINER)[:].tolist()]  # type: ignore[union-attr]
+
+
+def explainer_index(group: zarr.Group, name: str) -> int:
+    """The slot of explainer ``name`` on the explainer axis; a :class:`StoreError` if absent."""
+    names = explainers(group)
+    if name not in names:
+        raise StoreError(
+            f"Expected explainer {name!r} in the store at {group.store}, got {names}. "
+            "Run `xai run` again: it adds the configured methods to the store."
+        )
+    return names.index(name)
+
+
+def resize_explainers(group: zarr.Group, names: Sequence[str], crop: int) -> None:
+    """Make the explainer axis hold exactly ``names``, keeping the data of existing slots.
+
+    Arrays are created if missing and resized along the explainer axis; the coordinate is
+    written last, so a crash part-way leaves the old coordinate (the next call redoes it).
+    New slots read as missing (NaN). Moving slots is the caller's job (:func:`copy_slot`).
     """
-    if "method" in group and list(array(group, "method")[:]) == list(methods):  # type: ignore[arg-type]
-        return False
     image = array(group, "image")
-    n = image.shape[0]
-    m = len(methods)
-    s = image.chunks[0]
-    method = _array(group, "method", (m,), (m,), str, ("method",), "")
-    method[:] = np.asarray(list(methods), dtype=object)
-    _array(group, "raw", (m, n, 3, crop, crop), (1, s, 3, crop, crop), "float32",
-           ("method", "image", "channel", "y", "x"), np.nan)
-    _array(group, "delta", (m, n), (1, s), "float32", ("method", "image"), np.nan)
-    for name in ("aggregated", "normalized"):
-        _array(group, name, (m, n, crop, crop), (1, s, crop, crop), "float32",
-               ("method", "image", "y", "x"), np.nan)
-    return True
+    n, s = image.shape[0], image.chunks[0]
+    m = len(names)
+    for name, (trailing, fill) in EXPLAINER_ARRAYS.items():
+        shape = (m, n, *_trailing_shape(trailing, crop))
+        if name in group:
+            arr = array(group, name)
+            if arr.shape != shape:
+                arr.resize(shape)
+        else:
+            _array(group, name, shape, (1, s, *shape[2:]), "float32",
+                   (EXPLAINER, "image", *trailing), fill)
+    if explainers(group) != list(names):
+        coord = _array(group, EXPLAINER, (m,), (max(m, 1),), str, (EXPLAINER,), "")
+        if m:
+            coord[:] = np.asarray(list(names), dtype=object)
 
 
-def open_store(path: Path | str, mode: str = "r+") -> zarr.Group:
-    """Open an existing store; a clear error when there is none."""
+def copy_slot(group: zarr.Group, src: int, dst: int, shard_size: int) -> None:
+    """Copy every explainer array's slot ``src`` to slot ``dst``, one shard at a time."""
+    for name in EXPLAINER_ARRAYS:
+        arr = array(group, name)
+        for start in range(0, arr.shape[1], shard_size):
+            region = slice(start, start + shard_size)
+            arr[dst, region] = arr[src, region]
+
+
+def schema_problem(group: zarr.Group) -> str | None:
+    """Why this store cannot be read by this version, or None when it can."""
+    version = group.attrs.get("schema_version")
+    if version == SCHEMA_VERSION:
+        return None
+    old = " (its attribution axis is called `method`, now `explainer`)" if "method" in group \
+        else ""
+    return (f"Expected a store of schema version {SCHEMA_VERSION}, got version {version}"
+            f"{old}. It was written by an older xai-pipeline and would be misread. Remove it "
+            "with `xai clean` (same --dataset/--config/--out) and run again.")
+
+
+def open_store(path: Path | str, mode: str = "r+", check_schema: bool = True) -> zarr.Group:
+    """Open an existing store; a clear error when there is none or it has an old schema."""
     p = Path(path)
     if not (p / "zarr.json").is_file():
         raise StoreError(
@@ -109,15 +163,20 @@ def open_store(path: Path | str, mode: str = "r+") -> zarr.Group:
             "first."
         )
     try:
-        return zarr.open_group(str(p), mode=mode, zarr_format=3)  # type: ignore[arg-type]
+        group = zarr.open_group(str(p), mode=mode, zarr_format=3)  # type: ignore[arg-type]
     except Exception as exc:
         raise StoreError(f"Cannot open the Zarr store at {p}: {exc}") from exc
+    if check_schema and (problem := schema_problem(group)):
+        raise StoreError(f"{p}: {problem}")
+    return group
 
 
 def open_dataset(path: Path | str) -> Any:
     """The store as an ``xarray.Dataset`` (lazy, dask-backed) for analysis.
 
-    Equivalent to ``xarray.open_zarr(path, consolidated=False)``.
+    Equivalent to ``xarray.open_zarr(path, consolidated=False)``, after checking the schema
+    version. String arrays (``image``, ``status``, ``explainer``) come back as numpy's
+    ``StringDType``: use ``.values.tolist()`` for Python strings.
     """
     import xarray as xr
 

@@ -10,6 +10,9 @@ import torch
 os.environ.setdefault("MPLBACKEND", "Agg")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# After MPLBACKEND is set: Captum (imported by pipeline.methods) imports matplotlib.pyplot.
+from pipeline.methods import METHODS, MethodSpec  # noqa: E402
+
 
 @pytest.fixture(scope="session")
 def loaded():
@@ -27,6 +30,12 @@ def model(loaded):
 @pytest.fixture(scope="session")
 def logit_model(loaded):
     return loaded.backbone
+
+
+@pytest.fixture(params=list(METHODS), ids=list(METHODS))
+def any_method(request: pytest.FixtureRequest) -> MethodSpec:
+    """Every registered method in turn (a test using it runs once per :data:`METHODS` entry)."""
+    return METHODS[request.param]
 
 
 @pytest.fixture()

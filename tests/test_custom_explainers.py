@@ -123,10 +123,33 @@ def test_no_forward_pass_sees_more_than_max_batch(model, n_images, max_batch):
     assert sum(sizes["0.fc"]) == n_images * (1 + 8)
 
 
-def test_default_max_batch_is_planned(model, images):
-    auto = get_custom_integrated_gradients(model, images, 8)
-    fixed = get_custom_integrated_gradients(model, images, 8, max_batch=24)
-    assert rel_err(auto, fixed) < 1e-5
+def test_default_max_batch_is_planned(model, images, monkeypatch):
+    """Without ``max_batch`` the planner's answer cuts the passes (here a budget of 5 samples)."""
+    import pipeline.planner as planner
+
+    # One 32x32 sample plans as ~1.9 MB (activations x BACKWARD_FACTOR): 10 MiB holds 5.
+    monkeypatch.setenv("XAI_CPU_MEMORY_BUDGET", "10M")
+    planned: list[int] = []
+
+    def spy(*args, **kwargs):
+        planned.append(planner.plan_max_batch.__wrapped__(*args, **kwargs))
+        return planned[-1]
+
+    spy.__wrapped__ = planner.plan_max_batch  # type: ignore[attr-defined]
+    monkeypatch.setattr(planner, "plan_max_batch", spy)
+    sizes: list[int] = []
+    head = dict(model.named_modules())["0.fc"]
+    handle = head.register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
+    try:
+        auto = get_custom_integrated_gradients(model, images, 8)
+    finally:
+        handle.remove()
+    assert planned == [5]
+    # 3 predictions in one pass, then the 3 x 8 path points in passes of the planned 5.
+    assert sizes == [3, 5, 5, 5, 5, 4]
+    fixed = get_custom_integrated_gradients(model, images, 8, max_batch=5)
+    assert torch.equal(auto, fixed)
+    assert rel_err(auto, get_custom_integrated_gradients(model, images, 8, max_batch=24)) < 1e-5
 
 
 def test_custom_ig_batch_equals_row_by_row(model, images):

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -119,21 +121,46 @@ def test_normalize_keeps_numpy_and_torch_types():
 
 
 def test_plot_structure():
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
     gen = torch.Generator().manual_seed(0)
     image = torch.rand(3, 10, 12, generator=gen)
     maps = [torch.rand(10, 12, generator=gen), np.random.default_rng(0).random((10, 12))]
-    fig = plot_attributions(image, maps, ["Gradient", "IG"])
+    pyplot_figures = plt.get_fignums()
+    fig = plot_attributions(image, maps, ["Gradient", "IG"], panel_size=1.0)
+    assert plt.get_fignums() == pyplot_figures  # object API: nothing registered with pyplot
     axes = fig.get_axes()
     assert len(axes) == 3
     assert [ax.get_title() for ax in axes] == ["Image", "Gradient", "IG"]
+    assert [len(ax.get_images()) for ax in axes] == [1, 1, 1]
     drawn = np.asarray(axes[0].get_images()[0].get_array())
     assert drawn.shape == (10, 12, 3)
     np.testing.assert_allclose(drawn, image.permute(1, 2, 0).numpy(), rtol=1e-6)
+    for ax, expected in zip(axes[1:], maps, strict=True):
+        heat = ax.get_images()[0]
+        np.testing.assert_allclose(np.asarray(heat.get_array()), np.asarray(expected),
+                                   rtol=1e-6)
+        assert heat.get_clim() == (0.0, 1.0)  # maps in [0, 1] keep their absolute scale
     assert all(not ax.axison for ax in axes)
-    assert fig.canvas is not None  # object API: no pyplot figure manager
-    import matplotlib.pyplot as plt
 
-    assert fig.number not in plt.get_fignums() if hasattr(fig, "number") else True
+    # It renders: a PNG of figsize x dpi pixels, each panel's area full of distinct colours.
+    fig.set_dpi(50)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=50)
+    png = buf.getvalue()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.size == (150, 50)  # (3 panels x 1 inch) x 1 inch at 50 dpi
+        pixels = np.asarray(im.convert("RGB"))
+    for ax in axes:
+        box = ax.get_window_extent()  # display pixels, origin bottom-left
+        assert box.width > 20 and box.height > 20, ax.get_title()
+        rows = slice(round(50 - box.y1) + 1, round(50 - box.y0) - 1)
+        panel = pixels[rows, round(box.x0) + 1:round(box.x1) - 1]
+        colours = np.unique(panel.reshape(-1, 3), axis=0)
+        # 120 random cells: a blank or constant panel would give one colour.
+        assert len(colours) >= 60, (ax.get_title(), len(colours))
 
 
 def test_plot_rejects_mismatched_names():

@@ -26,7 +26,7 @@ from rich.text import Text
 
 from pipeline.errors import XaiError
 from pipeline.methods import METHODS
-from workflows.stages import STAGES
+from workflows.registry import stage_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch gradient-based explanations of an ImageNet ResNet18.")
@@ -60,11 +60,11 @@ class RichReporter:
         self.progress = progress
         self.tasks: dict[str, Any] = {}
 
-    def stage_start(self, stage: str, total_images: int, done_images: int) -> None:
+    def stage_start(self, stage: str, total_images: int, done_images: float) -> None:
         self.tasks[stage] = self.progress.add_task(stage, total=total_images,
                                                    completed=done_images, resumed=done_images)
 
-    def advance(self, stage: str, images: int) -> None:
+    def advance(self, stage: str, images: float) -> None:
         self.progress.advance(self.tasks[stage], images)
 
     def stage_end(self, stage: str) -> None:
@@ -100,10 +100,11 @@ def run(
         help="imagenet | auto | random | path to a state-dict file")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     scheduler: Annotated[str, typer.Option(
-        help="threads | processes | synchronous | local:N | tcp://host:port")] = "threads",
+        help="threads | processes | synchronous | local:N | local-cuda | tcp://host:port "
+             "(see README, Several GPUs and machines)")] = "threads",
     sets: SetOpt = None,
     force: Annotated[str | None, typer.Option(
-        help=f"recompute this stage and the ones after it: {', '.join(STAGES)}")] = None,
+        help=f"recompute this stage and the ones after it: {', '.join(stage_names())}")] = None,
 ) -> None:
     """Run (or resume) the pipeline: ingest, predict, attribute, aggregate, normalize, render."""
     from workflows.run import run_pipeline
@@ -131,16 +132,19 @@ def run(
 
 def _print_summary(summary: Any) -> None:
     table = Table(title="run summary", title_justify="left")
-    for col in ("stage", "shards run", "images", "seconds", "img/s", "device idle"):
-        table.add_column(col, justify="right" if col != "stage" else "left")
+    for col in ("stage", "units run", "images", "seconds", "img/s", "device idle", "workers"):
+        table.add_column(col, justify="left" if col in ("stage", "workers") else "right")
     for st in summary.stats:
         rate = f"{st.images_run / st.seconds:.1f}" if st.images_run and st.seconds else "-"
-        idle = (f"{100 * st.wait_seconds / st.seconds:.0f}%"
-                if st.stage in ("predict", "attribute") and st.seconds and st.images_run else "")
-        table.add_row(st.stage, f"{st.shards_run}/{st.shards_total}", str(st.images_run),
-                      f"{st.seconds:.1f}", rate, idle)
+        idle = f"{100 * st.device_idle:.0f}%" if st.device_idle is not None else ""
+        table.add_row(st.stage, f"{st.units_run}/{st.units_total}", str(st.images_run),
+                      f"{st.seconds:.1f}", rate, idle, str(len(st.workers) or ""))
     out.print(table)
-    if not any(st.shards_run for st in summary.stats):
+    if any(st.units_run for st in summary.stats):
+        out.print(f"whole run {summary.seconds:.1f}s; the stages' own times add up to "
+                  f"{summary.stage_seconds:.1f}s (streaming "
+                  f"{'on' if summary.streaming else 'off'}, scheduler {summary.scheduler})")
+    if not any(st.units_run for st in summary.stats):
         out.print("[green]everything was already up to date: nothing was recomputed[/]")
     out.print(f"images: {summary.images} ({summary.ok} explained, {len(summary.skipped)} "
               f"skipped) on {summary.device} in {summary.seconds:.1f}s")
@@ -150,6 +154,7 @@ def _print_summary(summary: Any) -> None:
         out.print(f"  ... and {len(summary.skipped) - 20} more (see `xai status`)")
     out.print(f"store:  {summary.store_path}")
     out.print(f"sheets: {summary.sheets_dir}")
+    out.print(f"summary: {summary.run_dir / 'summary.json'}")
     out.print(f"weights: {summary.weights_id}")
     if summary.random_weights:
         out.print("[bold red]random weights: the attributions say nothing about a real "
@@ -159,7 +164,7 @@ def _print_summary(summary: Any) -> None:
 @app.command()
 def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
            sets: SetOpt = None) -> None:
-    """Per stage: shards done/total and whether the config made them stale; skipped images."""
+    """Per stage and method: units done/total and whether the config made them stale."""
     from workflows.run import run_status
 
     try:
@@ -173,12 +178,12 @@ def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
             out.print(note)
         return
     table = Table()
-    for col in ("stage", "done", "total", "stale", "state"):
+    for col in ("stage", "explainer", "done", "total", "stale", "state"):
         table.add_column(col)
     for s in st.stages:
         state = ("done" if s.done == s.total else "stale" if s.stale else
                  "partial" if s.done else "pending")
-        table.add_row(s.stage, str(s.done), str(s.total), str(s.stale), state)
+        table.add_row(s.stage, s.method or "", str(s.done), str(s.total), str(s.stale), state)
     out.print(table)
     out.print(f"images: {st.images}, skipped: {len(st.skipped)}")
     for image_id, reason in st.skipped:

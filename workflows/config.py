@@ -73,7 +73,7 @@ class RunConfig:
     shard_size: int = 32
     seed: int = 0
     max_batch: int = 0
-    prefetch: bool = True
+    streaming: bool = True
     channels_last: bool = True
     fuse_bn: bool = False
     compile: bool = False

@@ -2,7 +2,10 @@
 
 Points: ``before-write`` (computed, nothing written), ``mid-write`` (some of the shard's arrays
 written), ``after-write`` (data written, no record yet), ``after-record``. ``n`` (default 1)
-picks the n-th time the point is reached. Unset in normal use: one dictionary lookup.
+picks the n-th time the point is reached (in each process). With ``XAI_FAULT_ONCE=<file>``
+the fault fires only in the process that first creates that file, so a worker restarted by
+Dask (with the same environment) does not die again. Unset in normal use: one dictionary
+lookup.
 """
 
 from __future__ import annotations
@@ -23,8 +26,19 @@ def point(name: str) -> None:
     if target != name:
         return
     _seen[name] += 1
-    if _seen[name] == int(nth or 1):
+    if _seen[name] == int(nth or 1) and _first(os.environ.get("XAI_FAULT_ONCE")):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first(marker: str | None) -> bool:
+    """True without a marker file; else True only for the caller that creates it."""
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def delay(stage: str) -> None:

@@ -1,8 +1,9 @@
-"""Orchestration of a run: plan shards, skip what is done, run what is not, summarize.
+"""Orchestration of a run: plan units, skip what is done, stream the rest, summarize.
 
-``run_pipeline`` is what ``xai run`` calls; ``run_status`` and ``clean`` back ``xai status``
-and ``xai clean``. Nothing here parses arguments or prints: a :class:`Reporter` receives
-progress and warnings.
+``run_pipeline`` is what ``xai run`` calls; ``run_status``, ``verify`` and ``clean`` back
+``xai status``, ``xai verify`` and ``xai clean``. All of them loop over the stage registry
+(:mod:`workflows.registry`). Nothing here parses arguments or prints: a :class:`Reporter`
+receives progress and warnings.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import importlib.metadata
 import shutil
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,24 +20,37 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipeline.datasets import Manifest, build_manifest
-from pipeline.errors import StoreError
-from pipeline.store import array, create_store, ensure_method_arrays, open_store
-from workflows.config import Config, stable_hash
-from workflows.scheduler import runner
-from workflows.stages import (
-    STAGES,
-    ComputeContext,
-    Shard,
-    StageStats,
-    ingest_shard,
-    postprocess_tasks,
-    remove_stale_sheets,
-    render_sheet,
-    run_attribute,
-    run_predict,
-    stage_units,
+from pipeline.errors import ConfigError, StoreError
+from pipeline.store import (
+    array,
+    copy_slot,
+    create_store,
+    explainers,
+    open_store,
+    resize_explainers,
+    schema_problem,
 )
+from workflows import faults
+from workflows.config import Config, stable_hash
+from workflows.engine import run_units
+from workflows.registry import (
+    STAGES,
+    StageStats,
+    Unit,
+    all_units,
+    dependencies,
+    downstream,
+    flat_hashes,
+    hash_key,
+    make_units,
+    stage_hashes,
+    stage_names,
+    stages,
+)
+from workflows.scheduler import open_executor
+from workflows.stages import RunSettings, Task, remove_stale_sheets, unit_checksum
 from workflows.state import Records, RunLock, atomic_write_json, disk_errors, read_json
+from workflows.worker import EngineSpec
 
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS: ImageNet weights were not available, so this run used seeded random "
@@ -43,13 +58,14 @@ RANDOM_WEIGHTS_WARNING = (
 )
 PACKAGES = ("torch", "torchvision", "captum", "zarr", "dask", "distributed", "numpy", "pillow",
             "matplotlib")
+Hashes = dict[tuple[str, str | None], str]
 
 
 class Reporter(Protocol):
     """Receives progress; the CLI draws it, tests may ignore it."""
 
-    def stage_start(self, stage: str, total_images: int, done_images: int) -> None: ...
-    def advance(self, stage: str, images: int) -> None: ...
+    def stage_start(self, stage: str, total_images: int, done_images: float) -> None: ...
+    def advance(self, stage: str, images: float) -> None: ...
     def stage_end(self, stage: str) -> None: ...
     def warn(self, message: str) -> None: ...
     def info(self, message: str) -> None: ...
@@ -61,8 +77,8 @@ class SilentReporter:
     def __init__(self) -> None:
         self.warnings: list[str] = []
 
-    def stage_start(self, stage: str, total_images: int, done_images: int) -> None: ...
-    def advance(self, stage: str, images: int) -> None: ...
+    def stage_start(self, stage: str, total_images: int, done_images: float) -> None: ...
+    def advance(self, stage: str, images: float) -> None: ...
     def stage_end(self, stage: str) -> None: ...
     def info(self, message: str) -> None: ...
 
@@ -83,8 +99,33 @@ class RunSummary:
     weights_id: str
     random_weights: bool
     device: str
+    scheduler: str = "threads"
+    streaming: bool = True
     stats: list[StageStats] = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def stage_seconds(self) -> float:
+        """The sum of the stages' own wall times (what a run without overlap would take)."""
+        return sum(st.seconds for st in self.stats)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``summary.json``: the same numbers as the console table."""
+        return {
+            "run_dir": str(self.run_dir), "images": self.images, "ok": self.ok,
+            "skipped": len(self.skipped), "weights_id": self.weights_id,
+            "random_weights": self.random_weights, "device": self.device,
+            "scheduler": self.scheduler, "streaming": self.streaming,
+            "seconds": round(self.seconds, 3),
+            "sum_of_stage_seconds": round(self.stage_seconds, 3),
+            "stages": {st.stage: {
+                "units_run": st.units_run, "units_total": st.units_total,
+                "images": st.images_run, "seconds": round(st.seconds, 3),
+                "img_per_s": round(st.images_run / st.seconds, 3) if st.seconds else None,
+                "device_idle": None if st.device_idle is None else round(st.device_idle, 4),
+                "workers": st.workers,
+            } for st in self.stats},
+        }
 
 
 def package_versions() -> dict[str, str]:
@@ -100,8 +141,6 @@ def package_versions() -> dict[str, str]:
 def resolve_device(spec: str) -> Any:
     """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
     import torch
-
-    from pipeline.errors import ConfigError
 
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,30 +166,7 @@ def expected_weights_id(cfg: Config) -> str:
     return f"file:{path.name}:sha256={file_sha256(path)}" if path.is_file() else f"file:{w}"
 
 
-def stage_hashes(cfg: Config, weights_id: str) -> dict[str, str]:
-    """Per stage, the hash of every config value it depends on, chained through its inputs.
-
-    Changing ``n_steps`` changes ``attribute`` and everything after it; ``ingest`` and
-    ``predict`` keep their hashes.
-    """
-    d = cfg.dataset
-    ingest = stable_hash({
-        "layout": d.layout, "labels_csv": d.labels_csv, "limit": d.limit,
-        "per_class": d.per_class, "count": d.count, "resize": d.resize, "crop": d.crop,
-        "max_pixels": d.max_pixels, "shard_size": cfg.run.shard_size,
-        "synthetic_seed": cfg.run.seed if d.layout == "synthetic" else None,
-    })
-    engine = [cfg.run.precision, cfg.run.channels_last, cfg.run.fuse_bn, cfg.run.compile]
-    predict = stable_hash([ingest, weights_id, engine])
-    attribute = stable_hash([predict, cfg.model.head, {k: dict(v) for k, v in
-                                                        cfg.methods.items()},
-                             cfg.run.seed])
-    aggregate = stable_hash([attribute, "channel-sum"])
-    normalize = stable_hash([aggregate, "abs-min-max"])
-    render = stable_hash([normalize, cfg.render.images_per_sheet, cfg.render.colormap,
-                          cfg.render.dpi])
-    return dict(zip(STAGES, (ingest, predict, attribute, aggregate, normalize, render),
-                    strict=True))
+# ------------------------------------------------------------------------ the store
 
 
 def _store_matches(store_path: Path, ingest_hash: str, n: int) -> bool:
@@ -162,30 +178,37 @@ def _store_matches(store_path: Path, ingest_hash: str, n: int) -> bool:
         return False
 
 
-def _purge_stale(records: Records, stage: str, digest: str) -> None:
-    """Drop records made under another config: their data may have been overwritten since."""
-    folder = records.root / stage
-    if folder.is_dir():
-        for rec in folder.glob("*.json"):
-            data = read_json(rec)
-            if not isinstance(data, dict) or data.get("hash") != digest:
-                rec.unlink(missing_ok=True)
+def refuse_old_schema(store_path: Path) -> None:
+    """A store written before the current schema is refused, never misread or replaced."""
+    if not (store_path / "zarr.json").is_file():
+        return
+    try:
+        group = open_store(store_path, mode="r", check_schema=False)
+    except StoreError:
+        return  # unreadable: replaced like a missing one
+    problem = schema_problem(group)
+    if problem:
+        raise StoreError(f"{store_path}: {problem}")
 
 
 def _prepare_store(cfg: Config, manifest: Manifest, store_path: Path, records: Records,
-                   hashes: dict[str, str], force: Sequence[str], reporter: Reporter) -> None:
-    fresh = "ingest" in force or not _store_matches(store_path, hashes["ingest"], len(manifest))
+                   hashes: Hashes, force: Sequence[str], reporter: Reporter) -> None:
+    refuse_old_schema(store_path)
+    ingest = hashes[("ingest", None)]
+    fresh = "ingest" in force or not _store_matches(store_path, ingest, len(manifest))
     if fresh:
         if store_path.exists():
             reporter.info("dataset settings changed or store missing: starting a new store")
         shutil.rmtree(records.root, ignore_errors=True)
-        shutil.rmtree(cfg.run_dir / "sheets", ignore_errors=True)
+        for stage in stages().values():
+            if stage.output_dir:
+                shutil.rmtree(cfg.run_dir / stage.output_dir, ignore_errors=True)
         with disk_errors(store_path):
             create_store(store_path, manifest.ids, manifest.labels, cfg.run.shard_size,
-                         cfg.dataset.crop, {"stage_hashes": {"ingest": hashes["ingest"]}})
+                         cfg.dataset.crop, {"stage_hashes": {"ingest": ingest}})
         return
     group = open_store(store_path)
-    stored = list(array(group, "image")[:])  # type: ignore[arg-type]
+    stored = array(group, "image")[:].tolist()  # type: ignore[union-attr]
     if stored != list(manifest.ids):
         reporter.warn(
             f"The dataset folder changed since this store was created ({len(manifest)} images "
@@ -194,12 +217,48 @@ def _prepare_store(cfg: Config, manifest: Manifest, store_path: Path, records: R
         )
 
 
-def _write_attrs(group: Any, cfg: Config, hashes: dict[str, str], loaded: Any,
-                 device: str) -> None:
+def _method_folders(method: str) -> list[str]:
+    return [hash_key(s.name, method) for s in stages().values() if s.per_method]
+
+
+def sync_explainers(group: Any, cfg: Config, records: Records) -> list[str]:
+    """Make the store's explainer axis hold the configured methods; return the added ones.
+
+    Methods already in the store keep their data and records: adding a method computes only
+    that method. Removed methods are dropped; the slots after them move down (their data is
+    copied, their records set aside during the copy and restored after it, so a crash
+    part-way only costs recomputation, never a record that claims data it does not have).
+    """
+    stored = explainers(group)
+    wanted = list(cfg.method_names)
+    kept = [m for m in stored if m in wanted]
+    order = kept + [m for m in wanted if m not in stored]
+    if order == stored:
+        return []
+    added = [m for m in wanted if m not in stored]
+    removed = [m for m in stored if m not in wanted]
+    moved = [m for m in kept if stored.index(m) != order.index(m)]
+    saved = {p: p.read_bytes() for m in moved for f in _method_folders(m)
+             for p in records.in_folder(f)}
+    for m in added + removed + moved:
+        for folder in _method_folders(m):
+            records.clear(folder)
+    with disk_errors(cfg.run_dir / "store.zarr"):
+        for m in moved:  # in slot order: a slot is overwritten only after it was copied
+            copy_slot(group, stored.index(m), order.index(m), cfg.run.shard_size)
+        resize_explainers(group, order, cfg.dataset.crop)
+    for path, content in saved.items():
+        from workflows.state import atomic_write_bytes
+
+        atomic_write_bytes(path, content)
+    return added
+
+
+def _write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: str) -> None:
     attrs = {
         "config": cfg.to_dict(),
         "config_hash": stable_hash(cfg.to_dict()),
-        "stage_hashes": hashes,
+        "stage_hashes": flat_hashes(hashes),
         "package_versions": package_versions(),
         "weights_id": loaded.weights_id,
         "random_weights": bool(loaded.is_random),
@@ -215,14 +274,106 @@ def _write_attrs(group: Any, cfg: Config, hashes: dict[str, str], loaded: Any,
         group.attrs.update(attrs)
 
 
-def _forced(force: str | None) -> list[str]:
+def _forced(force: str | None) -> tuple[str, ...]:
     if force is None:
-        return []
-    if force not in STAGES:
-        from pipeline.errors import ConfigError
+        return ()
+    if force not in stages():
+        raise ConfigError(
+            f"Expected --force to name a stage ({', '.join(stage_names())}), got {force!r}.")
+    return downstream(force)
 
-        raise ConfigError(f"Expected --force to name a stage ({', '.join(STAGES)}), got {force!r}.")
-    return list(STAGES[STAGES.index(force):])
+
+def _purge_stale(records: Records, cfg: Config, hashes: Hashes) -> None:
+    """Drop records made under another config: their data may be overwritten since."""
+    for stage in stages().values():
+        for method in stage.methods(cfg):
+            digest = hashes[(stage.name, method)]
+            for rec in records.in_folder(hash_key(stage.name, method)):
+                data = read_json(rec)
+                if not isinstance(data, dict) or data.get("hash") != digest:
+                    rec.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------ running
+
+
+def _engine_spec(cfg: Config, loaded: Any) -> EngineSpec:
+    # Workers load exactly what the coordinator resolved: `auto` that fell back to random
+    # weights stays random on every worker.
+    weights = "random" if loaded.is_random else cfg.model.weights
+    r = cfg.run
+    return EngineSpec(weights=weights, weights_id=loaded.weights_id, head=cfg.model.head,
+                      seed=r.seed, device=r.device, precision=r.precision,
+                      channels_last=r.channels_last, fuse_bn=r.fuse_bn, compile=r.compile,
+                      max_batch=r.max_batch, crop=cfg.dataset.crop)
+
+
+class _Progress:
+    """Turns finished units into records, progress and per-stage statistics."""
+
+    def __init__(self, cfg: Config, run_dir: Path, records: Records, hashes: Hashes,
+                 reporter: Reporter, n: int) -> None:
+        self.cfg, self.records, self.hashes, self.rep = cfg, records, hashes, reporter
+        self.run_dir = run_dir
+        self.results: dict[str, list[tuple[Unit, dict[str, Any]]]] = defaultdict(list)
+        self.n = n
+        self.shown: dict[str, float] = defaultdict(float)
+
+    def share(self, unit: Unit) -> float:
+        """The images a unit stands for: a per-method unit is one method's share."""
+        return unit.size / len(STAGES[unit.stage].methods(self.cfg))
+
+    def __call__(self, unit: Unit, result: dict[str, Any]) -> None:
+        with disk_errors(self.records.path(unit.key)):
+            self.records.mark_done(unit.key, self.hashes[(unit.stage, unit.method)], **result)
+        faults.point(f"{unit.stage}:after-record")
+        self.results[unit.stage].append((unit, result))
+        # Whole images only: per-method shares (1/M each) would show 5.999 as 5.
+        before = round(self.shown[unit.stage], 6)
+        self.shown[unit.stage] += self.share(unit)
+        step = int(round(self.shown[unit.stage], 6)) - int(before)
+        if step:
+            self.rep.advance(unit.stage, step)
+
+    def stats(self, planned: dict[str, list[Unit]], pending: dict[str, list[Unit]]
+              ) -> list[StageStats]:
+        out = []
+        for name, stage in stages().items():
+            done = self.results.get(name, [])
+            st = StageStats(name, units_total=len(planned[name]), units_run=len(done))
+            st.images_run = len({i for u, _ in done for i in range(u.start, u.stop)})
+            if done:
+                st.seconds = (max(r["ended"] for _, r in done)
+                              - min(r["started"] for _, r in done))
+                st.busy_seconds = sum(r["ended"] - r["started"] for _, r in done)
+                st.workers = sorted({_worker_name(r["worker"]) for _, r in done})
+                if stage.device:
+                    st.device_idle = _device_idle(done)
+            out.append(st)
+        return out
+
+
+def _worker_name(w: dict[str, Any]) -> str:
+    return f"{w.get('address')} ({w.get('host')}, {w.get('device')})"
+
+
+def _device_idle(done: list[tuple[Unit, dict[str, Any]]]) -> float | None:
+    """1 - compute / time with work assigned, summed over the workers' devices."""
+    by_worker: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for _, r in done:
+        by_worker[_worker_name(r["worker"])].append(r)
+    busy = span = 0.0
+    for results in by_worker.values():
+        intervals = sorted((r["started"], r["ended"]) for r in results)
+        start, end = intervals[0]
+        for s, e in intervals[1:]:
+            if s > end:
+                span += end - start
+                start = s
+            end = max(end, e)
+        span += end - start
+        busy += sum(r.get("compute_seconds", 0.0) for r in results)
+    return max(0.0, 1.0 - busy / span) if span > 0 else None
 
 
 def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None = None,
@@ -232,10 +383,9 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     Raises
     ------
     XaiError
-        Bad dataset, weights, config or lock: all before any work is done.
+        Bad dataset, weights, config, scheduler or lock: all before any work is done.
     """
-    from pipeline.model import load_model
-    from pipeline.planner import plan_max_batch
+    from pipeline.model import class_names, load_model
 
     rep = reporter or SilentReporter()
     t_start = time.perf_counter()
@@ -243,130 +393,83 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     d = cfg.dataset
     manifest = build_manifest(d.layout, d.root, labels_csv=d.labels_csv, limit=d.limit,
                               per_class=d.per_class, count=d.count, dataset_name=d.name)
-    device = resolve_device(cfg.run.device)
+    in_process = not (scheduler.startswith("local:") or scheduler == "local-cuda"
+                      or "://" in scheduler)
+    device = str(resolve_device(cfg.run.device)) if in_process else cfg.run.device
     run_dir = cfg.run_dir
     store_path = run_dir / "store.zarr"
-    with RunLock(run_dir), runner(scheduler) as sched:
-        loaded = _engine(load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed,
-                                    device=device), cfg, device)
+    with RunLock(run_dir):
+        # On the CPU, only to learn (and check) the weights' identity before any work.
+        loaded = load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed)
         if loaded.is_random and cfg.model.weights != "random":
             rep.warn(RANDOM_WEIGHTS_WARNING)
         hashes = stage_hashes(cfg, loaded.weights_id)
         records = Records(run_dir)
         _prepare_store(cfg, manifest, store_path, records, hashes, forced, rep)
         group = open_store(store_path)
-        if ensure_method_arrays(group, cfg.method_names, cfg.run.shard_size, d.crop):
-            for stage in ("attribute", "aggregate", "normalize"):
-                records.clear(stage)
-        _write_attrs(group, cfg, hashes, loaded, str(device))
+        sync_explainers(group, cfg, records)
+        _write_attrs(group, cfg, hashes, loaded, device)
         atomic_write_json(run_dir / "config.resolved.json",
-                          {**cfg.to_dict(), "stage_hashes": hashes,
-                           "weights_id": loaded.weights_id, "device": str(device),
-                           "package_versions": package_versions()})
+                          {**cfg.to_dict(), "stage_hashes": flat_hashes(hashes),
+                           "weights_id": loaded.weights_id, "device": device,
+                           "scheduler": scheduler, "package_versions": package_versions()})
         for stage in forced:
             records.clear(stage)
+        _purge_stale(records, cfg, hashes)
         n = len(manifest)
-        max_batch = cfg.run.max_batch or plan_max_batch(
-            loaded.model, (3, d.crop, d.crop), device)
-        ctx = ComputeContext(store_path=store_path, run_dir=run_dir, loaded=loaded,
-                             device=device, precision=cfg.run.precision, max_batch=max_batch,
-                             methods={k: dict(v) for k, v in cfg.methods.items()},
-                             run_seed=cfg.run.seed)
+        planned = {name: make_units(stage, n, cfg) for name, stage in stages().items()}
+        for name, stage in stages().items():
+            if stage.output_dir and stage.output_file is not None:
+                remove_stale_sheets(run_dir, {
+                    u.index for u in planned[name]
+                    if records.is_done(u.key, hashes[(name, None)])})
+        pending = {name: [u for u in units
+                          if not records.is_done(u.key, hashes[(u.stage, u.method)])]
+                   for name, units in planned.items()}
         banner = RANDOM_WEIGHTS_WARNING.split(":")[0] + ": results are meaningless" \
             if loaded.is_random else None
-        stats = []
-        for stage in STAGES:
-            units = stage_units(stage, n, cfg.run.shard_size, cfg.render.images_per_sheet)
-            _purge_stale(records, stage, hashes[stage])
-            if stage == "render":
-                remove_stale_sheets(run_dir, {u.index for u in units
-                                              if records.is_done("render", u.index,
-                                                                 hashes["render"])})
-            pending = [u for u in units if not records.is_done(stage, u.index, hashes[stage])]
-            st = StageStats(stage, shards_total=len(units), shards_run=len(pending),
-                            images_run=sum(u.size for u in pending))
-            rep.stage_start(stage, n, n - st.images_run)
-            t0 = time.perf_counter()
-            st.wait_seconds = _execute(stage, pending, cfg, manifest, ctx, sched, rep,
-                                       hashes[stage], banner)
-            st.seconds = time.perf_counter() - t0
-            rep.stage_end(stage)
-            stats.append(st)
+        settings = RunSettings.from_config(cfg, manifest.layout, banner, class_names())
+        spec = _engine_spec(cfg, loaded)
+
+        def make_task(unit: Unit) -> Task:
+            return Task(unit, str(store_path), str(run_dir), settings,
+                        spec if STAGES[unit.stage].device else None)
+
+        progress = _Progress(cfg, run_dir, records, hashes, rep, n)
+        for name, units in planned.items():
+            done = sum(progress.share(u) for u in units) - sum(progress.share(u)
+                                                               for u in pending[name])
+            rep.stage_start(name, n, int(round(done, 6)))
+            progress.shown[name] = done
+        todo = [u for units in pending.values() for u in units]
+        if todo:
+            with disk_errors(run_dir), open_executor(scheduler, run_dir, device) as ex:
+                batches = [todo] if cfg.run.streaming else list(pending.values())
+                for batch in batches:
+                    run_units(batch, lambda u: dependencies(u, cfg, n), make_task, ex,
+                              progress, cfg.method_names)
+        for name in planned:
+            rep.stage_end(name)
+        stats = progress.stats(planned, pending)
         status = np.asarray(array(group, "status")[:], dtype=object)
         ids = array(group, "image")[:]
     skipped = [(str(ids[i]), str(status[i])) for i in range(n) if status[i] != "ok"]
-    return RunSummary(run_dir=run_dir, store_path=store_path, sheets_dir=run_dir / "sheets",
-                      images=n, ok=n - len(skipped), skipped=skipped,
-                      weights_id=loaded.weights_id, random_weights=loaded.is_random,
-                      device=str(device), stats=stats, seconds=time.perf_counter() - t_start)
+    summary = RunSummary(run_dir=run_dir, store_path=store_path, sheets_dir=run_dir / "sheets",
+                         images=n, ok=n - len(skipped), skipped=skipped,
+                         weights_id=loaded.weights_id, random_weights=loaded.is_random,
+                         device=device, scheduler=scheduler, streaming=cfg.run.streaming,
+                         stats=stats, seconds=time.perf_counter() - t_start)
+    atomic_write_json(run_dir / "summary.json", summary.to_dict())
+    return summary
 
 
-def _execute(stage: str, pending: list[Shard], cfg: Config, manifest: Manifest,
-             ctx: ComputeContext, sched: Any, rep: Reporter, digest: str,
-             banner: str | None) -> float:
-    """Run one stage's pending units; return the seconds the device waited (if it computes)."""
-    if not pending:
-        return 0.0
-
-    def on_task(k: int) -> None:
-        rep.advance(stage, pending[k].size)
-
-    if stage in ("predict", "attribute"):
-        fn = run_predict if stage == "predict" else run_attribute
-        return fn(ctx, pending, digest, lambda u: rep.advance(stage, u.size),
-                  prefetch=cfg.run.prefetch)
-    with disk_errors(ctx.run_dir):
-        _execute_tasks(stage, pending, cfg, manifest, ctx, sched, on_task, digest, banner)
-    return 0.0
-
-
-def _execute_tasks(stage: str, pending: list[Shard], cfg: Config, manifest: Manifest,
-                   ctx: ComputeContext, sched: Any, on_task: Any, digest: str,
-                   banner: str | None) -> None:
-    from pipeline.model import class_names
-
-    d = cfg.dataset
-    store, run_dir = str(ctx.store_path), str(ctx.run_dir)
-    if stage == "ingest":
-        tasks = [_delayed(ingest_shard, store, run_dir, u, str(d.root) if d.root else None,
-                          manifest.layout, d.resize, d.crop, d.max_pixels, cfg.run.seed, digest)
-                 for u in pending]
-        sched.run(tasks, on_task)
-    elif stage in ("aggregate", "normalize"):
-        sched.run(postprocess_tasks(stage, ctx.store_path, ctx.run_dir, pending, digest), on_task)
-    else:
-        names = list(class_names())
-        tasks = [_delayed(render_sheet, store, run_dir, u, list(cfg.method_names), names,
-                          cfg.render.colormap, cfg.render.dpi, banner, digest) for u in pending]
-        # matplotlib is not thread-safe: sheets render in processes, or inline when only one.
-        sched.run(tasks, on_task,
-                  local_override="synchronous" if len(tasks) <= 1 else "processes")
-
-
-def _engine(loaded: Any, cfg: Config, device: Any) -> Any:
-    """The loaded model with the run's speed options (channels_last, BN folding, compile)."""
-    import dataclasses
-
-    from pipeline.accel import optimize
-
-    opts = {"channels_last": cfg.run.channels_last, "fuse_bn": cfg.run.fuse_bn,
-            "compile": cfg.run.compile}
-    model = optimize(loaded.model, device, **opts)
-    # With the logits head they are one network: copy (and compile) it once.
-    backbone = model if loaded.backbone is loaded.model else optimize(loaded.backbone, device,
-                                                                      **opts)
-    return dataclasses.replace(loaded, model=model, backbone=backbone)
-
-
-def _delayed(fn: Any, *args: Any) -> Any:
-    from dask import delayed
-
-    return delayed(fn, pure=False)(*args)
+# ------------------------------------------------------------------------ status
 
 
 @dataclass
 class StageStatus:
     stage: str
+    method: str | None
     done: int
     total: int
     stale: int
@@ -383,7 +486,7 @@ class RunStatus:
 
 
 def run_status(cfg: Config) -> RunStatus:
-    """Per stage: units done under the current config, total, and records made stale."""
+    """Per stage, and per method for method stages: units done, total, and made stale."""
     run_dir = cfg.run_dir
     store_path = run_dir / "store.zarr"
     if not (store_path / "zarr.json").is_file():
@@ -393,29 +496,35 @@ def run_status(cfg: Config) -> RunStatus:
     hashes = stage_hashes(cfg, expected_weights_id(cfg))
     records = Records(run_dir)
     notes = []
-    stages = []
-    for stage in STAGES:
-        units = stage_units(stage, n, cfg.run.shard_size, cfg.render.images_per_sheet)
-        done = stale = 0
-        for u in units:
-            rec = records.get(stage, u.index)
-            if rec is None:
-                continue
-            if rec.get("hash") == hashes[stage]:
-                done += 1
-            else:
-                stale += 1
-        stages.append(StageStatus(stage, done, len(units), stale))
-    first_stale = next((s.stage for s in stages if s.stale), None)
+    rows = []
+    for name, stage in stages().items():
+        units = make_units(stage, n, cfg)
+        for method in stage.methods(cfg):
+            mine = [u for u in units if u.method == method]
+            done = stale = 0
+            for u in mine:
+                rec = records.get(u.key)
+                if rec is None:
+                    continue
+                if rec.get("hash") == hashes[(name, method)]:
+                    done += 1
+                else:
+                    stale += 1
+            rows.append(StageStatus(name, method, done, len(mine), stale))
+    first_stale = next((s for s in rows if s.stale), None)
     if first_stale:
         changed = config_changes(group.attrs.get("config", {}), cfg.to_dict())
         why = f" ({'; '.join(changed)})" if changed else ""
-        notes.append(f"config changed since the last run{why}: {first_stale} and the stages "
+        what = first_stale.stage + (f" of {first_stale.method}" if first_stale.method else "")
+        notes.append(f"config changed since the last run{why}: {what} and the stages "
                      "after it will be recomputed")
+    new = [m for m in cfg.method_names if m not in explainers(group)]
+    if new:
+        notes.append(f"new methods, computed on the next run (and only they): {', '.join(new)}")
     status = np.asarray(array(group, "status")[:], dtype=object)
     ids = array(group, "image")[:]
     skipped = [(str(ids[i]), str(status[i])) for i in range(n) if status[i] not in ("ok", "")]
-    return RunStatus(run_dir, True, stages, n, skipped, notes)
+    return RunStatus(run_dir, True, rows, n, skipped, notes)
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -443,13 +552,11 @@ class VerifyReport:
 
 
 def verify(cfg: Config, repair: bool = True) -> VerifyReport:
-    """Re-read every finished shard and sheet and compare it with its record's checksum.
+    """Re-read every finished unit (store region or sheet) against its record's checksum.
 
     A deleted or damaged chunk, sheet or record is reported; with ``repair`` its record is
-    dropped so that the next ``xai run`` recomputes exactly that shard of that stage.
+    dropped so that the next ``xai run`` recomputes exactly that unit.
     """
-    from workflows.stages import file_checksum, region_checksum, sheet_path
-
     run_dir = cfg.run_dir
     store_path = run_dir / "store.zarr"
     open_store(store_path, mode="r")  # fail clearly before RunLock creates the run folder
@@ -460,27 +567,22 @@ def verify(cfg: Config, repair: bool = True) -> VerifyReport:
         records = Records(run_dir)
         damaged: list[tuple[str, int, str]] = []
         checked = 0
-        for stage in STAGES:
-            units = stage_units(stage, n, cfg.run.shard_size, cfg.render.images_per_sheet)
-            for u in units:
-                rec = records.get(stage, u.index)
-                if rec is None or rec.get("hash") != hashes.get(stage):
-                    continue
-                checked += 1
-                try:
-                    if stage == "render":
-                        path = sheet_path(run_dir, u.index)
-                        actual = file_checksum(path) if path.is_file() else "missing"
-                    else:
-                        actual = region_checksum(store_path, stage, u)
-                except Exception as exc:  # an unreadable chunk is damage, not a crash
-                    actual = f"unreadable ({type(exc).__name__})"
-                if actual != rec.get("checksum"):
-                    what = "sheet missing" if actual == "missing" else (
-                        f"data differs from its record ({actual} != {rec.get('checksum')})")
-                    damaged.append((stage, u.index, what))
-                    if repair:
-                        records.path(stage, u.index).unlink(missing_ok=True)
+        for unit in all_units(n, cfg):
+            rec = records.get(unit.key)
+            if rec is None or rec.get("hash") != hashes.get(hash_key(unit.stage, unit.method)):
+                continue
+            checked += 1
+            try:
+                actual = unit_checksum(store_path, run_dir, unit)
+            except Exception as exc:  # an unreadable chunk is damage, not a crash
+                actual = f"unreadable ({type(exc).__name__})"
+            if actual != rec.get("checksum"):
+                what = "file missing" if actual == "missing" else (
+                    f"data differs from its record ({actual} != {rec.get('checksum')})")
+                name = hash_key(unit.stage, unit.method)
+                damaged.append((name, unit.index, what))
+                if repair:
+                    records.path(unit.key).unlink(missing_ok=True)
     return VerifyReport(checked, damaged, repair)
 
 
@@ -498,10 +600,11 @@ def clean(cfg: Config, stage: str | None = None) -> str:
                     else:
                         child.unlink()
             return f"removed the run at {run_dir}"
-        stages = _forced(stage)
+        names = _forced(stage)
         records = Records(run_dir)
-        for s in stages:
-            records.clear(s)
-        if "render" in stages:
-            shutil.rmtree(run_dir / "sheets", ignore_errors=True)
-        return f"cleared {', '.join(stages)} at {run_dir}: they are recomputed on the next run"
+        for name in names:
+            records.clear(name)
+            folder = stages()[name].output_dir
+            if folder:
+                shutil.rmtree(run_dir / folder, ignore_errors=True)
+        return f"cleared {', '.join(names)} at {run_dir}: they are recomputed on the next run"

@@ -1,74 +1,81 @@
 """The stages ``ingest -> predict -> attribute -> aggregate -> normalize -> render``.
 
-Each stage works in shards (fixed runs of images = the store's chunks on the image axis). A
-shard task opens the store by path, computes, writes its region, then writes its completion
-record; it needs nothing from the process that planned it. ``ingest``, ``aggregate``,
-``normalize`` and ``render`` run as Dask tasks; ``predict`` and ``attribute`` run in this
-process on the model's device, with the next shard's read and the last shard's write
-overlapping the compute.
+Each stage is a shard function followed by its :func:`~workflows.registry.register` call. A
+shard function is a self-contained task: it opens the store by path, loads what it needs (the
+model through the worker's cache), computes, writes its own region and returns what the
+coordinator needs for the completion record (a checksum of the region read back, counts,
+timings, who ran it). It never writes records: the coordinator alone does, after the data.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import zlib
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.store import array, open_store
-from workflows import faults
-from workflows.state import Records, disk_errors
-
-STAGES: tuple[str, ...] = ("ingest", "predict", "attribute", "aggregate", "normalize", "render")
-#: The arrays each stage writes; their regions are checksummed in the stage's records.
-STAGE_ARRAYS: dict[str, tuple[str, ...]] = {
-    "ingest": ("pixels", "status"),
-    "predict": ("logits", "pred", "prob"),
-    "attribute": ("raw", "delta"),
-    "aggregate": ("aggregated",),
-    "normalize": ("normalized",),
-}
-METHOD_AXIS = frozenset({"raw", "delta", "aggregated", "normalized"})
+from pipeline.store import EXPLAINER_ARRAYS, array, explainer_index, open_store
+from workflows import faults, worker
+from workflows.config import Config
+from workflows.registry import STAGES, Stage, Unit, register
+from workflows.state import disk_errors
 
 
 @dataclass(frozen=True)
-class Shard:
-    """Images ``[start, stop)``; ``index`` names its record."""
+class RunSettings:
+    """What shard tasks need from the config (picklable; the same for every task of a run)."""
 
-    index: int
-    start: int
-    stop: int
+    root: str | None
+    layout: str
+    resize: int
+    crop: int
+    max_pixels: int
+    seed: int
+    methods: Mapping[str, Mapping[str, Any]]
+    precision: str
+    colormap: str
+    dpi: int
+    banner: str | None
+    class_names: tuple[str, ...]
 
-    @property
-    def size(self) -> int:
-        return self.stop - self.start
+    @classmethod
+    def from_config(cls, cfg: Config, layout: str, banner: str | None,
+                    class_names: tuple[str, ...]) -> RunSettings:
+        d = cfg.dataset
+        return cls(root=str(d.root) if d.root else None, layout=layout, resize=d.resize,
+                   crop=d.crop, max_pixels=d.max_pixels, seed=cfg.run.seed,
+                   methods={k: dict(v) for k, v in cfg.methods.items()},
+                   precision=cfg.run.precision, colormap=cfg.render.colormap,
+                   dpi=cfg.render.dpi, banner=banner, class_names=tuple(class_names))
 
 
-def make_shards(n: int, size: int) -> list[Shard]:
-    """Fixed, contiguous shards of ``size`` images (the last may be shorter)."""
-    return [Shard(i, s, min(s + size, n)) for i, s in enumerate(range(0, n, size))]
+@dataclass(frozen=True)
+class Task:
+    """One unit of one stage, with everything needed to run it anywhere."""
+
+    unit: Unit
+    store_path: str
+    run_dir: str
+    settings: RunSettings
+    engine: worker.EngineSpec | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
-def stage_units(stage: str, n: int, shard_size: int, images_per_sheet: int) -> list[Shard]:
-    """The units a stage works and records in: contact sheets for ``render``, else shards."""
-    return make_shards(n, images_per_sheet if stage == "render" else shard_size)
+def execute(task: Task) -> dict[str, Any]:
+    """Run ``task`` on this worker; return the record's content (without the hash)."""
+    started = time.time()
+    result = STAGES[task.unit.stage].run(task)
+    result.setdefault("worker", worker.identity())
+    result["started"], result["ended"] = started, time.time()
+    return result
 
 
-@dataclass
-class StageStats:
-    """What a stage did: counts and timing, for the summary."""
-
-    stage: str
-    shards_total: int = 0
-    shards_run: int = 0
-    images_run: int = 0
-    seconds: float = 0.0
-    wait_seconds: float = 0.0
+# --------------------------------------------------------------------------- checksums
 
 
 def checksum(values: np.ndarray, crc: int = 0) -> int:
@@ -79,18 +86,21 @@ def checksum(values: np.ndarray, crc: int = 0) -> int:
     return zlib.crc32(np.ascontiguousarray(arr).view(np.uint8).ravel(), crc)
 
 
-def region_checksum(store_path: Path | str, stage: str, shard: Shard) -> str:
-    """CRC32 of what the store holds for ``stage``'s arrays in ``shard``'s region.
+def region_checksum(store_path: Path | str, unit: Unit) -> str:
+    """CRC32 of what the store holds in ``unit``'s region of its stage's arrays.
 
     Records carry it (read back after the write), so ``xai verify`` can tell a deleted or
     damaged chunk from a legitimately empty one: Zarr reads a missing chunk as fill values.
     """
     group = open_store(store_path, mode="r")
     crc = 0
-    for name in STAGE_ARRAYS[stage]:
+    rows = slice(unit.start, unit.stop)
+    for name in STAGES[unit.stage].writes:
         arr = array(group, name)
-        region = arr[:, shard.start:shard.stop] if name in METHOD_AXIS else \
-            arr[shard.start:shard.stop]
+        if name in EXPLAINER_ARRAYS:
+            region = arr[explainer_index(group, str(unit.method)), rows]
+        else:
+            region = arr[rows]
         crc = checksum(np.asarray(region), crc)
     return f"{crc:08x}"
 
@@ -100,35 +110,44 @@ def file_checksum(path: Path) -> str:
     return f"{zlib.crc32(path.read_bytes()):08x}"
 
 
-def mark_done(run_dir: Path | str, store_path: Path | str, stage: str, shard: Shard,
-              digest: str, **info: object) -> None:
-    """Record ``shard`` of ``stage`` as done, with the checksum of what was stored."""
-    Records(Path(run_dir)).mark_done(stage, shard.index, digest, images=shard.size,
-                                     checksum=region_checksum(store_path, stage, shard), **info)
+def unit_checksum(store_path: Path | str, run_dir: Path | str, unit: Unit) -> str:
+    """What a unit's record must say: its output file's CRC, or its store region's."""
+    stage = STAGES[unit.stage]
+    if stage.output_file is not None:
+        path = stage.output_file(Path(run_dir), unit)
+        return file_checksum(path) if path.is_file() else "missing"
+    return region_checksum(store_path, unit)
+
+
+def _done(task: Task, device: Any = None, **info: Any) -> dict[str, Any]:
+    unit = task.unit
+    faults.point(f"{unit.stage}:after-write")
+    return {"checksum": unit_checksum(task.store_path, task.run_dir, unit),
+            "images": unit.size, "worker": worker.identity(device), **info}
 
 
 # --------------------------------------------------------------------------- ingest
 
 
-def ingest_shard(store_path: str, run_dir: str, shard: Shard, root: str | None, layout: str,
-                 resize: int, crop: int, max_pixels: int, seed: int, digest: str) -> int:
-    """Decode, preprocess and store the crops of one shard; record it. Returns images done."""
+def ingest_shard(task: Task) -> dict[str, Any]:
+    """Decode, preprocess and store the crops of one shard."""
     from pipeline.data import ImageDecodeError, load_image, preprocess_transform, to_uint8_hwc
     from pipeline.datasets import synthetic_image
 
-    group = open_store(store_path)
-    ids = array(group, "image")[shard.start:shard.stop]
-    transform = preprocess_transform(resize, crop)
-    pixels = np.zeros((shard.size, crop, crop, 3), dtype=np.uint8)
-    status = np.empty(shard.size, dtype=object)
+    u, s = task.unit, task.settings
+    group = open_store(task.store_path)
+    ids = array(group, "image")[u.start:u.stop]
+    transform = preprocess_transform(s.resize, s.crop)
+    pixels = np.zeros((u.size, s.crop, s.crop, 3), dtype=np.uint8)
+    status = np.empty(u.size, dtype=object)
     for k, image_id in enumerate(ids):
         try:
-            if layout == "synthetic":
+            if s.layout == "synthetic":
                 from PIL import Image
 
-                img = Image.fromarray(synthetic_image(shard.start + k, resize, seed))
+                img = Image.fromarray(synthetic_image(u.start + k, s.resize, s.seed))
             else:
-                img = load_image(Path(root or ".") / str(image_id), max_pixels=max_pixels)
+                img = load_image(Path(s.root or ".") / str(image_id), max_pixels=s.max_pixels)
             pixels[k] = to_uint8_hwc(transform(img))
             status[k] = "ok"
         except ImageDecodeError as exc:
@@ -136,294 +155,243 @@ def ingest_shard(store_path: str, run_dir: str, shard: Shard, root: str | None, 
         except Exception as exc:  # one bad file must never stop a 50,000-image run
             status[k] = f"cannot preprocess: {type(exc).__name__}: {exc}"
     faults.point("ingest:before-write")
-    with disk_errors(store_path):
-        array(group, "pixels")[shard.start:shard.stop] = pixels
+    with disk_errors(task.store_path):
+        array(group, "pixels")[u.start:u.stop] = pixels
         faults.point("ingest:mid-write")
-        array(group, "status")[shard.start:shard.stop] = status
-    faults.point("ingest:after-write")
-    mark_done(run_dir, store_path, "ingest", shard, digest)
-    faults.point("ingest:after-record")
-    return shard.size
+        array(group, "status")[u.start:u.stop] = status
+    return _done(task)
 
 
-# ----------------------------------------------------------------- predict / attribute
+def _ingest_depends(cfg: Config, _method: str | None, _weights: str) -> Any:
+    d = cfg.dataset
+    return {"layout": d.layout, "labels_csv": d.labels_csv, "limit": d.limit,
+            "per_class": d.per_class, "count": d.count, "resize": d.resize, "crop": d.crop,
+            "max_pixels": d.max_pixels, "shard_size": cfg.run.shard_size,
+            "synthetic_seed": cfg.run.seed if d.layout == "synthetic" else None}
 
 
-def pipelined(shards: Sequence[Shard], load: Callable[[Shard], Any],
-              compute: Callable[[Shard, Any], Any], write: Callable[[Shard, Any], None],
-              on_done: Callable[[Shard], None], prefetch: bool = True) -> float:
-    """Run load -> compute -> write over shards with the neighbours' I/O overlapped.
-
-    While shard ``i`` computes, shard ``i+1`` is read and shard ``i-1`` written in background
-    threads; at most one write is outstanding, so memory stays bounded.
-
-    Returns
-    -------
-    float
-        Seconds the compute loop sat waiting for reads or writes (device idle time).
-    """
-    if not shards:
-        return 0.0
-    waited = 0.0
-    if not prefetch:
-        for shard in shards:
-            t0 = time.perf_counter()
-            data = load(shard)
-            waited += time.perf_counter() - t0
-            result = compute(shard, data)
-            t0 = time.perf_counter()
-            write(shard, result)
-            waited += time.perf_counter() - t0
-            on_done(shard)
-        return waited
-    with ThreadPoolExecutor(1, thread_name_prefix="xai-read") as reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="xai-write") as writer:
-        next_data: Future[Any] = reader.submit(load, shards[0])
-        pending: tuple[Shard, Future[None]] | None = None
-        for i, shard in enumerate(shards):
-            t0 = time.perf_counter()
-            data = next_data.result()
-            waited += time.perf_counter() - t0
-            if i + 1 < len(shards):
-                next_data = reader.submit(load, shards[i + 1])
-            result = compute(shard, data)
-            if pending is not None:
-                t0 = time.perf_counter()
-                pending[1].result()
-                waited += time.perf_counter() - t0
-                on_done(pending[0])
-            pending = (shard, writer.submit(write, shard, result))
-        if pending is not None:
-            pending[1].result()
-            on_done(pending[0])
-    return waited
+register(Stage(
+    "ingest", ingest_shard, reads=("image",), writes=("pixels", "status"), after=(),
+    depends=_ingest_depends,
+    doc="decode, resize, centre-crop; the uint8 crop or why the file cannot be used"))
 
 
-@dataclass
-class ComputeContext:
-    """What predict/attribute need in this process."""
-
-    store_path: Path
-    run_dir: Path
-    loaded: Any  # pipeline.model.LoadedModel
-    device: Any  # torch.device
-    precision: str
-    max_batch: int
-    methods: dict[str, dict[str, Any]]
-    run_seed: int
+# --------------------------------------------------------------------------- predict
 
 
-def _load_rows(ctx: ComputeContext, shard: Shard, with_pred: bool) -> dict[str, np.ndarray]:
-    group = open_store(ctx.store_path)
-    out = {
-        "pixels": array(group, "pixels")[shard.start:shard.stop],
-        "status": np.asarray(array(group, "status")[shard.start:shard.stop], dtype=object),
-    }
-    if with_pred:
-        out["pred"] = np.asarray(array(group, "pred")[shard.start:shard.stop])
+def _rows(task: Task, *names: str) -> dict[str, np.ndarray]:
+    group = open_store(task.store_path)
+    rows = slice(task.unit.start, task.unit.stop)
+    out = {name: np.asarray(array(group, name)[rows]) for name in names}
+    if "status" in out:
+        out["status"] = np.asarray(out["status"], dtype=object)
     return out
 
 
-def _to_input(ctx: ComputeContext, pixels: np.ndarray) -> Any:
+def _to_input(pixels: np.ndarray, device: Any) -> Any:
     from pipeline.data import from_uint8_hwc, normalize
 
-    return normalize(from_uint8_hwc(pixels)).to(ctx.device)
+    return normalize(from_uint8_hwc(pixels)).to(device)
 
 
-def run_predict(ctx: ComputeContext, shards: Sequence[Shard], digest: str,
-                on_done: Callable[[Shard], None], prefetch: bool = True) -> float:
-    """Logits, predicted class and its probability for every ``ok`` image."""
+def predict_shard(task: Task) -> dict[str, Any]:
+    """Logits, predicted class and its probability for every ``ok`` image of the shard."""
     import torch
 
     from pipeline.precision import precision_mode
 
-    batch = max(1, ctx.max_batch * 4)  # no backward pass: four times the samples fit
-
-    def compute(shard: Shard, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ok = np.flatnonzero(data["status"] == "ok")
-        logits = np.full((shard.size, 1000), np.nan, dtype=np.float32)
-        pred = np.full(shard.size, -1, dtype=np.int16)
-        prob = np.full(shard.size, np.nan, dtype=np.float32)
-        if ok.size:
-            x = _to_input(ctx, data["pixels"][ok])
-            with torch.no_grad(), precision_mode(ctx.precision, ctx.device):
-                out = torch.cat([ctx.loaded.backbone(x[i:i + batch]).float()
+    assert task.engine is not None
+    eng = worker.engine(task.engine)
+    u = task.unit
+    data = _rows(task, "pixels", "status")
+    batch = max(1, eng.max_batch * 4)  # no backward pass: four times the samples fit
+    ok = np.flatnonzero(data["status"] == "ok")
+    logits = np.full((u.size, 1000), np.nan, dtype=np.float32)
+    pred = np.full(u.size, -1, dtype=np.int16)
+    prob = np.full(u.size, np.nan, dtype=np.float32)
+    compute = 0.0
+    if ok.size:
+        with worker.device_lock(eng.device):
+            t0 = time.perf_counter()
+            x = _to_input(data["pixels"][ok], eng.device)
+            with torch.no_grad(), precision_mode(task.settings.precision, eng.device):
+                out = torch.cat([eng.backbone(x[i:i + batch]).float()
                                  for i in range(0, x.shape[0], batch)])
             soft = out.double().softmax(dim=1)
             top = soft.argmax(dim=1)
             logits[ok] = out.cpu().numpy()
             pred[ok] = top.cpu().numpy().astype(np.int16)
             prob[ok] = soft.gather(1, top.view(-1, 1)).squeeze(1).float().cpu().numpy()
-        return {"logits": logits, "pred": pred, "prob": prob}
-
-    def write(shard: Shard, result: dict[str, np.ndarray]) -> None:
-        faults.point("predict:before-write")
-        group = open_store(ctx.store_path)
-        with disk_errors(ctx.store_path):
-            array(group, "logits")[shard.start:shard.stop] = result["logits"]
-            faults.point("predict:mid-write")
-            array(group, "pred")[shard.start:shard.stop] = result["pred"]
-            array(group, "prob")[shard.start:shard.stop] = result["prob"]
-        faults.point("predict:after-write")
-        mark_done(ctx.run_dir, ctx.store_path, "predict", shard, digest)
-        faults.point("predict:after-record")
-
-    return pipelined(shards, lambda s: _load_rows(ctx, s, False), compute, write, on_done,
-                     prefetch)
+            compute = time.perf_counter() - t0
+    faults.point("predict:before-write")
+    group = open_store(task.store_path)
+    with disk_errors(task.store_path):
+        array(group, "logits")[u.start:u.stop] = logits
+        faults.point("predict:mid-write")
+        array(group, "pred")[u.start:u.stop] = pred
+        array(group, "prob")[u.start:u.stop] = prob
+    return _done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch)
 
 
-def run_attribute(ctx: ComputeContext, shards: Sequence[Shard], digest: str,
-                  on_done: Callable[[Shard], None], prefetch: bool = True) -> float:
-    """Every configured method on every ``ok`` image of each shard; raw maps and deltas."""
+def _predict_depends(cfg: Config, _method: str | None, weights_id: str) -> Any:
+    return {"weights": weights_id, "precision": cfg.run.precision,
+            "channels_last": cfg.run.channels_last, "fuse_bn": cfg.run.fuse_bn,
+            "compile": cfg.run.compile}
+
+
+register(Stage(
+    "predict", predict_shard, reads=("pixels", "status"), writes=("logits", "pred", "prob"),
+    after=("ingest",), depends=_predict_depends, device=True,
+    doc="logits, predicted class and its softmax probability"))
+
+
+# --------------------------------------------------------------------------- attribute
+
+
+def attribute_shard(task: Task) -> dict[str, Any]:
+    """One method on every ``ok`` image of the shard: raw maps and completeness deltas."""
     import torch
 
     from pipeline.methods import METHODS, attribute, image_seed
     from pipeline.precision import precision_mode
 
-    names = list(ctx.methods)
-    crop = None
+    assert task.engine is not None and task.unit.method is not None
+    eng = worker.engine(task.engine)
+    u, name = task.unit, task.unit.method
+    faults.delay("attribute")
+    data = _rows(task, "pixels", "status", "pred")
+    crop = data["pixels"].shape[1]
+    ok = np.flatnonzero((data["status"] == "ok") & (data["pred"] >= 0))
+    raw = np.full((u.size, 3, crop, crop), np.nan, dtype=np.float32)
+    delta = np.full(u.size, np.nan, dtype=np.float32)
+    compute = 0.0
+    if ok.size:
+        with worker.device_lock(eng.device):
+            t0 = time.perf_counter()
+            x = _to_input(data["pixels"][ok], eng.device)
+            target = torch.as_tensor(data["pred"][ok].astype(np.int64), device=eng.device)
+            seeds = [image_seed(task.settings.seed, u.start + int(k)) for k in ok]
+            with precision_mode(task.settings.precision, eng.device):
+                attr, d = attribute(METHODS[name], eng.model, x, target,
+                                    task.settings.methods[name], eng.max_batch, seeds)
+            raw[ok] = attr.cpu().numpy()
+            delta[ok] = d.cpu().numpy()
+            compute = time.perf_counter() - t0
+    faults.point("attribute:before-write")
+    group = open_store(task.store_path)
+    slot = explainer_index(group, name)
+    with disk_errors(task.store_path):
+        array(group, "raw")[slot, u.start:u.stop] = raw
+        faults.point("attribute:mid-write")
+        array(group, "delta")[slot, u.start:u.stop] = delta
+    return _done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch)
 
-    def compute(shard: Shard, data: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        nonlocal crop
-        faults.delay("attribute")
-        crop = data["pixels"].shape[1]
-        ok = np.flatnonzero((data["status"] == "ok") & (data["pred"] >= 0))
-        raw = np.full((len(names), shard.size, 3, crop, crop), np.nan, dtype=np.float32)
-        delta = np.full((len(names), shard.size), np.nan, dtype=np.float32)
-        if ok.size:
-            x = _to_input(ctx, data["pixels"][ok])
-            target = torch.as_tensor(data["pred"][ok].astype(np.int64), device=ctx.device)
-            seeds = [image_seed(ctx.run_seed, shard.start + int(k)) for k in ok]
-            for m, name in enumerate(names):
-                with precision_mode(ctx.precision, ctx.device):
-                    attr, d = attribute(METHODS[name], ctx.loaded.model, x, target,
-                                        ctx.methods[name], ctx.max_batch, seeds)
-                raw[m, ok] = attr.cpu().numpy()
-                delta[m, ok] = d.cpu().numpy()
-        return {"raw": raw, "delta": delta}
 
-    def write(shard: Shard, result: dict[str, np.ndarray]) -> None:
-        faults.point("attribute:before-write")
-        group = open_store(ctx.store_path)
-        raw_arr, delta_arr = array(group, "raw"), array(group, "delta")
-        with disk_errors(ctx.store_path):
-            for m in range(len(names)):
-                raw_arr[m, shard.start:shard.stop] = result["raw"][m]
-                delta_arr[m, shard.start:shard.stop] = result["delta"][m]
-                faults.point("attribute:mid-write")
-        faults.point("attribute:after-write")
-        mark_done(ctx.run_dir, ctx.store_path, "attribute", shard, digest)
-        faults.point("attribute:after-record")
+def _attribute_depends(cfg: Config, method: str | None, _weights: str) -> Any:
+    from pipeline.methods import METHODS
 
-    return pipelined(shards, lambda s: _load_rows(ctx, s, True), compute, write, on_done,
-                     prefetch)
+    assert method is not None
+    spec = METHODS[method]
+    return {"head": cfg.model.head, "params": dict(cfg.methods[method]),
+            "seed": cfg.run.seed if spec.stochastic else None}
+
+
+register(Stage(
+    "attribute", attribute_shard, reads=("pixels", "status", "pred", "explainer"),
+    writes=("raw", "delta"), after=("ingest", "predict"), depends=_attribute_depends,
+    per_method=True, device=True,
+    doc="one method for each image's predicted class: raw maps and completeness errors"))
 
 
 # ------------------------------------------------------------ aggregate / normalize
 
 
-def _record_after(_stored: Any, store_path: str, run_dir: str, stage: str, shard: Shard,
-                  digest: str) -> int:
-    faults.point(f"{stage}:after-write")
-    mark_done(run_dir, store_path, stage, shard, digest)
-    faults.point(f"{stage}:after-record")
-    return shard.size
+def _postprocess(task: Task, src: str, dst: str, fn: Any) -> dict[str, Any]:
+    u = task.unit
+    group = open_store(task.store_path)
+    slot = explainer_index(group, str(u.method))
+    block = np.asarray(array(group, src)[slot, u.start:u.stop])
+    out = fn(block[None])[0]
+    faults.point(f"{u.stage}:before-write")
+    with disk_errors(task.store_path):
+        array(group, dst)[slot, u.start:u.stop] = out
+    return _done(task)
 
 
-def _faulty(stage: str, fn: Callable[[np.ndarray], np.ndarray]
-            ) -> Callable[[np.ndarray], np.ndarray]:
-    def block(x: np.ndarray) -> np.ndarray:
-        out = fn(x)
-        if x.size:  # dask also calls with empty meta arrays; those are not writes
-            faults.point(f"{stage}:before-write")
-        return out
+def aggregate_shard(task: Task) -> dict[str, Any]:
+    """Channel sum of one method's raw maps in one shard."""
+    from pipeline.postprocess import aggregate_block
 
-    block.__name__ = f"{stage}_block"
-    return block
+    return _postprocess(task, "raw", "aggregated", aggregate_block)
 
 
-def postprocess_tasks(stage: str, store_path: Path, run_dir: Path, shards: Sequence[Shard],
-                      digest: str) -> list[Any]:
-    """Dask tasks for ``aggregate`` or ``normalize``: one block per shard, then its record.
+def normalize_shard(task: Task) -> dict[str, Any]:
+    """``|A|``, minus the minimum, over the maximum, per map, for one method and shard."""
+    from pipeline.postprocess import normalize_block
 
-    The source is read with ``da.from_zarr`` (all methods x one shard per block) and each
-    shard's block is stored into the existing target array's region; the record task depends
-    on that store, so it is written only after the data.
-    """
-    import dask.array as da
-    from dask import delayed
+    return _postprocess(task, "aggregated", "normalized", normalize_block)
 
-    from pipeline.postprocess import aggregate_block, normalize_block
 
-    group = open_store(store_path)
-    src_name, dst_name = {"aggregate": ("raw", "aggregated"),
-                          "normalize": ("aggregated", "normalized")}[stage]
-    src_arr, dst = array(group, src_name), array(group, dst_name)
-    shard_len = src_arr.chunks[1]
-    src = da.from_zarr(src_arr).rechunk({0: -1, 1: shard_len})
-    block_fn = _faulty(stage, aggregate_block if stage == "aggregate" else normalize_block)
-    if stage == "aggregate":
-        out = src.map_blocks(block_fn, drop_axis=2, dtype=np.float32)
-    else:
-        out = src.map_blocks(block_fn, dtype=np.float32)
-    tasks = []
-    for shard in shards:
-        region = (slice(None), slice(shard.start, shard.stop))
-        stored = da.store(out[:, shard.start:shard.stop], dst, regions=region, lock=False,
-                          compute=False)
-        tasks.append(delayed(_record_after, pure=False)(
-            stored, str(store_path), str(run_dir), stage, shard, digest,
-            dask_key_name=f"record-{stage}-{shard.index}-{digest}"))
-    return tasks
+_POINTS = ("before-write", "after-write", "after-record")
+
+register(Stage(
+    "aggregate", aggregate_shard, reads=("raw",), writes=("aggregated",), after=("attribute",),
+    depends=lambda cfg, m, w: "channel-sum", per_method=True, crash_points=_POINTS,
+    doc="channel sum of each raw map"))
+
+register(Stage(
+    "normalize", normalize_shard, reads=("aggregated",), writes=("normalized",),
+    after=("aggregate",), depends=lambda cfg, m, w: "abs-min-max", per_method=True,
+    crash_points=_POINTS, doc="abs, minus the minimum, over the maximum, per map, in [0, 1]"))
 
 
 # --------------------------------------------------------------------------- render
 
+#: matplotlib is not thread-safe: sheets rendered by threads of one process take turns.
+_RENDER_LOCK = threading.Lock()
+
 
 def sheet_path(run_dir: Path, index: int) -> Path:
-    return run_dir / "sheets" / f"sheet-{index:04d}.png"
+    return Path(run_dir) / "sheets" / f"sheet-{index:04d}.png"
 
 
-def render_sheet(store_path: str, run_dir: str, sheet: Shard, methods: list[str],
-                 class_names: list[str], colormap: str, dpi: int, banner: str | None,
-                 digest: str) -> int:
-    """Render one contact sheet (images ``[start, stop)``) atomically and record it."""
+def render_sheet(task: Task) -> dict[str, Any]:
+    """Render one contact sheet (images ``[start, stop)``, every method) atomically."""
     from pipeline.render import SheetRow, contact_sheet, save_figure_atomic
 
-    group = open_store(store_path)
+    sheet, s = task.unit, task.settings
+    names = s.class_names
+    methods = list(s.methods)
+    group = open_store(task.store_path)
     sl = slice(sheet.start, sheet.stop)
-    ids = array(group, "image")[sl]
-    status = array(group, "status")[sl]
-    pixels = array(group, "pixels")[sl]
-    pred = array(group, "pred")[sl]
-    prob = array(group, "prob")[sl]
-    label = array(group, "label")[sl]
-    maps = array(group, "normalized")[:, sl]
+    ids, status = array(group, "image")[sl], array(group, "status")[sl]
+    pixels, pred = array(group, "pixels")[sl], array(group, "pred")[sl]
+    prob, label = array(group, "prob")[sl], array(group, "label")[sl]
+    normalized = array(group, "normalized")
+    maps = np.stack([np.asarray(normalized[explainer_index(group, m), sl]) for m in methods],
+                    axis=1)
     rows = []
     for k in range(sheet.size):
         p, t = int(pred[k]), int(label[k])
         rows.append(SheetRow(
-            image_id=str(ids[k]), pixels=pixels[k], maps=maps[:, k], status=str(status[k]),
-            pred_name=class_names[p] if p >= 0 else "?", prob=float(prob[k]),
-            true_name=class_names[t] if t >= 0 else None))
+            image_id=str(ids[k]), pixels=pixels[k], maps=maps[k], status=str(status[k]),
+            pred_name=names[p] if p >= 0 else "?", prob=float(prob[k]),
+            true_name=names[t] if t >= 0 else None))
     title = f"images {sheet.start + 1}-{sheet.stop}"
-    fig = contact_sheet(rows, methods, colormap=colormap, banner=banner, title=title)
-    path = sheet_path(Path(run_dir), sheet.index)
-    faults.point("render:before-write")
-    with disk_errors(path):
-        save_figure_atomic(fig, path, dpi=dpi,
-                           before_rename=lambda: faults.point("render:mid-write"))
-    faults.point("render:after-write")
-    Records(Path(run_dir)).mark_done("render", sheet.index, digest, images=sheet.size,
-                                     file=path.name, checksum=file_checksum(path))
-    faults.point("render:after-record")
-    return sheet.size
+    path = sheet_path(Path(task.run_dir), sheet.index)
+    with _RENDER_LOCK:
+        fig = contact_sheet(rows, methods, colormap=s.colormap, banner=s.banner, title=title)
+        faults.point("render:before-write")
+        with disk_errors(path):
+            save_figure_atomic(fig, path, dpi=s.dpi,
+                               before_rename=lambda: faults.point("render:mid-write"))
+    return _done(task, file=path.name)
 
 
 def remove_stale_sheets(run_dir: Path, valid: set[int]) -> int:
     """Delete sheet files without a current record (e.g. after images_per_sheet changed)."""
     removed = 0
-    folder = run_dir / "sheets"
+    folder = Path(run_dir) / "sheets"
     if not folder.is_dir():
         return 0
     for path in folder.glob("sheet-*.png"):
@@ -437,3 +405,14 @@ def remove_stale_sheets(run_dir: Path, valid: set[int]) -> int:
     for tmp in folder.glob(".sheet-*.tmp"):
         tmp.unlink(missing_ok=True)
     return removed
+
+
+register(Stage(
+    "render", render_sheet,
+    reads=("image", "status", "pixels", "pred", "prob", "label", "normalized"), writes=(),
+    after=("ingest", "predict", "normalize"),
+    depends=lambda cfg, m, w: [cfg.render.images_per_sheet, cfg.render.colormap,
+                               cfg.render.dpi],
+    unit="sheet", own_process=True, output_file=lambda run_dir, u: sheet_path(run_dir, u.index),
+    output_dir="sheets",
+    doc="contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"))

@@ -12,6 +12,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -67,34 +68,40 @@ def read_json(path: Path) -> Any | None:
 
 
 class Records:
-    """Completion records under ``<run>/state/<stage>/<shard>.json``."""
+    """Completion records under ``<run>/state/<stage>[/<method>]/<shard>.json``.
+
+    Keys are :attr:`workflows.registry.Unit.key` strings. Only the coordinator writes them,
+    after the unit's data is stored.
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.root = Path(run_dir) / "state"
 
-    def path(self, stage: str, shard: int) -> Path:
-        return self.root / stage / f"{shard:06d}.json"
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
 
-    def get(self, stage: str, shard: int) -> dict[str, Any] | None:
-        rec = read_json(self.path(stage, shard))
+    def get(self, key: str) -> dict[str, Any] | None:
+        rec = read_json(self.path(key))
         return rec if isinstance(rec, dict) else None
 
-    def is_done(self, stage: str, shard: int, digest: str) -> bool:
-        rec = self.get(stage, shard)
+    def is_done(self, key: str, digest: str) -> bool:
+        rec = self.get(key)
         return rec is not None and rec.get("hash") == digest
 
-    def mark_done(self, stage: str, shard: int, digest: str, **info: Any) -> None:
-        atomic_write_json(self.path(stage, shard),
-                          {"stage": stage, "shard": shard, "hash": digest,
-                           "finished": time.time(), **info})
+    def mark_done(self, key: str, digest: str, **info: Any) -> None:
+        atomic_write_json(self.path(key), {"unit": key, "hash": digest,
+                                           "finished": time.time(), **info})
 
-    def clear(self, stage: str) -> int:
-        folder = self.root / stage
-        count = 0
-        if folder.is_dir():
-            for rec in folder.glob("*.json"):
-                rec.unlink(missing_ok=True)
-                count += 1
+    def in_folder(self, folder: str) -> list[Path]:
+        """The records directly in ``state/<folder>`` (one stage, or one stage and method)."""
+        path = self.root / folder
+        return sorted(path.glob("*.json")) if path.is_dir() else []
+
+    def clear(self, folder: str) -> int:
+        """Remove every record under ``state/<folder>`` (a stage, or ``stage/method``)."""
+        path = self.root / folder
+        count = len(list(path.rglob("*.json"))) if path.is_dir() else 0
+        shutil.rmtree(path, ignore_errors=True)
         return count
 
 

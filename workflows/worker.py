@@ -1,0 +1,162 @@
+"""What a worker process keeps between shard tasks: its device slot, its models, its identity.
+
+A shard task carries an :class:`EngineSpec` (weights, head, engine options), never a model;
+the worker loads the model once and caches it, keyed by weights identity, head, device and
+engine options. The same code serves the coordinator's own process (in-process schedulers),
+``LocalCluster`` workers and any Dask worker on another machine.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import WeightsError, XaiError
+
+#: This process's device slot: set by the device-slot worker plugin on ``local:N`` workers (the
+#: N-th GPU when several are visible), None elsewhere (the default device of the process).
+_SLOT: dict[str, int | None] = {"gpu": None}
+_MODELS: dict[tuple[Any, ...], Engine] = {}
+_MODELS_LOCK = threading.Lock()
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """Everything a worker needs to build the model a run uses (picklable, no tensors)."""
+
+    weights: str
+    weights_id: str
+    head: str
+    seed: int
+    device: str
+    precision: str
+    channels_last: bool
+    fuse_bn: bool
+    compile: bool
+    max_batch: int
+    crop: int
+
+
+@dataclass
+class Engine:
+    """A loaded, optimized model on this worker's device, with its planned batch size."""
+
+    model: Any
+    backbone: Any
+    device: Any
+    max_batch: int
+    weights_id: str
+
+
+def set_gpu_slot(index: int | None) -> None:
+    _SLOT["gpu"] = index
+
+
+def resolve_device(request: str) -> Any:
+    """The torch device for ``request`` on this worker.
+
+    ``cpu`` and ``cuda:N`` are taken as they are. ``cuda`` and ``auto`` mean this worker's own
+    GPU: its slot on a ``local:N`` cluster, else the process's default (under dask-cuda, or
+    with ``CUDA_VISIBLE_DEVICES`` per worker, that is the worker's GPU). ``auto`` without a GPU
+    is the CPU.
+    """
+    import torch
+
+    if request == "cpu" or request.startswith("cuda:"):
+        dev = torch.device(request)
+    elif torch.cuda.is_available():
+        slot = _SLOT["gpu"]
+        dev = torch.device("cuda", slot % torch.cuda.device_count() if slot is not None else 0)
+    elif request == "auto":
+        dev = torch.device("cpu")
+    else:
+        dev = torch.device(request)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(
+            f"Expected a CUDA device for device = {request!r} on {socket.gethostname()}, but "
+            "torch sees none there. Use --device cpu, or run the device stages on GPU workers."
+        )
+    return dev
+
+
+def engine(spec: EngineSpec) -> Engine:
+    """This worker's model for ``spec``: loaded and optimized once, then cached."""
+    device = resolve_device(spec.device)
+    key = (spec.weights, spec.weights_id, spec.head, spec.seed, str(device), spec.channels_last,
+           spec.fuse_bn, spec.compile, spec.max_batch, spec.crop)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            _MODELS[key] = _build(spec, device)
+        return _MODELS[key]
+
+
+def _build(spec: EngineSpec, device: Any) -> Engine:
+    import dataclasses
+
+    from pipeline.accel import optimize
+    from pipeline.model import load_model
+    from pipeline.planner import plan_max_batch
+
+    loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device)
+    if loaded.weights_id != spec.weights_id:
+        raise WeightsError(
+            f"Expected weights {spec.weights_id} on {socket.gethostname()} (as the coordinator "
+            f"loaded them), got {loaded.weights_id}. Put the same weights file on every worker "
+            "(see README, Model weights)."
+        )
+    opts = {"channels_last": spec.channels_last, "fuse_bn": spec.fuse_bn,
+            "compile": spec.compile}
+    model = optimize(loaded.model, device, **opts)
+    # With the logits head they are one network: copy (and compile) it once.
+    backbone = model if loaded.backbone is loaded.model else optimize(loaded.backbone, device,
+                                                                      **opts)
+    loaded = dataclasses.replace(loaded, model=model, backbone=backbone)
+    max_batch = spec.max_batch or plan_max_batch(model, (3, spec.crop, spec.crop), device)
+    return Engine(model=model, backbone=backbone, device=device, max_batch=max_batch,
+                  weights_id=loaded.weights_id)
+
+
+def device_lock(device: Any) -> threading.Lock:
+    """One lock per device in this process: two device tasks may overlap their reads and
+    writes, but only one computes at a time (memory is planned for one)."""
+    with _MODELS_LOCK:
+        return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
+
+
+def identity(device: Any = None) -> dict[str, Any]:
+    """Who ran a task: Dask worker address (or ``local``), host, pid and device."""
+    address = "local"
+    try:
+        from distributed import get_worker
+
+        address = get_worker().address
+    except (ImportError, ValueError):
+        pass
+    return {"address": address, "host": socket.gethostname(), "pid": os.getpid(),
+            "device": str(device) if device is not None else "cpu"}
+
+
+def probe(run_dir: str, token: str) -> dict[str, Any]:
+    """Run on every worker before any work: can it see the run folder and the probe file?"""
+    path = Path(run_dir) / token
+    seen = path.is_file() and path.read_text() == token
+    return {"seen": seen, **identity()}
+
+
+def describe_error(exc: BaseException) -> str:
+    """A one-line description of a task's failure, for the coordinator's message."""
+    if isinstance(exc, XaiError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def now() -> float:
+    return time.time()
