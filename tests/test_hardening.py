@@ -14,26 +14,18 @@ import pytest
 import xarray as xr
 
 from tests.hostile import make_hostile
-from tests.workflow_helpers import cli, make_images, run_subprocess, write_config
+from tests.workflow_helpers import (
+    assert_same,
+    cli,
+    make_images,
+    run_ok,
+    run_subprocess,
+    store_arrays,
+    write_config,
+)
+from workflows.registry import stages
 
-ARRAYS = ("status", "label", "pixels", "logits", "pred", "prob", "raw", "delta", "aggregated",
-          "normalized")
-
-
-def _arrays(store: Path) -> dict[str, np.ndarray]:
-    ds = xr.open_zarr(store, consolidated=False)
-    return {name: ds[name].values for name in ARRAYS}
-
-
-def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    for name in ARRAYS:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
-
-
-def _run(config: Path, *extra: str) -> object:
-    result = cli("run", "--config", str(config), "--scheduler", "synchronous", *extra)
-    assert result.exit_code == 0, result.output
-    return result
+_arrays, _assert_same, _run = store_arrays, assert_same, run_ok
 
 
 @pytest.fixture(scope="module")
@@ -94,17 +86,12 @@ def test_every_hostile_file_is_explained_or_reported(tmp_path):
 
 # --------------------------------------------------------------------------- crashes
 
-CRASH_POINTS = [f"{stage}:{point}" for stage, points in {
-    "ingest": ("before-write", "mid-write", "after-write", "after-record"),
-    "predict": ("before-write", "mid-write", "after-write", "after-record"),
-    "attribute": ("before-write", "mid-write", "after-write", "after-record"),
-    "aggregate": ("before-write", "after-write", "after-record"),
-    "normalize": ("before-write", "after-write", "after-record"),
-    "render": ("before-write", "mid-write", "after-write", "after-record"),
-}.items() for point in points]
-# A seeded choice of which occurrence dies (1st..3rd shard), so kills land mid-stage too.
+CRASH_POINTS = [f"{name}:{point}" for name, stage in stages().items()
+                for point in stage.crash_points]
+# A seeded choice of which occurrence dies (the 1st, 2nd or 3rd time the point is reached:
+# `integers` excludes its upper bound), so kills land mid-stage too.
 _rng = np.random.default_rng(2026)
-CRASH_CASES = [f"{p}:{int(_rng.integers(1, 3))}" for p in CRASH_POINTS]
+CRASH_CASES = [f"{p}:{int(_rng.integers(1, 4))}" for p in CRASH_POINTS]
 FAST_CASES = {"attribute:mid-write", "render:mid-write", "ingest:after-write",
               "normalize:before-write"}
 
@@ -137,7 +124,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
                           env={"XAI_SLOW_SHARD_S": "0.5"})
     folder = run_dir / "state" / "attribute"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(folder.glob("*.json")):
+    while time.monotonic() < deadline and not list(folder.rglob("*.json")):
         assert proc.poll() is None, "the run ended before it could be interrupted"
         time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
@@ -200,8 +187,9 @@ def test_full_disk_while_writing_a_record(tiny, monkeypatch):
 
 
 def _finished(run_dir: Path) -> dict[str, float]:
-    return {f"{p.parent.name}/{p.name}": json.loads(p.read_text())["finished"]
-            for p in (run_dir / "state").rglob("*.json")}
+    state = run_dir / "state"
+    return {str(p.relative_to(state)): json.loads(p.read_text())["finished"]
+            for p in state.rglob("*.json")}
 
 
 def _damage_and_repair(config: Path, run_dir: Path, reference, damage, expect: set[str]) -> None:
@@ -212,8 +200,8 @@ def _damage_and_repair(config: Path, run_dir: Path, reference, damage, expect: s
     if expect:
         assert check.exit_code == 1, check.output
         for item in expect:
-            stage, shard = item.split("/")
-            assert f"{stage} shard {int(shard.split('.')[0])}" in check.output, check.output
+            unit, shard = item.rsplit("/", 1)
+            assert f"{unit} shard {int(shard.split('.')[0])}" in check.output, check.output
     _run(config)
     after = _finished(run_dir)
     redone = {k for k in after if after[k] != before.get(k)}
@@ -226,7 +214,7 @@ def test_deleted_chunk_is_detected_and_only_its_shard_recomputed(tiny, reference
     config, run_dir = tiny
     _damage_and_repair(config, run_dir, reference,
                        lambda d: shutil.rmtree(d / "store.zarr" / "raw" / "c" / "1" / "1"),
-                       {"attribute/000001.json"})
+                       {"attribute/integrated_gradients/000001.json"})
 
 
 def test_corrupted_chunk_is_detected(tiny, reference):
@@ -238,7 +226,7 @@ def test_corrupted_chunk_is_detected(tiny, reference):
             chunk = next(chunk.iterdir())
         chunk.write_bytes(b"garbage" * 10)
 
-    _damage_and_repair(config, run_dir, reference, corrupt, {"aggregate/000002.json"})
+    _damage_and_repair(config, run_dir, reference, corrupt, {"aggregate/gradient/000002.json"})
 
 
 def test_deleted_sheet_is_detected_and_rerendered(tiny, reference):
@@ -267,7 +255,7 @@ def test_status_says_which_config_values_changed(tiny):
     status = cli("status", "--config", str(config), "--set",
                  "methods.smoothgrad.stdevs=0.5")
     assert "methods.smoothgrad.stdevs: 0.3 -> 0.5" in status.output
-    assert "attribute and the stages after it will be recomputed" in status.output
+    assert "attribute of smoothgrad and the stages after it will be recomputed" in status.output
 
 
 # --------------------------------------------------------------------------- security

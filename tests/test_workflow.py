@@ -11,12 +11,21 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.methods import METHODS
-from tests.workflow_helpers import cli, make_images, run_subprocess, write_config
+from pipeline.methods import DEFAULT_METHODS, METHODS
+from tests.workflow_helpers import (
+    assert_same,
+    cli,
+    finished,
+    make_images,
+    run_ok,
+    run_subprocess,
+    store_arrays,
+    write_config,
+)
+from workflows.registry import stage_names
 from workflows.state import RunLock
 
-ARRAYS = ("status", "label", "pixels", "logits", "pred", "prob", "raw", "delta", "aggregated",
-          "normalized")
+METHOD_NAMES = list(DEFAULT_METHODS)
 
 
 @pytest.fixture()
@@ -26,19 +35,14 @@ def tiny(tmp_path):
     return write_config(tmp_path / "tiny.toml", root, tmp_path / "runs"), tmp_path
 
 
-def _run(config: Path, *extra: str) -> object:
-    result = cli("run", "--config", str(config), "--scheduler", "synchronous", *extra)
-    assert result.exit_code == 0, result.output
-    return result
+_run = run_ok
 
 
 def _store(tmp: Path) -> Path:
     return tmp / "runs" / "tiny" / "store.zarr"
 
 
-def _arrays(store: Path) -> dict[str, np.ndarray]:
-    ds = xr.open_zarr(store, consolidated=False)
-    return {name: ds[name].values for name in ARRAYS}
+_arrays = store_arrays
 
 
 def test_run_writes_the_contract_store_and_sheets(tiny):
@@ -46,24 +50,24 @@ def test_run_writes_the_contract_store_and_sheets(tiny):
     result = _run(config)
     ds = xr.open_zarr(_store(tmp), consolidated=False)
     assert dict(ds.sizes) == {"image": 6, "y": 32, "x": 32, "rgb": 3, "class": 1000,
-                              "method": len(METHODS), "channel": 3}
-    assert list(ds["method"].values) == list(METHODS)
+                              "explainer": len(METHOD_NAMES), "channel": 3}
+    assert ds["explainer"].values.tolist() == METHOD_NAMES
     assert list(ds["image"].values) == ["broken.jpg", "img0.png", "img1.png", "img2.png",
                                         "img3.png", "sub/img4.png"]
-    assert ds["raw"].dims == ("method", "image", "channel", "y", "x")
-    assert ds["normalized"].dims == ("method", "image", "y", "x")
+    assert ds["raw"].dims == ("explainer", "image", "channel", "y", "x")
+    assert ds["normalized"].dims == ("explainer", "image", "y", "x")
     assert ds["pixels"].dtype == np.uint8 and ds["raw"].dtype == np.float32
     assert ds["label"].dtype == np.int16 and ds["pred"].dtype == np.int16
     ok = ds["status"].values == "ok"
     assert ok.sum() == 5
     for name in ("logits", "prob", "raw", "aggregated", "normalized"):
         values = ds[name].values
-        rows = values[:, ok] if "method" in ds[name].dims else values[ok]
+        rows = values[:, ok] if "explainer" in ds[name].dims else values[ok]
         assert np.isfinite(rows).all(), name
     norm = ds["normalized"].values[:, ok]
     assert norm.min() >= 0.0 and norm.max() <= 1.0
     delta = ds["delta"].values[:, ok]
-    for m, name in enumerate(METHODS):
+    for m, name in enumerate(METHOD_NAMES):
         assert np.isfinite(delta[m]).all() == METHODS[name].has_delta
     # the broken file: a reason, and missing values that cannot pass for data
     broken = ~ok
@@ -89,7 +93,7 @@ def test_aggregate_and_normalize_match_the_library(tiny):
     _run(config)
     a = _arrays(_store(tmp))
     ok = np.flatnonzero(a["status"] == "ok")
-    for m in range(len(METHODS)):
+    for m in range(len(METHOD_NAMES)):
         agg = aggregate_attribution(a["raw"][m, ok])
         np.testing.assert_allclose(a["aggregated"][m, ok], agg, rtol=1e-5, atol=1e-12)
         np.testing.assert_allclose(a["normalized"][m, ok], normalize_attribution(agg),
@@ -112,7 +116,7 @@ def test_attributions_match_the_seed_functions(tiny):
     x = normalize(from_uint8_hwc(a["pixels"][ok]))
     assert (model(x).argmax(1).numpy() == a["pred"][ok]).all()
     grad = get_gradient(model, x).numpy()
-    m = list(METHODS).index("gradient")
+    m = METHOD_NAMES.index("gradient")
     np.testing.assert_allclose(a["raw"][m, ok], grad, rtol=1e-4, atol=1e-9)
     assert torch.isfinite(torch.from_numpy(a["raw"][m, ok])).all()
 
@@ -124,35 +128,155 @@ def test_rerun_skips_everything(tiny):
     result = _run(config)
     after = {p: p.stat().st_mtime_ns for p in (tmp / "runs").rglob("*.json")
              if p.parent.parent.name == "state"}
-    assert all(before[p] == t for p, t in after.items())
-    assert "0/3" in result.output  # shards run / total for every stage
+    assert after and all(before[p] == t for p, t in after.items())
+    summary = json.loads((tmp / "runs" / "tiny" / "summary.json").read_text())
+    assert [st["stage"] for st in summary["stages"]] == list(stage_names())
+    assert all(st["units_run"] == 0 for st in summary["stages"]), summary
+    assert "nothing was recomputed" in result.output
 
 
 def _records(tmp: Path, stage: str) -> dict[str, float]:
-    folder = tmp / "runs" / "tiny" / "state" / stage
-    return {p.name: json.loads(p.read_text())["finished"] for p in folder.glob("*.json")}
+    return finished(tmp / "runs" / "tiny", stage)
 
 
-def test_changed_n_steps_recomputes_attribute_onward_only(tiny):
+def test_changed_n_steps_recomputes_that_method_onward_only(tiny):
     config, tmp = tiny
     _run(config)
     first = _arrays(_store(tmp))
-    recs = {s: _records(tmp, s) for s in ("ingest", "predict", "attribute", "render")}
+    stages = ("ingest", "predict", "attribute", "aggregate", "normalize", "render")
+    recs = {s: _records(tmp, s) for s in stages}
     override = "methods.integrated_gradients.n_steps=6"
     status = cli("status", "--config", str(config), "--set", override)
-    assert "attribute and the stages after it will be recomputed" in status.output
+    assert "attribute of integrated_gradients and the stages after it will be recomputed" \
+        in status.output
     _run(config, "--set", override)
-    assert _records(tmp, "ingest") == recs["ingest"]
-    assert _records(tmp, "predict") == recs["predict"]
-    for stage in ("attribute", "render"):
+    for stage in stages:
         new = _records(tmp, stage)
-        assert new.keys() == recs[stage].keys()
-        assert all(new[k] > recs[stage][k] for k in new)
+        assert new.keys() == recs[stage].keys() and new, stage
+        redone = {k for k in new if new[k] != recs[stage][k]}
+        if stage in ("ingest", "predict"):
+            assert not redone, stage
+        elif stage == "render":  # a sheet shows every method
+            assert redone == set(new), stage
+        else:
+            assert redone == {k for k in new if k.startswith("integrated_gradients/")}, stage
     second = _arrays(_store(tmp))
-    ig, grad = list(METHODS).index("integrated_gradients"), list(METHODS).index("gradient")
+    ig, grad = METHOD_NAMES.index("integrated_gradients"), METHOD_NAMES.index("gradient")
     ok = first["status"] == "ok"
     assert not np.allclose(first["raw"][ig, ok], second["raw"][ig, ok])
     np.testing.assert_array_equal(first["raw"][grad], second["raw"][grad])
+
+
+def test_adding_a_sixth_method_computes_only_that_method(tiny):
+    config, tmp = tiny
+    _run(config)
+    assert "input_x_gradient" not in METHOD_NAMES
+    before = {s: _records(tmp, s) for s in ("predict", "attribute", "aggregate", "normalize")}
+    config.write_text(config.read_text() + "\n[methods.input_x_gradient]\n")
+    status = cli("status", "--config", str(config))
+    assert "new methods, computed on the next run (and only they): input_x_gradient" \
+        in status.output
+    assert "│ attribute │ input_x_gradient" in status.output
+    result = _run(config)
+    assert "input_x_gradient" in result.output
+    for stage, old in before.items():
+        new = _records(tmp, stage)
+        redone = {k for k in new if new[k] != old.get(k)}
+        expected = set() if stage == "predict" else \
+            {k for k in new if k.startswith("input_x_gradient/")}
+        assert redone == expected and (stage == "predict" or len(expected) == 3), stage
+    ds = xr.open_zarr(_store(tmp), consolidated=False)
+    assert ds["explainer"].values.tolist() == [*METHOD_NAMES, "input_x_gradient"]
+    # The same store as a run that had all six methods from the start.
+    ref = write_config(tmp / "ref" / "tiny.toml", tmp / "images", tmp / "ref" / "runs",
+                       methods=[*METHOD_NAMES, "input_x_gradient"])
+    _run(ref)
+    _assert_same(_arrays(_store(tmp)), _arrays(tmp / "ref" / "runs" / "tiny" / "store.zarr"))
+    status = cli("status", "--config", str(config))
+    assert "input_x_gradient" in status.output and "new methods" not in status.output
+
+
+def test_removing_a_method_moves_the_others_without_recomputing(tiny):
+    config, tmp = tiny
+    _run(config)
+    before = _records(tmp, "attribute")
+    text = config.read_text()
+    config.write_text(text.replace("[methods.integrated_gradients]\nn_steps = 4\n", ""))
+    _run(config)
+    kept = [m for m in METHOD_NAMES if m != "integrated_gradients"]
+    after = _records(tmp, "attribute")
+    assert after == {k: v for k, v in before.items() if not k.startswith("integrated_")}
+    ref = write_config(tmp / "ref" / "tiny.toml", tmp / "images", tmp / "ref" / "runs",
+                       methods=kept)
+    _run(ref)
+    _assert_same(_arrays(_store(tmp)), _arrays(tmp / "ref" / "runs" / "tiny" / "store.zarr"))
+    assert cli("verify", "--config", str(config)).exit_code == 0
+
+
+def test_store_uses_explainer_not_method(tiny):
+    """``sel(method=...)`` is xarray's own argument: the axis is called ``explainer``."""
+    config, tmp = tiny
+    _run(config)
+    ds = xr.open_zarr(_store(tmp), consolidated=False)
+    assert "method" not in ds.dims and "method" not in ds.variables
+    delta = ds.delta.sel(explainer="integrated_gradients")
+    assert delta.dims == ("image",)
+    names = ds.explainer.values.tolist()
+    assert names == METHOD_NAMES and all(type(n) is str for n in names)
+    ids = ds.image.values.tolist()
+    assert all(type(i) is str for i in ids) and "img0.png" in ids
+
+
+def test_a_schema_1_store_is_refused_not_misread(tiny):
+    import zarr
+
+    config, tmp = tiny
+    _run(config)
+    group = zarr.open_group(str(_store(tmp)), mode="r+")
+    group.attrs["schema_version"] = 1
+    group.create_array("method", shape=(1,), dtype=str, dimension_names=("method",))
+    for command in (("run", "--config", str(config)), ("status", "--config", str(config)),
+                    ("verify", "--config", str(config))):
+        result = cli(*command)
+        assert result.exit_code == 2, (command, result.output)
+        assert "schema version 2" in result.output and "xai clean" in result.output
+        assert "`method`" in result.output and "Traceback" not in result.output
+    from pipeline.errors import StoreError
+    from pipeline.store import open_dataset
+
+    with pytest.raises(StoreError, match="xai clean"):
+        open_dataset(_store(tmp))
+    assert cli("clean", "--config", str(config)).exit_code == 0
+    _run(config)
+
+
+def test_summary_json_and_records_name_their_worker(tiny):
+    config, tmp = tiny
+    result = _run(config)
+    run_dir = tmp / "runs" / "tiny"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    stages = {st["stage"]: st for st in summary["stages"]}
+    assert list(stages) == list(stage_names())
+    att = stages["attribute"]
+    assert att["units_run"] == att["units_total"] == 3 * len(METHOD_NAMES)
+    assert att["images"] == 6 and att["seconds"] > 0 and att["img_per_s"] > 0
+    assert 0 <= att["device_idle"] <= 1 and len(att["workers"]) == 1
+    assert stages["aggregate"]["device_idle"] is None
+    assert summary["seconds"] > 0 and summary["streaming"] is True
+    assert "summary.json" in result.output
+    rec = json.loads((run_dir / "state" / "attribute" / "gradient" / "000000.json").read_text())
+    assert rec["worker"]["address"] == "local" and rec["worker"]["device"] == "cpu"
+    assert rec["worker"]["host"] and rec["max_batch"] == 8 and rec["images"] == 2
+
+
+def test_streaming_off_gives_the_same_store(tiny):
+    config, tmp = tiny
+    _run(config, "--set", "run.streaming=false")
+    summary = json.loads((tmp / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["streaming"] is False
+    # one stage after another: their spans do not overlap
+    assert summary["sum_of_stage_seconds"] <= summary["seconds"] + 1e-3, summary
+    _assert_same(_arrays(_store(tmp)), _reference(tmp))
 
 
 def _reference(tmp: Path) -> dict[str, np.ndarray]:
@@ -161,9 +285,7 @@ def _reference(tmp: Path) -> dict[str, np.ndarray]:
     return _arrays(tmp / "ref" / "runs" / "tiny" / "store.zarr")
 
 
-def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
-    for name in ARRAYS:
-        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+_assert_same = assert_same
 
 
 @pytest.mark.parametrize("fault", ["attribute:after-write:2", "attribute:mid-write:8"])
@@ -174,7 +296,7 @@ def test_sigkill_mid_attribute_then_rerun_equals_uninterrupted(tiny, fault):
     output = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == -signal.SIGKILL, output
     done = _records(tmp, "attribute")
-    assert 0 < len(done) < 3
+    assert 0 < len(done) < 3 * len(METHOD_NAMES)
     _run(config)
     _assert_same(_arrays(_store(tmp)), _reference(tmp))
 
@@ -188,13 +310,13 @@ def test_external_sigkill_during_attribute(tmp_path):
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous")
     folder = tmp_path / "runs" / "tiny" / "state" / "attribute"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(folder.glob("*.json")):
+    while time.monotonic() < deadline and not list(folder.rglob("*.json")):
         if proc.poll() is not None:
             pytest.fail("the run ended before it could be killed")
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert 0 < len(list(folder.glob("*.json"))) < 6
+    assert 0 < len(list(folder.rglob("*.json"))) < 6 * len(METHOD_NAMES)
     assert cli("run", "--config", str(config), "--scheduler", "synchronous").exit_code == 0
     ref = write_config(tmp_path / "ref" / "tiny.toml", root, tmp_path / "ref" / "runs",
                        shard_size=1, params={"integrated_gradients": {"n_steps": 24},
@@ -294,7 +416,7 @@ def test_changing_methods_rebuilds_the_method_axis(tiny):
     config.write_text(text[:text.index("[methods.")] + "[methods.custom_gradient]\n")
     _run(config)
     ds = xr.open_zarr(_store(tmp), consolidated=False)
-    assert list(ds["method"].values) == ["custom_gradient"]
+    assert ds["explainer"].values.tolist() == ["custom_gradient"]
     assert np.isfinite(ds["normalized"].values[:, ds["status"].values == "ok"]).all()
 
 
@@ -375,10 +497,13 @@ def test_precision_mode_is_recorded_and_results_are_finite(tiny, precision):
     assert np.isfinite(ds["raw"].values[:, ok]).all()
 
 
-def test_engine_options_change_the_attribute_hash(tiny):
+def test_engine_options_make_predict_and_attribute_stale_but_not_ingest(tiny):
     config, tmp = tiny
     _run(config)
-    before = _records(tmp, "predict")
+    before = {s: _records(tmp, s) for s in ("ingest", "predict", "attribute")}
     _run(config, "--set", "run.channels_last=false")
-    assert _records(tmp, "predict") != before
-    assert _records(tmp, "ingest")
+    after = {s: _records(tmp, s) for s in ("ingest", "predict", "attribute")}
+    assert after["ingest"] == before["ingest"]
+    for stage in ("predict", "attribute"):
+        assert after[stage].keys() == before[stage].keys() and after[stage]
+        assert all(after[stage][k] > before[stage][k] for k in after[stage]), stage

@@ -7,11 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import json
+from collections.abc import Sequence
+
 import numpy as np
+import xarray as xr
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.methods import METHODS
+from pipeline.methods import DEFAULT_METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,17 +43,23 @@ def make_images(folder: Path, n: int = 5, seed: int = 0, broken: bool = True) ->
     return sorted(names)
 
 
+#: Every store array a run writes: what "equals a clean run" compares.
+ARRAYS = ("status", "label", "pixels", "logits", "pred", "prob", "raw", "delta", "aggregated",
+          "normalized")
+
+
 def write_config(path: Path, root: Path, out: Path, *, shard_size: int = 2,
-                 params: dict[str, dict[str, object]] | None = None, extra: str = "") -> Path:
+                 params: dict[str, dict[str, object]] | None = None, extra: str = "",
+                 methods: Sequence[str] = DEFAULT_METHODS, run_extra: str = "") -> Path:
     params = {**TINY_PARAMS, **(params or {})}
     lines = [
         "[dataset]", 'layout = "plain"', f'root = "{root}"', "resize = 40", "crop = 32", "",
         "[model]", 'weights = "random"', 'head = "softmax"', "",
         "[run]", f'out = "{out}"', 'device = "cpu"', f"shard_size = {shard_size}", "seed = 0",
-        "max_batch = 8", "",
+        "max_batch = 8", run_extra, "",
         "[render]", "images_per_sheet = 4", "dpi = 40", "",
     ]
-    for name in METHODS:
+    for name in methods:
         lines.append(f"[methods.{name}]")
         for key, value in params.get(name, {}).items():
             lines.append(f"{key} = {value}")
@@ -70,3 +80,43 @@ def run_subprocess(*args: str, env: dict[str, str] | None = None, **kw: object
     full_env = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "workflows", *args], cwd=ROOT, env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+
+
+def run_ok(config: Path, *extra: str, scheduler: str = "synchronous") -> object:
+    """``xai run --config CONFIG`` in-process; fails the test with the output if it fails."""
+    result = cli("run", "--config", str(config), "--scheduler", scheduler, *extra)
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    return result
+
+
+def store_arrays(store: Path) -> dict[str, np.ndarray]:
+    """Every array of :data:`ARRAYS` (and the explainer coordinate) as numpy."""
+    ds = xr.open_zarr(store, consolidated=False)
+    out = {name: ds[name].values for name in ARRAYS}
+    out["explainer"] = np.asarray(ds["explainer"].values.tolist(), dtype=object)
+    return out
+
+
+def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray],
+                rtol: float | None = None) -> None:
+    """Bit-identical arrays, or equal within ``rtol`` (floats; NaN where NaN)."""
+    assert a.keys() == b.keys()
+    for name in a:
+        if rtol is not None and a[name].dtype.kind == "f":
+            np.testing.assert_allclose(a[name], b[name], rtol=rtol, atol=0, err_msg=name)
+        else:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def records(run_dir: Path, stage: str) -> dict[str, dict[str, object]]:
+    """The completion records of ``stage`` (all methods), keyed ``[method/]NNNNNN.json``."""
+    folder = run_dir / "state" / stage
+    if not folder.is_dir():
+        return {}
+    return {str(p.relative_to(folder)): json.loads(p.read_text())
+            for p in sorted(folder.rglob("*.json"))}
+
+
+def finished(run_dir: Path, stage: str) -> dict[str, float]:
+    """When each record of ``stage`` was written."""
+    return {k: float(v["finished"]) for k, v in records(run_dir, stage).items()}  # type: ignore[arg-type]

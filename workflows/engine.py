@@ -44,7 +44,8 @@ class Executor(Protocol):
 
     def submit(self, task: Task, priority: int) -> Any: ...
     def wait(self) -> list[Finished]: ...
-    def close(self) -> None: ...
+    def cancel(self) -> None:
+        """Drop submitted tasks that have not started (after a failure or an interrupt)."""
 
 
 class InlineExecutor:
@@ -69,7 +70,7 @@ class InlineExecutor:
         except Exception as exc:
             return [(handle, None, exc)]
 
-    def close(self) -> None:
+    def cancel(self) -> None:
         self._queue.clear()
 
 
@@ -115,9 +116,12 @@ class PoolExecutor:
             out.append((fut, None if exc else fut.result(), exc))
         return out
 
-    def close(self) -> None:
+    def cancel(self) -> None:
         for fut in self._futures:
             fut.cancel()
+
+    def shutdown(self) -> None:
+        """Wait for running tasks (no writer outlives the run), drop queued ones."""
         self._device.shutdown(wait=True, cancel_futures=True)
         self._threads.shutdown(wait=True, cancel_futures=True)
         if self._pool is not None:
@@ -160,7 +164,7 @@ class DaskExecutor:
                 out.append((fut, None, exc or RuntimeError(f"task {fut.key} {fut.status}")))
         return out
 
-    def close(self) -> None:
+    def cancel(self) -> None:
         if self._futures:
             self.client.cancel(list(self._futures))
             self._futures.clear()
@@ -214,7 +218,8 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
                             ready.append(d)
                     submit(ready)
     finally:
-        executor.close()
+        if running or failure is not None:
+            executor.cancel()
     if failure is not None:
         unit, exc = failure
         if isinstance(exc, XaiError):

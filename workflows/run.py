@@ -118,13 +118,13 @@ class RunSummary:
             "scheduler": self.scheduler, "streaming": self.streaming,
             "seconds": round(self.seconds, 3),
             "sum_of_stage_seconds": round(self.stage_seconds, 3),
-            "stages": {st.stage: {
-                "units_run": st.units_run, "units_total": st.units_total,
+            "stages": [{
+                "stage": st.stage, "units_run": st.units_run, "units_total": st.units_total,
                 "images": st.images_run, "seconds": round(st.seconds, 3),
                 "img_per_s": round(st.images_run / st.seconds, 3) if st.seconds else None,
                 "device_idle": None if st.device_idle is None else round(st.device_idle, 4),
                 "workers": st.workers,
-            } for st in self.stats},
+            } for st in self.stats],
         }
 
 
@@ -398,7 +398,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     device = str(resolve_device(cfg.run.device)) if in_process else cfg.run.device
     run_dir = cfg.run_dir
     store_path = run_dir / "store.zarr"
-    with RunLock(run_dir):
+    with RunLock(run_dir), open_executor(scheduler, run_dir, cfg.run.device) as executor:
         # On the CPU, only to learn (and check) the weights' identity before any work.
         loaded = load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed)
         if loaded.is_random and cfg.model.weights != "random":
@@ -441,12 +441,12 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
                                                                for u in pending[name])
             rep.stage_start(name, n, int(round(done, 6)))
             progress.shown[name] = done
-        todo = [u for units in pending.values() for u in units]
-        if todo:
-            with disk_errors(run_dir), open_executor(scheduler, run_dir, device) as ex:
-                batches = [todo] if cfg.run.streaming else list(pending.values())
-                for batch in batches:
-                    run_units(batch, lambda u: dependencies(u, cfg, n), make_task, ex,
+        batches = [[u for units in pending.values() for u in units]] if cfg.run.streaming \
+            else list(pending.values())
+        with disk_errors(run_dir):
+            for batch in batches:
+                if batch:
+                    run_units(batch, lambda u: dependencies(u, cfg, n), make_task, executor,
                               progress, cfg.method_names)
         for name in planned:
             rep.stage_end(name)

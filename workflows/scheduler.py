@@ -62,7 +62,11 @@ def open_executor(spec: str, run_dir: Path, device: str = "cpu") -> Iterator[Exe
         yield InlineExecutor()
         return
     if spec in ("threads", "processes"):
-        yield PoolExecutor(processes=spec == "processes")
+        pool = PoolExecutor(processes=spec == "processes")
+        try:
+            yield pool
+        finally:
+            pool.shutdown()
         return
     with _client(spec) as client:
         _check_device_workers(client, spec, device)
