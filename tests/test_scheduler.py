@@ -124,6 +124,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_unreachable_scheduler_fails_fast_naming_the_address(tmp_path):
     address = f"tcp://127.0.0.1:{_free_port()}"
     t0 = time.monotonic()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
-from pathlib import Path
-
-import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import xarray as xr

@@ -25,7 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipeline.errors import XaiError
-from pipeline.methods import METHODS
+from pipeline.methods import DEFAULT_METHODS, METHODS
 from workflows.registry import stage_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -60,11 +60,11 @@ class RichReporter:
         self.progress = progress
         self.tasks: dict[str, Any] = {}
 
-    def stage_start(self, stage: str, total_images: int, done_images: float) -> None:
+    def stage_start(self, stage: str, total_images: int, done_images: int) -> None:
         self.tasks[stage] = self.progress.add_task(stage, total=total_images,
                                                    completed=done_images, resumed=done_images)
 
-    def advance(self, stage: str, images: float) -> None:
+    def advance(self, stage: str, images: int) -> None:
         self.progress.advance(self.tasks[stage], images)
 
     def stage_end(self, stage: str) -> None:
@@ -243,7 +243,8 @@ def explain(
     weights: Annotated[str, typer.Option(help="imagenet | auto | random | FILE")] = "auto",
     head: Annotated[str, typer.Option(help="softmax | logits")] = "softmax",
     method: Annotated[list[str] | None, typer.Option(
-        help=f"repeatable; default all: {', '.join(METHODS)}")] = None,
+        help=f"repeatable: {', '.join(METHODS)}; default: {', '.join(DEFAULT_METHODS)}")]
+        = None,
     n_steps: Annotated[int, typer.Option(help="path steps for the IG methods")] = 50,
     nt_samples: Annotated[int, typer.Option(help="SmoothGrad samples")] = 10,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
@@ -254,7 +255,7 @@ def explain(
 
     try:
         result = explain_images(images, out_file, weights=weights, head=head,
-                                methods=method or list(METHODS), n_steps=n_steps,
+                                methods=method or list(DEFAULT_METHODS), n_steps=n_steps,
                                 nt_samples=nt_samples, device=device, seed=seed)
     except XaiError as exc:
         raise _fail(exc) from None
