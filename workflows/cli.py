@@ -140,10 +140,14 @@ def _print_summary(summary: Any) -> None:
         table.add_row(st.stage, f"{st.units_run}/{st.units_total}", str(st.images_run),
                       f"{st.seconds:.1f}", rate, idle, str(len(st.workers) or ""))
     out.print(table)
-    if any(st.units_run for st in summary.stats):
-        out.print(f"whole run {summary.seconds:.1f}s; the stages' own times add up to "
+    device_span = max((st.seconds for st in summary.stats if st.device_idle is not None),
+                      default=0.0)
+    if device_span:
+        out.print(f"whole run {summary.seconds:.1f}s = {summary.seconds / device_span:.2f}x the "
+                  f"longest device stage ({device_span:.1f}s); the stages' spans add up to "
                   f"{summary.stage_seconds:.1f}s (streaming "
-                  f"{'on' if summary.streaming else 'off'}, scheduler {summary.scheduler})")
+                  f"{'on: they overlap' if summary.streaming else 'off'}, scheduler "
+                  f"{summary.scheduler})")
     if not any(st.units_run for st in summary.stats):
         out.print("[green]everything was already up to date: nothing was recomputed[/]")
     out.print(f"images: {summary.images} ({summary.ok} explained, {len(summary.skipped)} "

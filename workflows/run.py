@@ -50,7 +50,7 @@ from workflows.registry import (
 from workflows.scheduler import open_executor
 from workflows.stages import RunSettings, Task, remove_stale_sheets, unit_checksum
 from workflows.state import Records, RunLock, atomic_write_json, disk_errors, read_json
-from workflows.worker import EngineSpec
+from workflows.worker import EngineSpec, resolve_device
 
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS: ImageNet weights were not available, so this run used seeded random "
@@ -138,21 +138,6 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def resolve_device(spec: str) -> Any:
-    """``auto`` -> CUDA when available, else CPU; otherwise the named device."""
-    import torch
-
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            f"Expected a CUDA device for --device {spec}, but torch sees none. Use --device cpu "
-            "or auto."
-        )
-    return dev
-
-
 def expected_weights_id(cfg: Config) -> str:
     """The weights identity a run would use, without loading the model (for status)."""
     from pipeline.model import IMAGENET_WEIGHTS, file_sha256, imagenet_cache_path
@@ -169,10 +154,15 @@ def expected_weights_id(cfg: Config) -> str:
 # ------------------------------------------------------------------------ the store
 
 
+def _first_stage() -> str:
+    """The stage that fills the store from the files: its hash is the store's identity."""
+    return next(iter(stages()))
+
+
 def _store_matches(store_path: Path, ingest_hash: str, n: int) -> bool:
     try:
         group = open_store(store_path)
-        return (group.attrs.get("stage_hashes", {}).get("ingest") == ingest_hash
+        return (group.attrs.get("stage_hashes", {}).get(_first_stage()) == ingest_hash
                 and array(group, "image").shape[0] == n)
     except StoreError:
         return False
@@ -194,8 +184,9 @@ def refuse_old_schema(store_path: Path) -> None:
 def _prepare_store(cfg: Config, manifest: Manifest, store_path: Path, records: Records,
                    hashes: Hashes, force: Sequence[str], reporter: Reporter) -> None:
     refuse_old_schema(store_path)
-    ingest = hashes[("ingest", None)]
-    fresh = "ingest" in force or not _store_matches(store_path, ingest, len(manifest))
+    first = _first_stage()
+    ingest = hashes[(first, None)]
+    fresh = first in force or not _store_matches(store_path, ingest, len(manifest))
     if fresh:
         if store_path.exists():
             reporter.info("dataset settings changed or store missing: starting a new store")
@@ -205,7 +196,7 @@ def _prepare_store(cfg: Config, manifest: Manifest, store_path: Path, records: R
                 shutil.rmtree(cfg.run_dir / stage.output_dir, ignore_errors=True)
         with disk_errors(store_path):
             create_store(store_path, manifest.ids, manifest.labels, cfg.run.shard_size,
-                         cfg.dataset.crop, {"stage_hashes": {"ingest": ingest}})
+                         cfg.dataset.crop, {"stage_hashes": {first: ingest}})
         return
     group = open_store(store_path)
     stored = array(group, "image")[:].tolist()  # type: ignore[union-attr]

@@ -59,7 +59,7 @@ def set_gpu_slot(index: int | None) -> None:
 
 
 def resolve_device(request: str) -> Any:
-    """The torch device for ``request`` on this worker.
+    """The torch device for ``request`` on this worker (or in this process).
 
     ``cpu`` and ``cuda:N`` are taken as they are. ``cuda`` and ``auto`` mean this worker's own
     GPU: its slot on a ``local:N`` cluster, else the process's default (under dask-cuda, or
@@ -81,8 +81,9 @@ def resolve_device(request: str) -> Any:
         from pipeline.errors import ConfigError
 
         raise ConfigError(
-            f"Expected a CUDA device for device = {request!r} on {socket.gethostname()}, but "
-            "torch sees none there. Use --device cpu, or run the device stages on GPU workers."
+            f"Expected a CUDA device for --device {request} on {socket.gethostname()}, but "
+            "torch sees none there. Use --device cpu or auto, or run the device stages on GPU "
+            "workers (--scheduler tcp://...)."
         )
     return dev
 
