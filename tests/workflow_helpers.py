@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -77,8 +78,15 @@ def cli(*args: str) -> object:
 def run_subprocess(*args: str, env: dict[str, str] | None = None, **kw: object
                    ) -> subprocess.Popen[bytes]:
     full_env = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
+    # A suite started as a background job inherits SIGINT ignored; the Ctrl-C test needs the
+    # default handler, as in an interactive shell.
     return subprocess.Popen([sys.executable, "-m", "workflows", *args], cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kw)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            preexec_fn=_default_sigint, **kw)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_ok(config: Path, *extra: str, scheduler: str = "synchronous") -> object:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import queue
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -87,6 +88,8 @@ class PoolExecutor:
         self._threads = cf.ThreadPoolExecutor(self._cpus, thread_name_prefix="xai-cpu")
         self._pool: cf.ProcessPoolExecutor | None = None
         self._futures: set[cf.Future[dict[str, Any]]] = set()
+        # Finished futures arrive here: waiting is O(1), not a scan of every pending future.
+        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def _process_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
@@ -105,13 +108,16 @@ class PoolExecutor:
             pool = self._threads
         fut = pool.submit(execute, task)
         self._futures.add(fut)
+        fut.add_done_callback(self._done.put)
         return fut
 
     def wait(self) -> list[Finished]:
-        done, _ = cf.wait(self._futures, return_when=cf.FIRST_COMPLETED)
         out: list[Finished] = []
-        for fut in done:
+        for fut in _drain(self._done):
             self._futures.discard(fut)
+            if fut.cancelled():
+                out.append((fut, None, cf.CancelledError(f"{fut} cancelled")))
+                continue
             exc = fut.exception()
             out.append((fut, None if exc else fut.result(), exc))
         return out
@@ -136,6 +142,7 @@ class DaskExecutor:
         self.client = client
         self.name = name
         self._futures: set[Any] = set()
+        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def submit(self, task: Task, priority: int) -> Any:
         import uuid
@@ -145,14 +152,12 @@ class DaskExecutor:
         fut = self.client.submit(execute, task, key=f"{task.unit.key}-{uuid.uuid4().hex[:8]}",
                                  pure=False, priority=-priority, resources=resources)
         self._futures.add(fut)
+        fut.add_done_callback(self._done.put)
         return fut
 
     def wait(self) -> list[Finished]:
-        from distributed import wait
-
-        done, _ = wait(list(self._futures), return_when="FIRST_COMPLETED")
         out: list[Finished] = []
-        for fut in done:
+        for fut in _drain(self._done):
             self._futures.discard(fut)
             if fut.status == "finished":
                 out.append((fut, fut.result(), None))
@@ -168,6 +173,16 @@ class DaskExecutor:
         if self._futures:
             self.client.cancel(list(self._futures))
             self._futures.clear()
+
+
+def _drain(done: queue.SimpleQueue[Any]) -> list[Any]:
+    """Block for one finished future, then take every other one already finished."""
+    out = [done.get()]
+    while True:
+        try:
+            out.append(done.get_nowait())
+        except queue.Empty:
+            return out
 
 
 def priority(unit: Unit, method_order: Sequence[str]) -> int:
