@@ -159,16 +159,20 @@ def _noisy_chunks(images: torch.Tensor, seeds: Sequence[int], samples: int, stde
                   max_batch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (noisy inputs, row index) chunks of at most ``max_batch`` samples.
 
-    Each image's noise comes from its own CPU generator, so the numbers do not depend on the
-    chunking, the batch an image is in, or the device.
+    Each image's noise comes from its own generator on the images' device, seeded with
+    ``seeds[row]``: the numbers do not depend on the chunking or the batch an image is in,
+    and nothing is drawn on the CPU and copied over for a GPU batch. CPU and CUDA generators
+    draw different numbers for the same seed (the store records the device of each shard).
     """
     parts: list[torch.Tensor] = []
     rows: list[torch.Tensor] = []
     held = 0
     for i in range(images.shape[0]):
-        gen = torch.Generator().manual_seed(int(seeds[i]))
-        noise = torch.randn((samples, *images.shape[1:]), generator=gen)
-        noise = noise.to(images.device, images.dtype) * stdev
+        gen = torch.Generator(device=images.device).manual_seed(int(seeds[i]))
+        # float32 draws whatever the input dtype, so a float64 check sees the same noise.
+        noise = torch.randn((samples, *images.shape[1:]), generator=gen,
+                            device=images.device, dtype=torch.float32)
+        noise = noise.to(images.dtype).mul_(stdev)
         j = 0
         while j < samples:
             take = min(samples - j, max_batch - held)

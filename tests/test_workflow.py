@@ -481,7 +481,7 @@ def test_existing_dask_scheduler_address(tiny):
 
     config, tmp = tiny
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=True,
-                      dashboard_address=None) as cluster:
+                      resources={"GPU": 1}, dashboard_address=None) as cluster:
         result = cli("run", "--config", str(config), "--scheduler", cluster.scheduler_address)
     assert result.exit_code == 0, result.output
     _assert_same(_arrays(_store(tmp)), _reference(tmp))

@@ -56,6 +56,11 @@ RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS: ImageNet weights were not available, so this run used seeded random "
     "weights. The attributions say nothing about a real model."
 )
+NOISE_NOTE = (
+    "SmoothGrad noise: per image, from a torch.Generator on the device that ran the shard "
+    "(see each record's worker.device), seeded with image_seed(run.seed, image index); CPU "
+    "and CUDA generators draw different numbers for the same seed."
+)
 PACKAGES = ("torch", "torchvision", "captum", "zarr", "dask", "distributed", "numpy", "pillow",
             "matplotlib")
 Hashes = dict[tuple[str, str | None], str]
@@ -259,6 +264,7 @@ def _write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: s
         "device": device,
         "preprocessing": {"resize": cfg.dataset.resize, "crop": cfg.dataset.crop,
                           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+        "noise": NOISE_NOTE,
     }
     current = dict(group.attrs)
     if any(current.get(k) != v for k, v in attrs.items()):
