@@ -1,29 +1,35 @@
-"""Heat maps and contact sheets with matplotlib's object API (no pyplot global state).
+"""Heat maps and contact sheets: colormap lookups on uint8 tiles, composed with Pillow.
 
-A contact sheet has one row per image: the image, then one heat map per method on one shared
-colour scale [0, 1]; the row names the predicted class and its probability, and the true
-label when known, in green (right) or red (wrong).
+A contact sheet has one row per explained image: the image, then one heat map per method on
+one shared colour scale, with the image id, the predicted class and its probability, and the
+true label when known, in green (right) or red (wrong). Method headers, one colour bar, the
+random-weights banner and a footer listing skipped images complete it.
+
+A figure library is only used for what needs one: matplotlib's colormaps (as 256-entry lookup
+tables) and its DejaVu fonts. ``save_figure_atomic`` remains for the seed's matplotlib figure.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 RIGHT, WRONG, UNKNOWN = "#1a7f37", "#cf222e", "#24292f"
+BACKGROUND = (255, 255, 255)
 
 
 @dataclass(frozen=True)
 class SheetRow:
-    """One image's row: crop ``(Y, X, 3)`` uint8, maps ``(M, Y, X)`` in [0, 1] or NaN."""
+    """One image's row: crop ``(Y, X, 3)`` uint8, maps ``(M, Y, X)`` (NaN where missing)."""
 
     image_id: str
     pixels: np.ndarray
@@ -34,82 +40,273 @@ class SheetRow:
     true_name: str | None
 
 
-def _caption(row: SheetRow) -> tuple[str, str]:
-    if row.status != "ok":
-        return f"{row.image_id}\nskipped: {row.status}", UNKNOWN
-    text = f"{row.image_id}\npred: {row.pred_name} ({row.prob:.2f})"
-    if row.true_name is None:
-        return text, UNKNOWN
-    right = row.true_name == row.pred_name
-    return f"{text}\ntrue: {row.true_name} {'✓' if right else '✗'}", RIGHT if right else WRONG
+@dataclass(frozen=True)
+class SheetStyle:
+    """How maps are shown. The stored arrays are never changed by any of this.
+
+    Attributes
+    ----------
+    colormap
+        matplotlib colormap for unsigned maps (``normalized``, in [0, 1]).
+    signed_colormap
+        Diverging colormap for signed maps (``aggregated``): zero is its centre.
+    clip_percentile
+        Display clipping per map: values at or above this percentile of the map (of ``|A|``
+        for signed maps) take the top colour. 100 shows the map as stored.
+    signed
+        Show signed maps with zero at the centre of ``signed_colormap``.
+    overlay
+        Blend each map on the photo (more relevance, more colour) instead of a bare map.
+    overlay_alpha
+        The blend's strength at the top of the scale.
+    font_size
+        Caption size in pixels; headers are 1.15 times larger.
+    """
+
+    colormap: str = "inferno"
+    signed_colormap: str = "RdBu_r"
+    clip_percentile: float = 99.0
+    signed: bool = False
+    overlay: bool = False
+    overlay_alpha: float = 0.7
+    font_size: int = 14
 
 
-def contact_sheet(rows: Sequence[SheetRow], methods: Sequence[str], *, colormap: str = "inferno",
-                  banner: str | None = None, title: str | None = None,
-                  panel_inches: float = 2.2) -> Figure:
-    """Render rows of image + heat maps into a figure.
+@cache
+def colormap_lut(name: str) -> np.ndarray:
+    """matplotlib colormap ``name`` as a ``(256, 3)`` uint8 lookup table."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps[name]
+    return np.round(cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255).astype(np.uint8)
+
+
+def display_values(amap: np.ndarray, style: SheetStyle) -> np.ndarray:
+    """A map scaled for display to [0, 1] (NaN stays NaN).
+
+    Unsigned: divided by its ``clip_percentile`` value and clipped to [0, 1]. Signed: divided
+    by that percentile of ``|A|``, clipped to [-1, 1] and shifted so that zero is 0.5.
+    """
+    values = np.asarray(amap, dtype=np.float32)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return np.full(values.shape, np.nan, dtype=np.float32)
+    if style.signed:
+        scale = float(np.percentile(np.abs(finite), style.clip_percentile))
+        scaled = np.clip(values / scale, -1.0, 1.0) if scale > 0 else np.zeros_like(values)
+        return 0.5 + 0.5 * scaled
+    top = float(np.percentile(finite, style.clip_percentile)) if style.clip_percentile < 100 \
+        else float(finite.max())
+    return np.clip(values / top, 0.0, 1.0) if top > 0 else np.zeros_like(values)
+
+
+def heatmap_tile(amap: np.ndarray, style: SheetStyle, pixels: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """One map as an RGB tile ``(Y, X, 3)`` uint8: a lookup-table colormap, optionally blended
+    on ``pixels`` (the photo, same size). Missing values are drawn light grey."""
+    values = display_values(amap, style)
+    missing = np.isnan(values)
+    # round(v * 255) as an index: +0.5 then truncation (values are in [0, 1]).
+    index = np.where(missing, 0.0, values * 255.0 + 0.5).astype(np.uint8)
+    lut = colormap_lut(style.signed_colormap if style.signed else style.colormap)
+    rgb = lut[index]
+    if style.overlay and pixels is not None:
+        weight = style.overlay_alpha * (np.abs(values - 0.5) * 2 if style.signed else values)
+        weight = np.nan_to_num(weight, nan=0.0)[..., None]
+        rgb = (pixels.astype(np.float32) * (1 - weight) + rgb * weight).round().astype(np.uint8)
+    if missing.any():
+        rgb[missing] = 230
+    return rgb
+
+
+@cache
+def _font(size: int, bold: bool) -> Any:
+    import matplotlib
+    from PIL import ImageFont
+
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / name
+    try:
+        return ImageFont.truetype(str(path), size)
+    except OSError as exc:
+        warnings.warn(f"Cannot load the font {path} ({exc}); using Pillow's default font.",
+                      stacklevel=2)
+        try:
+            return ImageFont.load_default(size)
+        except OSError:  # no FreeType either: Pillow's bitmap font, fixed size
+            return ImageFont.load_default_imagefont()
+
+
+def load_font(size: int, bold: bool = False) -> Any:
+    """DejaVu Sans (shipped with matplotlib) at ``size`` px; Pillow's default if it fails."""
+    return _font(int(size), bool(bold))
+
+
+def _text_width(draw: Any, text: str, font: Any) -> int:
+    left, _top, right, _bottom = draw.textbbox((0, 0), text, font=font)
+    return int(right - left)
+
+
+def _fit(draw: Any, text: str, font: Any, width: int) -> str:
+    """``text`` shortened with an ellipsis in the middle so that it fits ``width`` pixels."""
+    if _text_width(draw, text, font) <= width:
+        return text
+    keep = len(text)
+    while keep > 4:
+        keep -= 1
+        short = text[:keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+        if _text_width(draw, short, font) <= width:
+            return short
+    return text[:4] + "…"
+
+
+def _header_lines(draw: Any, name: str, font: Any, width: int) -> list[str]:
+    """A method name on one line, or split at the underscore nearest its middle into two."""
+    if _text_width(draw, name, font) <= width or "_" not in name:
+        return [_fit(draw, name, font, width)]
+    cuts = [i for i, ch in enumerate(name) if ch == "_"]
+    cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
+    return [_fit(draw, name[:cut + 1], font, width), _fit(draw, name[cut + 1:], font, width)]
+
+
+def _caption_lines(row: SheetRow) -> list[tuple[str, str]]:
+    lines = [(row.image_id, UNKNOWN), (f"pred: {row.pred_name} ({row.prob:.2f})", UNKNOWN)]
+    if row.true_name is not None:
+        right = row.true_name == row.pred_name
+        lines.append((f"true: {row.true_name} {'✓' if right else '✗'}",
+                      RIGHT if right else WRONG))
+    return lines
+
+
+def contact_sheet(rows: Sequence[SheetRow], methods: Sequence[str], *,
+                  style: SheetStyle | None = None, banner: str | None = None,
+                  title: str | None = None) -> Any:
+    """Compose a contact sheet as a ``PIL.Image`` (RGB).
 
     Parameters
     ----------
     rows
-        Up to ``images_per_sheet`` rows.
+        Up to ``images_per_sheet`` rows; rows whose ``status`` is not ``ok`` are listed in the
+        footer instead of taking a row.
     methods
-        Column headers, one per map.
+        Column headers, one per map (``row.maps`` has one map per method).
     banner
         A warning printed in red across the top (e.g. random weights).
     """
-    ncols = len(methods) + 1
-    nrows = max(1, len(rows))
-    extra = 0.6 + (0.35 if banner else 0.0)
-    fig = Figure(figsize=(panel_inches * ncols, panel_inches * nrows * 1.12 + extra),
-                 layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    mappable = None
-    for r, row in enumerate(rows):
-        caption, colour = _caption(row)
-        ax = axes[r, 0]
-        if row.status == "ok":
-            ax.imshow(row.pixels)
-        ax.set_title(caption, fontsize=7, color=colour, loc="left")
-        for c in range(len(methods)):
-            amap = row.maps[c]
-            if np.isfinite(amap).any():
-                mappable = axes[r, c + 1].imshow(amap, cmap=colormap, vmin=0.0, vmax=1.0)
+    from PIL import Image, ImageDraw
+
+    style = style or SheetStyle()
+    shown = [r for r in rows if r.status == "ok"]
+    skipped = [r for r in rows if r.status != "ok"]
+    tile = max([r.pixels.shape[0] for r in rows] or [224])
+    gap, pad = max(4, tile // 28), max(8, tile // 16)
+    fs = style.font_size
+    small, bold = load_font(fs), load_font(round(fs * 1.15), bold=True)
+    line = round(fs * 1.3)
+    draw_probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    caption_h = 3 * line + gap
+    cols = len(methods) + 1
+    width = 2 * pad + cols * tile + (cols - 1) * gap
+    head = [t for t in (banner, title) if t]
+    header_rows = max([len(_header_lines(draw_probe, m, bold, tile)) for m in methods] or [1])
+    top = pad + len(head) * round(line * 1.2) + header_rows * line + gap
+    bar_h = round(tile * 0.09) + 2 * line + gap
+    footer = len(skipped) + (1 if skipped else 0)
+    height = top + max(1, len(shown)) * (caption_h + tile + gap) + bar_h + footer * line + pad
+    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    y = pad
+    for k, text in enumerate(head):
+        colour = WRONG if banner and k == 0 else UNKNOWN
+        font = bold if banner and k == 0 else small
+        text = _fit(draw, text, font, width - 2 * pad)
+        draw.text(((width - _text_width(draw, text, font)) // 2, y), text, fill=colour,
+                  font=font)
+        y += round(line * 1.2)
     for c, name in enumerate(methods):
-        axes[0, c + 1].set_title(name, fontsize=9, fontweight="bold")
-    if not rows:
-        axes[0, 0].text(0.5, 0.5, "no images", ha="center", va="center")
-    for ax in axes.flat:
-        ax.set_xticks([])
-        ax.set_yticks([])
-        for spine in ax.spines.values():
-            spine.set_visible(False)
-    if mappable is not None:
-        cbar = fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), orientation="horizontal",
-                            fraction=0.04, pad=0.02, aspect=50)
-        cbar.set_label("normalized attribution (one scale for every map)", fontsize=8)
-    heading = "\n".join(t for t in (banner, title) if t)
-    if heading:
-        fig.suptitle(heading, color=WRONG if banner else UNKNOWN, fontsize=10,
-                     fontweight="bold" if banner else "normal")
-    return fig
+        x = pad + (c + 1) * (tile + gap)
+        for k, label in enumerate(_header_lines(draw, name, bold, tile)):
+            draw.text((x + (tile - _text_width(draw, label, bold)) // 2, y + k * line), label,
+                      fill=UNKNOWN, font=bold)
+    y = top
+    boxes: dict[tuple[int, int], tuple[int, int]] = {}
+    if not shown:
+        draw.text((pad, y + tile // 2), "no explained images on this sheet", fill=UNKNOWN,
+                  font=small)
+    for row in shown:
+        for k, (text, colour) in enumerate(_caption_lines(row)):
+            draw.text((pad, y + k * line), _fit(draw, text, small, width - 2 * pad),
+                      fill=colour, font=small)
+        y += caption_h
+        r = len(boxes) // (len(methods) + 1)
+        sheet.paste(Image.fromarray(np.ascontiguousarray(row.pixels[..., :3])), (pad, y))
+        boxes[(r, 0)] = (pad, y)
+        for c in range(len(methods)):
+            rgb = heatmap_tile(row.maps[c], style, row.pixels)
+            boxes[(r, c + 1)] = (pad + (c + 1) * (tile + gap), y)
+            sheet.paste(Image.fromarray(rgb), boxes[(r, c + 1)])
+        y += tile + gap
+    y = max(y, top + caption_h + tile + gap)
+    _colour_bar(draw, sheet, style, pad + tile + gap, y, width - 2 * pad - tile - gap,
+                round(tile * 0.09), small, line)
+    y += bar_h
+    if skipped:
+        draw.text((pad, y), f"skipped ({len(skipped)}):", fill=UNKNOWN, font=bold)
+        for k, row in enumerate(skipped):
+            draw.text((pad, y + (k + 1) * line),
+                      _fit(draw, f"{row.image_id}: {row.status}", small, width - 2 * pad),
+                      fill=UNKNOWN, font=small)
+    # Where each (shown row, column) tile's top-left corner is: for tests and for callers
+    # that crop the sheet. Column 0 is the image.
+    sheet.info["tiles"] = boxes
+    return sheet
 
 
-def save_figure_atomic(fig: Figure, path: Path, dpi: int = 100,
-                       before_rename: Callable[[], None] | None = None) -> None:
-    """Write a PNG to a temporary file in the same folder, then rename it into place.
+def _colour_bar(draw: Any, sheet: Any, style: SheetStyle, x: int, y: int, width: int,
+                height: int, font: Any, line: int) -> None:
+    from PIL import Image
 
-    ``before_rename`` runs between the two (crash tests use it to die mid-write).
-    """
+    lut = colormap_lut(style.signed_colormap if style.signed else style.colormap)
+    ramp = lut[np.linspace(0, 255, max(width, 2)).round().astype(int)]
+    sheet.paste(Image.fromarray(np.repeat(ramp[None], max(height, 1), axis=0)), (x, y))
+    ticks = ("−max", "0", "+max") if style.signed else ("0", "0.5", f"≥ p{style.clip_percentile:g}"
+                                                          if style.clip_percentile < 100
+                                                          else "1")
+    for k, tick in enumerate(ticks):
+        tx = x + round(k * (width - 1) / (len(ticks) - 1))
+        draw.line([(tx, y + height), (tx, y + height + 4)], fill=UNKNOWN)
+        w = _text_width(draw, tick, font)
+        draw.text((min(max(tx - w // 2, x), x + width - w), y + height + 5), tick,
+                  fill=UNKNOWN, font=font)
+    if style.signed:
+        label = "summed attribution per map, zero at the centre"
+    else:
+        label = "normalized attribution (one scale for every map)"
+    if style.clip_percentile < 100:
+        label += f", clipped at each map's {style.clip_percentile:g}th percentile for display"
+    if style.overlay:
+        label += "; blended on the image"
+    draw.text((x, y + height + 5 + line), label, fill=UNKNOWN, font=font)
+
+
+def save_image_atomic(image: Any, path: Path, before_rename: Callable[[], None] | None = None,
+                      **save_args: Any) -> None:
+    """Encode ``image`` (a ``PIL.Image``) by ``path``'s suffix into a temporary file in the
+    same folder, then rename it into place. ``before_rename`` runs between the two."""
+    buf = io.BytesIO()
+    fmt = {".png": "PNG", ".webp": "WEBP", ".jpg": "JPEG"}.get(path.suffix.lower(), "PNG")
+    image.save(buf, format=fmt, **save_args)
+    _write_atomic(path, buf.getvalue(), before_rename)
+
+
+def _write_atomic(path: Path, data: bytes, before_rename: Callable[[], None] | None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp",
+                               dir=path.parent)
     os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
     try:
-        with os.fdopen(fd, "wb") as fh, warnings.catch_warnings():
-            # File names in any script are captions; a missing glyph is drawn as a box.
-            warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
-            fig.savefig(fh, format="png", dpi=dpi)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         if before_rename is not None:
@@ -118,3 +315,17 @@ def save_figure_atomic(fig: Figure, path: Path, dpi: int = 100,
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def save_figure_atomic(fig: Any, path: Path, dpi: int = 100,
+                       before_rename: Callable[[], None] | None = None) -> None:
+    """Write a matplotlib figure as PNG via a temporary file and a rename (the seed's figure).
+
+    ``before_rename`` runs between the two (crash tests use it to die mid-write).
+    """
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        # File names in any script are captions; a missing glyph is drawn as a box.
+        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
+        fig.savefig(buf, format="png", dpi=dpi)
+    _write_atomic(path, buf.getvalue(), before_rename)

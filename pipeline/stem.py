@@ -29,6 +29,7 @@ import torch
 from torch import fx, nn
 
 from pipeline.accel import CompiledWithFallback
+from pipeline.precision import TF32Backward
 
 
 @dataclass(frozen=True)
@@ -164,9 +165,10 @@ def _build_rest(gm: fx.GraphModule, chain: list[fx.Node]) -> fx.GraphModule | No
 
 
 def _split(model: nn.Module) -> AffineStem | None:
-    if isinstance(model, CompiledWithFallback):
+    if isinstance(model, CompiledWithFallback | TF32Backward):
         inner = _split(model.inner)
-        return None if inner is None else AffineStem(inner.stem, CompiledWithFallback(inner.rest))
+        wrap = type(model)
+        return None if inner is None else AffineStem(inner.stem, wrap(inner.rest))
     try:
         gm = fx.symbolic_trace(model)
     except Exception:  # untraceable models keep the plain engine

@@ -17,7 +17,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     assert result.exit_code == 0, result.output
     md = (tmp_path / "bench-cpu.md").read_text()
     for section in ("**gradient**", "**ig**", "**smoothgrad**", "**precision**", "**memory**",
-                    "**quadrature**", "**stage**", "**targets**"):
+                    "**quadrature**", "**stage**", "**render**", "**targets**"):
         assert section in md
     data = json.loads((tmp_path / "bench-cpu.json").read_text())
     names = {r["name"] for r in data["rows"]}
@@ -33,6 +33,8 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
         assert errs and all(e > 0.01 for e in errs[:-1])
     assert "ours, seed rule (planned batch, channels_last)" in names
     assert "naive Captum loop + .npy" in names
+    assert {"matplotlib sheet (before)", "Pillow sheet (lookup tables)"} <= names
+    assert {"ours: whole run, streaming", "ours: whole run, stages one after another"} <= names
     assert all(r["images_per_s"] is None or r["images_per_s"] > 0 for r in data["rows"])
     errors = [r["rel_err"] for r in data["rows"] if r["section"] == "precision"]
     assert errors and all(e is not None and e >= 0 for e in errors)

@@ -1,31 +1,135 @@
+"""The Pillow contact sheet: lookup-table colormaps, display scaling, layout, fonts."""
+
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
+import pytest
+from PIL import Image
 
-from pipeline.render import RIGHT, WRONG, SheetRow, contact_sheet, save_figure_atomic
+from pipeline import render
+from pipeline.render import (
+    SheetRow,
+    SheetStyle,
+    colormap_lut,
+    contact_sheet,
+    display_values,
+    heatmap_tile,
+    save_image_atomic,
+)
 
 
-def _row(status="ok", pred="tabby", true="tabby"):
-    rng = np.random.default_rng(0)
-    return SheetRow("a/b.png", rng.integers(0, 255, (8, 8, 3), dtype=np.uint8),
-                    rng.random((2, 8, 8)), status, pred, 0.5, true)
+def _row(k: int = 0, status: str = "ok", pred: str = "tabby", true: str | None = "tabby",
+         size: int = 16, methods: int = 2) -> SheetRow:
+    rng = np.random.default_rng(k)
+    return SheetRow(f"a/img{k}.png", rng.integers(0, 255, (size, size, 3), dtype=np.uint8),
+                    rng.random((methods, size, size)), status, pred, 0.5, true)
 
 
-def test_sheet_layout_headers_and_captions(tmp_path):
-    rows = [_row(), _row(pred="junco"), _row(true=None), _row(status="cannot decode: empty")]
-    fig = contact_sheet(rows, ["gradient", "ig"], banner="RANDOM WEIGHTS")
-    axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
-    assert len(axes) == 4 * 3
-    assert axes[1].get_title() == "gradient" and axes[2].get_title() == "ig"
-    captions = [axes[r * 3].get_title(loc="left") for r in range(4)]
-    assert "pred: tabby (0.50)" in captions[0] and "true: tabby" in captions[0]
-    assert axes[0].title.get_color() == RIGHT or axes[0]._left_title.get_color() == RIGHT
-    assert axes[3]._left_title.get_color() == WRONG
-    assert "true" not in captions[2]
-    assert "skipped: cannot decode" in captions[3]
-    assert not axes[9].get_images()  # the skipped row draws no image
-    assert fig._suptitle is not None and "RANDOM WEIGHTS" in fig._suptitle.get_text()
+def test_lut_is_matplotlibs_colormap_at_256_levels():
+    lut = colormap_lut("viridis")
+    ref = matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3]
+    assert lut.shape == (256, 3) and lut.dtype == np.uint8
+    np.testing.assert_array_equal(lut, np.round(ref * 255).astype(np.uint8))
+
+
+def test_display_clips_at_the_percentile_and_keeps_nan():
+    amap = np.linspace(0, 1, 101, dtype=np.float32).reshape(1, 101)
+    amap[0, 0] = np.nan
+    shown = display_values(amap, SheetStyle(clip_percentile=90))
+    p90 = np.percentile(amap[0, 1:], 90)
+    assert np.isnan(shown[0, 0])
+    np.testing.assert_allclose(shown[0, 1:], np.clip(amap[0, 1:] / p90, 0, 1), rtol=1e-6)
+    assert (shown[0, 1:] == 1).sum() == (amap[0, 1:] >= p90).sum()
+    np.testing.assert_allclose(display_values(amap, SheetStyle(clip_percentile=100)), amap)
+    assert (display_values(np.zeros((4, 4)), SheetStyle()) == 0).all()
+
+
+def test_signed_display_puts_zero_at_the_centre():
+    amap = np.array([[-2.0, -1.0, 0.0, 1.0, 2.0]])
+    shown = display_values(amap, SheetStyle(signed=True, clip_percentile=100))
+    np.testing.assert_allclose(shown, [[0.0, 0.25, 0.5, 0.75, 1.0]])
+
+
+def test_tile_is_a_lookup_and_overlay_keeps_the_photo_where_nothing_is_relevant():
+    rng = np.random.default_rng(1)
+    amap = rng.random((8, 8)).astype(np.float32)
+    style = SheetStyle(clip_percentile=100)
+    expected = colormap_lut("inferno")[np.floor(display_values(amap, style) * 255 + 0.5)
+                                       .astype(np.uint8)]
+    np.testing.assert_array_equal(heatmap_tile(amap, style), expected)
+    photo = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    over = heatmap_tile(np.zeros((8, 8)), SheetStyle(overlay=True), photo)
+    np.testing.assert_array_equal(over, photo)
+    missing = heatmap_tile(np.full((8, 8), np.nan), style)
+    assert (missing == 230).all()
+
+
+def test_sheet_places_every_tile_and_lists_skipped_images_in_a_footer(tmp_path):
+    style = SheetStyle()
+    rows = [_row(0), _row(1, pred="junco"), _row(2, true=None),
+            _row(3, status="cannot decode: empty")]
+    sheet = contact_sheet(rows, ["gradient", "integrated_gradients"], style=style,
+                          banner="RANDOM WEIGHTS", title="images 1-4")
+    assert sheet.mode == "RGB"
+    pixels = np.asarray(sheet)
+    boxes = sheet.info["tiles"]
+    assert sorted(boxes) == [(r, c) for r in range(3) for c in range(3)]  # 3 shown rows
+    for r, row in enumerate(rows[:3]):
+        x, y = boxes[(r, 0)]
+        np.testing.assert_array_equal(pixels[y:y + 16, x:x + 16], row.pixels)
+        for c in range(2):
+            x, y = boxes[(r, c + 1)]
+            np.testing.assert_array_equal(pixels[y:y + 16, x:x + 16],
+                                          heatmap_tile(row.maps[c], style, row.pixels))
+    # the banner is red, the wrong label's caption is red, the right one green
+    red = np.array([0xCF, 0x22, 0x2E])
+    green = np.array([0x1A, 0x7F, 0x37])
+    top_band = pixels[: boxes[(0, 0)][1]]
+    assert (np.abs(top_band.astype(int) - red).sum(-1) < 40).any()
+    assert (np.abs(pixels.astype(int) - green).sum(-1) < 40).any()
+    # a skipped image takes no row: the sheet is shorter than with it shown
+    shown = contact_sheet([*rows[:3], _row(3)], ["gradient", "integrated_gradients"],
+                          style=style, banner="RANDOM WEIGHTS", title="images 1-4")
+    assert sheet.size[1] < shown.size[1]
     path = tmp_path / "s" / "sheet.png"
-    save_figure_atomic(fig, path, dpi=30)
+    save_image_atomic(sheet, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["sheet.png"]
+    assert Image.open(path).mode == "RGB"
+
+
+def test_an_unloadable_font_falls_back_with_a_warning(monkeypatch):
+    from PIL import ImageFont
+
+    real = ImageFont.truetype
+
+    def broken(font: object, *a: object, **k: object) -> object:
+        if isinstance(font, str) and font.endswith(".ttf"):
+            raise OSError("cannot open resource")
+        return real(font, *a, **k)
+
+    render._font.cache_clear()
+    monkeypatch.setattr(ImageFont, "truetype", broken)
+    try:
+        with pytest.warns(UserWarning, match="Pillow's default font"):
+            sheet = contact_sheet([_row(0)], ["gradient", "ig"], style=SheetStyle(font_size=11))
+        assert sheet.size[0] > 0
+    finally:
+        render._font.cache_clear()
+
+
+def test_odd_ids_and_long_method_names_render():
+    rows = [SheetRow("päth/<img src=x onerror=alert(1)>.png" * 3, _row(0).pixels,
+                     _row(0).maps, "ok", "a very long class name " * 4, 0.9, None)]
+    sheet = contact_sheet(rows, ["custom_integrated_gradients", "x"])
+    assert sheet.size[0] == 2 * max(8, 16 // 16) + 3 * 16 + 2 * max(4, 16 // 28)
+
+
+def test_render_benchmark_measures_both_renderers_on_the_same_rows():
+    from workflows.bench_render import measure
+
+    m = measure(images=1, repeats=1)
+    assert m["before_s"] > 0 and m["after_s"] > 0
+    assert m["speedup"] == pytest.approx(m["before_s"] / m["after_s"])
+    assert m["after_mb"] > 0.01 and m["before_mb"] > 0.01

@@ -269,6 +269,29 @@ def test_summary_json_and_records_name_their_worker(tiny):
     assert rec["worker"]["host"] and rec["max_batch"] == 8 and rec["images"] == 2
 
 
+def test_render_options_tiles_signed_and_overlay(tiny):
+    from PIL import Image
+
+    config, tmp = tiny
+    _run(config)
+    run_dir = tmp / "runs" / "tiny"
+    plain = (run_dir / "sheets" / "sheet-0000.png").read_bytes()
+    assert Image.open(run_dir / "sheets" / "sheet-0000.png").mode == "RGB"
+    before = _records(tmp, "normalize")
+    _run(config, "--set", "render.tiles=true", "--set", "render.signed=true",
+         "--set", "render.overlay=true")
+    assert _records(tmp, "normalize") == before  # display options touch rendering only
+    assert (run_dir / "sheets" / "sheet-0000.png").read_bytes() != plain
+    ok = [i for i, s in enumerate(_arrays(_store(tmp))["status"]) if s == "ok"]
+    for method in METHOD_NAMES:
+        tiles = sorted(p.name for p in (run_dir / "tiles" / method).glob("*.png"))
+        assert tiles == [f"{i:06d}.png" for i in ok], method
+    tile = np.asarray(Image.open(run_dir / "tiles" / "gradient" / f"{ok[0]:06d}.png"))
+    assert tile.shape == (32, 32, 3)
+    assert cli("clean", "render", "--config", str(config)).exit_code == 0
+    assert not (run_dir / "tiles").exists() and not (run_dir / "sheets").exists()
+
+
 def test_streaming_off_gives_the_same_store(tiny):
     config, tmp = tiny
     _run(config, "--set", "run.streaming=false")
@@ -466,7 +489,7 @@ def test_synthetic_dataset_needs_no_files(tmp_path):
     config.write_text(
         '[dataset]\nlayout = "synthetic"\ncount = 3\nresize = 40\ncrop = 32\n'
         f'[model]\nweights = "random"\n[run]\nout = "{tmp_path / "runs"}"\ndevice = "cpu"\n'
-        "shard_size = 2\n[methods.custom_gradient]\n[render]\nimages_per_sheet = 3\ndpi = 40\n")
+        "shard_size = 2\n[methods.custom_gradient]\n[render]\nimages_per_sheet = 3\n")
     _run(config)
     ds = xr.open_zarr(tmp_path / "runs" / "synth" / "store.zarr", consolidated=False)
     assert list(ds["image"].values) == ["synthetic/000000", "synthetic/000001",
@@ -484,6 +507,14 @@ def test_existing_dask_scheduler_address(tiny):
                       resources={"GPU": 1}, dashboard_address=None) as cluster:
         result = cli("run", "--config", str(config), "--scheduler", cluster.scheduler_address)
     assert result.exit_code == 0, result.output
+    _assert_same(_arrays(_store(tmp)), _reference(tmp))
+
+
+def test_fp32_fwd_equals_fp32_on_a_cpu(tiny):
+    config, tmp = tiny
+    _run(config, "--set", "run.precision=fp32-fwd")
+    ds = xr.open_zarr(_store(tmp), consolidated=False)
+    assert ds.attrs["precision"] == "fp32-fwd"
     _assert_same(_arrays(_store(tmp)), _reference(tmp))
 
 

@@ -57,7 +57,7 @@ def write_config(path: Path, root: Path, out: Path, *, shard_size: int = 2,
         "[model]", 'weights = "random"', 'head = "softmax"', "",
         "[run]", f'out = "{out}"', 'device = "cpu"', f"shard_size = {shard_size}", "seed = 0",
         "max_batch = 8", run_extra, "",
-        "[render]", "images_per_sheet = 4", "dpi = 40", "",
+        "[render]", "images_per_sheet = 4", "",
     ]
     for name in methods:
         lines.append(f"[methods.{name}]")

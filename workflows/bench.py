@@ -156,7 +156,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     from pipeline.methods import METHODS, attribute, image_seed
     from pipeline.model import load_model
     from pipeline.planner import plan_max_batch
-    from pipeline.precision import precision_mode
+    from pipeline.precision import for_precision, precision_mode
 
     warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
     dev = torch.device(device)
@@ -268,11 +268,14 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
         with precision_mode(mode, dev), torch.no_grad():
             add("precision", f"forward logits {mode}", lambda: plain(x), logits64,
                 "arithmetic alone; gradients also flip at max-pool near-ties")
-    for mode in ("fp32", "tf32", "bf16"):
+    for mode in ("fp32", "fp32-fwd", "tf32", "bf16"):
         if mode == "tf32" and dev.type != "cuda":
             continue
         with precision_mode(mode, dev):
-            add("precision", f"ours IG {mode}", ours(fast, rule="gausslegendre"), ig64_gl)
+            add("precision", f"ours IG {mode}",
+                ours(for_precision(fast, mode, dev), rule="gausslegendre"), ig64_gl,
+                "= fp32 on a CPU (no TF32)" if mode == "fp32-fwd" and dev.type != "cuda"
+                else "")
             add("precision", f"captum IG {mode}, internal_batch_size=16",
                 captum_per_image(internal_batch_size=16), ig64_gl)
     if head == "logits":
@@ -287,6 +290,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
                 "float32 conditioning of softmax at p~1e-3, not the engine")
     _quadrature(res, fast, x[:n_ref], target[:n_ref], mb, quick, dev, reporter)
     _stage(res, dev, images, size, n_steps, nt_samples, reporter)
+    _render(res, reporter, quick)
     _memory(res, dev, size, mb, quick, reporter)
     _checks(res)
     return res
@@ -484,6 +488,20 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
                  f"{summaries[False].seconds:.1f} s one stage after another")
 
 
+def _render(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> None:
+    from workflows.bench_render import measure
+
+    reporter("contact sheets: Pillow renderer vs the matplotlib one it replaced")
+    m = measure(images=2, repeats=1) if quick else measure()
+    n = m["images"]
+    res.rows.append(Row("render", "matplotlib sheet (before)", n / m["before_s"],
+                        m["before_s"], None, None, f"{m['before_mb']:.1f} MiB PNG"))
+    res.rows.append(Row("render", "Pillow sheet (lookup tables)", n / m["after_s"],
+                        m["after_s"], None, None, f"{m['after_mb']:.1f} MiB PNG"))
+    res.params["render_speedup"] = m["speedup"]
+    reporter(f"  {m['speedup']:.1f}x faster per image")
+
+
 def _checks(res: BenchResult) -> None:
     ig_rows = [r for r in res.rows if r.section == "ig"]
     captum_batch = res.row("ig", "captum IG, defaults (one call on the batch)")
@@ -521,6 +539,9 @@ def _checks(res: BenchResult) -> None:
     idle = float(res.params.get("device_idle", 0.0))
     res.checks.append((f"device idle during attribute: {100 * idle:.1f}%",
                        "<= 10% (GPU target)", idle <= 0.10 if gpu else None))
+    speedup = float(res.params.get("render_speedup", float("nan")))
+    res.checks.append((f"render, per image, vs the matplotlib sheets: {speedup:.1f}x",
+                       ">= 10x", speedup >= 10))
     whole = float(res.params.get("whole_over_attribute", float("nan")))
     res.checks.append((f"whole run / attribute stage (streaming): {whole:.2f}x",
                        "<= 1.15x (GPU target)", whole <= 1.15 if gpu else None))

@@ -85,7 +85,11 @@ class RenderConfig:
 
     images_per_sheet: int = 8
     colormap: str = "inferno"
-    dpi: int = 100
+    clip_percentile: float = 99.0
+    signed: bool = False
+    signed_colormap: str = "RdBu_r"
+    overlay: bool = False
+    tiles: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,19 @@ _MINIMUM: dict[tuple[str, str], int] = {
     ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,
     ("dataset", "resize"): 8, ("dataset", "crop"): 8, ("dataset", "max_pixels"): 1,
     ("run", "shard_size"): 1, ("run", "seed"): 0, ("run", "max_batch"): 0,
-    ("render", "images_per_sheet"): 1, ("render", "dpi"): 20,
+    ("render", "images_per_sheet"): 1,
+}
+
+
+#: Allowed (low, high] for float keys.
+_RANGES: dict[tuple[str, str], tuple[float, float]] = {
+    ("render", "clip_percentile"): (0.0, 100.0),
+}
+#: Keys that were removed, with what to do instead.
+_REMOVED: dict[tuple[str, str], str] = {
+    ("render", "dpi"): "sheets are now drawn at the crop's pixel size; remove the key",
+    ("run", "prefetch"): "device tasks now overlap reads and writes by themselves; remove the "
+                         "key (see [run] streaming)",
 }
 
 
@@ -160,6 +176,14 @@ def _check_value(where: str, section: str, f: dataclasses.Field[Any], value: Any
         if not isinstance(value, bool):
             raise _err(where, section, key, f"expected true or false, got {value!r}")
         return value
+    if annotation == "float":
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise _err(where, section, key, f"expected a number, got {value!r}")
+        low, high = _RANGES.get((section, key), (float("-inf"), float("inf")))
+        if not low < value <= high:
+            raise _err(where, section, key, f"expected a number in ({low:g}, {high:g}], "
+                                            f"got {value!r}")
+        return float(value)
     if annotation == "int":
         if not isinstance(value, int) or isinstance(value, bool):
             raise _err(where, section, key, f"expected an integer, got {value!r}")
@@ -181,6 +205,9 @@ def _section(cls: type[Any], table: Any, section: str, where: str, base: Path) -
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
+        if (section, key) in _REMOVED:
+            raise ConfigError(f"{where}: [{section}] {key}: no longer used: "
+                              f"{_REMOVED[(section, key)]}.")
         if key not in fields:
             allowed = ", ".join(fields)
             raise ConfigError(
@@ -335,7 +362,8 @@ def load_config(
         raise _err(where, "run", "device",
                    f"expected auto, cpu, cuda or cuda:N, got {run.device!r}")
     render = _section(RenderConfig, raw.get("render", {}), "render", where, base)
-    _check_colormap(where, render.colormap)
+    _check_colormap(where, "colormap", render.colormap)
+    _check_colormap(where, "signed_colormap", render.signed_colormap)
     methods = _methods(raw.get("methods"), where)
     if dataset.layout != "synthetic" and dataset.root is None:
         raise _err(where, "dataset", "root",
@@ -347,9 +375,11 @@ def load_config(
                   source=path.resolve())
 
 
-def _check_colormap(where: str, name: str) -> None:
+def _check_colormap(where: str, key: str, name: str) -> None:
     import matplotlib
 
     if name not in matplotlib.colormaps:
-        raise _err(where, "render", "colormap",
-                   f"expected a matplotlib colormap name (e.g. inferno, viridis), got {name!r}")
+        examples = "inferno, viridis, magma, turbo" if key == "colormap" else \
+            "RdBu_r, coolwarm, bwr, seismic"
+        raise _err(where, "render", key,
+                   f"expected a matplotlib colormap name (e.g. {examples}), got {name!r}")

@@ -73,8 +73,8 @@ class Stage:
         The :data:`CRASH_POINTS` this stage passes through.
     output_file
         For stages that write a file per unit: ``output_file(run_dir, unit) -> Path``.
-    output_dir
-        A folder under the run directory this stage owns (removed by ``clean``).
+    output_dirs
+        Folders under the run directory this stage owns (removed by ``clean``).
     """
 
     name: str
@@ -89,7 +89,7 @@ class Stage:
     own_process: bool = False
     crash_points: tuple[str, ...] = CRASH_POINTS
     output_file: Callable[[Any, Unit], Any] | None = None
-    output_dir: str | None = None
+    output_dirs: tuple[str, ...] = ()
     doc: str = ""
 
     def unit_size(self, cfg: Config) -> int:

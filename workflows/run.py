@@ -197,8 +197,8 @@ def _prepare_store(cfg: Config, manifest: Manifest, store_path: Path, records: R
             reporter.info("dataset settings changed or store missing: starting a new store")
         shutil.rmtree(records.root, ignore_errors=True)
         for stage in stages().values():
-            if stage.output_dir:
-                shutil.rmtree(cfg.run_dir / stage.output_dir, ignore_errors=True)
+            for folder in stage.output_dirs:
+                shutil.rmtree(cfg.run_dir / folder, ignore_errors=True)
         with disk_errors(store_path):
             create_store(store_path, manifest.ids, manifest.labels, cfg.run.shard_size,
                          cfg.dataset.crop, {"stage_hashes": {first: ingest}})
@@ -416,7 +416,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         n = len(manifest)
         planned = {name: make_units(stage, n, cfg) for name, stage in stages().items()}
         for name, stage in stages().items():
-            if stage.output_dir and stage.output_file is not None:
+            if stage.output_file is not None:
                 remove_stale_sheets(run_dir, {
                     u.index for u in planned[name]
                     if records.is_done(u.key, hashes[(name, None)])})
@@ -601,7 +601,6 @@ def clean(cfg: Config, stage: str | None = None) -> str:
         records = Records(run_dir)
         for name in names:
             records.clear(name)
-            folder = stages()[name].output_dir
-            if folder:
+            for folder in stages()[name].output_dirs:
                 shutil.rmtree(run_dir / folder, ignore_errors=True)
         return f"cleared {', '.join(names)} at {run_dir}: they are recomputed on the next run"

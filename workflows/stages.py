@@ -9,7 +9,6 @@ timings, who ran it). It never writes records: the coordinator alone does, after
 
 from __future__ import annotations
 
-import threading
 import time
 import zlib
 from collections.abc import Mapping
@@ -19,11 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.render import SheetStyle
 from pipeline.store import EXPLAINER_ARRAYS, array, explainer_index, open_store
 from workflows import faults, worker
 from workflows.config import Config
 from workflows.registry import STAGES, Stage, Unit, register
 from workflows.state import disk_errors
+
+
+def sheet_style(cfg: Config) -> SheetStyle:
+    r = cfg.render
+    return SheetStyle(colormap=r.colormap, signed_colormap=r.signed_colormap,
+                      clip_percentile=r.clip_percentile, signed=r.signed, overlay=r.overlay)
 
 
 @dataclass(frozen=True)
@@ -38,8 +44,8 @@ class RunSettings:
     seed: int
     methods: Mapping[str, Mapping[str, Any]]
     precision: str
-    colormap: str
-    dpi: int
+    style: SheetStyle
+    tiles: bool
     banner: str | None
     class_names: tuple[str, ...]
 
@@ -50,8 +56,8 @@ class RunSettings:
         return cls(root=str(d.root) if d.root else None, layout=layout, resize=d.resize,
                    crop=d.crop, max_pixels=d.max_pixels, seed=cfg.run.seed,
                    methods={k: dict(v) for k, v in cfg.methods.items()},
-                   precision=cfg.run.precision, colormap=cfg.render.colormap,
-                   dpi=cfg.render.dpi, banner=banner, class_names=tuple(class_names))
+                   precision=cfg.run.precision, style=sheet_style(cfg),
+                   tiles=cfg.render.tiles, banner=banner, class_names=tuple(class_names))
 
 
 @dataclass(frozen=True)
@@ -347,28 +353,32 @@ register(Stage(
 
 # --------------------------------------------------------------------------- render
 
-#: matplotlib is not thread-safe: sheets rendered by threads of one process take turns.
-_RENDER_LOCK = threading.Lock()
-
-
 def sheet_path(run_dir: Path, index: int) -> Path:
     return Path(run_dir) / "sheets" / f"sheet-{index:04d}.png"
 
 
+def tile_path(run_dir: Path, method: str, index: int) -> Path:
+    """The heat-map tile of image ``index`` for ``method`` (``[render] tiles = true``)."""
+    return Path(run_dir) / "tiles" / method / f"{index:06d}.png"
+
+
 def render_sheet(task: Task) -> dict[str, Any]:
-    """Render one contact sheet (images ``[start, stop)``, every method) atomically."""
-    from pipeline.render import SheetRow, contact_sheet, save_figure_atomic
+    """Render one contact sheet (images ``[start, stop)``, every method) atomically, and the
+    per-(image, method) tiles when asked for."""
+    from PIL import Image
+
+    from pipeline.render import SheetRow, contact_sheet, heatmap_tile, save_image_atomic
 
     sheet, s = task.unit, task.settings
     names = s.class_names
     methods = list(s.methods)
     group = open_store(task.store_path)
     sl = slice(sheet.start, sheet.stop)
-    ids, status = array(group, "image")[sl], array(group, "status")[sl]
-    pixels, pred = array(group, "pixels")[sl], array(group, "pred")[sl]
-    prob, label = array(group, "prob")[sl], array(group, "label")[sl]
-    normalized = array(group, "normalized")
-    maps = np.stack([np.asarray(normalized[explainer_index(group, m), sl]) for m in methods],
+    ids, status = array(group, "image")[sl].tolist(), array(group, "status")[sl].tolist()
+    pixels, pred = np.asarray(array(group, "pixels")[sl]), np.asarray(array(group, "pred")[sl])
+    prob, label = np.asarray(array(group, "prob")[sl]), np.asarray(array(group, "label")[sl])
+    source = array(group, "aggregated" if s.style.signed else "normalized")
+    maps = np.stack([np.asarray(source[explainer_index(group, m), sl]) for m in methods],
                     axis=1)
     rows = []
     for k in range(sheet.size):
@@ -378,13 +388,20 @@ def render_sheet(task: Task) -> dict[str, Any]:
             pred_name=names[p] if p >= 0 else "?", prob=float(prob[k]),
             true_name=names[t] if t >= 0 else None))
     title = f"images {sheet.start + 1}-{sheet.stop}"
+    image = contact_sheet(rows, methods, style=s.style, banner=s.banner, title=title)
     path = sheet_path(Path(task.run_dir), sheet.index)
-    with _RENDER_LOCK:
-        fig = contact_sheet(rows, methods, colormap=s.colormap, banner=s.banner, title=title)
-        faults.point("render:before-write")
-        with disk_errors(path):
-            save_figure_atomic(fig, path, dpi=s.dpi,
-                               before_rename=lambda: faults.point("render:mid-write"))
+    faults.point("render:before-write")
+    with disk_errors(path):
+        if s.tiles:
+            for k, row in enumerate(rows):
+                for c, m in enumerate(methods):
+                    if row.status == "ok":
+                        tile = Image.fromarray(heatmap_tile(row.maps[c], s.style, row.pixels))
+                        save_image_atomic(tile, tile_path(Path(task.run_dir), m,
+                                                          sheet.start + k))
+        # zlib level 1: noisy heat maps barely compress further, and encoding dominates.
+        save_image_atomic(image, path, before_rename=lambda: faults.point("render:mid-write"),
+                          compress_level=1)
     return _done(task, file=path.name)
 
 
@@ -409,10 +426,10 @@ def remove_stale_sheets(run_dir: Path, valid: set[int]) -> int:
 
 register(Stage(
     "render", render_sheet,
-    reads=("image", "status", "pixels", "pred", "prob", "label", "normalized"), writes=(),
-    after=("ingest", "predict", "normalize"),
-    depends=lambda cfg, m, w: [cfg.render.images_per_sheet, cfg.render.colormap,
-                               cfg.render.dpi],
-    unit="sheet", own_process=True, output_file=lambda run_dir, u: sheet_path(run_dir, u.index),
-    output_dir="sheets",
+    reads=("image", "status", "pixels", "pred", "prob", "label", "normalized", "aggregated"),
+    writes=(), after=("ingest", "predict", "normalize"),
+    depends=lambda cfg, m, w: [cfg.render.images_per_sheet, sheet_style(cfg).__dict__,
+                               cfg.render.tiles],
+    unit="sheet", output_file=lambda run_dir, u: sheet_path(run_dir, u.index),
+    output_dirs=("sheets", "tiles"),
     doc="contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"))

@@ -105,6 +105,7 @@ def _build(spec: EngineSpec, device: Any) -> Engine:
     from pipeline.accel import optimize
     from pipeline.model import load_model
     from pipeline.planner import plan_max_batch
+    from pipeline.precision import for_precision
 
     loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device)
     if loaded.weights_id != spec.weights_id:
@@ -119,6 +120,8 @@ def _build(spec: EngineSpec, device: Any) -> Engine:
     # With the logits head they are one network: copy (and compile) it once.
     backbone = model if loaded.backbone is loaded.model else optimize(loaded.backbone, device,
                                                                       **opts)
+    # fp32-fwd: forward strict, backward TF32 (attribution only; predict has no backward).
+    model = for_precision(model, spec.precision, device)
     loaded = dataclasses.replace(loaded, model=model, backbone=backbone)
     max_batch = spec.max_batch or plan_max_batch(model, (3, spec.crop, spec.crop), device)
     return Engine(model=model, backbone=backbone, device=device, max_batch=max_batch,
