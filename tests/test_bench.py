@@ -32,6 +32,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
                 if r["section"] == "quadrature" and r["name"].startswith(f"{rule} m=")]
         assert errs and all(e > 0.01 for e in errs[:-1])
     assert "ours, seed rule (planned batch, channels_last)" in names
+    assert "ours, seed function's default call on the plain model" in names
     assert "naive Captum loop + .npy" in names
     assert {"matplotlib sheet (before)", "Pillow sheet (lookup tables)"} <= names
     assert {"ours: whole run, streaming", "ours: whole run, stages one after another"} <= names

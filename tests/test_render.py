@@ -133,3 +133,15 @@ def test_render_benchmark_measures_both_renderers_on_the_same_rows():
     assert m["before_s"] > 0 and m["after_s"] > 0
     assert m["speedup"] == pytest.approx(m["before_s"] / m["after_s"])
     assert m["after_mb"] > 0.01 and m["before_mb"] > 0.01
+
+
+def test_encode_png_round_trips_through_pillow():
+    import io
+
+    from pipeline.render import encode_png
+
+    rgb = np.random.default_rng(3).integers(0, 255, (17, 23, 3), dtype=np.uint8)
+    decoded = Image.open(io.BytesIO(encode_png(rgb)))
+    decoded.load()
+    assert decoded.mode == "RGB" and decoded.size == (23, 17)
+    np.testing.assert_array_equal(np.asarray(decoded), rgb)

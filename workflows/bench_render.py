@@ -51,7 +51,7 @@ def _best(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
 
 def measure(images: int = 8, repeats: int = 3) -> dict[str, float]:
     """Seconds per sheet and bytes per sheet for both renderers, and the per-image ratio."""
-    from pipeline.render import contact_sheet
+    from pipeline.render import contact_sheet, encode_png
     from workflows.render_baseline import matplotlib_contact_sheet
 
     rows = bench_rows(images)
@@ -65,9 +65,7 @@ def measure(images: int = 8, repeats: int = 3) -> dict[str, float]:
 
     def after() -> int:
         sheet = contact_sheet(rows, METHODS, banner=banner, title="images 1-8")
-        buf = io.BytesIO()
-        sheet.save(buf, format="PNG", compress_level=1)  # as the render stage writes it
-        return len(buf.getvalue())
+        return len(encode_png(np.asarray(sheet)))  # as the render stage writes it
 
     after()  # fonts and lookup tables load once per process
     before()

@@ -399,9 +399,7 @@ def render_sheet(task: Task) -> dict[str, Any]:
                         tile = Image.fromarray(heatmap_tile(row.maps[c], s.style, row.pixels))
                         save_image_atomic(tile, tile_path(Path(task.run_dir), m,
                                                           sheet.start + k))
-        # zlib level 1: noisy heat maps barely compress further, and encoding dominates.
-        save_image_atomic(image, path, before_rename=lambda: faults.point("render:mid-write"),
-                          compress_level=1)
+        save_image_atomic(image, path, before_rename=lambda: faults.point("render:mid-write"))
     return _done(task, file=path.name)
 
 
