@@ -17,10 +17,22 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     assert result.exit_code == 0, result.output
     md = (tmp_path / "bench-cpu.md").read_text()
     for section in ("**gradient**", "**ig**", "**smoothgrad**", "**precision**", "**memory**",
-                    "**quadrature**", "**stage**", "**render**", "**targets**"):
+                    "**quadrature**", "**stage**", "**render**",
+                    "**measured for the targets**"):
         assert section in md
     data = json.loads((tmp_path / "bench-cpu.json").read_text())
     names = {r["name"] for r in data["rows"]}
+    keys = {(r["section"], r["method"], r["variant"]) for r in data["rows"]}
+    for key in (("ig", "captum", "defaults-batch"), ("ig", "ours", "seed"),
+                ("ig", "seed-function", "default"), ("stage", "ours", "attribute"),
+                ("render", "pillow", "sheet"), ("precision", "ours-ig", "fp32-fwd")):
+        assert key in keys, key
+    measured = {name: value for name, value, _unit in data["checks"]}
+    for name in ("ig_vs_captum_defaults_batch", "seed_function_vs_captum_defaults_batch",
+                 "render_per_image_vs_matplotlib", "whole_run_over_attribute_streaming",
+                 "smoothgrad_vs_noise_tunnel", "fp32_fwd_speed_over_fp32",
+                 "peak_memory_over_planned_budget", "attribute_stage_vs_naive_loop"):
+        assert name in measured and measured[name] > 0, name
     assert "captum IG, defaults (per image)" in names
     assert "captum IG, defaults (one call on the batch)" in names
     assert "ours, seed rule, stem not factored" in names

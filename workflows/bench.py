@@ -38,6 +38,9 @@ class Row:
     peak_mb: float | None = None
     rel_err: float | None = None
     note: str = ""
+    #: What the targets look rows up by (``name`` is only the display label).
+    method: str = ""
+    variant: str = ""
 
 
 @dataclass
@@ -46,10 +49,13 @@ class BenchResult:
     hardware: str
     params: dict[str, Any]
     rows: list[Row] = field(default_factory=list)
-    checks: list[tuple[str, str, bool | None]] = field(default_factory=list)
+    #: (name, measured value, unit): what the targets in docs/benchmarks.md refer to.
+    checks: list[tuple[str, float, str]] = field(default_factory=list)
 
-    def row(self, section: str, name: str) -> Row:
-        return next(r for r in self.rows if r.section == section and r.name == name)
+    def row(self, section: str, method: str, variant: str) -> Row:
+        """The row measured for (section, method, variant)."""
+        return next(r for r in self.rows
+                    if (r.section, r.method, r.variant) == (section, method, variant))
 
 
 def _quiet_malloc() -> None:
@@ -196,11 +202,13 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     # The IG rows carry the speed targets: best of 3, since shared CPUs vary by 20%.
     repeats = 1 if quick else 3
 
-    def add(section: str, name: str, fn: Callable[[], torch.Tensor],
+    def add(section: str, key: str, name: str, fn: Callable[[], torch.Tensor],
             ref: torch.Tensor | None = None, note: str = "", n: int = images) -> Row:
+        """Time ``fn``; ``key`` is ``method/variant``, what checks look rows up by."""
         out, seconds = _measure(dev, fn, repeats if section == "ig" else 1)
         err = _rel(out[:n_ref], ref) if ref is not None else None
-        row = Row(section, name, n / seconds, seconds, None, err, note)
+        method, variant = key.split("/", 1)
+        row = Row(section, name, n / seconds, seconds, None, err, note, method, variant)
         res.rows.append(row)
         reporter(f"  {section:10s} {name:48s} {row.images_per_s:8.3f} img/s"
                  + (f"  err {err:.1e}" if err is not None else ""))
@@ -213,10 +221,10 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
                                              n_steps=2)
         reporter("methods (fp32)")
         sal_ref = Saliency(plain64).attribute(x64, target=t_ref, abs=True)
-        add("gradient", "captum Saliency, per-image loop",
+        add("gradient", "captum/per-image", "captum Saliency, per-image loop",
             lambda: per_image(lambda i: Saliency(plain).attribute(
                 x[i:i + 1], target=target[i:i + 1])), sal_ref)
-        add("gradient", "ours (batched, channels_last)",
+        add("gradient", "ours/batched", "ours (batched, channels_last)",
             lambda: attribute(METHODS["gradient"], fast, x, target, {"abs": True}, mb)[0],
             sal_ref)
         ig64_gl = IntegratedGradients(plain64).attribute(
@@ -225,43 +233,49 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
         # "Captum with its defaults" as a user calls it on a batch: every image's n_steps
         # points in one forward/backward. (The issue's reference numbers, 0.16 img/s with
         # defaults vs 0.28 with internal_batch_size=50, can only differ on a batch.)
-        add("ig", "captum IG, defaults (one call on the batch)",
+        add("ig", "captum/defaults-batch", "captum IG, defaults (one call on the batch)",
             lambda: ig.attribute(x, black_baseline(x), target=target, n_steps=n_steps),
             None, "no float64 twin: same arithmetic as the per-image rows")
-        add("ig", "captum IG, defaults (per image)", captum_per_image(), ig64_gl)
+        add("ig", "captum/defaults-per-image", "captum IG, defaults (per image)",
+            captum_per_image(), ig64_gl)
         for ibs in ((8, 16) if quick else (8, 16, 50)):
-            add("ig", f"captum IG, internal_batch_size={ibs} (per image)",
+            add("ig", f"captum/ibs-{ibs}", f"captum IG, internal_batch_size={ibs} (per image)",
                 captum_per_image(internal_batch_size=ibs), ig64_gl)
         seed64 = integrated_gradients(plain64, x64, t_ref, base64, n_steps, max_batch=mb)
-        add("ig", "ours, seed rule (planned batch, channels_last)", ours(fast), seed64,
+        add("ig", "ours/seed", "ours, seed rule (planned batch, channels_last)", ours(fast),
+            seed64,
             ENDPOINT_NOTE)
-        add("ig", "ours, seed rule, stem not factored", ours(fast, factor_stem=False), seed64,
+        add("ig", "ours/seed-no-stem", "ours, seed rule, stem not factored",
+            ours(fast, factor_stem=False), seed64,
             ENDPOINT_NOTE)
         if not quick:
             compiled = optimize(plain, dev, channels_last=True, compile=True)
             t0 = time.perf_counter()
             ours(compiled)()
             warm = time.perf_counter() - t0
-            add("ig", "ours, seed rule + torch.compile (after warm-up)", ours(compiled),
+            add("ig", "ours/seed-compiled", "ours, seed rule + torch.compile (after warm-up)",
+                ours(compiled),
                 seed64, f"first call (compiling) {warm:.0f} s")
-        add("ig", "ours, gausslegendre (= Captum's rule)", ours(fast, rule="gausslegendre"),
+        add("ig", "ours/gausslegendre", "ours, gausslegendre (= Captum's rule)",
+            ours(fast, rule="gausslegendre"),
             ig64_gl)
         from pipeline.custom_explainers import get_custom_integrated_gradients
 
-        add("ig", "ours, seed function's default call on the plain model",
+        add("ig", "seed-function/default", "ours, seed function's default call on the plain model",
             lambda: get_custom_integrated_gradients(plain, x, n_steps), seed64,
             "get_custom_integrated_gradients(model, x, n_steps): NCHW, planned batch")
-        add("ig", "ours, seed rule + folded BatchNorm", ours(fused), seed64, ENDPOINT_NOTE)
+        add("ig", "ours/seed-fused-bn", "ours, seed rule + folded BatchNorm", ours(fused), seed64,
+            ENDPOINT_NOTE)
         seeds = [image_seed(0, i) for i in range(images)]
         sg_params = {"nt_samples": nt_samples, "stdevs": 0.3, "abs": True}
         sg64 = attribute(METHODS["smoothgrad"], plain64, x64, t_ref, sg_params, mb,
                          seeds[:n_ref])[0]
         tunnel = NoiseTunnel(Saliency(plain))
-        add("smoothgrad", "captum NoiseTunnel(Saliency), per image",
+        add("smoothgrad", "captum/noise-tunnel", "captum NoiseTunnel(Saliency), per image",
             lambda: per_image(lambda i: tunnel.attribute(
                 x[i:i + 1], nt_type="smoothgrad", nt_samples=nt_samples, stdevs=0.3,
                 target=target[i:i + 1])), None, "other noise draws: no float64 twin")
-        add("smoothgrad", "ours (per-image seeded noise, batched)",
+        add("smoothgrad", "ours/batched", "ours (per-image seeded noise, batched)",
             lambda: attribute(METHODS["smoothgrad"], fast, x, target, sg_params, mb, seeds)[0],
             sg64)
     reporter("precision modes (Gauss-Legendre: interior nodes only)")
@@ -274,17 +288,17 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
             # Untimed first call: on a GPU the first bf16 call picks its kernels, which made
             # this row read 229 img/s against 5,631 in fp32 on an H100.
             plain(x)
-            add("precision", f"forward logits {mode}", lambda: plain(x), logits64,
-                "arithmetic alone; gradients also flip at max-pool near-ties")
+            add("precision", f"forward/{mode}", f"forward logits {mode}", lambda: plain(x),
+                logits64, "arithmetic alone; gradients also flip at max-pool near-ties")
     for mode in ("fp32", "fp32-fwd", "tf32", "bf16"):
         if mode == "tf32" and dev.type != "cuda":
             continue
         with precision_mode(mode, dev):
-            add("precision", f"ours IG {mode}",
+            add("precision", f"ours-ig/{mode}", f"ours IG {mode}",
                 ours(for_precision(fast, mode, dev), rule="gausslegendre"), ig64_gl,
                 "= fp32 on a CPU (no TF32)" if mode == "fp32-fwd" and dev.type != "cuda"
                 else "")
-            add("precision", f"captum IG {mode}, internal_batch_size=16",
+            add("precision", f"captum-ig/{mode}", f"captum IG {mode}, internal_batch_size=16",
                 captum_per_image(internal_batch_size=16), ig64_gl)
     if head == "logits":
         soft = load_model("random", "softmax", seed=0, device=dev).model
@@ -293,7 +307,8 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
         ref_soft = integrated_gradients(soft64, x64, t_ref, base64, n_steps,
                                         rule="gausslegendre", max_batch=mb)
         with precision_mode("fp32", dev):
-            add("precision", "ours IG fp32, seed's softmax head (random weights)",
+            add("precision", "ours-ig/fp32-softmax",
+                "ours IG fp32, seed's softmax head (random weights)",
                 ours(soft_fast, rule="gausslegendre"), ref_soft,
                 "float32 conditioning of softmax at p~1e-3, not the engine")
     _quadrature(res, fast, x[:n_ref], target[:n_ref], mb, quick, dev, reporter)
@@ -347,9 +362,15 @@ def _memory(res: BenchResult, dev: torch.device, size: int, mb: int, quick: bool
     import subprocess
     import sys
 
+    from pipeline.planner import device_budget
+
     reporter("peak memory vs n_steps (1 image, each in a fresh process)")
     suffix = "-cuda" if dev.type == "cuda" else ""
-    cases = [("ours", s) for s in ((4, 32) if quick else (25, 200))]
+    # On a GPU the planned batch (hundreds of samples) exceeds 25 and 200 steps, so memory
+    # grows up to the plan by design: 2,000 steps against 200 is the flatness check there.
+    steps_ours = (4, 32) if quick else ((25, 200, 2000) if dev.type == "cuda" else (25, 200))
+    res.params["memory_budget_mb"] = round(device_budget(dev) / 2**20, 1)
+    cases = [("ours", s) for s in steps_ours]
     cases += [("captum", s) for s in ((4, 8) if quick else (25, 50))]
     for kind, steps in cases:
         proc = subprocess.run(
@@ -358,11 +379,13 @@ def _memory(res: BenchResult, dev: torch.device, size: int, mb: int, quick: bool
         try:
             peak = float(proc.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            res.rows.append(Row("memory", f"{kind} IG n_steps={steps}",
-                                note=f"probe failed: {proc.stderr.strip()[-200:]}"))
+            failed = proc.stderr.strip()[-200:]
+            res.rows.append(Row("memory", f"{kind} IG n_steps={steps}", method=kind,
+                                variant=str(steps), note=f"probe failed: {failed}"))
             continue
         label = "ours IG" if kind == "ours" else "captum IG defaults"
-        res.rows.append(Row("memory", f"{label} n_steps={steps}", peak_mb=peak))
+        res.rows.append(Row("memory", f"{label} n_steps={steps}", peak_mb=peak, method=kind,
+                            variant=str(steps)))
         reporter(f"  {label} n_steps={steps}: {peak:.0f} MiB")
 
 
@@ -395,14 +418,16 @@ def _quadrature(res: BenchResult, fast: nn.Module, x: torch.Tensor, target: torc
         for m in grid:
             out, seconds = _measure(dev, lambda m=m, rule=rule: ig(m, rule))
             err = _rel(out, ref)
-            res.rows.append(Row("quadrature", f"{rule} m={m}", 1 / seconds, seconds, None, err))
+            res.rows.append(Row("quadrature", f"{rule} m={m}", 1 / seconds, seconds, None, err,
+                                method=rule, variant=f"m={m}"))
             if err <= 0.01:
                 reached = (m, seconds)
                 break  # more steps only cost time
         note = (f"1% at m={reached[0]}, {reached[1]:.2f} s/image" if reached
                 else f"not within 1% by m={grid[-1]}")
         res.rows.append(Row("quadrature", f"{rule}: steps to 1%", None,
-                            reached[1] if reached else None, None, None, note))
+                            reached[1] if reached else None, None, None, note,
+                            method=rule, variant="to-1%"))
         reporter(f"  {rule:14s} {note}")
 
 
@@ -462,7 +487,8 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
         npy = Path(tmp) / "npy"
         npy.mkdir()
         naive = _naive_loop(files, npy, dev, n_steps, nt_samples, resize, size)
-        res.rows.append(Row("stage", "naive Captum loop + .npy", images / naive, naive))
+        res.rows.append(Row("stage", "naive Captum loop + .npy", images / naive, naive,
+                            method="naive", variant="loop"))
         reporter(f"  naive loop: {images / naive:.3f} img/s")
         params = {"integrated_gradients": f"n_steps = {n_steps}\n",
                   "custom_integrated_gradients": f"n_steps = {n_steps}\n",
@@ -486,13 +512,16 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
         att = stats["attribute"]
         idle = att.device_idle or 0.0
         res.rows.append(Row("stage", "ours: attribute stage", images / att.seconds,
-                            att.seconds, None, None, f"device idle {100 * idle:.1f}%"))
+                            att.seconds, None, None, f"device idle {100 * idle:.1f}%",
+                            method="ours", variant="attribute"))
         for streaming, label in ((True, "streaming"), (False, "stages one after another")):
             whole = summaries[streaming].seconds
             res.rows.append(Row("stage", f"ours: whole run, {label}", images / whole, whole,
                                 None, None,
                                 f"{whole / att.seconds:.2f}x the attribute stage; stages sum "
-                                f"to {summaries[streaming].stage_seconds:.1f} s"))
+                                f"to {summaries[streaming].stage_seconds:.1f} s",
+                                method="ours",
+                                variant="whole-streaming" if streaming else "whole-serial"))
         res.params["device_idle"] = idle
         res.params["whole_over_attribute"] = summary.seconds / att.seconds
         reporter(f"  ours: {images / att.seconds:.3f} img/s, device idle {100 * idle:.1f}%; "
@@ -507,60 +536,65 @@ def _render(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> N
     m = measure(images=2, repeats=1) if quick else measure()
     n = m["images"]
     res.rows.append(Row("render", "matplotlib sheet (before)", n / m["before_s"],
-                        m["before_s"], None, None, f"{m['before_mb']:.1f} MiB PNG"))
+                        m["before_s"], None, None, f"{m['before_mb']:.1f} MiB PNG",
+                        method="matplotlib", variant="sheet"))
     res.rows.append(Row("render", "Pillow sheet (lookup tables)", n / m["after_s"],
-                        m["after_s"], None, None, f"{m['after_mb']:.1f} MiB PNG"))
+                        m["after_s"], None, None, f"{m['after_mb']:.1f} MiB PNG",
+                        method="pillow", variant="sheet"))
     res.params["render_speedup"] = m["speedup"]
     reporter(f"  {m['speedup']:.1f}x faster per image")
 
 
+def _ratio(res: BenchResult, a: tuple[str, str, str], b: tuple[str, str, str]) -> float:
+    return (res.row(*a).images_per_s or 0.0) / (res.row(*b).images_per_s or float("nan"))
+
+
 def _checks(res: BenchResult) -> None:
-    ig_rows = [r for r in res.rows if r.section == "ig"]
-    captum_batch = res.row("ig", "captum IG, defaults (one call on the batch)")
-    captum_per_image = res.row("ig", "captum IG, defaults (per image)")
-    captum_best = max((r for r in ig_rows if "internal_batch_size" in r.name),
-                      key=lambda r: r.images_per_s or 0)
-    ours = res.row("ig", "ours, seed rule (planned batch, channels_last)")
-    ours_gl = res.row("ig", "ours, gausslegendre (= Captum's rule)")
-    r_def = (ours.images_per_s or 0) / (captum_batch.images_per_s or 1)
-    r_img = (ours.images_per_s or 0) / (captum_per_image.images_per_s or 1)
-    r_best = (ours.images_per_s or 0) / (captum_best.images_per_s or 1)
-    res.checks.append((f"custom IG vs Captum IG defaults, one call on the batch: {r_def:.2f}x",
-                       ">= 1.5x", r_def >= 1.5))
-    res.checks.append((f"custom IG vs Captum IG defaults, called per image: {r_img:.2f}x",
-                       ">= 1.5x (stricter reading)", r_img >= 1.5))
-    seed_fn = res.row("ig", "ours, seed function's default call on the plain model")
-    r_fn = (seed_fn.images_per_s or 0) / (captum_batch.images_per_s or 1)
-    res.checks.append((f"seed function's default call vs Captum IG defaults on the batch: "
-                       f"{r_fn:.2f}x", ">= 1.5x", r_fn >= 1.5))
-    res.checks.append((f"custom IG vs Captum best ({captum_best.name.split(', ')[1]}): "
-                       f"{r_best:.2f}x", ">= 1.0x", r_best >= 1.0))
-    mem = [r for r in res.rows if r.section == "memory" and r.name.startswith("ours")]
-    ratio = (mem[-1].peak_mb or 0) / max(mem[0].peak_mb or 1e-9, 1e-9)
-    res.checks.append((f"peak memory {mem[-1].name.split()[-1]} / {mem[0].name.split()[-1]}: "
-                       f"{ratio:.2f}", "<= 1.2", ratio <= 1.2))
-    fp32 = [r for r in res.rows if r.section == "precision" and r.name == "ours IG fp32"]
-    errs = [r.rel_err for r in (ours_gl, *fp32) if r.rel_err is not None]
-    worst = max(errs) if errs else float("nan")
-    res.checks.append((f"strict fp32 error vs float64 (Gauss-Legendre IG): {worst:.1e}",
-                       "<= 1e-3", worst <= 1e-3))
-    naive = res.row("stage", "naive Captum loop + .npy")
-    stage = res.row("stage", "ours: attribute stage")
-    r_stage = (stage.images_per_s or 0) / (naive.images_per_s or 1)
-    gpu = res.device.startswith("cuda")
-    if res.params.get("quick"):
-        res.checks = [(w, t + " (quick mode: not meaningful)", None) for w, t, _ in res.checks]
-    res.checks.append((f"attribute stage vs naive loop: {r_stage:.2f}x",
-                       ">= 2x (GPU target)", r_stage >= 2 if gpu else None))
-    idle = float(res.params.get("device_idle", 0.0))
-    res.checks.append((f"device idle during attribute: {100 * idle:.1f}%",
-                       "<= 10% (GPU target)", idle <= 0.10 if gpu else None))
-    speedup = float(res.params.get("render_speedup", float("nan")))
-    res.checks.append((f"render, per image, vs the matplotlib sheets: {speedup:.1f}x",
-                       ">= 10x", speedup >= 10))
-    whole = float(res.params.get("whole_over_attribute", float("nan")))
-    res.checks.append((f"whole run / attribute stage (streaming): {whole:.2f}x",
-                       "<= 1.15x (GPU target)", whole <= 1.15 if gpu else None))
+    """The measurements the targets in docs/benchmarks.md are about (keys, not labels).
+
+    The targets themselves (thresholds, and on which device they apply) live in the docs:
+    this only computes and names the measured values.
+    """
+    captum_best = max((r for r in res.rows if r.section == "ig" and r.method == "captum"
+                       and r.variant.startswith("ibs-")), key=lambda r: r.images_per_s or 0)
+    add = res.checks.append
+    add(("ig_vs_captum_defaults_batch",
+         _ratio(res, ("ig", "ours", "seed"), ("ig", "captum", "defaults-batch")), "x"))
+    add(("ig_vs_captum_defaults_per_image",
+         _ratio(res, ("ig", "ours", "seed"), ("ig", "captum", "defaults-per-image")), "x"))
+    add(("seed_function_vs_captum_defaults_batch",
+         _ratio(res, ("ig", "seed-function", "default"), ("ig", "captum", "defaults-batch")),
+         "x"))
+    add((f"ig_vs_captum_best ({captum_best.variant})",
+         _ratio(res, ("ig", "ours", "seed"), ("ig", captum_best.method, captum_best.variant)),
+         "x"))
+    mem = sorted((r for r in res.rows if r.section == "memory" and r.method.startswith("ours")
+                  and r.peak_mb), key=lambda r: int(r.variant))
+    if len(mem) >= 2:
+        add((f"peak_memory_{mem[-1].variant}_over_{mem[-2].variant}_steps",
+             (mem[-1].peak_mb or 0) / (mem[-2].peak_mb or float("nan")), "ratio"))
+    budget = res.params.get("memory_budget_mb")
+    if budget and mem:
+        add(("peak_memory_over_planned_budget", max(r.peak_mb or 0 for r in mem) / budget,
+             "ratio"))
+    errs = [r.rel_err for r in res.rows if r.rel_err is not None and (
+        (r.section, r.method, r.variant) in (("ig", "ours", "gausslegendre"),
+                                             ("precision", "ours-ig", "fp32")))]
+    add(("strict_fp32_ig_error", max(errs) if errs else float("nan"), "rel. L2"))
+    add(("attribute_stage_vs_naive_loop",
+         _ratio(res, ("stage", "ours", "attribute"), ("stage", "naive", "loop")), "x"))
+    add(("device_idle_during_attribute", float(res.params.get("device_idle", 0.0)), "share"))
+    add(("render_per_image_vs_matplotlib", float(res.params.get("render_speedup", 0.0)), "x"))
+    add(("whole_run_over_attribute_streaming",
+         float(res.params.get("whole_over_attribute", float("nan"))), "x"))
+    add(("smoothgrad_vs_noise_tunnel",
+         _ratio(res, ("smoothgrad", "ours", "batched"), ("smoothgrad", "captum", "noise-tunnel")),
+         "x"))
+    fwd = [r for r in res.rows if r.section == "precision" and r.method == "ours-ig"
+           and r.variant in ("fp32", "fp32-fwd")]
+    if len(fwd) == 2:
+        add(("fp32_fwd_speed_over_fp32",
+             (fwd[1].images_per_s or 0) / (fwd[0].images_per_s or float("nan")), "x"))
 
 
 def to_markdown(res: BenchResult, command: str) -> str:
@@ -579,10 +613,11 @@ def to_markdown(res: BenchResult, command: str) -> str:
                          f"{fmt(r.seconds, '.2f')} | {fmt(r.peak_mb, '.0f')} | "
                          f"{fmt(r.rel_err, '.1e')} | {r.note} |")
         lines.append("")
-    lines += ["**targets**", "", "| measured | target | met |", "| --- | --- | --- |"]
-    for what, target, ok in res.checks:
-        mark = "n/a on this device" if ok is None else ("yes" if ok else "**no**")
-        lines.append(f"| {what} | {target} | {mark} |")
+    lines += ["**measured for the targets** (the targets are in docs/benchmarks.md)", "",
+              "| measurement | value |", "| --- | ---: |"]
+    quick = " (quick mode: not meaningful)" if res.params.get("quick") else ""
+    for name, value, unit in res.checks:
+        lines.append(f"| {name}{quick} | {value:.3g} {unit} |")
     return "\n".join(lines) + "\n"
 
 
