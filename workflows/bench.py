@@ -507,25 +507,31 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
             summaries[streaming] = run_pipeline(
                 load_config(cfg_path, [f"run.streaming={str(streaming).lower()}"], out=Path(out)),
                 scheduler="threads")
-        summary = summaries[True]
-        stats = {s.stage: s for s in summary.stats}
-        att = stats["attribute"]
+        def attribute_stats(streaming: bool) -> Any:
+            return next(s for s in summaries[streaming].stats if s.stage == "attribute")
+
+        # The stage on its own: from the run without streaming, where nothing else competes
+        # for the device (on a CPU, post-processing shares the same cores when streaming).
+        att = attribute_stats(False)
         idle = att.device_idle or 0.0
         res.rows.append(Row("stage", "ours: attribute stage", images / att.seconds,
                             att.seconds, None, None, f"device idle {100 * idle:.1f}%",
                             method="ours", variant="attribute"))
         for streaming, label in ((True, "streaming"), (False, "stages one after another")):
             whole = summaries[streaming].seconds
+            own = attribute_stats(streaming).seconds
             res.rows.append(Row("stage", f"ours: whole run, {label}", images / whole, whole,
                                 None, None,
-                                f"{whole / att.seconds:.2f}x the attribute stage; stages sum "
-                                f"to {summaries[streaming].stage_seconds:.1f} s",
+                                f"{whole / att.seconds:.2f}x the attribute stage alone; this "
+                                f"run's attribute span {own:.1f} s; "
+                                f"stage spans sum to {summaries[streaming].stage_seconds:.1f} s",
                                 method="ours",
                                 variant="whole-streaming" if streaming else "whole-serial"))
         res.params["device_idle"] = idle
-        res.params["whole_over_attribute"] = summary.seconds / att.seconds
+        # The target: the streaming run against the attribute stage's own time.
+        res.params["whole_over_attribute"] = summaries[True].seconds / att.seconds
         reporter(f"  ours: {images / att.seconds:.3f} img/s, device idle {100 * idle:.1f}%; "
-                 f"whole run {summary.seconds:.1f} s streaming, "
+                 f"whole run {summaries[True].seconds:.1f} s streaming, "
                  f"{summaries[False].seconds:.1f} s one stage after another")
 
 
