@@ -101,6 +101,29 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def describe_file(path: Path) -> str:
+    """What a file that ``torch.load`` refused looks like, in words (from its first bytes)."""
+    with path.open("rb") as fh:
+        head = fh.read(64)
+    if not head:
+        return "it is empty"
+    if head.startswith(b"PK\x03\x04"):
+        return ("it is a zip archive like a torch.save() file, but not a readable one "
+                "(truncated, or it holds objects other than tensors, which are refused "
+                "because loading them could run code)")
+    if head[:1] == b"\x80":
+        return ("it is a Python pickle, not a tensor-only torch.save() file (objects other "
+                "than tensors are refused because loading them could run code)")
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"it starts with the bytes {head[:8].hex(' ')}, not a torch.save() file"
+    if text.isprintable() or all(c.isprintable() or c in "\r\n\t" for c in text):
+        first = text.splitlines()[0][:40] if text.strip() else ""
+        return f"not a torch.save() file: it starts with text ({first!r})"
+    return f"it starts with the bytes {head[:8].hex(' ')}, not a torch.save() file"
+
+
 def _load_file(path: Path) -> nn.Module:
     if not path.is_file():
         raise WeightsError(
@@ -110,12 +133,12 @@ def _load_file(path: Path) -> nn.Module:
     try:
         # weights_only: a checkpoint is data; never let it run code.
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception:
         raise WeightsError(
-            f"Expected a PyTorch state-dict file at {path}, but it could not be loaded "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-            "Check that the file is a complete torch.save() of a ResNet18 state dict."
-        ) from exc
+            f"Expected a torch.save() file of a ResNet18 state dict at {path}, but it could "
+            f"not be loaded: {describe_file(path)}. Save weights with "
+            "torch.save(model.state_dict(), path), or pass 'imagenet' or 'random'."
+        ) from None
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(obj.get(key), dict):

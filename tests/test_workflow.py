@@ -538,3 +538,37 @@ def test_engine_options_make_predict_and_attribute_stale_but_not_ingest(tiny):
     for stage in ("predict", "attribute"):
         assert after[stage].keys() == before[stage].keys() and after[stage]
         assert all(after[stage][k] > before[stage][k] for k in after[stage]), stage
+
+
+def test_random_weights_warning_is_whole_at_80_columns():
+    import io
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from workflows.cli import RichReporter
+    from workflows.run import RANDOM_WEIGHTS_WARNING
+
+    buf = io.StringIO()
+    console = Console(file=buf, width=80, soft_wrap=True, force_terminal=False)
+    with Progress(console=console) as progress:
+        RichReporter(progress).warn(RANDOM_WEIGHTS_WARNING)
+    text = buf.getvalue()
+    assert all(len(line) <= 80 for line in text.splitlines()), text
+    words = " ".join(w for w in text.split() if w not in "│╭╮╰╯─")
+    for part in ("RANDOM WEIGHTS:", "seeded random", "say nothing about a real model."):
+        assert part in words, text
+
+
+def test_status_verify_clean_take_data_dir(tmp_path):
+    root = tmp_path / "images"
+    make_images(root, n=2, broken=False)
+    config = write_config(tmp_path / "c.toml", root, tmp_path / "runs")
+    config.write_text(config.read_text().replace(f'root = "{root}"\n', ""))
+    assert "root" in cli("status", "--config", str(config)).output  # needs the folder
+    _run(config, "--data-dir", str(root))
+    status = cli("status", "--config", str(config), "--data-dir", str(root))
+    assert status.exit_code == 0 and "done" in status.output, status.output
+    assert cli("verify", "--config", str(config), "--data-dir", str(root)).exit_code == 0
+    cleaned = cli("clean", "--config", str(config), "--data-dir", str(root))
+    assert cleaned.exit_code == 0 and not (tmp_path / "runs" / "c" / "store.zarr").exists()

@@ -33,6 +33,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
+DataDirOpt = Annotated[Path | None, typer.Option(
+    "--data-dir", help="image folder (else $XAI_DATA_DIR, else the config's root)")]
 DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d",
                                                 help="configs/<NAME>.toml (default: sample)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="a config file")]
@@ -71,7 +73,10 @@ class RichReporter:
         self.progress.stop_task(self.tasks[stage])
 
     def warn(self, message: str) -> None:
-        self.progress.console.print(Panel(message, title="warning", style="bold red"))
+        # soft_wrap=False: the console soft-wraps (long paths stay copyable), which would cut
+        # a panel to one line; a warning must wrap inside its box at any width.
+        self.progress.console.print(Panel(message, title="warning", style="bold red"),
+                                    soft_wrap=False)
 
     def info(self, message: str) -> None:
         self.progress.console.print(f"[dim]{message}[/]")
@@ -93,8 +98,7 @@ def _config(dataset: str | None, config: Path | None, sets: list[str] | None, **
 def run(
     dataset: DatasetOpt = None,
     config: ConfigOpt = None,
-    data_dir: Annotated[Path | None, typer.Option(
-        "--data-dir", help="image folder (else $XAI_DATA_DIR, else the config's root)")] = None,
+    data_dir: DataDirOpt = None,
     out_dir: OutOpt = None,
     weights: Annotated[str | None, typer.Option(
         help="imagenet | auto | random | path to a state-dict file")] = None,
@@ -167,12 +171,12 @@ def _print_summary(summary: Any) -> None:
 
 @app.command()
 def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
-           sets: SetOpt = None) -> None:
+           sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
     """Per stage and method: units done/total and whether the config made them stale."""
     from workflows.run import run_status
 
     try:
-        cfg = _config(dataset, config, sets, out=out_dir)
+        cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
         st = run_status(cfg)
     except XaiError as exc:
         raise _fail(exc) from None
@@ -200,12 +204,12 @@ def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
 def clean(stage: Annotated[str | None, typer.Argument(
               help="clear this stage and the ones after it; none: remove the whole run")] = None,
           dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
-          sets: SetOpt = None) -> None:
+          sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
     """Remove a run's outputs, or mark one stage (and those after it) for recomputation."""
     from workflows.run import clean as clean_run
 
     try:
-        cfg = _config(dataset, config, sets, out=out_dir)
+        cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
         out.print(clean_run(cfg, stage))
     except XaiError as exc:
         raise _fail(exc) from None
@@ -213,7 +217,7 @@ def clean(stage: Annotated[str | None, typer.Argument(
 
 @app.command()
 def verify(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
-           sets: SetOpt = None,
+           sets: SetOpt = None, data_dir: DataDirOpt = None,
            check_only: Annotated[bool, typer.Option(
                "--check-only", help="report damage without dropping records")] = False) -> None:
     """Re-read every finished shard and sheet against its record's checksum.
@@ -224,7 +228,7 @@ def verify(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
     from workflows.run import verify as verify_run
 
     try:
-        cfg = _config(dataset, config, sets, out=out_dir)
+        cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
         report = verify_run(cfg, repair=not check_only)
     except XaiError as exc:
         raise _fail(exc) from None
