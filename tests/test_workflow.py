@@ -472,6 +472,10 @@ def test_explain_command(tmp_path):
                  "--weights", "random", "--n-steps", "4", "--nt-samples", "2", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert out.stat().st_size > 0
+    assert "10/10" in result.output  # progress: 2 images x 5 methods
+    help_text = cli("explain", "--help").output
+    assert "seed" not in help_text.split("Options")[0].lower()
+    assert "heat map per method" in " ".join(help_text.split())
     bad = cli("explain", str(tmp_path / "img" / names[0]), "--method", "nope", "--out",
               str(out), "--weights", "random")
     assert bad.exit_code == 2 and "nope" in bad.output
@@ -572,3 +576,43 @@ def test_status_verify_clean_take_data_dir(tmp_path):
     assert cli("verify", "--config", str(config), "--data-dir", str(root)).exit_code == 0
     cleaned = cli("clean", "--config", str(config), "--data-dir", str(root))
     assert cleaned.exit_code == 0 and not (tmp_path / "runs" / "c" / "store.zarr").exists()
+
+
+def test_a_store_with_other_dataset_settings_is_never_discarded_silently(tiny):
+    config, tmp = tiny
+    _run(config)
+    before = _arrays(_store(tmp))
+    other = tmp / "other"
+    make_images(other, n=3, broken=False, seed=5)
+    refused = cli("run", "--config", str(config), "--data-dir", str(other))
+    assert refused.exit_code == 2, refused.output
+    for needle in ("dataset.root", str(other), "--out", "--replace", "Nothing was changed"):
+        assert needle in refused.output, (needle, refused.output)
+    shard = cli("run", "--config", str(config), "--set", "run.shard_size=3")
+    assert shard.exit_code == 2 and "run.shard_size: 2 -> 3" in shard.output, shard.output
+    _assert_same(_arrays(_store(tmp)), before)  # untouched
+    assert cli("verify", "--config", str(config)).exit_code == 0
+    _run(config, "--data-dir", str(other), "--replace")
+    ds = xr.open_zarr(_store(tmp), consolidated=False)
+    assert ds["image"].values.tolist() == ["img0.png", "img1.png", "sub/img2.png"]
+    assert not list(_store(tmp).parent.glob("store.zarr.*"))
+
+
+@pytest.mark.parametrize("fault", ["replace:new-created", "replace:old-moved"])
+def test_a_kill_during_replacement_leaves_a_whole_store(tiny, fault):
+    config, tmp = tiny
+    _run(config)
+    before = _arrays(_store(tmp))
+    proc = run_subprocess("run", "--config", str(config), "--set", "run.shard_size=3",
+                          "--replace", "--scheduler", "synchronous", env={"XAI_FAULT": fault})
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == -signal.SIGKILL, output
+    if fault == "replace:new-created":  # killed before the swap: the old store is whole
+        _assert_same(_arrays(_store(tmp)), before)
+    _run(config, "--set", "run.shard_size=3", "--replace")
+    after = _arrays(_store(tmp))
+    ref = write_config(tmp / "ref" / "tiny.toml", tmp / "images", tmp / "ref" / "runs",
+                       shard_size=3)
+    _run(ref)
+    _assert_same(after, _arrays(tmp / "ref" / "runs" / "tiny" / "store.zarr"))
+    assert not list(_store(tmp).parent.glob("store.zarr.*"))

@@ -109,6 +109,10 @@ def run(
     sets: SetOpt = None,
     force: Annotated[str | None, typer.Option(
         help=f"recompute this stage and the ones after it: {', '.join(stage_names())}")] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="discard an existing store made with other dataset settings or "
+                          "shard_size (without it, such a run stops and changes nothing)")]
+        = False,
 ) -> None:
     """Run (or resume) the pipeline: ingest, predict, attribute, aggregate, normalize, render."""
     from workflows.run import run_pipeline
@@ -124,7 +128,7 @@ def run(
                    SpeedColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
         with Progress(*columns, console=console) as progress:
             summary = run_pipeline(cfg, scheduler=scheduler, force=force,
-                                   reporter=RichReporter(progress))
+                                   reporter=RichReporter(progress), replace=replace)
     except KeyboardInterrupt:
         console.print("[bold yellow]Interrupted.[/] Finished shards are kept; run the same "
                       "command again to resume where it stopped.")
@@ -258,13 +262,23 @@ def explain(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int, typer.Option(help="seed for random weights and SmoothGrad")] = 0,
 ) -> None:
-    """The seed's figure for single images: each image, then one normalized map per method."""
+    """One PNG for single image files: a row per image, the image with its predicted class
+    and probability, then one normalized heat map per method."""
     from workflows.explain import explain_images
 
+    names = method or list(DEFAULT_METHODS)
+    columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     try:
-        result = explain_images(images, out_file, weights=weights, head=head,
-                                methods=method or list(DEFAULT_METHODS), n_steps=n_steps,
-                                nt_samples=nt_samples, device=device, seed=seed)
+        with Progress(*columns, console=console) as bar:
+            task = bar.add_task("explaining", total=len(images) * len(names))
+
+            def advance(what: str) -> None:
+                bar.update(task, advance=1, description=what[:40])
+
+            result = explain_images(images, out_file, weights=weights, head=head,
+                                    methods=names, n_steps=n_steps, nt_samples=nt_samples,
+                                    device=device, seed=seed, progress=advance)
     except XaiError as exc:
         raise _fail(exc) from None
     for line in result.lines:

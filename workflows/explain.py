@@ -1,7 +1,9 @@
-"""``xai explain``: the seed's row of image + attributions for single image files."""
+"""``xai explain``: one figure for single image files, a row per image: the image with its
+predicted class and probability, then one normalized heat map per method."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +20,13 @@ class ExplainResult:
 
 def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
                    head: str = "softmax", methods: list[str], n_steps: int = 50,
-                   nt_samples: int = 10, device: str = "auto", seed: int = 0) -> ExplainResult:
-    """Explain each image with each method; write one PNG with a row per image."""
+                   nt_samples: int = 10, device: str = "auto", seed: int = 0,
+                   progress: Callable[[str], None] | None = None) -> ExplainResult:
+    """Explain each image with each method; write one PNG with a row per image.
+
+    ``progress(what)`` is called after each (image, method), ``len(paths) * len(methods)``
+    times in all, with what was just done.
+    """
     from pipeline.data import ImageDecodeError, load_tensor, normalize
     from pipeline.explainers import (
         aggregate_attribution,
@@ -61,6 +68,8 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
             attr, _ = attribute(spec, loaded.model, x, target, params, max_batch,
                                 [image_seed(seed, i)])
             maps.append(normalize_attribution(aggregate_attribution(attr.cpu())))
+            if progress is not None:
+                progress(f"{path.name}: {name}")
         label = class_names()[int(target)]
         prob = float(probs[0, target])
         draw_attribution_row(rows[i], image, maps, methods,

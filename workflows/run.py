@@ -186,22 +186,94 @@ def refuse_old_schema(store_path: Path) -> None:
         raise StoreError(f"{store_path}: {problem}")
 
 
+#: The config keys that define a store's image axis: a change needs a new store.
+STORE_KEYS = ("dataset.", "run.shard_size")
+
+
+def _store_differences(store_path: Path, cfg: Config, n: int) -> list[str]:
+    """``key: old -> new`` for the settings that make the existing store unusable."""
+    try:
+        group = open_store(store_path, mode="r")
+        old = group.attrs.get("config", {})
+        stored_n = array(group, "image").shape[0]
+    except StoreError as exc:
+        return [f"the store cannot be read ({exc})"]
+    changes = [c for c in config_changes(old, cfg.to_dict()) if c.startswith(STORE_KEYS)]
+    old_root = (old.get("dataset") or {}).get("root")
+    new_root = str(cfg.dataset.root) if cfg.dataset.root else None
+    if old_root != new_root:
+        changes.insert(0, f"dataset.root: {old_root!r} -> {new_root!r}")
+    if cfg.dataset.layout == "synthetic":
+        changes += [c for c in config_changes(old, cfg.to_dict()) if c.startswith("run.seed")]
+    if stored_n != n and not changes:
+        changes.append(f"images: {stored_n} in the store -> {n} now")
+    return changes or ["the store was created by a different version of these settings"]
+
+
+def _replace_store(cfg: Config, manifest: Manifest, store_path: Path, records: Records,
+                   ingest: str) -> None:
+    """Build the new store beside the old one, then swap them; the old one is removed last.
+
+    A kill at any point leaves a readable store: the old one until the swap, the new one
+    after it (an interrupted swap is finished by :func:`_finish_swap` on the next run).
+    """
+    new, old = store_path.with_name(store_path.name + ".new"), \
+        store_path.with_name(store_path.name + ".old")
+    shutil.rmtree(new, ignore_errors=True)
+    with disk_errors(store_path):
+        create_store(new, manifest.ids, manifest.labels, cfg.run.shard_size, cfg.dataset.crop,
+                     {"stage_hashes": {_first_stage(): ingest}})
+    faults.point("replace:new-created")
+    shutil.rmtree(records.root, ignore_errors=True)
+    for stage in stages().values():
+        for folder in stage.output_dirs:
+            shutil.rmtree(cfg.run_dir / folder, ignore_errors=True)
+    if store_path.exists():
+        store_path.rename(old)
+    faults.point("replace:old-moved")
+    new.rename(store_path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _finish_swap(store_path: Path) -> None:
+    """Finish a replacement that was killed between moving the old store and the new one."""
+    new, old = store_path.with_name(store_path.name + ".new"), \
+        store_path.with_name(store_path.name + ".old")
+    if not store_path.exists() and new.exists() and old.exists():
+        new.rename(store_path)
+    if store_path.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _prepare_store(cfg: Config, manifest: Manifest, store_path: Path, records: Records,
-                   hashes: Hashes, force: Sequence[str], reporter: Reporter) -> None:
+                   hashes: Hashes, force: Sequence[str], reporter: Reporter,
+                   replace: bool = False) -> None:
+    """Create the store, keep the matching one, or refuse to discard one that differs.
+
+    Raises
+    ------
+    StoreError
+        The existing store was made with other dataset settings (or ``shard_size``), and
+        neither ``replace`` nor ``--force`` on the first stage asked to discard it.
+    """
+    _finish_swap(store_path)
     refuse_old_schema(store_path)
     first = _first_stage()
     ingest = hashes[(first, None)]
-    fresh = first in force or not _store_matches(store_path, ingest, len(manifest))
-    if fresh:
-        if store_path.exists():
-            reporter.info("dataset settings changed or store missing: starting a new store")
-        shutil.rmtree(records.root, ignore_errors=True)
-        for stage in stages().values():
-            for folder in stage.output_dirs:
-                shutil.rmtree(cfg.run_dir / folder, ignore_errors=True)
-        with disk_errors(store_path):
-            create_store(store_path, manifest.ids, manifest.labels, cfg.run.shard_size,
-                         cfg.dataset.crop, {"stage_hashes": {first: ingest}})
+    if not store_path.exists():
+        _replace_store(cfg, manifest, store_path, records, ingest)
+        return
+    if first in force or not _store_matches(store_path, ingest, len(manifest)):
+        if not (replace or first in force):
+            changes = _store_differences(store_path, cfg, len(manifest))
+            raise StoreError(
+                f"Expected the settings of the existing store at {store_path}, got "
+                f"different ones: {'; '.join(changes)}. Nothing was changed. To keep it, "
+                "write the new run elsewhere with --out DIR; to discard it and start over, "
+                "add --replace."
+            )
+        reporter.info(f"replacing the store at {store_path} (--replace)")
+        _replace_store(cfg, manifest, store_path, records, ingest)
         return
     group = open_store(store_path)
     stored = array(group, "image")[:].tolist()  # type: ignore[union-attr]
@@ -374,7 +446,7 @@ def _device_idle(done: list[tuple[Unit, dict[str, Any]]]) -> float | None:
 
 
 def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None = None,
-                 reporter: Reporter | None = None) -> RunSummary:
+                 reporter: Reporter | None = None, replace: bool = False) -> RunSummary:
     """Run (or resume) every stage of ``cfg``; return what happened.
 
     Raises
@@ -402,7 +474,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             rep.warn(RANDOM_WEIGHTS_WARNING)
         hashes = stage_hashes(cfg, loaded.weights_id)
         records = Records(run_dir)
-        _prepare_store(cfg, manifest, store_path, records, hashes, forced, rep)
+        _prepare_store(cfg, manifest, store_path, records, hashes, forced, rep, replace)
         group = open_store(store_path)
         sync_explainers(group, cfg, records)
         _write_attrs(group, cfg, hashes, loaded, device)
