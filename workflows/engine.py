@@ -199,8 +199,9 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
     """Run ``pending`` units in dependency order, streaming, and record each as it returns.
 
     ``depends_on(u)`` names the units whose output ``u`` reads; those not in ``pending`` are
-    taken as done. On the first failure no new unit is submitted; the ones already running are
-    awaited (their results still recorded) and a :class:`TaskFailed` names the unit.
+    taken as done. On the first failure nothing more is submitted or recorded, queued tasks
+    are dropped, and the task's error is raised (a :class:`TaskFailed` for a worker that kept
+    dying).
     """
     todo = set(pending)
     waiting = {u: {d for d in depends_on(u) if d in todo and d != u} for u in pending}
@@ -217,7 +218,7 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
 
     try:
         submit(u for u in pending if not waiting[u])
-        while running:
+        while running and failure is None:
             for handle, result, exc in executor.wait():
                 unit = running.pop(handle)
                 if exc is not None:
@@ -233,7 +234,9 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
                             ready.append(d)
                     submit(ready)
     finally:
-        if running or failure is not None:
+        if running:
+            # Queued tasks are dropped; in-process ones already running finish when the
+            # executor shuts down, unrecorded (they are recomputed on the next run).
             executor.cancel()
     if failure is not None:
         unit, exc = failure
