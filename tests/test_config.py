@@ -41,10 +41,13 @@ def test_defaults_and_relative_paths_resolve_against_the_file(tmp_path):
 
 
 @pytest.mark.parametrize("body,needle", [
-    ('[dataset]\nroot = "x"\nlimt = 3\n[methods.gradient]\n', "unknown key 'limt' in [dataset]"),
+    ('[dataset]\nroot = "x"\nlimt = 3\n[methods.gradient]\n',
+     "line 3: unknown key `dataset.limt`; did you mean `dataset.limit`?"),
     ('[dataset]\nroot = "x"\n[methods.gradient]\n[runn]\n', "unknown section or key 'runn'"),
     ('[dataset]\nroot = "x"\n[methods.gradiant]\n', "unknown method 'gradiant'"),
-    ('[dataset]\nroot = "x"\n[methods.integrated_gradients]\nn_step = 3\n', "unknown key 'n_step'"),
+    ('[dataset]\nroot = "x"\n[methods.integrated_gradients]\nn_step = 3\n',
+     "line 4: unknown key `methods.integrated_gradients.n_step`; did you mean "
+     "`methods.integrated_gradients.n_steps`?"),
     ('[dataset]\nroot = "x"\n[methods.integrated_gradients]\nn_steps = 1\n', "n_steps >= 2"),
     ('[dataset]\nroot = "x"\n[methods.smoothgrad]\nstdevs = "big"\n', "stdevs to be float"),
     ('[dataset]\nroot = "x"\n[methods.gradient]\n[run]\nshard_size = 0\n', "shard_size"),
@@ -119,3 +122,25 @@ def test_config_is_frozen(tmp_path):
         cfg.run.seed = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         cfg.methods["gradient"]["abs"] = False  # type: ignore[index]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("run.shard_sze=4", "--set run.shard_sze=4: unknown key `run.shard_sze`; did you mean "
+                        "`run.shard_size`?"),
+    ("run.shard_size=-1", "--set run.shard_size=-1: [run] shard_size: expected an integer >= 1,"
+                          " got -1"),
+    ("methods.smoothgrad.nt_sample=3", "--set methods.smoothgrad.nt_sample=3: unknown key "
+                                       "`methods.smoothgrad.nt_sample`; did you mean "
+                                       "`methods.smoothgrad.nt_samples`?"),
+    ("methods.smoothgrad.nt_samples=0", "--set methods.smoothgrad.nt_samples=0: "),
+    ("methods.smothgrad.stdevs=1", "unknown method `methods.smothgrad`; did you mean "
+                                   "`methods.smoothgrad`?"),
+    ("rnu.seed=1", "--set rnu.seed=1: unknown section `rnu`; did you mean `run`?"),
+    ("render.colormap=nope", "--set render.colormap=nope: [render] colormap"),
+])
+def test_bad_overrides_name_the_override_not_the_file(tmp_path, override, needle):
+    path = _write(tmp_path, '[dataset]\nroot = "x"\n[methods.smoothgrad]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, [override])
+    assert needle in str(info.value)
+    assert str(path) not in str(info.value)

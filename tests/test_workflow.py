@@ -395,6 +395,10 @@ def test_bad_config_names_key_and_file(tiny):
     assert result.exit_code == 2
     assert "shard_sise" in result.output and "tiny.toml" in result.output
     assert "Traceback" not in result.output
+    config.write_text(config.read_text().replace("shard_sise = 3\n", ""))
+    bad_value = cli("run", "--config", str(config), "--set", "run.shard_size=-1")
+    assert "--set run.shard_size=-1: [run] shard_size: expected an integer >= 1, got -1" \
+        in " ".join(bad_value.output.split()), bad_value.output
 
 
 def test_status_and_clean(tiny):

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -83,7 +84,8 @@ class RichReporter:
 
 
 def _fail(exc: BaseException | str, code: int = 2) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {exc}")
+    # escape: messages quote config sections such as "[run]", which rich would eat as markup
+    console.print(f"[bold red]error:[/] {escape(str(exc))}")
     return typer.Exit(code)
 
 

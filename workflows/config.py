@@ -8,11 +8,13 @@ on the command line resolve against the working directory.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 import os
+import re
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -199,21 +201,31 @@ def _check_value(where: str, section: str, f: dataclasses.Field[Any], value: Any
     return value
 
 
-def _section(cls: type[Any], table: Any, section: str, where: str, base: Path) -> Any:
+Where = Callable[[str, str], str]
+
+
+def _did_you_mean(key: str, allowed: Sequence[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
+    return f"; did you mean `{prefix}{close[0]}`?" if close else ""
+
+
+def _section(cls: type[Any], table: Any, section: str, where: Where, base: Path) -> Any:
     if not isinstance(table, dict):
-        raise ConfigError(f"{where}: [{section}] expected a table, got {table!r}")
+        raise ConfigError(f"{where(section, '')}: [{section}] expected a table, got {table!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values: dict[str, Any] = {}
     for key, value in table.items():
         if (section, key) in _REMOVED:
-            raise ConfigError(f"{where}: [{section}] {key}: no longer used: "
+            raise ConfigError(f"{where(section, key)}: [{section}] {key}: no longer used: "
                               f"{_REMOVED[(section, key)]}.")
         if key not in fields:
             allowed = ", ".join(fields)
+            hint = _did_you_mean(key, list(fields), f"{section}.")
             raise ConfigError(
-                f"{where}: unknown key {key!r} in [{section}]. Allowed keys: {allowed}."
+                f"{where(section, key)}: unknown key `{section}.{key}`{hint} (in [{section}]; "
+                f"allowed keys: {allowed})."
             )
-        values[key] = _check_value(where, section, fields[key], value, base)
+        values[key] = _check_value(where(section, key), section, fields[key], value, base)
     return cls(**values)
 
 
@@ -224,26 +236,66 @@ def _device_ok(device: str) -> bool:
     return head == "cuda" and idx.isdigit()
 
 
-def _methods(table: Any, where: str) -> dict[str, Mapping[str, Any]]:
+def _methods(table: Any, where: Where) -> dict[str, Mapping[str, Any]]:
     if not isinstance(table, dict) or not table:
         raise ConfigError(
-            f"{where}: expected at least one [methods.<name>] table, got none. "
+            f"{where('methods', '')}: expected at least one [methods.<name>] table, got none. "
             f"Registered methods: {', '.join(METHODS)}."
         )
     resolved: dict[str, Mapping[str, Any]] = {}
     for name, params in table.items():
         if name not in METHODS:
+            hint = _did_you_mean(name, list(METHODS), "methods.")
             raise ConfigError(
-                f"{where}: unknown method {name!r} in [methods.{name}]. "
+                f"{where('methods', name)}: unknown method {name!r} in [methods.{name}]{hint} "
                 f"Registered methods: {', '.join(METHODS)}."
             )
         if not isinstance(params, dict):
-            raise ConfigError(f"{where}: [methods.{name}] expected a table, got {params!r}")
+            raise ConfigError(f"{where('methods', name)}: [methods.{name}] expected a table, "
+                              f"got {params!r}")
+        for key in params:
+            if key not in METHODS[name].params:
+                hint = _did_you_mean(key, list(METHODS[name].params), f"methods.{name}.")
+                allowed = ", ".join(METHODS[name].params) or "none"
+                raise ConfigError(
+                    f"{where(f'methods.{name}', key)}: unknown key `methods.{name}.{key}`"
+                    f"{hint} (allowed: {allowed})."
+                )
         try:
             resolved[name] = MappingProxyType(METHODS[name].resolve(params))
         except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            bad = next((k for k in params if f"{k} " in str(exc) or f"{k}>" in str(exc)), "")
+            raise ConfigError(f"{where(f'methods.{name}', bad)}: {exc}") from None
     return resolved
+
+
+def _sources(path: Path, text: str, overrides: Sequence[str]) -> Where:
+    """Who set ``section.key``: the ``--set`` that did, else the file (and line, if found)."""
+    by_key = {}
+    for override in overrides:
+        parts, _ = parse_override(override)
+        by_key[(".".join(parts[:-1]), parts[-1])] = override
+        by_key.setdefault((".".join(parts[:-1]), ""), override)
+
+    def where(section: str, key: str) -> str:
+        if (section, key) in by_key:
+            return f"--set {by_key[(section, key)]}"
+        line = _line_of(text, section, key) if key else None
+        return f"{path}, line {line}" if line else str(path)
+
+    return where
+
+
+def _line_of(text: str, section: str, key: str) -> int | None:
+    """The line of ``key =`` inside ``[section]`` in a TOML text, if it is written plainly."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = re.match(r"\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
+        if header:
+            current = header.group(1).strip()
+        elif current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            return number
+    return None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -260,6 +312,31 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return parts, value
+
+
+def _check_override_keys(overrides: Sequence[str]) -> None:
+    """``--set`` keys must exist: name the override and suggest the nearest key."""
+    sections = {"dataset": DatasetConfig, "model": ModelConfig, "run": RunConfig,
+                "render": RenderConfig}
+    for text in overrides:
+        parts, _ = parse_override(text)
+        dotted = ".".join(parts)
+        if parts[0] in sections and len(parts) == 2:
+            fields = [f.name for f in dataclasses.fields(sections[parts[0]])]
+            if parts[1] not in fields and (parts[0], parts[1]) not in _REMOVED:
+                hint = _did_you_mean(parts[1], fields, f"{parts[0]}.")
+                raise ConfigError(f"--set {text}: unknown key `{dotted}`{hint}")
+        elif parts[0] == "methods" and len(parts) == 3:
+            if parts[1] not in METHODS:
+                hint = _did_you_mean(parts[1], list(METHODS), "methods.")
+                raise ConfigError(f"--set {text}: unknown method `methods.{parts[1]}`{hint}")
+            params = list(METHODS[parts[1]].params)
+            if parts[2] not in params:
+                hint = _did_you_mean(parts[2], params, f"methods.{parts[1]}.")
+                raise ConfigError(f"--set {text}: unknown key `{dotted}`{hint}")
+        elif parts[0] not in (*sections, "methods"):
+            hint = _did_you_mean(parts[0], [*sections, "methods"])
+            raise ConfigError(f"--set {text}: unknown section `{parts[0]}`{hint}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -317,7 +394,8 @@ def load_config(
     env = os.environ if env is None else env
     where = str(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{where}: not valid TOML: {exc}") from None
     except OSError as exc:
@@ -330,6 +408,8 @@ def load_config(
                 f"{where}: unknown section or key {key!r}. Allowed: {', '.join(sorted(known))}."
             )
     cwd = Path.cwd()
+    source = _sources(path, text, overrides)
+    _check_override_keys(overrides)
     raw = apply_overrides(raw, overrides)
     set_paths = {tuple(parse_override(o)[0]) for o in overrides}
     dataset_table = dict(raw.get("dataset", {}))
@@ -350,26 +430,27 @@ def load_config(
     if weights is not None:
         model_table["weights"] = weights
     dataset_table.setdefault("name", path.stem)
-    dataset = _section(DatasetConfig, dataset_table, "dataset", where, base)
-    model = _section(ModelConfig, model_table, "model", where, base)
+    dataset = _section(DatasetConfig, dataset_table, "dataset", source, base)
+    model = _section(ModelConfig, model_table, "model", source, base)
     if model.weights not in ("imagenet", "auto", "random"):
         wpath = Path(model.weights).expanduser()
         if not wpath.is_absolute():
             wpath = (cwd if weights is not None else base) / wpath
         model = dataclasses.replace(model, weights=str(wpath))
-    run = _section(RunConfig, run_table, "run", where, base)
+    run = _section(RunConfig, run_table, "run", source, base)
     if not _device_ok(run.device):
-        raise _err(where, "run", "device",
+        raise _err(source("run", "device"), "run", "device",
                    f"expected auto, cpu, cuda or cuda:N, got {run.device!r}")
-    render = _section(RenderConfig, raw.get("render", {}), "render", where, base)
-    _check_colormap(where, "colormap", render.colormap)
-    _check_colormap(where, "signed_colormap", render.signed_colormap)
-    methods = _methods(raw.get("methods"), where)
+    render = _section(RenderConfig, raw.get("render", {}), "render", source, base)
+    _check_colormap(source("render", "colormap"), "colormap", render.colormap)
+    _check_colormap(source("render", "signed_colormap"), "signed_colormap",
+                    render.signed_colormap)
+    methods = _methods(raw.get("methods"), source)
     if dataset.layout != "synthetic" and dataset.root is None:
         raise _err(where, "dataset", "root",
                    f"expected the image folder (or --data-dir / ${DATA_DIR_ENV}), got none")
     if dataset.crop > dataset.resize:
-        raise _err(where, "dataset", "crop",
+        raise _err(source("dataset", "crop"), "dataset", "crop",
                    f"expected crop <= resize ({dataset.resize}), got {dataset.crop}")
     return Config(dataset=dataset, model=model, run=run, methods=methods, render=render,
                   source=path.resolve())
