@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pipeline.precision import set_tf32
+
 
 class ChannelsLast(nn.Module):
     """Runs ``inner`` (converted to channels_last) on channels_last copies of its input."""
@@ -98,3 +100,35 @@ def optimize(model: nn.Module, device: torch.device | str, *, channels_last: boo
     if compile:
         out = CompiledWithFallback(out)
     return out.eval()
+
+
+def _tf32_from_here(grad: torch.Tensor) -> None:
+    set_tf32(True)  # the backward pass starts at the output: TF32 from here on
+
+
+class TF32Backward(torch.nn.Module):
+    """Runs ``inner`` with TF32 off for the forward pass and on for its backward pass.
+
+    The flags are process-wide: the forward switches them off before it runs, and a hook on
+    the output switches them on when the gradient reaches it. Use inside
+    ``precision_mode("fp32-fwd")``, which restores the caller's flags afterwards.
+    """
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        set_tf32(False)
+        out: torch.Tensor = self.inner(x)
+        if out.requires_grad:
+            out.register_hook(_tf32_from_here)
+        return out
+
+
+def for_precision(model: torch.nn.Module, mode: str, device: torch.device | str
+                  ) -> torch.nn.Module:
+    """``model`` wrapped as ``mode`` needs: :class:`TF32Backward` for ``fp32-fwd`` on CUDA."""
+    if mode == "fp32-fwd" and torch.device(device).type == "cuda":
+        return TF32Backward(model)
+    return model

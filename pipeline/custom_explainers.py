@@ -20,7 +20,8 @@ from pipeline.stem import AffineStem, affine_stem
 
 Rule = Literal["seed", "trapezoid", "gausslegendre"]
 #: Quadrature rules of the custom IG; ``seed`` is the seed's average over ``linspace(0, 1, m)``.
-QUADRATURE_RULES: tuple[str, ...] = ("seed", "trapezoid", "gausslegendre")
+from pipeline.quadrature import QUADRATURE_RULES  # noqa: E402  (re-exported)
+
 GradientFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 #: Samples per forward/backward when nobody says otherwise and no planner is at hand.
 DEFAULT_MAX_BATCH: int = 32

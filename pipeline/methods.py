@@ -12,24 +12,21 @@ import math
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from captum.attr import InputXGradient, IntegratedGradients, Saliency
-from torch import nn
 
-from pipeline.custom_explainers import QUADRATURE_RULES, input_gradient, integrated_gradients
-from pipeline.data import black_baseline
+from pipeline.quadrature import QUADRATURE_RULES
+
+if TYPE_CHECKING:  # torch and captum load when a method runs, not when the registry is read
+    import torch
+    from torch import nn
 
 CAPTUM_IG_METHODS: tuple[str, ...] = (
     "gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle",
 )
 
-AttributionFn = Callable[
-    [nn.Module, torch.Tensor, torch.Tensor, Mapping[str, Any], int, Sequence[int] | None],
-    torch.Tensor,
-]
+AttributionFn = Callable[..., "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -115,6 +112,9 @@ def _groups(n: int, size: int) -> list[slice]:
 def _gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
               params: Mapping[str, Any], max_batch: int,
               _seeds: Sequence[int] | None = None) -> torch.Tensor:
+    import torch
+    from captum.attr import Saliency
+
     sal = Saliency(model)
     return torch.cat([
         sal.attribute(images[s], target=targets[s], abs=params["abs"]).detach()
@@ -125,6 +125,9 @@ def _gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 def _input_x_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                       _params: Mapping[str, Any], max_batch: int,
                       _seeds: Sequence[int] | None = None) -> torch.Tensor:
+    import torch
+    from captum.attr import InputXGradient
+
     ixg = InputXGradient(model)
     return torch.cat([
         ixg.attribute(images[s], target=targets[s]).detach()
@@ -135,6 +138,11 @@ def _input_x_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Ten
 def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                params: Mapping[str, Any], max_batch: int,
                _seeds: Sequence[int] | None = None) -> torch.Tensor:
+    import torch
+    from captum.attr import IntegratedGradients
+
+    from pipeline.data import black_baseline
+
     ig = IntegratedGradients(model)
     steps = params["n_steps"]
     # Captum splits along steps only, so each call gets at most max_batch images.
@@ -164,6 +172,8 @@ def _noisy_chunks(images: torch.Tensor, seeds: Sequence[int], samples: int, stde
     and nothing is drawn on the CPU and copied over for a GPU batch. CPU and CUDA generators
     draw different numbers for the same seed (the store records the device of each shard).
     """
+    import torch
+
     parts: list[torch.Tensor] = []
     rows: list[torch.Tensor] = []
     held = 0
@@ -190,6 +200,9 @@ def _smoothgrad(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                 params: Mapping[str, Any], max_batch: int,
                 seeds: Sequence[int] | None = None) -> torch.Tensor:
     """NoiseTunnel(Saliency) smoothgrad semantics: mean |grad| over ``nt_samples`` noisy copies."""
+    import torch
+    from captum.attr import Saliency
+
     samples, stdev = params["nt_samples"], params["stdevs"]
     if seeds is None:
         seeds = torch.randint(0, 2**62, (images.shape[0],)).tolist()
@@ -204,6 +217,10 @@ def _smoothgrad(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                      params: Mapping[str, Any], max_batch: int,
                      _seeds: Sequence[int] | None = None) -> torch.Tensor:
+    import torch
+
+    from pipeline.custom_explainers import input_gradient
+
     grads = torch.cat([
         input_gradient(model, images[s], targets[s])
         for s in _groups(images.shape[0], max_batch)
@@ -214,6 +231,9 @@ def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tens
 def _custom_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                params: Mapping[str, Any], max_batch: int,
                _seeds: Sequence[int] | None = None) -> torch.Tensor:
+    from pipeline.custom_explainers import integrated_gradients
+    from pipeline.data import black_baseline
+
     return integrated_gradients(
         model, images, targets, black_baseline(images), params["n_steps"],
         rule=params["rule"], max_batch=max_batch,
@@ -284,6 +304,10 @@ def get_method(name: str) -> MethodSpec:
 def completeness_delta(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                        attributions: torch.Tensor) -> torch.Tensor:
     """``sum(A) - (F(x)_c - F(x_bar)_c)`` per row, black baseline; ``(N,)`` float64."""
+    import torch
+
+    from pipeline.data import black_baseline
+
     with torch.no_grad():
         rows = torch.arange(images.shape[0], device=images.device)
         fx = model(images)[rows, targets].double()
@@ -304,6 +328,8 @@ def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets:
     (attributions, delta)
         ``(N, 3, H, W)`` float32 and ``(N,)`` float32 (NaN where undefined).
     """
+    import torch
+
     with warnings.catch_warnings():
         # Captum warns that it set requires_grad on the input, which is what we want.
         warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")

@@ -6,7 +6,6 @@ with respect to the input.
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from dataclasses import dataclass
 from functools import cache
@@ -18,6 +17,7 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from pipeline.errors import WeightsError
+from pipeline.weights import file_sha256, imagenet_cache_path
 
 HEADS: tuple[str, ...] = ("softmax", "logits")
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
@@ -49,12 +49,6 @@ class LoadedModel:
     head: str
     weights_id: str
     is_random: bool
-
-
-def imagenet_cache_path() -> Path:
-    """Where torchvision caches the ResNet18 checkpoint: ``$TORCH_HOME/hub/checkpoints``."""
-    filename = IMAGENET_WEIGHTS.url.rsplit("/", 1)[-1]
-    return Path(torch.hub.get_dir()) / "checkpoints" / filename
 
 
 def _offline_message(cause: BaseException) -> str:
@@ -90,15 +84,6 @@ def _load_imagenet(allow_download: bool = True, timeout_s: float = 20.0) -> nn.M
         socket.setdefaulttimeout(old_timeout)
     net.load_state_dict(state)
     return net
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (part of a local weight file's identity)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def describe_file(path: Path) -> str:

@@ -28,8 +28,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
-from pipeline.accel import CompiledWithFallback
-from pipeline.precision import TF32Backward
+from pipeline.accel import CompiledWithFallback, TF32Backward
 
 
 @dataclass(frozen=True)

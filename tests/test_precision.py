@@ -7,7 +7,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pipeline.precision import PRECISIONS, TF32Backward, for_precision, precision_mode
+from pipeline.accel import TF32Backward, for_precision
+from pipeline.precision import PRECISIONS, precision_mode
 
 
 def _flags() -> tuple[bool, bool]:

@@ -155,14 +155,14 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     """
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
-    from pipeline.accel import optimize
+    from pipeline.accel import for_precision, optimize
     from pipeline.custom_explainers import integrated_gradients
     from pipeline.data import black_baseline, normalize
     from pipeline.datasets import synthetic_image
     from pipeline.methods import METHODS, attribute, image_seed
     from pipeline.model import load_model
     from pipeline.planner import plan_max_batch
-    from pipeline.precision import for_precision, precision_mode
+    from pipeline.precision import precision_mode
 
     warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
     dev = torch.device(device)

@@ -15,11 +15,10 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from pipeline.datasets import Manifest, build_manifest
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import (
     array,
@@ -51,6 +50,9 @@ from workflows.scheduler import open_executor
 from workflows.stages import RunSettings, Task, remove_stale_sheets, unit_checksum
 from workflows.state import Records, RunLock, atomic_write_json, disk_errors, read_json
 from workflows.worker import EngineSpec, resolve_device
+
+if TYPE_CHECKING:  # torch-free import for `xai status`: datasets load torchvision
+    from pipeline.datasets import Manifest
 
 RANDOM_WEIGHTS_WARNING = (
     "RANDOM WEIGHTS: ImageNet weights were not available, so this run used seeded random "
@@ -145,11 +147,11 @@ def package_versions() -> dict[str, str]:
 
 def expected_weights_id(cfg: Config) -> str:
     """The weights identity a run would use, without loading the model (for status)."""
-    from pipeline.model import IMAGENET_WEIGHTS, file_sha256, imagenet_cache_path
+    from pipeline.weights import IMAGENET_ID, file_sha256, imagenet_cache_path
 
     w = cfg.model.weights
     if w == "imagenet" or (w == "auto" and imagenet_cache_path().exists()):
-        return f"torchvision:{IMAGENET_WEIGHTS}"
+        return IMAGENET_ID
     if w in ("random", "auto"):
         return f"random:seed={cfg.run.seed}"
     path = Path(w)
@@ -460,6 +462,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     t_start = time.perf_counter()
     forced = _forced(force)
     d = cfg.dataset
+    from pipeline.datasets import build_manifest
+
     manifest = build_manifest(d.layout, d.root, labels_csv=d.labels_csv, limit=d.limit,
                               per_class=d.per_class, count=d.count, dataset_name=d.name)
     in_process = not (scheduler.startswith("local:") or scheduler == "local-cuda"

@@ -102,10 +102,9 @@ def engine(spec: EngineSpec) -> Engine:
 def _build(spec: EngineSpec, device: Any) -> Engine:
     import dataclasses
 
-    from pipeline.accel import optimize
+    from pipeline.accel import for_precision, optimize
     from pipeline.model import load_model
     from pipeline.planner import plan_max_batch
-    from pipeline.precision import for_precision
 
     loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device)
     if loaded.weights_id != spec.weights_id:
