@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 #: ``str(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)`` and its checkpoint file name
@@ -17,7 +18,16 @@ IMAGENET_ID = f"torchvision:{IMAGENET_WEIGHTS_NAME}"
 
 def hub_dir() -> Path:
     """``torch.hub.get_dir()``: ``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``, else
-    ``~/.cache/torch/hub``."""
+    ``~/.cache/torch/hub``. Once torch is imported, torch's own answer (which also follows
+    ``torch.hub.set_dir``)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir())
+    return default_hub_dir()
+
+
+def default_hub_dir() -> Path:
+    """torch's default hub folder, from the environment alone."""
     home = os.environ.get("TORCH_HOME") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")),
         "torch")

@@ -16,12 +16,22 @@ def test_torch_free_identity_matches_torchvision(monkeypatch, tmp_path):
 
     assert f"torchvision:{ResNet18_Weights.IMAGENET1K_V1}" == weights.IMAGENET_ID
     assert ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1] == weights.IMAGENET_FILE
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)  # torch's default, as in a fresh process
     for env in ({}, {"TORCH_HOME": str(tmp_path / "th")}, {"XDG_CACHE_HOME": str(tmp_path)}):
         monkeypatch.delenv("TORCH_HOME", raising=False)
         monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
         for key, value in env.items():
             monkeypatch.setenv(key, value)
-        assert str(weights.hub_dir()) == torch.hub.get_dir(), env
+        assert str(weights.default_hub_dir()) == torch.hub.get_dir(), env
+
+
+def test_hub_dir_follows_torch_set_dir(monkeypatch, tmp_path):
+    import torch
+
+    from pipeline import weights
+
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "elsewhere"))
+    assert weights.imagenet_cache_path().parent.parent == tmp_path / "elsewhere"
 
 
 def test_the_cli_and_status_do_not_import_torch():
