@@ -75,21 +75,43 @@ class InlineExecutor:
         self._queue.clear()
 
 
-class PoolExecutor:
+class _Tracked:
+    """Futures in flight, and a queue their done-callbacks fill: waiting is O(1) per unit,
+    not a scan of every pending future."""
+
+    def __init__(self) -> None:
+        self._futures: set[Any] = set()
+        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def _track(self, fut: Any) -> Any:
+        self._futures.add(fut)
+        fut.add_done_callback(self._done.put)
+        return fut
+
+    def _outcome(self, fut: Any) -> Finished:
+        raise NotImplementedError
+
+    def wait(self) -> list[Finished]:
+        out = []
+        for fut in _drain(self._done):
+            self._futures.discard(fut)
+            out.append(self._outcome(fut))
+        return out
+
+
+class PoolExecutor(_Tracked):
     """``threads`` / ``processes``: device tasks on two threads of this process (their compute
     takes turns on the device lock), CPU tasks on threads or on spawned processes. Stages that
     need their own process (matplotlib) always get processes."""
 
     def __init__(self, processes: bool, cpu_workers: int | None = None) -> None:
+        super().__init__()
         self.name = "processes" if processes else "threads"
         self._processes = processes
         self._cpus = cpu_workers or os.cpu_count() or 1
         self._device = cf.ThreadPoolExecutor(2, thread_name_prefix="xai-device")
         self._threads = cf.ThreadPoolExecutor(self._cpus, thread_name_prefix="xai-cpu")
         self._pool: cf.ProcessPoolExecutor | None = None
-        self._futures: set[cf.Future[dict[str, Any]]] = set()
-        # Finished futures arrive here: waiting is O(1), not a scan of every pending future.
-        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def _process_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
@@ -106,21 +128,13 @@ class PoolExecutor:
             pool = self._process_pool()
         else:
             pool = self._threads
-        fut = pool.submit(execute, task)
-        self._futures.add(fut)
-        fut.add_done_callback(self._done.put)
-        return fut
+        return self._track(pool.submit(execute, task))
 
-    def wait(self) -> list[Finished]:
-        out: list[Finished] = []
-        for fut in _drain(self._done):
-            self._futures.discard(fut)
-            if fut.cancelled():
-                out.append((fut, None, cf.CancelledError(f"{fut} cancelled")))
-                continue
-            exc = fut.exception()
-            out.append((fut, None if exc else fut.result(), exc))
-        return out
+    def _outcome(self, fut: Any) -> Finished:
+        if fut.cancelled():
+            return fut, None, cf.CancelledError(f"{fut} cancelled")
+        exc = fut.exception()
+        return fut, None if exc else fut.result(), exc
 
     def cancel(self) -> None:
         for fut in self._futures:
@@ -134,15 +148,14 @@ class PoolExecutor:
             self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-class DaskExecutor:
+class DaskExecutor(_Tracked):
     """A Dask cluster: device tasks only on workers with the ``GPU`` resource; a task whose
     worker dies is rescheduled on another one by the Dask scheduler."""
 
     def __init__(self, client: Any, name: str) -> None:
+        super().__init__()
         self.client = client
         self.name = name
-        self._futures: set[Any] = set()
-        self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
 
     def submit(self, task: Task, priority: int) -> Any:
         import uuid
@@ -151,23 +164,16 @@ class DaskExecutor:
         resources = {"GPU": DEVICE_SHARE} if stage.device else None
         fut = self.client.submit(execute, task, key=f"{task.unit.key}-{uuid.uuid4().hex[:8]}",
                                  pure=False, priority=-priority, resources=resources)
-        self._futures.add(fut)
-        fut.add_done_callback(self._done.put)
-        return fut
+        return self._track(fut)
 
-    def wait(self) -> list[Finished]:
-        out: list[Finished] = []
-        for fut in _drain(self._done):
-            self._futures.discard(fut)
-            if fut.status == "finished":
-                out.append((fut, fut.result(), None))
-            else:
-                try:
-                    exc = fut.exception()
-                except BaseException as err:  # cancelled
-                    exc = err
-                out.append((fut, None, exc or RuntimeError(f"task {fut.key} {fut.status}")))
-        return out
+    def _outcome(self, fut: Any) -> Finished:
+        if fut.status == "finished":
+            return fut, fut.result(), None
+        try:
+            exc = fut.exception()
+        except BaseException as err:  # cancelled
+            exc = err
+        return fut, None, exc or RuntimeError(f"task {fut.key} {fut.status}")
 
     def cancel(self) -> None:
         if self._futures:
