@@ -10,23 +10,32 @@ UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV_STAMP := .venv/.synced
 
 
-.PHONY: ensure-uv help setup test test-slow test-all lint run status clean bench
+.PHONY: ensure-uv help setup test test-slow test-all lint run status clean bench xai
 
 help:
 	@echo "make run [DATASET=sample] [WEIGHTS=imagenet|random|auto|FILE] [ARGS='...']"
+	@echo "make xai ARGS='...'   (the CLI: make xai ARGS=--help, make xai ARGS='weights status')"
 	@echo "make test | make test-slow | make lint | make status | make clean | make bench"
 
+# pip puts uv in ~/.local/bin, often not on PATH: every target runs it as `python3 -m uv`
+# then, and the user is told how to call `uv` (or the CLI) directly.
 ensure-uv:
 	@$(UV) --version >/dev/null 2>&1 || { echo "uv not found: installing it with pip"; \
 	  python3 -m pip install --user --quiet uv 2>/dev/null \
 	  || python3 -m pip install --user --quiet --break-system-packages uv 2>/dev/null \
-	  || python3 -m pip install --quiet uv; }
+	  || python3 -m pip install --quiet uv; \
+	  command -v uv >/dev/null 2>&1 || echo "uv is installed but not on your PATH; make \
+	works without it. To type uv or xai yourself: export PATH=\"$$(python3 -m site \
+	--user-base)/bin:$$PATH\" (uv), or source .venv/bin/activate (xai)."; }
 
 $(VENV_STAMP): pyproject.toml uv.lock | ensure-uv
 	$(UV) sync --frozen
 	@touch $@
 
-setup: $(VENV_STAMP)
+# EXTRAS=cuda adds dask-cuda (for --scheduler local-cuda).
+setup: ensure-uv
+	$(UV) sync --frozen $(if $(EXTRAS),--extra $(EXTRAS))
+	@touch $(VENV_STAMP)
 
 test: $(VENV_STAMP)
 	$(UV) run --frozen pytest -m "not slow"
@@ -49,6 +58,9 @@ status: $(VENV_STAMP)
 
 clean: $(VENV_STAMP)
 	$(UV) run --frozen xai clean --dataset $(DATASET) $(ARGS)
+
+xai: $(VENV_STAMP)
+	$(UV) run --frozen xai $(ARGS)
 
 bench: $(VENV_STAMP)
 	$(UV) run --frozen xai bench $(ARGS)

@@ -7,6 +7,7 @@ with respect to the input.
 from __future__ import annotations
 
 import socket
+import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -17,7 +18,17 @@ from torch import nn
 from torchvision.models import ResNet18_Weights, resnet18
 
 from pipeline.errors import WeightsError
-from pipeline.weights import file_sha256, imagenet_cache_path
+from pipeline.weights import (
+    IMAGENET_URL,
+    file_sha256,
+    forget_failure,
+    hash_prefix,
+    imagenet_cache_path,
+    imagenet_url,
+    offline_hint,
+    recent_failure,
+    remember_failure,
+)
 
 HEADS: tuple[str, ...] = ("softmax", "logits")
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
@@ -42,6 +53,9 @@ class LoadedModel:
         ``random:seed=...``).
     is_random
         True when the weights are random (results mean nothing about a real model).
+    note
+        One line on why ``auto`` fell back to random weights and how to put the ImageNet
+        file in place; empty otherwise.
     """
 
     model: nn.Module
@@ -49,40 +63,74 @@ class LoadedModel:
     head: str
     weights_id: str
     is_random: bool
+    note: str = ""
 
 
-def _offline_message(cause: BaseException) -> str:
+def _offline_message(reason: str) -> str:
     path = imagenet_cache_path()
     return (
-        "Expected ImageNet ResNet18 weights, but they could not be downloaded "
-        f"({type(cause).__name__}: {cause}) and are not in the cache.\n"
+        "Expected ImageNet ResNet18 weights, but they are not in the cache and could not be "
+        f"downloaded ({reason}).\n"
         "Ways out:\n"
-        f"  1. copy resnet18 weights to the torchvision cache: {path}\n"
-        f"     (from a machine with network: {IMAGENET_WEIGHTS.url})\n"
+        f"  1. on a machine with network, download {IMAGENET_URL}, then: "
+        f"xai weights import FILE (checks it and copies it to {path})\n"
         "  2. point to a local state-dict file: --weights /path/to/resnet18.pth\n"
         "  3. run with seeded random weights (results are meaningless): --weights random"
     )
 
 
-def _load_imagenet(allow_download: bool = True, timeout_s: float = 20.0) -> nn.Module:
-    net = resnet18(weights=None)
-    path = imagenet_cache_path()
-    if not path.exists() and not allow_download:
-        raise WeightsError(_offline_message(FileNotFoundError(str(path))))
+class _Unavailable(WeightsError):
+    """The ImageNet checkpoint is not in the cache and was not downloaded; ``reason`` is one
+    line for the ``auto`` fallback's notice."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(_offline_message(reason))
+        self.reason = reason
+
+
+def _download(path: Path, remember: bool, timeout_s: float) -> None:
+    """Fetch the checkpoint into the cache, checked against torchvision's hash prefix.
+
+    With ``remember`` (the ``auto`` weights), a failure is noted in the cache folder and the
+    network is not tried again until it is :data:`~pipeline.weights.RETRY_AFTER_S` old, so
+    offline runs do not wait on it every time.
+    """
+    failed = recent_failure() if remember else None
+    if failed is not None:
+        retry = time.strftime("%H:%M", time.localtime(failed["retry_at"]))
+        raise _Unavailable(f"{failed['reason']}; not retried until {retry}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)
     try:
-        state = IMAGENET_WEIGHTS.get_state_dict(progress=False, check_hash=True)
-    except Exception as exc:  # urllib, hash-check and unpickling errors all mean the same here
-        if path.exists():
-            raise WeightsError(
-                f"Expected a valid checkpoint at {path}, but it could not be read ({exc}). "
-                "Delete the file to download it again, or pass --weights with a local file."
-            ) from exc
-        raise WeightsError(_offline_message(exc)) from exc
+        # download_url_to_file, not load_state_dict_from_url: the latter prints
+        # "Downloading: ..." on every offline run before it fails.
+        torch.hub.download_url_to_file(imagenet_url(), str(path), hash_prefix=hash_prefix(),
+                                       progress=False)
+    except Exception as exc:  # urllib, socket and hash-check errors all mean the same here
+        reason = f"{type(exc).__name__}: {exc}"
+        if remember:
+            remember_failure(reason)
+        raise _Unavailable(reason) from exc
     finally:
         socket.setdefaulttimeout(old_timeout)
-    net.load_state_dict(state)
+    forget_failure()
+
+
+def _load_imagenet(remember: bool = False, timeout_s: float = 20.0) -> nn.Module:
+    path = imagenet_cache_path()
+    if not path.exists():
+        _download(path, remember, timeout_s)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = resnet18(weights=None)
+        net.load_state_dict(state)
+    except Exception as exc:  # unpickling and shape errors all mean the same here
+        raise WeightsError(
+            f"Expected a valid checkpoint at {path}, but it could not be read "
+            f"({type(exc).__name__}). Delete the file and run again to download it, or "
+            "`xai weights import FILE` a good copy, or pass --weights with a local file."
+        ) from exc
     return net
 
 
@@ -194,14 +242,19 @@ def load_model(
     WeightsError
         When the weights cannot be obtained or do not fit, with what to do instead.
     """
-    key = str(weights)
+    key, note = str(weights), ""
     if key == "imagenet":
         net, wid, is_random = _load_imagenet(), f"torchvision:{IMAGENET_WEIGHTS}", False
     elif key == "auto":
         try:
-            net, wid, is_random = _load_imagenet(), f"torchvision:{IMAGENET_WEIGHTS}", False
-        except WeightsError:
+            net, wid = _load_imagenet(remember=True), f"torchvision:{IMAGENET_WEIGHTS}"
+            is_random = False
+        except _Unavailable as exc:
             net, wid, is_random = _random(seed), f"random:seed={seed}", True
+            note = f"ImageNet weights unavailable ({exc.reason}). {offline_hint()}"
+        except WeightsError as exc:
+            net, wid, is_random = _random(seed), f"random:seed={seed}", True
+            note = str(exc)
     elif key == "random":
         net, wid, is_random = _random(seed), f"random:seed={seed}", True
     else:
@@ -211,7 +264,7 @@ def load_model(
     backbone = freeze(net).to(device)
     model = freeze(with_head(backbone, head)).to(device)
     return LoadedModel(model=model, backbone=backbone, head=head, weights_id=wid,
-                       is_random=is_random)
+                       is_random=is_random, note=note)
 
 
 @cache

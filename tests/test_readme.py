@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.workflow_helpers import cli
+from tests.workflow_helpers import cli, make_images, write_config
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -60,3 +63,65 @@ def test_library_example_runs(monkeypatch):
     scope: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), scope)
     assert tuple(scope["heat"].shape) == (224, 224)
+
+
+# ------------------------------------------------------------------ shell commands
+
+#: How a README command line may start: every one of these works without ``uv`` on the PATH.
+COMMAND_STARTS = ("make ", "xai ", "dask ", "source .venv/bin/activate", "CUDA_VISIBLE_DEVICES=")
+
+
+def _shell_commands() -> list[str]:
+    """Every command the README shows: lines of its bash blocks and inline commands that
+    start like one (comments dropped)."""
+    text = README.read_text()
+    lines = [ln.split("  #")[0].strip()
+             for block in re.findall(r"```bash\n(.*?)```", text, re.S)
+             for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
+    inline = [m for m in re.findall(r"`([^`\n]+)`", text)
+              if m.startswith(("make ", "uv ", "xai ", "dask ", "python ", "pip "))]
+    return lines + inline
+
+
+def test_readme_commands_need_no_uv_on_the_path():
+    commands = _shell_commands()
+    assert any(c.startswith("make xai") for c in commands)
+    bad = [c for c in commands if not c.startswith(COMMAND_STARTS)]
+    assert not bad, f"README commands that need uv (or another tool) on the PATH: {bad}"
+
+
+def _path_without_uv() -> str:
+    """$PATH less ``~/.local/bin`` and every folder that holds a ``uv`` executable."""
+    keep = []
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        p = Path(folder).expanduser()
+        if p == Path.home() / ".local" / "bin" or (p / "uv").exists():
+            continue
+        keep.append(folder)
+    return os.pathsep.join(keep)
+
+
+def test_readme_make_commands_work_without_uv_on_the_path(tmp_path):
+    """`make help`, `make xai`, `make run/status/clean DATASET=…` as the README writes them,
+    from a shell whose PATH lacks ~/.local/bin (where pip puts uv)."""
+    root = tmp_path / "images"
+    make_images(root, n=2, broken=False)
+    confs = tmp_path / "configs"
+    write_config(confs / "tiny.toml", root, tmp_path / "runs", methods=("gradient",))
+    env = {**os.environ, "PATH": _path_without_uv(), "XAI_CONFIG_DIR": str(confs),
+           "MPLBACKEND": "Agg"}
+    assert shutil.which("uv", path=env["PATH"]) is None
+
+    def make(*args: str) -> str:
+        done = subprocess.run(["make", "--no-print-directory", *args], cwd=README.parent,
+                              env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"make {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout + done.stderr
+
+    assert "make xai ARGS=" in make("help")
+    assert "Usage: xai" in make("xai", "ARGS=--help")
+    assert "images: 2 (2 explained" in make("run", "DATASET=tiny", "ARGS=--scheduler synchronous")
+    assert "done" in make("status", "DATASET=tiny")
+    assert "cache:" in make("xai", "ARGS=weights status")
+    make("clean", "DATASET=tiny")
+    assert not (tmp_path / "runs" / "tiny" / "store.zarr").exists()

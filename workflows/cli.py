@@ -317,6 +317,45 @@ def datasets() -> None:
     out.print(table)
 
 
+weights_app = typer.Typer(no_args_is_help=True,
+                          help="The ImageNet checkpoint on machines without network.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("import")
+def weights_import(source: Annotated[Path, typer.Argument(
+        help="resnet18-f37072fd.pth, downloaded on a machine with network")]) -> None:
+    """Check a downloaded ImageNet ResNet18 checkpoint against torchvision's published hash
+    and copy it into torch's cache, where `--weights imagenet` and `auto` find it."""
+    from pipeline.weights import import_weights
+
+    try:
+        dest = import_weights(source)
+    except XaiError as exc:
+        raise _fail(exc) from None
+    out.print(f"imported {source} -> {dest}")
+    out.print("runs with --weights imagenet or auto now use the ImageNet weights")
+
+
+@weights_app.command("status")
+def weights_status() -> None:
+    """Where the ImageNet checkpoint is looked for, whether it is there, and whether a failed
+    download is remembered (``auto`` does not retry the network until then)."""
+    from pipeline.weights import IMAGENET_URL, imagenet_cache_path, recent_failure
+
+    path = imagenet_cache_path()
+    out.print(f"cache: {path}")
+    if path.is_file():
+        out.print(f"[green]present[/] ({path.stat().st_size / 2**20:.1f} MiB)")
+        return
+    out.print(f"[yellow]missing[/]: download {IMAGENET_URL} and run `xai weights import FILE`")
+    failed = recent_failure()
+    if failed is not None:
+        retry = time.strftime("%H:%M", time.localtime(failed["retry_at"]))
+        out.print(f"last download failed ({escape(failed['reason'])}); `auto` retries after "
+                  f"{retry}")
+
+
 @app.command()
 def bench(
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "cpu",

@@ -75,6 +75,8 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
         draw_attribution_row(rows[i], image, maps, methods,
                              image_title=f"{path.name}\n{label} ({prob:.2f})")
         lines.append(f"{path}: {label} ({prob:.2f})")
+    if loaded.note:
+        lines.insert(0, loaded.note)
     if loaded.is_random:
         fig.suptitle("RANDOM WEIGHTS: results are meaningless", color="#cf222e",
                      fontweight="bold")

@@ -476,6 +476,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         loaded = load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed)
         if loaded.is_random and cfg.model.weights != "random":
             rep.warn(RANDOM_WEIGHTS_WARNING)
+        if loaded.note:
+            rep.info(loaded.note)
         hashes = stage_hashes(cfg, loaded.weights_id)
         records = Records(run_dir)
         _prepare_store(cfg, manifest, store_path, records, hashes, forced, rep, replace)
