@@ -1,6 +1,7 @@
 """Weights identity without loading torch: the ImageNet checkpoint's name and cache path,
-a file's SHA-256, the remembered failed download and ``xai weights import``. ``xai status`` uses these to tell whether a store is current without
-importing torch; :mod:`pipeline.model` uses the same definitions when it loads weights."""
+a file's SHA-256, the remembered failed download and ``xai weights import``. ``xai status``
+uses these to tell whether a store is current without importing torch; :mod:`pipeline.model`
+uses the same definitions when it loads weights."""
 
 from __future__ import annotations
 
