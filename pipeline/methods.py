@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.baselines import BASELINES
 from pipeline.quadrature import QUADRATURE_RULES
 
 if TYPE_CHECKING:  # torch and captum load when a method runs, not when the registry is read
@@ -27,6 +28,7 @@ CAPTUM_IG_METHODS: tuple[str, ...] = (
 )
 
 AttributionFn = Callable[..., "torch.Tensor"]
+BASELINE_NAMES: tuple[str, ...] = tuple(BASELINES)
 
 
 @dataclass(frozen=True)
@@ -135,14 +137,23 @@ def _input_x_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Ten
     ])
 
 
+def _baselines(images: torch.Tensor, params: Mapping[str, Any],
+               seeds: Sequence[int] | None, given: torch.Tensor | None) -> torch.Tensor:
+    from pipeline.baselines import make_baseline
+
+    if given is not None:
+        return given
+    return make_baseline(params.get("baseline", "black"), images, params, seeds)
+
+
 def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                params: Mapping[str, Any], max_batch: int,
-               _seeds: Sequence[int] | None = None) -> torch.Tensor:
+               seeds: Sequence[int] | None = None, *,
+               baselines: torch.Tensor | None = None) -> torch.Tensor:
     import torch
     from captum.attr import IntegratedGradients
 
-    from pipeline.data import black_baseline
-
+    base = _baselines(images, params, seeds, baselines)
     ig = IntegratedGradients(model)
     steps = params["n_steps"]
     # Captum splits along steps only, so each call gets at most max_batch images.
@@ -151,7 +162,7 @@ def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     for s in _groups(images.shape[0], per_call):
         x = images[s]
         attr = ig.attribute(
-            x, baselines=black_baseline(x), target=targets[s], n_steps=steps,
+            x, baselines=base[s], target=targets[s], n_steps=steps,
             method=params["method"], internal_batch_size=max(max_batch, x.shape[0]),
         )
         out.append(attr.detach())
@@ -230,17 +241,24 @@ def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tens
 
 def _custom_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                params: Mapping[str, Any], max_batch: int,
-               _seeds: Sequence[int] | None = None) -> torch.Tensor:
+               seeds: Sequence[int] | None = None, *,
+               baselines: torch.Tensor | None = None) -> torch.Tensor:
     from pipeline.custom_explainers import integrated_gradients
-    from pipeline.data import black_baseline
 
     return integrated_gradients(
-        model, images, targets, black_baseline(images), params["n_steps"],
+        model, images, targets, _baselines(images, params, seeds, baselines), params["n_steps"],
         rule=params["rule"], max_batch=max_batch,
     )
 
 
-_STEPS = Param(int, 50, "points on the path from the black baseline to the image", minimum=2)
+_STEPS = Param(int, 50, "points on the path from the baseline to the image", minimum=2)
+#: The IG methods' baseline choice (see :mod:`pipeline.baselines`).
+_BASELINE = {
+    "baseline": Param(str, "black", "where the path starts: black, blur, uniform or mean",
+                      choices=BASELINE_NAMES),
+    "baseline_sigma": Param(float, 10.0, "Gaussian sigma in pixels of the blur baseline",
+                            minimum=0.1),
+}
 
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
@@ -251,10 +269,10 @@ METHODS: dict[str, MethodSpec] = {
         ),
         MethodSpec(
             "integrated_gradients", _captum_ig,
-            "Captum IntegratedGradients from the normalized black image", "captum",
+            "Captum IntegratedGradients (from the black image by default)", "captum",
             {"n_steps": _STEPS,
              "method": Param(str, "gausslegendre", "Captum's approximation method",
-                             choices=CAPTUM_IG_METHODS)},
+                             choices=CAPTUM_IG_METHODS), **_BASELINE},
             has_delta=True,
         ),
         MethodSpec(
@@ -274,7 +292,8 @@ METHODS: dict[str, MethodSpec] = {
             "custom_integrated_gradients", _custom_ig,
             "our chunked Integrated Gradients (seed rule by default)", "custom",
             {"n_steps": _STEPS,
-             "rule": Param(str, "seed", "quadrature rule", choices=QUADRATURE_RULES)},
+             "rule": Param(str, "seed", "quadrature rule", choices=QUADRATURE_RULES),
+             **_BASELINE},
             has_delta=True,
         ),
         MethodSpec(
@@ -302,41 +321,82 @@ def get_method(name: str) -> MethodSpec:
 
 
 def completeness_delta(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-                       attributions: torch.Tensor) -> torch.Tensor:
-    """``sum(A) - (F(x)_c - F(x_bar)_c)`` per row, black baseline; ``(N,)`` float64."""
+                       attributions: torch.Tensor, baselines: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """``sum(A) - (F(x)_c - F(x_bar)_c)`` per row; ``(N,)`` float64.
+
+    ``baselines`` ``(N, 3, H, W)`` are the ones the attributions started from (default: the
+    black image)."""
     import torch
 
     from pipeline.data import black_baseline
 
+    base = black_baseline(images) if baselines is None else baselines
     with torch.no_grad():
         rows = torch.arange(images.shape[0], device=images.device)
         fx = model(images)[rows, targets].double()
-        fb = model(black_baseline(images))[rows, targets].double()
+        fb = model(base)[rows, targets].double()
     return attributions.double().flatten(1).sum(1) - (fx - fb)
+
+
+def output_gap(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
+               baselines: torch.Tensor) -> torch.Tensor:
+    """``F(x)_c - F(x_bar)_c`` per row, ``(N,)`` float64: what the attributions must add up
+    to (the denominator of the relative completeness error)."""
+    import torch
+
+    with torch.no_grad():
+        rows = torch.arange(images.shape[0], device=images.device)
+        return (model(images)[rows, targets].double()
+                - model(baselines)[rows, targets].double())
 
 
 def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
               params: Mapping[str, Any], max_batch: int, seeds: Sequence[int] | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run one method on a batch.
 
-    Stochastic methods draw each row's noise from a generator seeded with ``seeds[row]``
-    (see :func:`image_seed`), so a row gets the same numbers in any batch, on any resume.
+    Stochastic methods (and the ``uniform`` baseline) draw each row's numbers from a generator
+    seeded with ``seeds[row]`` (see :func:`image_seed`), so a row gets the same numbers in any
+    batch, on any resume. The IG methods' baseline is built once and used for both the
+    attributions and their completeness error.
 
     Returns
     -------
-    (attributions, delta)
-        ``(N, 3, H, W)`` float32 and ``(N,)`` float32 (NaN where undefined).
+    (attributions, delta, gap)
+        ``(N, 3, H, W)`` float32; ``(N,)`` float32 completeness error
+        ``sum(A) - (F(x) - F(x_bar))`` and ``(N,)`` float32 output gap ``F(x) - F(x_bar)``
+        (both NaN where the method has no completeness property). ``|delta| / |gap|`` is the
+        relative completeness error.
     """
     import torch
 
+    extra: dict[str, Any] = {}
+    base = None
+    if "baseline" in spec.params:  # one baseline for the attributions and their delta
+        base = _baselines(images, params, seeds, None)
+        extra["baselines"] = base
     with warnings.catch_warnings():
         # Captum warns that it set requires_grad on the input, which is what we want.
         warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
-        attr = spec.fn(model, images, targets, params, max_batch, seeds)
+        attr = spec.fn(model, images, targets, params, max_batch, seeds, **extra)
     if spec.has_delta:
-        delta = completeness_delta(model, images, targets, attr).float()
+        from pipeline.data import black_baseline
+
+        gap = output_gap(model, images, targets,
+                         black_baseline(images) if base is None else base)
+        delta = (attr.double().flatten(1).sum(1) - gap).float()
+        gap = gap.float()
     else:
         delta = torch.full((images.shape[0],), float("nan"), device=images.device)
-    return attr.float(), delta
+        gap = delta.clone()
+    return attr.float(), delta, gap
 
+
+def relative_completeness_error(delta: np.ndarray, gap: np.ndarray) -> np.ndarray:
+    """``|delta| / |gap|`` elementwise (NaN where either is NaN or the gap is zero): how far
+    the attributions miss what they must add up to, as a fraction of it."""
+    d = np.abs(np.asarray(delta, dtype=np.float64))
+    g = np.abs(np.asarray(gap, dtype=np.float64))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(g > 0, d / g, np.nan)

@@ -26,6 +26,7 @@ EXPLAINER = "explainer"
 EXPLAINER_ARRAYS: dict[str, tuple[tuple[str, ...], Any]] = {
     "raw": (("channel", "y", "x"), np.nan),
     "delta": ((), np.nan),
+    "gap": ((), np.nan),
     "aggregated": (("y", "x"), np.nan),
     "normalized": (("y", "x"), np.nan),
 }

@@ -40,8 +40,8 @@ def test_every_method_runs_on_the_optimized_model(model, images, name):
         params["nt_samples"] = 2
     target = model(images).argmax(1)
     fast = optimize(model, "cpu", channels_last=True)
-    a, _ = attribute(spec, fast, images, target, params, 8, [1, 2, 3])
-    b, _ = attribute(spec, model, images, target, params, 8, [1, 2, 3])
+    a, _, _ = attribute(spec, fast, images, target, params, 8, [1, 2, 3])
+    b, _, _ = attribute(spec, model, images, target, params, 8, [1, 2, 3])
     assert rel_err(a, b) < 1e-4
 
 

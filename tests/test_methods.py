@@ -67,7 +67,7 @@ def test_input_x_gradient_is_registered_as_captum_without_params_or_delta():
 
 def test_output_is_float32_finite_and_shaped_like_the_input(any_method, model, images):
     target = predicted_class(model, images)
-    attr, delta = attribute(any_method, model, images, target, tiny_params(any_method), 4,
+    attr, delta, _ = attribute(any_method, model, images, target, tiny_params(any_method), 4,
                             seeds_for(range(3)))
     assert attr.shape == images.shape == (3, 3, 32, 32)
     assert attr.dtype == torch.float32
@@ -78,7 +78,7 @@ def test_output_is_float32_finite_and_shaped_like_the_input(any_method, model, i
 
 def test_delta_is_finite_exactly_when_the_method_has_one(any_method, model, images):
     target = predicted_class(model, images)
-    _, delta = attribute(any_method, model, images, target, tiny_params(any_method), 4,
+    _, delta, _ = attribute(any_method, model, images, target, tiny_params(any_method), 4,
                          seeds_for(range(3)))
     if any_method.has_delta:
         assert torch.isfinite(delta).all()
@@ -90,7 +90,7 @@ def test_batch_equals_concatenated_rows(any_method, model, images):
     """A row's numbers do not depend on the other rows of its batch (float32 rounding aside)."""
     target = predicted_class(model, images)
     params, seeds = tiny_params(any_method), seeds_for(range(3))
-    batch, _ = attribute(any_method, model, images, target, params, 8, seeds)
+    batch, _, _ = attribute(any_method, model, images, target, params, 8, seeds)
     rows = torch.cat([
         attribute(any_method, model, images[i:i + 1], target[i:i + 1], params, 8,
                   seeds[i:i + 1])[0]
@@ -107,7 +107,7 @@ def test_batch_equals_rows_bitwise_with_one_sample_per_pass(any_method, model, i
     """
     target = predicted_class(model, images)
     params, seeds = tiny_params(any_method), seeds_for(range(3))
-    batch, _ = attribute(any_method, model, images, target, params, 1, seeds)
+    batch, _, _ = attribute(any_method, model, images, target, params, 1, seeds)
     rows = torch.cat([
         attribute(any_method, model, images[i:i + 1], target[i:i + 1], params, 1,
                   seeds[i:i + 1])[0]
@@ -138,7 +138,7 @@ def test_no_pass_holds_more_than_max_batch_samples(any_method, model, images, ma
 def test_input_x_gradient_is_input_times_custom_gradient(model, images, max_batch):
     spec = METHODS["input_x_gradient"]
     target = predicted_class(model, images)
-    attr, delta = attribute(spec, model, images, target, spec.resolve({}), max_batch)
+    attr, delta, _ = attribute(spec, model, images, target, spec.resolve({}), max_batch)
     assert rel_err(attr, images * input_gradient(model, images, target)) < 1e-6
     # Element by element against the same passes (the pass size moves the last float32 bit).
     same_passes = torch.cat([
@@ -153,8 +153,8 @@ def test_input_x_gradient_is_input_times_custom_gradient(model, images, max_batc
 def test_input_x_gradient_follows_the_target(model, images):
     spec = METHODS["input_x_gradient"]
     target = predicted_class(model, images)
-    attr, _ = attribute(spec, model, images, target, {}, 8)
-    other, _ = attribute(spec, model, images, (target + 1) % 1000, {}, 8)
+    attr, _, _ = attribute(spec, model, images, target, {}, 8)
+    other, _, _ = attribute(spec, model, images, (target + 1) % 1000, {}, 8)
     assert rel_err(other, attr) > 1e-3
 
 
@@ -211,7 +211,7 @@ def test_smoothgrad_is_independent_of_max_batch(model, five, five_targets, smoot
                                                 max_batch):
     """Same noise, same mean, whatever the pass size (bitwise for the same passes)."""
     spec = METHODS["smoothgrad"]
-    attr, _ = attribute(spec, model, five, five_targets, spec.resolve(SG_PARAMS), max_batch,
+    attr, _, _ = attribute(spec, model, five, five_targets, spec.resolve(SG_PARAMS), max_batch,
                         seeds_for(range(5)))
     assert rel_err(attr, smoothgrad_whole) < SG_TOL
     if max_batch == 1000:
@@ -228,7 +228,7 @@ def test_smoothgrad_is_independent_of_shards(model, five, five_targets, smoothgr
     """
     spec = METHODS["smoothgrad"]
     params, seeds = spec.resolve(SG_PARAMS), seeds_for(range(5))
-    whole, _ = attribute(spec, model, five, five_targets, params, max_batch, seeds)
+    whole, _, _ = attribute(spec, model, five, five_targets, params, max_batch, seeds)
     sharded = torch.cat([
         attribute(spec, model, five[s], five_targets[s], params, max_batch, seeds[s])[0]
         for s in (slice(0, 2), slice(2, 5))
@@ -242,12 +242,12 @@ def test_smoothgrad_is_independent_of_shards(model, five, five_targets, smoothgr
 def test_smoothgrad_tolerance_catches_wrong_noise(model, five, five_targets, smoothgrad_whole):
     """Other seeds, or a noisy copy too few, move the map far beyond :data:`SG_TOL`."""
     spec = METHODS["smoothgrad"]
-    other, _ = attribute(spec, model, five, five_targets, spec.resolve(SG_PARAMS), 1000,
+    other, _, _ = attribute(spec, model, five, five_targets, spec.resolve(SG_PARAMS), 1000,
                          [image_seed(RUN_SEED + 1, i) for i in range(5)])
     assert rel_err(other, smoothgrad_whole) > 10 * SG_TOL
-    fewer, _ = attribute(spec, model, five, five_targets, spec.resolve({"nt_samples": 3}),
+    fewer, _, _ = attribute(spec, model, five, five_targets, spec.resolve({"nt_samples": 3}),
                          1000, seeds_for(range(5)))
     assert rel_err(fewer, smoothgrad_whole) > 10 * SG_TOL
-    again, _ = attribute(spec, model, five, five_targets, spec.resolve(SG_PARAMS), 1000,
+    again, _, _ = attribute(spec, model, five, five_targets, spec.resolve(SG_PARAMS), 1000,
                          seeds_for(range(5)))
     assert torch.equal(again, smoothgrad_whole)

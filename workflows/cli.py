@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.panel import Panel
@@ -170,9 +171,38 @@ def _print_summary(summary: Any) -> None:
     out.print(f"sheets: {summary.sheets_dir}")
     out.print(f"summary: {summary.run_dir / 'summary.json'}")
     out.print(f"weights: {summary.weights_id}")
+    _print_completeness(summary.completeness, limit=0)
     if summary.random_weights:
         out.print("[bold red]random weights: the attributions say nothing about a real "
                   "model[/]")
+
+
+def _print_completeness(rows: Any, limit: int) -> None:
+    """Per IG method: median and worst relative completeness error; images above the
+    threshold (up to ``limit`` of them listed)."""
+    if not rows:
+        return
+    table = Table(title="completeness |sum(A) - (F(x) - F(baseline))| / |F(x) - F(baseline)|",
+                  title_justify="left")
+    for col in ("explainer", "images", "median", "worst", "worst image", "above"):
+        table.add_column(col, justify="left" if col in ("explainer", "worst image") else "right")
+    for c in rows:
+        style = "yellow" if c.flagged else ""
+        table.add_row(c.method, str(c.images), f"{100 * c.median:.2f}%",
+                      f"{100 * c.worst:.2f}%", c.worst_image,
+                      f"[{style}]{len(c.flagged)}[/]" if style else "0")
+    out.print(table)
+    flagged = [c for c in rows if c.flagged]
+    if flagged:
+        threshold = flagged[0].threshold
+        out.print(f"[yellow]{sum(len(c.flagged) for c in flagged)} maps miss completeness by "
+                  f"more than {100 * threshold:g}% ([run] completeness_warning)[/]: raise the "
+                  "method's n_steps, or use rule = \"gausslegendre\" (README, Completeness)")
+        for c in flagged:
+            for image, rel in c.flagged[:limit]:
+                out.print(f"  {c.method} {image}: {100 * rel:.1f}%")
+            if len(c.flagged) > limit > 0:
+                out.print(f"  ... {c.method}: {len(c.flagged) - limit} more")
 
 
 @app.command()
@@ -191,6 +221,9 @@ def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
         for note in st.notes:
             out.print(note)
         return
+    if st.random_weights:
+        out.print(f"[bold red]this run used random weights ({st.weights_id}): its maps say "
+                  "nothing about a real model[/]")
     table = Table()
     for col in ("stage", "explainer", "done", "total", "stale", "state"):
         table.add_column(col)
@@ -204,6 +237,7 @@ def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
         out.print(f"  {image_id}: {reason}")
     for note in st.notes:
         out.print(f"[yellow]{note}[/]")
+    _print_completeness(st.completeness, limit=20)
 
 
 @app.command()
@@ -295,10 +329,12 @@ def datasets() -> None:
     """The datasets that `--dataset NAME` (and `make run DATASET=NAME`) knows."""
     from workflows.config import available_datasets, config_dir, load_config
 
-    table = Table()
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("name", no_wrap=True)
     for col in ("layout", "root", "found", "weights", "methods"):
         table.add_column(col, no_wrap=col == "root")
+    # Below the table, one line each: a narrow terminal squeezes columns to "r…".
+    runs: list[str] = []
     for name in available_datasets():
         path = config_dir() / f"{name}.toml"
         try:
@@ -314,7 +350,29 @@ def datasets() -> None:
             shown = root.relative_to(Path.cwd())
         table.add_row(name, cfg.dataset.layout, str(shown or "-"), found, cfg.model.weights,
                       str(len(cfg.method_names)))
+        last = _last_run(cfg.run_dir)
+        if last:
+            runs.append(f"{name}: {last}")
     out.print(table)
+    for line in runs:
+        out.print(line)
+
+
+def _last_run(run_dir: Path) -> str:
+    """What the run in ``run_dir`` used, from the store's attributes (read as JSON, fast);
+    empty when there is no run."""
+    import json
+
+    try:
+        attrs = json.loads((run_dir / "store.zarr" / "zarr.json").read_text())["attributes"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
+    where = escape(str(run_dir))
+    if attrs.get("random_weights"):
+        return (f"the run in {where} used [bold red]random weights[/] "
+                f"({escape(str(attrs.get('weights_id', '')))}): its maps say nothing about a "
+                "real model")
+    return f"the run in {where} used {escape(str(attrs.get('weights_id', '?')))}"
 
 
 weights_app = typer.Typer(no_args_is_help=True,

@@ -24,6 +24,8 @@ from pipeline.errors import ConfigError
 from pipeline.methods import METHODS
 from pipeline.precision import PRECISIONS
 
+#: What ``[run] target`` may be: explain the predicted class, or the ground-truth label.
+TARGETS = ("predicted", "label")
 LAYOUTS = ("auto", "class-folders", "flat-csv", "plain", "synthetic")
 HEADS = ("softmax", "logits")
 CONFIG_DIR_ENV = "XAI_CONFIG_DIR"
@@ -79,6 +81,11 @@ class RunConfig:
     channels_last: bool = True
     fuse_bn: bool = False
     compile: bool = False
+    #: The class each map explains: the model's prediction, or the image's label.
+    target: str = "predicted"
+    #: Relative completeness error |delta| / |F(x) - F(baseline)| above which status flags
+    #: an image's IG map.
+    completeness_warning: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -140,6 +147,7 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("dataset", "layout"): LAYOUTS,
     ("model", "head"): HEADS,
     ("run", "precision"): PRECISIONS,
+    ("run", "target"): TARGETS,
 }
 _MINIMUM: dict[tuple[str, str], int] = {
     ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,
@@ -152,6 +160,7 @@ _MINIMUM: dict[tuple[str, str], int] = {
 #: Allowed (low, high] for float keys.
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("render", "clip_percentile"): (0.0, 100.0),
+    ("run", "completeness_warning"): (0.0, float("inf")),
 }
 #: Keys that were removed, with what to do instead.
 _REMOVED: dict[tuple[str, str], str] = {

@@ -65,7 +65,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
             params = spec.resolve({k: v for k, v in
                                    {"n_steps": n_steps, "nt_samples": nt_samples}.items()
                                    if k in spec.params})
-            attr, _ = attribute(spec, loaded.model, x, target, params, max_batch,
+            attr, _, _ = attribute(spec, loaded.model, x, target, params, max_batch,
                                 [image_seed(seed, i)])
             maps.append(normalize_attribution(aggregate_attribution(attr.cpu())))
             if progress is not None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import (
+    EXPLAINER_ARRAYS,
     array,
     copy_slot,
     create_store,
@@ -110,6 +111,7 @@ class RunSummary:
     streaming: bool = True
     stats: list[StageStats] = field(default_factory=list)
     seconds: float = 0.0
+    completeness: list[Completeness] = field(default_factory=list)
 
     @property
     def stage_seconds(self) -> float:
@@ -125,6 +127,7 @@ class RunSummary:
             "scheduler": self.scheduler, "streaming": self.streaming,
             "seconds": round(self.seconds, 3),
             "sum_of_stage_seconds": round(self.stage_seconds, 3),
+            "completeness": [c.to_dict() for c in self.completeness],
             "stages": [{
                 "stage": st.stage, "units_run": st.units_run, "units_total": st.units_total,
                 "images": st.images_run, "seconds": round(st.seconds, 3),
@@ -133,6 +136,72 @@ class RunSummary:
                 "workers": st.workers,
             } for st in self.stats],
         }
+
+
+@dataclass
+class Completeness:
+    """How well one method's attributions add up: the relative completeness error
+    ``|delta| / |F(x) - F(baseline)|`` over the explained images."""
+
+    method: str
+    images: int
+    median: float
+    worst: float
+    worst_image: str
+    threshold: float
+    flagged: list[tuple[str, float]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "images": self.images, "median": self.median,
+                "worst": self.worst, "worst_image": self.worst_image,
+                "threshold": self.threshold,
+                "flagged": [{"image": i, "relative_error": r} for i, r in self.flagged]}
+
+
+def completeness_summary(group: Any, methods: Sequence[str], threshold: float
+                         ) -> list[Completeness]:
+    """Per method with a completeness property (the IG methods): median and worst relative
+    completeness error, and the images above ``threshold``, worst first."""
+    from pipeline.methods import METHODS, relative_completeness_error
+
+    names = explainers(group)
+    if "gap" not in group:
+        return []
+    ids = array(group, "image")[:].tolist()
+    out = []
+    for method in methods:
+        spec = METHODS.get(method)
+        if spec is None or not spec.has_delta or method not in names:
+            continue
+        slot = names.index(method)
+        rel = relative_completeness_error(array(group, "delta")[slot], array(group, "gap")[slot])
+        done = np.flatnonzero(np.isfinite(rel))
+        if not done.size:
+            continue
+        worst = int(done[np.argmax(rel[done])])
+        above = done[rel[done] > threshold]
+        above = above[np.argsort(-rel[above], kind="stable")]
+        out.append(Completeness(
+            method, int(done.size), float(np.median(rel[done])), float(rel[worst]),
+            str(ids[worst]), threshold, [(str(ids[i]), float(rel[i])) for i in above]))
+    return out
+
+
+def skipped_images(group: Any, target: str) -> list[tuple[str, str]]:
+    """``(image id, why)`` for every image without maps: its ingest status, or no label when
+    the label is the target (see :func:`workflows.stages.explained_status`). Images not yet
+    ingested (empty status) are listed with an empty reason."""
+    from workflows.stages import explained_status
+
+    status = array(group, "status")[:].tolist()
+    labels = np.asarray(array(group, "label")[:])
+    ids = array(group, "image")[:].tolist()
+    out = []
+    for i, st in enumerate(status):
+        why = explained_status(str(st), int(labels[i]), target)
+        if why != "ok":
+            out.append((str(ids[i]), why))
+    return out
 
 
 def package_versions() -> dict[str, str]:
@@ -303,7 +372,7 @@ def sync_explainers(group: Any, cfg: Config, records: Records) -> list[str]:
     wanted = list(cfg.method_names)
     kept = [m for m in stored if m in wanted]
     order = kept + [m for m in wanted if m not in stored]
-    if order == stored:
+    if order == stored and all(name in group for name in EXPLAINER_ARRAYS):
         return []
     added = [m for m in wanted if m not in stored]
     removed = [m for m in stored if m not in wanted]
@@ -324,6 +393,15 @@ def sync_explainers(group: Any, cfg: Config, records: Records) -> list[str]:
     return added
 
 
+def baseline_descriptions(cfg: Config) -> dict[str, str]:
+    """Per configured IG method, the baseline its paths start from, in words."""
+    from pipeline.baselines import describe
+    from pipeline.methods import METHODS
+
+    return {m: describe(p) for m, p in cfg.methods.items()
+            if m in METHODS and "baseline" in METHODS[m].params}
+
+
 def _write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: str) -> None:
     attrs = {
         "config": cfg.to_dict(),
@@ -339,6 +417,8 @@ def _write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: s
         "preprocessing": {"resize": cfg.dataset.resize, "crop": cfg.dataset.crop,
                           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
         "noise": NOISE_NOTE,
+        "target": cfg.run.target,
+        "baselines": baseline_descriptions(cfg),
     }
     current = dict(group.attrs)
     if any(current.get(k) != v for k, v in attrs.items()):
@@ -526,14 +606,15 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         for name in planned:
             rep.stage_end(name)
         stats = progress.stats(planned, pending)
-        status = np.asarray(array(group, "status")[:], dtype=object)
-        ids = array(group, "image")[:]
-    skipped = [(str(ids[i]), str(status[i])) for i in range(n) if status[i] != "ok"]
+        skipped = skipped_images(group, cfg.run.target)
+        completeness = completeness_summary(group, cfg.method_names,
+                                            cfg.run.completeness_warning)
     summary = RunSummary(run_dir=run_dir, store_path=store_path, sheets_dir=run_dir / "sheets",
                          images=n, ok=n - len(skipped), skipped=skipped,
                          weights_id=loaded.weights_id, random_weights=loaded.is_random,
                          device=device, scheduler=scheduler, streaming=cfg.run.streaming,
-                         stats=stats, seconds=time.perf_counter() - t_start)
+                         stats=stats, seconds=time.perf_counter() - t_start,
+                         completeness=completeness)
     atomic_write_json(run_dir / "summary.json", summary.to_dict())
     return summary
 
@@ -558,6 +639,9 @@ class RunStatus:
     images: int
     skipped: list[tuple[str, str]]
     notes: list[str]
+    completeness: list[Completeness] = field(default_factory=list)
+    random_weights: bool = False
+    weights_id: str = ""
 
 
 def run_status(cfg: Config) -> RunStatus:
@@ -596,10 +680,13 @@ def run_status(cfg: Config) -> RunStatus:
     new = [m for m in cfg.method_names if m not in explainers(group)]
     if new:
         notes.append(f"new methods, computed on the next run (and only they): {', '.join(new)}")
-    status = np.asarray(array(group, "status")[:], dtype=object)
-    ids = array(group, "image")[:]
-    skipped = [(str(ids[i]), str(status[i])) for i in range(n) if status[i] not in ("ok", "")]
-    return RunStatus(run_dir, True, rows, n, skipped, notes)
+    skipped = [(i, why) for i, why in skipped_images(group, cfg.run.target) if why]
+    completeness = completeness_summary(group, [m for m in cfg.method_names
+                                                if m in explainers(group)],
+                                        cfg.run.completeness_warning)
+    return RunStatus(run_dir, True, rows, n, skipped, notes, completeness,
+                     bool(group.attrs.get("random_weights", False)),
+                     str(group.attrs.get("weights_id", "")))
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

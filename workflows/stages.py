@@ -48,6 +48,7 @@ class RunSettings:
     tiles: bool
     banner: str | None
     class_names: tuple[str, ...]
+    target: str = "predicted"
 
     @classmethod
     def from_config(cls, cfg: Config, layout: str, banner: str | None,
@@ -57,7 +58,8 @@ class RunSettings:
                    crop=d.crop, max_pixels=d.max_pixels, seed=cfg.run.seed,
                    methods={k: dict(v) for k, v in cfg.methods.items()},
                    precision=cfg.run.precision, style=sheet_style(cfg),
-                   tiles=cfg.render.tiles, banner=banner, class_names=tuple(class_names))
+                   tiles=cfg.render.tiles, banner=banner, class_names=tuple(class_names),
+                   target=cfg.run.target)
 
 
 @dataclass(frozen=True)
@@ -254,8 +256,21 @@ register(Stage(
 # --------------------------------------------------------------------------- attribute
 
 
+#: Why an image is not explained under ``[run] target = "label"``.
+NO_LABEL = "no label (run.target = label explains the ground-truth class)"
+
+
+def explained_status(status: str, label: int, target: str) -> str:
+    """The image's status as far as its maps go: ``ok``, or why it has no maps (its ingest
+    status, or :data:`NO_LABEL` when the label is the target and it has none)."""
+    if status == "ok" and target == "label" and label < 0:
+        return NO_LABEL
+    return status
+
+
 def attribute_shard(task: Task) -> dict[str, Any]:
-    """One method on every ``ok`` image of the shard: raw maps and completeness deltas."""
+    """One method on every ``ok`` image of the shard: raw maps, completeness errors and the
+    output gap they are relative to. The target class is the prediction or the label."""
     import torch
 
     from pipeline.methods import METHODS, attribute, image_seed
@@ -265,23 +280,27 @@ def attribute_shard(task: Task) -> dict[str, Any]:
     eng = worker.engine(task.engine)
     u, name = task.unit, task.unit.method
     faults.delay("attribute")
-    data = _rows(task, "pixels", "status", "pred")
+    by_label = task.settings.target == "label"
+    data = _rows(task, "pixels", "status", "pred", "label")
     crop = data["pixels"].shape[1]
-    ok = np.flatnonzero((data["status"] == "ok") & (data["pred"] >= 0))
+    classes = data["label"] if by_label else data["pred"]
+    ok = np.flatnonzero((data["status"] == "ok") & (data["pred"] >= 0) & (classes >= 0))
     raw = np.full((u.size, 3, crop, crop), np.nan, dtype=np.float32)
     delta = np.full(u.size, np.nan, dtype=np.float32)
+    gap = np.full(u.size, np.nan, dtype=np.float32)
     compute = 0.0
     if ok.size:
         with worker.device_lock(eng.device):
             t0 = time.perf_counter()
             x = _to_input(data["pixels"][ok], eng.device)
-            target = torch.as_tensor(data["pred"][ok].astype(np.int64), device=eng.device)
+            target = torch.as_tensor(classes[ok].astype(np.int64), device=eng.device)
             seeds = [image_seed(task.settings.seed, u.start + int(k)) for k in ok]
             with precision_mode(task.settings.precision, eng.device):
-                attr, d = attribute(METHODS[name], eng.model, x, target,
-                                    task.settings.methods[name], eng.max_batch, seeds)
+                attr, d, g = attribute(METHODS[name], eng.model, x, target,
+                                       task.settings.methods[name], eng.max_batch, seeds)
             raw[ok] = attr.cpu().numpy()
             delta[ok] = d.cpu().numpy()
+            gap[ok] = g.cpu().numpy()
             compute = time.perf_counter() - t0
     faults.point("attribute:before-write")
     group = open_store(task.store_path)
@@ -290,6 +309,7 @@ def attribute_shard(task: Task) -> dict[str, Any]:
         array(group, "raw")[slot, u.start:u.stop] = raw
         faults.point("attribute:mid-write")
         array(group, "delta")[slot, u.start:u.stop] = delta
+        array(group, "gap")[slot, u.start:u.stop] = gap
     return _done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch)
 
 
@@ -299,14 +319,16 @@ def _attribute_depends(cfg: Config, method: str | None, _weights: str) -> Any:
     assert method is not None
     spec = METHODS[method]
     return {"head": cfg.model.head, "params": dict(cfg.methods[method]),
-            "seed": cfg.run.seed if spec.stochastic else None}
+            "target": cfg.run.target,
+            "seed": cfg.run.seed if spec.stochastic or "baseline" in spec.params else None}
 
 
 register(Stage(
-    "attribute", attribute_shard, reads=("pixels", "status", "pred", "explainer"),
-    writes=("raw", "delta"), after=("ingest", "predict"), depends=_attribute_depends,
+    "attribute", attribute_shard, reads=("pixels", "status", "pred", "label", "explainer"),
+    writes=("raw", "delta", "gap"), after=("ingest", "predict"), depends=_attribute_depends,
     per_method=True, device=True,
-    doc="one method for each image's predicted class: raw maps and completeness errors"))
+    doc="one method for each image's predicted class (or label): raw maps, completeness "
+        "errors and output gaps"))
 
 
 # ------------------------------------------------------------ aggregate / normalize
@@ -384,7 +406,8 @@ def render_sheet(task: Task) -> dict[str, Any]:
     for k in range(sheet.size):
         p, t = int(pred[k]), int(label[k])
         rows.append(SheetRow(
-            image_id=str(ids[k]), pixels=pixels[k], maps=maps[k], status=str(status[k]),
+            image_id=str(ids[k]), pixels=pixels[k], maps=maps[k],
+            status=explained_status(str(status[k]), t, s.target),
             pred_name=names[p] if p >= 0 else "?", prob=float(prob[k]),
             true_name=names[t] if t >= 0 else None))
     title = f"images {sheet.start + 1}-{sheet.stop}"
@@ -427,7 +450,7 @@ register(Stage(
     reads=("image", "status", "pixels", "pred", "prob", "label", "normalized", "aggregated"),
     writes=(), after=("ingest", "predict", "normalize"),
     depends=lambda cfg, m, w: [cfg.render.images_per_sheet, sheet_style(cfg).__dict__,
-                               cfg.render.tiles],
+                               cfg.render.tiles, cfg.run.target],
     unit="sheet", output_file=lambda run_dir, u: sheet_path(run_dir, u.index),
     output_dirs=("sheets", "tiles"),
     doc="contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"))
