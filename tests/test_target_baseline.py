@@ -114,7 +114,7 @@ def test_run_summary_and_status_report_completeness(labelled_run):
     # Every map flagged below a tiny threshold, none above a huge one: status reads the store.
     flagged = cli("status", "--config", str(cfg), "--set", "run.completeness_warning=1e-9")
     flat = " ".join(flagged.output.split())  # type: ignore[attr-defined]
-    assert "4 maps miss completeness by more than 1e-07%" in flat
+    assert "4 maps miss completeness by more than 1e-07% ([run] completeness_warning)" in flat
     assert "integrated_gradients img0.png:" in flat and "n_steps" in flat
     calm = cli("status", "--config", str(cfg), "--set", "run.completeness_warning=1e9")
     assert "maps miss completeness" not in calm.output  # type: ignore[attr-defined]

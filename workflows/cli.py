@@ -196,7 +196,7 @@ def _print_completeness(rows: Any, limit: int) -> None:
     if flagged:
         threshold = flagged[0].threshold
         out.print(f"[yellow]{sum(len(c.flagged) for c in flagged)} maps miss completeness by "
-                  f"more than {100 * threshold:g}% ([run] completeness_warning)[/]: raise the "
+                  f"more than {100 * threshold:g}% (\\[run] completeness_warning)[/]: raise the "
                   "method's n_steps, or use rule = \"gausslegendre\" (README, Completeness)")
         for c in flagged:
             for image, rel in c.flagged[:limit]:
@@ -298,8 +298,10 @@ def explain(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
     seed: Annotated[int, typer.Option(help="seed for random weights and SmoothGrad")] = 0,
 ) -> None:
-    """One PNG for single image files: a row per image, the image with its predicted class
-    and probability, then one normalized heat map per method."""
+    """One PNG for a few image files: per image, the photo and one heat map per method.
+
+    Each row shows the image with its predicted class and probability, then one normalized
+    heat map per method."""
     from workflows.explain import explain_images
 
     names = method or list(DEFAULT_METHODS)
