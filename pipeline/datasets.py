@@ -11,6 +11,9 @@ Layouts
     Every image below ``root``, recursively, no labels.
 ``synthetic``
     ``count`` generated images; no files.
+``evidence``
+    ``count`` generated images with known evidence (:mod:`pipeline.evidence`): a shape on a
+    background cut from the photos in ``root``; the shape is the class, its pixels the mask.
 ``auto``
     ``flat-csv`` when the CSV exists, ``class-folders`` when the sub-folders are WordNet ids,
     otherwise ``plain``.
@@ -171,8 +174,13 @@ def build_manifest(
     DataError
         When the folder is missing or empty, with the layouts to put there.
     """
-    if layout == "synthetic":
+    if layout in ("synthetic", "evidence"):
         n = min(count, limit) if limit else count
+        if layout == "evidence":
+            from pipeline.evidence import label_of
+
+            return Manifest(tuple(f"evidence/{i:06d}" for i in range(n)),
+                            tuple(label_of(i) for i in range(n)), "evidence")
         return Manifest(tuple(f"synthetic/{i:06d}" for i in range(n)), (-1,) * n, "synthetic")
     if root is None or not root.is_dir():
         raise DataError(

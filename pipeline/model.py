@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -30,10 +31,15 @@ from pipeline.weights import (
     remember_failure,
 )
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from pipeline.evidence import TrainSettings
+
 HEADS: tuple[str, ...] = ("softmax", "logits")
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
 #: Keywords accepted for ``weights`` besides a file path.
-WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "random", "auto")
+WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "random", "auto", "evidence")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,11 @@ class LoadedModel:
     note
         One line on why ``auto`` fell back to random weights and how to put the ImageNet
         file in place; empty otherwise.
+    classes
+        The class names, in output order (ImageNet's 1000, or the evidence shapes).
+    report
+        How the weights were made, when this project trained them (``evidence``: held-out
+        accuracy, seconds, settings); empty otherwise.
     """
 
     model: nn.Module
@@ -64,6 +75,8 @@ class LoadedModel:
     weights_id: str
     is_random: bool
     note: str = ""
+    classes: tuple[str, ...] = ()
+    report: dict[str, Any] = field(default_factory=dict)
 
 
 def _offline_message(reason: str) -> str:
@@ -221,6 +234,8 @@ def load_model(
     head: str = "softmax",
     seed: int = 0,
     device: str | torch.device = "cpu",
+    evidence: TrainSettings | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> LoadedModel:
     """Load ResNet18 ready for attribution.
 
@@ -236,6 +251,12 @@ def load_model(
         Seed for random weights.
     device
         Where the model lives.
+    evidence
+        With ``weights="evidence"``: the training settings of the evidence model (trained on
+        first use and cached, see :mod:`pipeline.evidence_model`); default
+        ``TrainSettings(seed=seed)``.
+    progress
+        ``progress(what, done, total)`` while the evidence model trains.
 
     Raises
     ------
@@ -243,7 +264,16 @@ def load_model(
         When the weights cannot be obtained or do not fit, with what to do instead.
     """
     key, note = str(weights), ""
-    if key == "imagenet":
+    report: dict[str, Any] = {}
+    classes: tuple[str, ...] | None = None
+    if key == "evidence":
+        from pipeline.evidence import SHAPES, TrainSettings
+        from pipeline.evidence_model import load_evidence_model
+
+        settings = evidence or TrainSettings(seed=seed)
+        net, report = load_evidence_model(settings, progress)
+        wid, is_random, classes = f"evidence:resnet18-{settings.key()}", False, SHAPES
+    elif key == "imagenet":
         net, wid, is_random = _load_imagenet(), f"torchvision:{IMAGENET_WEIGHTS}", False
     elif key == "auto":
         try:
@@ -264,7 +294,8 @@ def load_model(
     backbone = freeze(net).to(device)
     model = freeze(with_head(backbone, head)).to(device)
     return LoadedModel(model=model, backbone=backbone, head=head, weights_id=wid,
-                       is_random=is_random, note=note)
+                       is_random=is_random, note=note,
+                       classes=class_names() if classes is None else classes, report=report)
 
 
 @cache

@@ -16,7 +16,8 @@ import zarr
 
 from pipeline.errors import StoreError
 
-SCHEMA_VERSION = 2
+#: 3: ``gap`` (per explainer) and ``mask`` (per image) were added.
+SCHEMA_VERSION = 3
 N_CLASSES = 1000
 #: The coordinate of the attribution-method axis. Not ``method``: that name collides with
 #: xarray's ``sel(method=...)`` argument, so ``ds.delta.sel(method="x")`` silently returned
@@ -41,7 +42,8 @@ def _array(group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[i
 
 
 def create_store(path: Path, ids: Sequence[str], labels: Sequence[int], shard_size: int,
-                 crop: int, attrs: Mapping[str, Any]) -> zarr.Group:
+                 crop: int, attrs: Mapping[str, Any], n_classes: int = N_CLASSES
+                 ) -> zarr.Group:
     """Create (or overwrite) the store with every per-image array, filled with "missing".
 
     Parameters
@@ -54,6 +56,8 @@ def create_store(path: Path, ids: Sequence[str], labels: Sequence[int], shard_si
         Images per shard = chunk length on the image axis.
     crop
         Side of the square crop (224 for the real model).
+    n_classes
+        Width of ``logits``: the model's classes (1000 for ImageNet).
     """
     n = len(ids)
     s = min(shard_size, max(n, 1))
@@ -65,7 +69,8 @@ def create_store(path: Path, ids: Sequence[str], labels: Sequence[int], shard_si
     _array(group, "status", (n,), (s,), str, ("image",), "")
     _array(group, "pixels", (n, crop, crop, 3), (s, crop, crop, 3), "uint8",
            ("image", "y", "x", "rgb"), 0)
-    _array(group, "logits", (n, N_CLASSES), (s, N_CLASSES), "float32", ("image", "class"),
+    _array(group, "mask", (n, crop, crop), (s, crop, crop), "bool", ("image", "y", "x"), False)
+    _array(group, "logits", (n, n_classes), (s, n_classes), "float32", ("image", "class"),
            np.nan)
     _array(group, "pred", (n,), (s,), "int16", ("image",), -1)
     _array(group, "prob", (n,), (s,), "float32", ("image",), np.nan)
@@ -148,8 +153,8 @@ def schema_problem(group: zarr.Group) -> str | None:
     version = group.attrs.get("schema_version")
     if version == SCHEMA_VERSION:
         return None
-    old = " (its attribution axis is called `method`, now `explainer`)" if "method" in group \
-        else ""
+    old = (" (its attribution axis is called `method`, now `explainer`)" if "method" in group
+           else " (it lacks the `gap` and `mask` arrays)" if version == 2 else "")
     return (f"Expected a store of schema version {SCHEMA_VERSION}, got version {version}"
             f"{old}. It was written by an older xai-pipeline and would be misread. Remove it "
             "with `xai clean` (same --dataset/--config/--out) and run again.")

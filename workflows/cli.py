@@ -83,6 +83,12 @@ class RichReporter:
     def info(self, message: str) -> None:
         self.progress.console.print(f"[dim]{message}[/]")
 
+    def training(self, what: str, done: int, total: int) -> None:
+        """The evidence model's training (first use only), as its own bar."""
+        if what not in self.tasks:
+            self.tasks[what] = self.progress.add_task(what[:10], total=total)
+        self.progress.update(self.tasks[what], completed=done, total=total)
+
 
 def _fail(exc: BaseException | str, code: int = 2) -> typer.Exit:
     # escape: messages quote config sections such as "[run]", which rich would eat as markup

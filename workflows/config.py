@@ -26,7 +26,11 @@ from pipeline.precision import PRECISIONS
 
 #: What ``[run] target`` may be: explain the predicted class, or the ground-truth label.
 TARGETS = ("predicted", "label")
-LAYOUTS = ("auto", "class-folders", "flat-csv", "plain", "synthetic")
+#: Generated layouts: no image files (``evidence`` reads its background photos from root).
+GENERATED_LAYOUTS = ("synthetic", "evidence")
+#: Keywords of ``[model] weights``; anything else is a state-dict path.
+WEIGHT_KEYWORDS = ("imagenet", "auto", "random", "evidence")
+LAYOUTS = ("auto", "class-folders", "flat-csv", "plain", *GENERATED_LAYOUTS)
 HEADS = ("softmax", "logits")
 CONFIG_DIR_ENV = "XAI_CONFIG_DIR"
 DATA_DIR_ENV = "XAI_DATA_DIR"
@@ -65,6 +69,10 @@ class ModelConfig:
 
     weights: str = "imagenet"
     head: str = "softmax"
+    #: ``weights = "evidence"`` only: images the model trains on, and held-out images its
+    #: accuracy is measured on (see pipeline.evidence_model).
+    train_images: int = 3072
+    val_images: int = 600
 
 
 @dataclass(frozen=True)
@@ -112,6 +120,24 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     source: Path | None = None
 
+    def model_classes(self) -> int:
+        """How many classes the configured model has (the store's ``logits`` width)."""
+        if self.model.weights == "evidence":
+            from pipeline.evidence import SHAPES
+
+            return len(SHAPES)
+        return 1000
+
+    def evidence_settings(self) -> Any:
+        """The evidence model's :class:`~pipeline.evidence.TrainSettings` under this config
+        (its images are the dataset's crop, its backgrounds the dataset's root)."""
+        from pipeline.evidence import TrainSettings
+
+        root = self.dataset.root
+        return TrainSettings(images=self.model.train_images, val_images=self.model.val_images,
+                             size=self.dataset.crop, seed=self.run.seed,
+                             backgrounds=str(root) if root else "data/sample")
+
     @property
     def run_dir(self) -> Path:
         """``<out>/<dataset>/``."""
@@ -153,6 +179,7 @@ _MINIMUM: dict[tuple[str, str], int] = {
     ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,
     ("dataset", "resize"): 8, ("dataset", "crop"): 8, ("dataset", "max_pixels"): 1,
     ("run", "shard_size"): 1, ("run", "seed"): 0, ("run", "max_batch"): 0,
+    ("model", "train_images"): 1, ("model", "val_images"): 1,
     ("render", "images_per_sheet"): 1,
 }
 
@@ -441,7 +468,7 @@ def load_config(
     dataset_table.setdefault("name", path.stem)
     dataset = _section(DatasetConfig, dataset_table, "dataset", source, base)
     model = _section(ModelConfig, model_table, "model", source, base)
-    if model.weights not in ("imagenet", "auto", "random"):
+    if model.weights not in WEIGHT_KEYWORDS:
         wpath = Path(model.weights).expanduser()
         if not wpath.is_absolute():
             wpath = (cwd if weights is not None else base) / wpath

@@ -77,6 +77,7 @@ class Reporter(Protocol):
     def stage_end(self, stage: str) -> None: ...
     def warn(self, message: str) -> None: ...
     def info(self, message: str) -> None: ...
+    def training(self, what: str, done: int, total: int) -> None: ...
 
 
 class SilentReporter:
@@ -89,6 +90,8 @@ class SilentReporter:
     def advance(self, stage: str, images: int) -> None: ...
     def stage_end(self, stage: str) -> None: ...
     def info(self, message: str) -> None: ...
+
+    def training(self, what: str, done: int, total: int) -> None: ...
 
     def warn(self, message: str) -> None:
         self.warnings.append(message)
@@ -219,6 +222,8 @@ def expected_weights_id(cfg: Config) -> str:
     from pipeline.weights import IMAGENET_ID, file_sha256, imagenet_cache_path
 
     w = cfg.model.weights
+    if w == "evidence":
+        return f"evidence:resnet18-{cfg.evidence_settings().key()}"
     if w == "imagenet" or (w == "auto" and imagenet_cache_path().exists()):
         return IMAGENET_ID
     if w in ("random", "auto"):
@@ -274,7 +279,7 @@ def _store_differences(store_path: Path, cfg: Config, n: int) -> list[str]:
     new_root = str(cfg.dataset.root) if cfg.dataset.root else None
     if old_root != new_root:
         changes.insert(0, f"dataset.root: {old_root!r} -> {new_root!r}")
-    if cfg.dataset.layout == "synthetic":
+    if cfg.dataset.layout in ("synthetic", "evidence"):
         changes += [c for c in config_changes(old, cfg.to_dict()) if c.startswith("run.seed")]
     if stored_n != n and not changes:
         changes.append(f"images: {stored_n} in the store -> {n} now")
@@ -293,7 +298,7 @@ def _replace_store(cfg: Config, manifest: Manifest, store_path: Path, records: R
     shutil.rmtree(new, ignore_errors=True)
     with disk_errors(store_path):
         create_store(new, manifest.ids, manifest.labels, cfg.run.shard_size, cfg.dataset.crop,
-                     {"stage_hashes": {_first_stage(): ingest}})
+                     {"stage_hashes": {_first_stage(): ingest}}, n_classes=cfg.model_classes())
     faults.point("replace:new-created")
     shutil.rmtree(records.root, ignore_errors=True)
     for stage in stages().values():
@@ -419,6 +424,8 @@ def _write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: s
         "noise": NOISE_NOTE,
         "target": cfg.run.target,
         "baselines": baseline_descriptions(cfg),
+        "classes": list(loaded.classes),
+        "model_report": loaded.report,
     }
     current = dict(group.attrs)
     if any(current.get(k) != v for k, v in attrs.items()):
@@ -456,7 +463,8 @@ def _engine_spec(cfg: Config, loaded: Any) -> EngineSpec:
     return EngineSpec(weights=weights, weights_id=loaded.weights_id, head=cfg.model.head,
                       seed=r.seed, device=r.device, precision=r.precision,
                       channels_last=r.channels_last, fuse_bn=r.fuse_bn, compile=r.compile,
-                      max_batch=r.max_batch, crop=cfg.dataset.crop)
+                      max_batch=r.max_batch, crop=cfg.dataset.crop,
+                      evidence=cfg.evidence_settings() if weights == "evidence" else None)
 
 
 class _Progress:
@@ -536,7 +544,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     XaiError
         Bad dataset, weights, config, scheduler or lock: all before any work is done.
     """
-    from pipeline.model import class_names, load_model
+    from pipeline.model import load_model
 
     rep = reporter or SilentReporter()
     t_start = time.perf_counter()
@@ -553,7 +561,10 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     store_path = run_dir / "store.zarr"
     with RunLock(run_dir), open_executor(scheduler, run_dir, cfg.run.device) as executor:
         # On the CPU, only to learn (and check) the weights' identity before any work.
-        loaded = load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed)
+        loaded = load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed,
+                            evidence=cfg.evidence_settings()
+                            if cfg.model.weights == "evidence" else None,
+                            progress=rep.training)
         if loaded.is_random and cfg.model.weights != "random":
             rep.warn(RANDOM_WEIGHTS_WARNING)
         if loaded.note:
@@ -583,7 +594,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
                    for name, units in planned.items()}
         banner = RANDOM_WEIGHTS_WARNING.split(":")[0] + ": results are meaningless" \
             if loaded.is_random else None
-        settings = RunSettings.from_config(cfg, manifest.layout, banner, class_names())
+        settings = RunSettings.from_config(cfg, manifest.layout, banner, loaded.classes)
         spec = _engine_spec(cfg, loaded)
 
         def make_task(unit: Unit) -> Task:

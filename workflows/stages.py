@@ -50,6 +50,11 @@ class RunSettings:
     class_names: tuple[str, ...]
     target: str = "predicted"
 
+    @property
+    def n_classes(self) -> int:
+        """The model's class count (the width of ``logits``)."""
+        return len(self.class_names)
+
     @classmethod
     def from_config(cls, cfg: Config, layout: str, banner: str | None,
                     class_names: tuple[str, ...]) -> RunSettings:
@@ -147,9 +152,16 @@ def ingest_shard(task: Task) -> dict[str, Any]:
     ids = array(group, "image")[u.start:u.stop]
     transform = preprocess_transform(s.resize, s.crop)
     pixels = np.zeros((u.size, s.crop, s.crop, 3), dtype=np.uint8)
+    mask = np.zeros((u.size, s.crop, s.crop), dtype=bool)
     status = np.empty(u.size, dtype=object)
     for k, image_id in enumerate(ids):
         try:
+            if s.layout == "evidence":
+                from pipeline.evidence import evidence_image
+
+                made = evidence_image(u.start + k, s.seed, s.crop, s.root or ".", "test")
+                pixels[k], mask[k], status[k] = made.pixels, made.mask, "ok"
+                continue
             if s.layout == "synthetic":
                 from PIL import Image
 
@@ -165,6 +177,7 @@ def ingest_shard(task: Task) -> dict[str, Any]:
     faults.point("ingest:before-write")
     with disk_errors(task.store_path):
         array(group, "pixels")[u.start:u.stop] = pixels
+        array(group, "mask")[u.start:u.stop] = mask
         faults.point("ingest:mid-write")
         array(group, "status")[u.start:u.stop] = status
     return _done(task)
@@ -175,11 +188,12 @@ def _ingest_depends(cfg: Config, _method: str | None, _weights: str) -> Any:
     return {"layout": d.layout, "labels_csv": d.labels_csv, "limit": d.limit,
             "per_class": d.per_class, "count": d.count, "resize": d.resize, "crop": d.crop,
             "max_pixels": d.max_pixels, "shard_size": cfg.run.shard_size,
-            "synthetic_seed": cfg.run.seed if d.layout == "synthetic" else None}
+            "synthetic_seed": cfg.run.seed if d.layout in ("synthetic", "evidence") else None,
+            "classes": cfg.model_classes()}
 
 
 register(Stage(
-    "ingest", ingest_shard, reads=("image",), writes=("pixels", "status"), after=(),
+    "ingest", ingest_shard, reads=("image",), writes=("pixels", "mask", "status"), after=(),
     depends=_ingest_depends,
     doc="decode, resize, centre-crop; the uint8 crop or why the file cannot be used"))
 
@@ -214,7 +228,7 @@ def predict_shard(task: Task) -> dict[str, Any]:
     data = _rows(task, "pixels", "status")
     batch = max(1, eng.max_batch * 4)  # no backward pass: four times the samples fit
     ok = np.flatnonzero(data["status"] == "ok")
-    logits = np.full((u.size, 1000), np.nan, dtype=np.float32)
+    logits = np.full((u.size, task.settings.n_classes), np.nan, dtype=np.float32)
     pred = np.full(u.size, -1, dtype=np.int16)
     prob = np.full(u.size, np.nan, dtype=np.float32)
     compute = 0.0

@@ -41,6 +41,8 @@ class EngineSpec:
     compile: bool
     max_batch: int
     crop: int
+    #: ``weights = "evidence"``: the training settings (a TrainSettings), else None.
+    evidence: Any = None
 
 
 @dataclass
@@ -92,7 +94,7 @@ def engine(spec: EngineSpec) -> Engine:
     """This worker's model for ``spec``: loaded and optimized once, then cached."""
     device = resolve_device(spec.device)
     key = (spec.weights, spec.weights_id, spec.head, spec.seed, str(device), spec.channels_last,
-           spec.fuse_bn, spec.compile, spec.max_batch, spec.crop)
+           spec.fuse_bn, spec.compile, spec.max_batch, spec.crop, spec.evidence)
     with _MODELS_LOCK:
         if key not in _MODELS:
             _MODELS[key] = _build(spec, device)
@@ -106,7 +108,8 @@ def _build(spec: EngineSpec, device: Any) -> Engine:
     from pipeline.model import load_model
     from pipeline.planner import plan_max_batch
 
-    loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device)
+    loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device,
+                        evidence=spec.evidence)
     if loaded.weights_id != spec.weights_id:
         raise WeightsError(
             f"Expected weights {spec.weights_id} on {socket.gethostname()} (as the coordinator "

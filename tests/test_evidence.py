@@ -1,0 +1,111 @@
+"""The evidence dataset (known class evidence at known pixels) and its trained model's cache."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.evidence import (
+    PALETTE,
+    SHAPES,
+    TrainSettings,
+    evidence_batch,
+    evidence_image,
+    label_of,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = ROOT / "data" / "sample"
+
+
+def test_images_are_a_pure_function_of_seed_split_and_index():
+    a = evidence_image(5, 0, 64, PHOTOS)
+    b = evidence_image(5, 0, 64, PHOTOS)
+    assert np.array_equal(a.pixels, b.pixels) and np.array_equal(a.mask, b.mask)
+    assert not np.array_equal(a.pixels, evidence_image(5, 1, 64, PHOTOS).pixels)
+    assert not np.array_equal(a.pixels, evidence_image(5, 0, 64, PHOTOS, "train").pixels)
+    assert a.pixels.shape == (64, 64, 3) and a.pixels.dtype == np.uint8
+    assert a.mask.shape == (64, 64) and a.mask.dtype == bool
+
+
+def test_labels_are_balanced_and_known_without_drawing():
+    _, _, labels = evidence_batch(range(12), 0, 48, PHOTOS)
+    assert labels.tolist() == [label_of(i) for i in range(12)] == [i % len(SHAPES)
+                                                                   for i in range(12)]
+
+
+def test_the_mask_is_the_object_in_its_class_colour():
+    """Inside the mask (less its one-pixel outline) every pixel has the class colour; the
+    mask is a compact blob of plausible size, away from nothing in particular."""
+    from scipy import ndimage
+
+    pixels, masks, labels = evidence_batch(range(12), 3, 112, PHOTOS)
+    for img, mask, label in zip(pixels, masks, labels, strict=True):
+        inner = ndimage.binary_erosion(mask, iterations=2)
+        assert inner.sum() > 50
+        colours = img[inner]
+        assert (colours == np.array(PALETTE[label], dtype=np.uint8)).all(axis=1).mean() > 0.99
+        assert 0.01 < mask.mean() < 0.2
+        assert ndimage.label(mask, structure=np.ones((3, 3)))[1] == 1  # one object
+
+
+# ------------------------------------------------------------------ the model's cache
+
+
+@pytest.fixture()
+def tiny(tmp_path, monkeypatch) -> TrainSettings:
+    monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path / "cache"))
+    return TrainSettings(images=16, batch=8, val_images=6, size=32, backgrounds=str(PHOTOS))
+
+
+def test_the_model_trains_once_then_loads_from_the_cache(tiny, monkeypatch):
+    import torch
+
+    from pipeline import evidence_model
+
+    net, report = evidence_model.load_evidence_model(tiny)
+    assert set(report) >= {"accuracy", "seconds", "settings", "key", "sha256"}
+    assert report["key"] == tiny.key()
+    monkeypatch.setattr(evidence_model, "train", lambda *a, **k: pytest.fail("retrained"))
+    again, cached = evidence_model.load_evidence_model(tiny)
+    assert cached == report
+    for (k, v), w in zip(net.state_dict().items(), again.state_dict().values(), strict=True):
+        assert torch.equal(v, w), k
+    assert net.fc.out_features == len(SHAPES)
+
+
+def test_training_is_deterministic(tiny):
+    import torch
+
+    from pipeline.evidence_model import train
+
+    a, _ = train(tiny)
+    b, _ = train(tiny)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_corrupt_or_foreign_cache_file_is_retrained_with_a_message(tiny):
+    from pipeline import evidence_model
+
+    _, report = evidence_model.load_evidence_model(tiny)
+    weights, _ = evidence_model._paths(tiny)
+    weights.write_bytes(weights.read_bytes()[:-10] + b"0123456789")  # damaged in place
+    said: list[str] = []
+    _, again = evidence_model.load_evidence_model(tiny, notify=said.append)
+    assert len(said) == 1 and "hash does not match" in said[0] and str(weights) in said[0]
+    assert again["sha256"] == report["sha256"]  # the same settings train the same weights
+    other = dataclasses.replace(tiny, lr=1e-3)
+    assert other.key() != tiny.key()
+    assert evidence_model.cached_report(other) is None
+
+
+def test_missing_backgrounds_are_a_clear_error(tiny):
+    from pipeline.errors import WeightsError
+    from pipeline.evidence_model import load_evidence_model
+
+    bad = dataclasses.replace(tiny, backgrounds="/nonexistent/photos")
+    with pytest.raises(WeightsError, match="background photos"):
+        load_evidence_model(bad)
