@@ -26,6 +26,19 @@ from tests.workflow_helpers import (
 from workflows.registry import stages
 
 _arrays, _assert_same, _run = store_arrays, assert_same, run_ok
+#: The crash runs evaluate too (cheap metrics), so its crash points fire and its arrays
+#: must equal the clean run's.
+EVALUATE = '\n[evaluate]\nmetrics = ["sparseness", "deletion"]\nsteps = 2\n' \
+    'randomisation_images = 2\n'
+EVALUATION_ARRAYS = ("metric_sparseness", "metric_deletion", "curve_deletion",
+                     "random_deletion", "randomisation")
+
+
+def _evaluation(store: Path) -> dict[str, np.ndarray]:
+    import zarr
+
+    group = zarr.open_group(str(store), mode="r")
+    return {name: np.asarray(group[name][:]) for name in EVALUATION_ARRAYS}
 
 
 @pytest.fixture(scope="module")
@@ -33,23 +46,25 @@ def reference(tmp_path_factory):
     """A clean, uninterrupted run of the tiny dataset (store arrays and sheet bytes)."""
     tmp = tmp_path_factory.mktemp("reference")
     make_images(tmp / "images")
-    config = write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs")
+    config = write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs", extra=EVALUATE)
     _run(config)
     run_dir = tmp / "runs" / "tiny"
     sheets = {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")}
-    return _arrays(run_dir / "store.zarr"), sheets
+    return _arrays(run_dir / "store.zarr"), sheets, _evaluation(run_dir / "store.zarr")
 
 
 @pytest.fixture()
 def tiny(tmp_path):
     make_images(tmp_path / "images")
-    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs")
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
+                          extra=EVALUATE)
     return config, tmp_path / "runs" / "tiny"
 
 
 def _assert_equals_reference(run_dir: Path, reference) -> None:
-    arrays, sheets = reference
+    arrays, sheets, evaluation = reference
     _assert_same(_arrays(run_dir / "store.zarr"), arrays)
+    _assert_same(_evaluation(run_dir / "store.zarr"), evaluation)
     assert {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")} == sheets
     leftovers = [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers, leftovers
@@ -120,7 +135,7 @@ def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, reference, fault):
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
     make_images(tmp_path / "images")
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
-                          params={"integrated_gradients": {"n_steps": 4}})
+                          params={"integrated_gradients": {"n_steps": 4}}, extra=EVALUATE)
     run_dir = tmp_path / "runs" / "tiny"
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
                           env={"XAI_SLOW_SHARD_S": "0.5"})

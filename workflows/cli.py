@@ -178,9 +178,48 @@ def _print_summary(summary: Any) -> None:
     out.print(f"summary: {summary.run_dir / 'summary.json'}")
     out.print(f"weights: {summary.weights_id}")
     _print_completeness(summary.completeness, limit=0)
+    _print_evaluation(summary.evaluation, summary.run_dir)
     if summary.random_weights:
         out.print("[bold red]random weights: the attributions say nothing about a real "
                   "model[/]")
+
+
+def _print_evaluation(ev: Any, run_dir: Path) -> None:
+    """Per metric (its direction) and method: mean and 95% bootstrap interval; random row."""
+    if not ev:
+        return
+    metrics = ev["metrics"]
+    if metrics:
+        table = Table(title="evaluation: mean [95% bootstrap interval]; random maps give the "
+                            "floor", title_justify="left")
+        for col in ("metric", "explainer", "mean", "95% interval"):
+            table.add_column(col, justify="right" if col == "mean" else "left")
+        for name, entry in metrics.items():
+            arrow = "↑ higher is better" if entry["better"] == "higher" else "↓ lower is better"
+            rows = [*entry["methods"].items(), ("random maps", entry["random"])]
+            for k, (m, stat) in enumerate(rows):
+                head = name if k == 0 else (f"[dim]{arrow}[/]" if k == 1 else "")
+                interval = "-" if stat["mean"] is None else \
+                    f"[{stat['low']:.3f}, {stat['high']:.3f}]"
+                mean = "-" if stat["mean"] is None else f"{stat['mean']:.3f}"
+                style = "dim" if m == "random maps" else ""
+                table.add_row(head, m, mean, interval, style=style)
+            table.add_section()
+        out.print(table)
+    if ev.get("randomisation"):
+        table = Table(title="randomisation: Spearman of each map with the map after "
+                            "randomising the network down to ...", title_justify="left")
+        table.add_column("explainer")
+        groups = list(next(iter(ev["randomisation"].values())))
+        for g in groups:
+            table.add_column(g)
+        for m, per in ev["randomisation"].items():
+            table.add_row(m, *(f"{v['mean']:.2f}" if v["mean"] is not None else "-"
+                               for v in per.values()))
+        out.print(table)
+    for note in ev.get("notes", []):
+        out.print(f"[yellow]{escape(note)}[/]")
+    out.print(f"evaluation: {run_dir / 'evaluation.json'}, {run_dir / 'evaluation.png'}")
 
 
 def _print_completeness(rows: Any, limit: int) -> None:

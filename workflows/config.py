@@ -110,6 +110,21 @@ class RenderConfig:
 
 
 @dataclass(frozen=True)
+class EvaluateConfig:
+    """``[evaluate]``: which metrics the ``evaluate`` stage computes (none: the stage is off)."""
+
+    metrics: tuple[str, ...] = ()
+    #: Deletion/insertion: perturbation steps, and what removed pixels become.
+    steps: int = 20
+    baseline: str = "black"
+    baseline_sigma: float = 10.0
+    #: Model-parameter randomisation on the first N images (0: off).
+    randomisation_images: int = 32
+    #: Bootstrap resamples for the 95% intervals of the summary table.
+    bootstrap: int = 1000
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved, validated configuration."""
 
@@ -118,6 +133,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     source: Path | None = None
 
     def model_classes(self) -> int:
@@ -155,6 +171,8 @@ class Config:
             "run": _plain(dataclasses.asdict(self.run)),
             "methods": {k: dict(v) for k, v in self.methods.items()},
             "render": _plain(dataclasses.asdict(self.render)),
+            "evaluate": {k: list(v) if isinstance(v, tuple) else v
+                         for k, v in dataclasses.asdict(self.evaluate).items()},
             "source": str(self.source) if self.source else None,
         }
 
@@ -180,6 +198,8 @@ _MINIMUM: dict[tuple[str, str], int] = {
     ("dataset", "resize"): 8, ("dataset", "crop"): 8, ("dataset", "max_pixels"): 1,
     ("run", "shard_size"): 1, ("run", "seed"): 0, ("run", "max_batch"): 0,
     ("model", "train_images"): 1, ("model", "val_images"): 1,
+    ("evaluate", "steps"): 1, ("evaluate", "randomisation_images"): 0,
+    ("evaluate", "bootstrap"): 0,
     ("render", "images_per_sheet"): 1,
 }
 
@@ -188,6 +208,7 @@ _MINIMUM: dict[tuple[str, str], int] = {
 _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("render", "clip_percentile"): (0.0, 100.0),
     ("run", "completeness_warning"): (0.0, float("inf")),
+    ("evaluate", "baseline_sigma"): (0.0, float("inf")),
 }
 #: Keys that were removed, with what to do instead.
 _REMOVED: dict[tuple[str, str], str] = {
@@ -210,6 +231,10 @@ def _check_value(where: str, section: str, f: dataclasses.Field[Any], value: Any
             raise _err(where, section, key, f"expected a path string, got {value!r}")
         path = Path(value).expanduser()
         return path if path.is_absolute() else (base / path).resolve()
+    if annotation.startswith("tuple"):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise _err(where, section, key, f"expected a list of strings, got {value!r}")
+        return tuple(value)
     if annotation == "bool":
         if not isinstance(value, bool):
             raise _err(where, section, key, f"expected true or false, got {value!r}")
@@ -353,7 +378,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def _check_override_keys(overrides: Sequence[str]) -> None:
     """``--set`` keys must exist: name the override and suggest the nearest key."""
     sections = {"dataset": DatasetConfig, "model": ModelConfig, "run": RunConfig,
-                "render": RenderConfig}
+                "render": RenderConfig, "evaluate": EvaluateConfig}
     for text in overrides:
         parts, _ = parse_override(text)
         dotted = ".".join(parts)
@@ -437,7 +462,7 @@ def load_config(
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read the config: {exc.strerror}") from None
     base = path.resolve().parent
-    known = {"dataset", "model", "run", "methods", "render"}
+    known = {"dataset", "model", "run", "methods", "render", "evaluate"}
     for key in raw:
         if key not in known:
             raise ConfigError(
@@ -478,6 +503,8 @@ def load_config(
         raise _err(source("run", "device"), "run", "device",
                    f"expected auto, cpu, cuda or cuda:N, got {run.device!r}")
     render = _section(RenderConfig, raw.get("render", {}), "render", source, base)
+    evaluate = _section(EvaluateConfig, raw.get("evaluate", {}), "evaluate", source, base)
+    _check_metrics(source, evaluate)
     _check_colormap(source("render", "colormap"), "colormap", render.colormap)
     _check_colormap(source("render", "signed_colormap"), "signed_colormap",
                     render.signed_colormap)
@@ -489,7 +516,20 @@ def load_config(
         raise _err(source("dataset", "crop"), "dataset", "crop",
                    f"expected crop <= resize ({dataset.resize}), got {dataset.crop}")
     return Config(dataset=dataset, model=model, run=run, methods=methods, render=render,
-                  source=path.resolve())
+                  evaluate=evaluate, source=path.resolve())
+
+
+def _check_metrics(source: Where, evaluate: EvaluateConfig) -> None:
+    from pipeline.metrics import FLIP_BASELINES, METRICS
+
+    for name in evaluate.metrics:
+        if name not in METRICS:
+            hint = _did_you_mean(name, list(METRICS), "")
+            raise _err(source("evaluate", "metrics"), "evaluate", "metrics",
+                       f"unknown metric {name!r}{hint}; valid: {', '.join(METRICS)}")
+    if evaluate.baseline not in FLIP_BASELINES:
+        raise _err(source("evaluate", "baseline"), "evaluate", "baseline",
+                   f"expected one of {', '.join(FLIP_BASELINES)}, got {evaluate.baseline!r}")
 
 
 def _check_colormap(where: str, key: str, name: str) -> None:

@@ -75,6 +75,11 @@ class Stage:
         For stages that write a file per unit: ``output_file(run_dir, unit) -> Path``.
     output_dirs
         Folders under the run directory this stage owns (removed by ``clean``).
+    enabled
+        ``enabled(cfg)``: False turns the stage off for that config (no units, no records).
+    writes_prefix
+        Also written: every store array whose name starts with one of these (arrays made per
+        config, e.g. one per metric); checksummed like ``writes``.
     """
 
     name: str
@@ -91,11 +96,15 @@ class Stage:
     output_file: Callable[[Any, Unit], Any] | None = None
     output_dirs: tuple[str, ...] = ()
     doc: str = ""
+    enabled: Callable[[Config], bool] | None = None
+    writes_prefix: tuple[str, ...] = ()
 
     def unit_size(self, cfg: Config) -> int:
         return cfg.render.images_per_sheet if self.unit == "sheet" else cfg.run.shard_size
 
     def methods(self, cfg: Config) -> tuple[str | None, ...]:
+        if self.enabled is not None and not self.enabled(cfg):
+            return ()
         return tuple(cfg.method_names) if self.per_method else (None,)
 
 

@@ -115,6 +115,7 @@ class RunSummary:
     stats: list[StageStats] = field(default_factory=list)
     seconds: float = 0.0
     completeness: list[Completeness] = field(default_factory=list)
+    evaluation: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stage_seconds(self) -> float:
@@ -159,6 +160,18 @@ class Completeness:
                 "worst": self.worst, "worst_image": self.worst_image,
                 "threshold": self.threshold,
                 "flagged": [{"image": i, "relative_error": r} for i, r in self.flagged]}
+
+
+def _write_evaluation(group: Any, cfg: Config, run_dir: Path) -> dict[str, Any]:
+    """``evaluation.json`` and ``evaluation.png`` from the store's evaluation arrays."""
+    from workflows.evaluate import evaluation_figure, evaluation_summary
+
+    summary = evaluation_summary(group, cfg)
+    if summary:
+        with disk_errors(run_dir):
+            atomic_write_json(run_dir / "evaluation.json", summary)
+            evaluation_figure(summary, group, cfg, run_dir / "evaluation.png")
+    return summary
 
 
 def completeness_summary(group: Any, methods: Sequence[str], threshold: float
@@ -498,6 +511,8 @@ class _Progress:
               ) -> list[StageStats]:
         out = []
         for name, stage in stages().items():
+            if not planned[name]:
+                continue  # turned off under this config
             done = self.results.get(name, [])
             st = StageStats(name, units_total=len(planned[name]), units_run=len(done))
             st.images_run = len({i for u, _ in done for i in range(u.start, u.stop)})
@@ -574,6 +589,10 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         _prepare_store(cfg, manifest, store_path, records, hashes, forced, rep, replace)
         group = open_store(store_path)
         sync_explainers(group, cfg, records)
+        from workflows.evaluate import prepare_arrays
+
+        with disk_errors(store_path):
+            prepare_arrays(group, cfg)
         _write_attrs(group, cfg, hashes, loaded, device)
         atomic_write_json(run_dir / "config.resolved.json",
                           {**cfg.to_dict(), "stage_hashes": flat_hashes(hashes),
@@ -603,6 +622,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
 
         progress = _Progress(cfg, run_dir, records, hashes, rep, n)
         for name, units in planned.items():
+            if not units:
+                continue
             done = sum(progress.share(u) for u in units) - sum(progress.share(u)
                                                                for u in pending[name])
             rep.stage_start(name, n, int(round(done, 6)))
@@ -614,18 +635,20 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
                 if batch:
                     run_units(batch, lambda u: dependencies(u, cfg, n), make_task, executor,
                               progress, cfg.method_names)
-        for name in planned:
-            rep.stage_end(name)
+        for name, units in planned.items():
+            if units:
+                rep.stage_end(name)
         stats = progress.stats(planned, pending)
         skipped = skipped_images(group, cfg.run.target)
         completeness = completeness_summary(group, cfg.method_names,
                                             cfg.run.completeness_warning)
+        evaluation = _write_evaluation(group, cfg, run_dir)
     summary = RunSummary(run_dir=run_dir, store_path=store_path, sheets_dir=run_dir / "sheets",
                          images=n, ok=n - len(skipped), skipped=skipped,
                          weights_id=loaded.weights_id, random_weights=loaded.is_random,
                          device=device, scheduler=scheduler, streaming=cfg.run.streaming,
                          stats=stats, seconds=time.perf_counter() - t_start,
-                         completeness=completeness)
+                         completeness=completeness, evaluation=evaluation)
     atomic_write_json(run_dir / "summary.json", summary.to_dict())
     return summary
 

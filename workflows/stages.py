@@ -49,6 +49,8 @@ class RunSettings:
     banner: str | None
     class_names: tuple[str, ...]
     target: str = "predicted"
+    head: str = "softmax"
+    evaluate: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -64,7 +66,8 @@ class RunSettings:
                    methods={k: dict(v) for k, v in cfg.methods.items()},
                    precision=cfg.run.precision, style=sheet_style(cfg),
                    tiles=cfg.render.tiles, banner=banner, class_names=tuple(class_names),
-                   target=cfg.run.target)
+                   target=cfg.run.target, head=cfg.model.head,
+                   evaluate=cfg.to_dict()["evaluate"])
 
 
 @dataclass(frozen=True)
@@ -108,10 +111,15 @@ def region_checksum(store_path: Path | str, unit: Unit) -> str:
     group = open_store(store_path, mode="r")
     crc = 0
     rows = slice(unit.start, unit.stop)
-    for name in STAGES[unit.stage].writes:
+    stage = STAGES[unit.stage]
+    dynamic = sorted(k for k in group.array_keys() if k.startswith(stage.writes_prefix)) \
+        if stage.writes_prefix else []
+    for name in (*stage.writes, *dynamic):
         arr = array(group, name)
         if name in EXPLAINER_ARRAYS:
             region = arr[explainer_index(group, str(unit.method)), rows]
+        elif (arr.metadata.dimension_names or ("",))[0] == "explainer":
+            region = arr[:, rows]  # every explainer: the unit is per shard, not per method
         else:
             region = arr[rows]
         crc = checksum(np.asarray(region), crc)
@@ -468,3 +476,7 @@ register(Stage(
     unit="sheet", output_file=lambda run_dir, u: sheet_path(run_dir, u.index),
     output_dirs=("sheets", "tiles"),
     doc="contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"))
+
+
+# The evaluate stage lives in its own module; importing it here registers it after render.
+import workflows.evaluate  # noqa: E402, F401
