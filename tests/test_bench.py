@@ -17,7 +17,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     assert result.exit_code == 0, result.output
     md = (tmp_path / "bench-cpu.md").read_text()
     for section in ("**gradient**", "**ig**", "**smoothgrad**", "**precision**", "**memory**",
-                    "**quadrature**", "**stage**", "**render**",
+                    "**quadrature**", "**stage**", "**render**", "**evaluate**",
                     "**measured for the targets**"):
         assert section in md
     data = json.loads((tmp_path / "bench-cpu.json").read_text())
@@ -25,13 +25,16 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     keys = {(r["section"], r["method"], r["variant"]) for r in data["rows"]}
     for key in (("ig", "captum", "defaults-batch"), ("ig", "ours", "seed"),
                 ("ig", "seed-function", "default"), ("stage", "ours", "attribute"),
-                ("render", "pillow", "sheet"), ("precision", "ours-ig", "fp32-fwd")):
+                ("render", "pillow", "sheet"), ("precision", "ours-ig", "fp32-fwd"),
+                ("evaluate", "quantus", "pixel-flipping"), ("evaluate", "ours", "pixel-flipping"),
+                ("evaluate", "ours-engine", "pixel-flipping")):
         assert key in keys, key
     measured = {name: value for name, value, _unit in data["checks"]}
     for name in ("ig_vs_captum_defaults_batch", "seed_function_vs_captum_defaults_batch",
                  "render_per_image_vs_matplotlib", "whole_run_over_attribute_streaming",
                  "smoothgrad_vs_noise_tunnel", "fp32_fwd_speed_over_fp32",
-                 "peak_memory_over_planned_budget", "attribute_stage_vs_naive_loop"):
+                 "peak_memory_over_planned_budget", "attribute_stage_vs_naive_loop",
+                 "pixel_flipping_vs_quantus", "pixel_flipping_engine_vs_quantus"):
         assert name in measured and measured[name] > 0, name
     assert "captum IG, defaults (per image)" in names
     assert "captum IG, defaults (one call on the batch)" in names

@@ -314,6 +314,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     _quadrature(res, fast, x[:n_ref], target[:n_ref], mb, quick, dev, reporter)
     _stage(res, dev, images, size, n_steps, nt_samples, reporter)
     _render(res, reporter, quick)
+    _pixel_flipping(res, reporter, quick)
     _memory(res, dev, size, mb, quick, reporter)
     _checks(res)
     return res
@@ -551,6 +552,31 @@ def _render(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> N
     reporter(f"  {m['speedup']:.1f}x faster per image")
 
 
+def _pixel_flipping(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> None:
+    try:
+        from workflows.bench_metrics import measure
+    except ImportError:  # pragma: no cover - quantus is a dev dependency
+        reporter("pixel flipping vs Quantus: skipped (quantus is not installed)")
+        return
+    reporter("pixel flipping (deletion AUC): ours vs quantus.PixelFlipping, same settings")
+    m = measure(images=4, size=48, steps=24, repeats=1) if quick else measure()
+    n = m["images"]
+    note = f"{m['size']} px, {m['steps']} steps, curve diff {m['max_abs_curve_diff']:.1e}"
+    res.rows.append(Row("evaluate", "quantus.PixelFlipping", n / m["quantus_s"],
+                        m["quantus_s"], None, None, note, method="quantus",
+                        variant="pixel-flipping"))
+    res.rows.append(Row("evaluate", "ours: pixel_flipping + auc (batched)", n / m["ours_s"],
+                        m["ours_s"], None, None, note, method="ours",
+                        variant="pixel-flipping"))
+    res.rows.append(Row("evaluate", "ours, the engine's channels_last model (as in a run)",
+                        n / m["ours_engine_s"], m["ours_engine_s"], None, None, note,
+                        method="ours-engine", variant="pixel-flipping"))
+    res.params["pixel_flipping_speedup"] = m["speedup"]
+    res.params["pixel_flipping_engine_speedup"] = m["engine_speedup"]
+    reporter(f"  {m['speedup']:.2f}x Quantus's speed (same model), "
+             f"{m['engine_speedup']:.2f}x with the engine's model")
+
+
 def _ratio(res: BenchResult, a: tuple[str, str, str], b: tuple[str, str, str]) -> float:
     return (res.row(*a).images_per_s or 0.0) / (res.row(*b).images_per_s or float("nan"))
 
@@ -591,6 +617,10 @@ def _checks(res: BenchResult) -> None:
          _ratio(res, ("stage", "ours", "attribute"), ("stage", "naive", "loop")), "x"))
     add(("device_idle_during_attribute", float(res.params.get("device_idle", 0.0)), "share"))
     add(("render_per_image_vs_matplotlib", float(res.params.get("render_speedup", 0.0)), "x"))
+    add(("pixel_flipping_vs_quantus", float(res.params.get("pixel_flipping_speedup", 0.0)),
+         "x"))
+    add(("pixel_flipping_engine_vs_quantus",
+         float(res.params.get("pixel_flipping_engine_speedup", 0.0)), "x"))
     add(("whole_run_over_attribute_streaming",
          float(res.params.get("whole_over_attribute", float("nan"))), "x"))
     add(("smoothgrad_vs_noise_tunnel",
