@@ -149,3 +149,23 @@ def test_unknown_metric_is_a_config_error_listing_the_names(tmp_path):
     text = " ".join(result.output.split())  # type: ignore[attr-defined]
     assert "unknown metric 'pointing'" in text and "did you mean `pointing_game`" in text
     assert "valid: " + ", ".join(M.METRICS) in text
+
+
+def test_xai_evaluate_runs_only_evaluate_and_refuses_stale_maps(evidence_run, tmp_path):
+    cfg, run_dir, _ = evidence_run
+    attribute = records(run_dir, "attribute")
+    result = cli("evaluate", "--config", str(cfg), "--scheduler", "synchronous",
+                 "--set", "evaluate.steps=3")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    assert records(run_dir, "attribute") == attribute
+    assert _ds(run_dir).curve_deletion.shape[-1] == 4
+    assert "evaluation: mean" in " ".join(result.output.split())  # type: ignore
+    stale = cli("evaluate", "--config", str(cfg), "--set", "methods.gradient.abs=false")
+    assert stale.exit_code == 2  # type: ignore[attr-defined]
+    text = " ".join(stale.output.split())  # type: ignore[attr-defined]
+    assert "Expected the attribute stage of gradient to be complete and current" in text
+    assert "Run `xai run` with the same options first" in text
+    assert records(run_dir, "attribute") == attribute  # nothing was touched
+    missing = cli("evaluate", "--config", str(cfg), "--out", str(tmp_path / "nothing"))
+    assert missing.exit_code == 2 and "there is no store" in missing.output  # type: ignore
+    assert not (tmp_path / "nothing").exists()

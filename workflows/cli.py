@@ -147,6 +147,41 @@ def run(
     _print_summary(summary)
 
 
+@app.command()
+def evaluate(
+    dataset: DatasetOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    out_dir: OutOpt = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
+    scheduler: Annotated[str, typer.Option(help="as for `xai run`")] = "threads",
+    sets: SetOpt = None,
+) -> None:
+    """Run only the evaluate stage ([evaluate] metrics) on an existing run's maps.
+
+    Every stage it reads (attribute, aggregate, ...) must be complete and current: otherwise
+    it stops and names the stage to run. `xai run` runs evaluate too, after the maps.
+    """
+    from workflows.run import run_pipeline
+    from workflows.scheduler import validate
+
+    try:
+        cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir, device=device)
+        validate(scheduler)
+        columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+                   SpeedColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            summary = run_pipeline(cfg, scheduler=scheduler, reporter=RichReporter(progress),
+                                   only="evaluate")
+    except KeyboardInterrupt:
+        console.print("[bold yellow]Interrupted.[/] Finished shards are kept; run the same "
+                      "command again to resume where it stopped.")
+        raise typer.Exit(130) from None
+    except XaiError as exc:
+        raise _fail(exc) from None
+    _print_evaluation(summary.evaluation, summary.run_dir)
+
+
 def _print_summary(summary: Any) -> None:
     table = Table(title="run summary", title_justify="left")
     for col in ("stage", "units run", "images", "seconds", "img/s", "device idle", "workers"):

@@ -162,6 +162,42 @@ class Completeness:
                 "flagged": [{"image": i, "relative_error": r} for i, r in self.flagged]}
 
 
+def _plan(cfg: Config, n: int, records: Records, hashes: Hashes
+          ) -> tuple[dict[str, list[Unit]], dict[str, list[Unit]]]:
+    """Every stage's units, and those without a current record."""
+    planned = {name: make_units(stage, n, cfg) for name, stage in stages().items()}
+    pending = {name: [u for u in units if not records.is_done(u.key, hashes[(u.stage, u.method)])]
+               for name, units in planned.items()}
+    return planned, pending
+
+
+def _check_inputs_current(only: str, planned: dict[str, list[Unit]],
+                          pending: dict[str, list[Unit]], store_path: Path) -> None:
+    """Every stage ``only`` reads from (transitively) is complete under this config."""
+    if only not in STAGES:
+        raise ConfigError(f"Expected a stage in {', '.join(stage_names())}, got {only!r}.")
+    if not planned[only]:
+        raise ConfigError(f"Expected the {only} stage to be on under this config, but it is "
+                          "off (for evaluate: add an [evaluate] table with metrics).")
+    needed: list[str] = []
+    todo = list(STAGES[only].after)
+    while todo:
+        name = todo.pop(0)
+        if name not in needed:
+            needed.append(name)
+            todo += list(STAGES[name].after)
+    for name in [s for s in STAGES if s in needed]:  # in run order: name the first one
+        missing = pending.get(name, [])
+        if missing:
+            methods = sorted({u.method for u in missing if u.method})
+            what = f" of {', '.join(methods)}" if methods else ""
+            raise StoreError(
+                f"Expected the {name} stage{what} to be complete and current in "
+                f"{store_path} before {only}, got {len(missing)} of {len(planned[name])} units "
+                f"missing or stale. Run `xai run` with the same options first (it runs "
+                f"{name} and everything after it).")
+
+
 def _write_evaluation(group: Any, cfg: Config, run_dir: Path) -> dict[str, Any]:
     """``evaluation.json`` and ``evaluation.png`` from the store's evaluation arrays."""
     from workflows.evaluate import evaluation_figure, evaluation_summary
@@ -551,8 +587,12 @@ def _device_idle(done: list[tuple[Unit, dict[str, Any]]]) -> float | None:
 
 
 def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None = None,
-                 reporter: Reporter | None = None, replace: bool = False) -> RunSummary:
+                 reporter: Reporter | None = None, replace: bool = False,
+                 only: str | None = None) -> RunSummary:
     """Run (or resume) every stage of ``cfg``; return what happened.
+
+    ``only``: run just this stage on an existing store (``xai evaluate``); every stage it
+    reads must be complete and current, else a :class:`StoreError` names the one to run.
 
     Raises
     ------
@@ -574,6 +614,9 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     device = str(resolve_device(cfg.run.device)) if in_process else cfg.run.device
     run_dir = cfg.run_dir
     store_path = run_dir / "store.zarr"
+    if only is not None and not (store_path / "zarr.json").is_file():
+        raise StoreError(f"Expected a run at {run_dir} to {only}, but there is no store. Run "
+                         "`xai run` with the same options first.")
     with RunLock(run_dir), open_executor(scheduler, run_dir, cfg.run.device) as executor:
         # On the CPU, only to learn (and check) the weights' identity before any work.
         loaded = load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed,
@@ -586,6 +629,9 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             rep.info(loaded.note)
         hashes = stage_hashes(cfg, loaded.weights_id)
         records = Records(run_dir)
+        if only is not None:  # before anything is changed: refuse stale inputs untouched
+            _check_inputs_current(only, *_plan(cfg, len(manifest), records, hashes),
+                                  store_path)
         _prepare_store(cfg, manifest, store_path, records, hashes, forced, rep, replace)
         group = open_store(store_path)
         sync_explainers(group, cfg, records)
@@ -611,6 +657,9 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         pending = {name: [u for u in units
                           if not records.is_done(u.key, hashes[(u.stage, u.method)])]
                    for name, units in planned.items()}
+        if only is not None:
+            pending = {name: units if name == only else [] for name, units in pending.items()}
+            planned = {name: units if name == only else [] for name, units in planned.items()}
         banner = RANDOM_WEIGHTS_WARNING.split(":")[0] + ": results are meaningless" \
             if loaded.is_random else None
         settings = RunSettings.from_config(cfg, manifest.layout, banner, loaded.classes)
