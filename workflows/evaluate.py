@@ -34,7 +34,9 @@ PREFIXES = ("metric_", "random_", "curve_", "randomisation")
 
 
 def _enabled(cfg: Config) -> bool:
-    return bool(cfg.evaluate.metrics) or cfg.evaluate.randomisation_images > 0
+    """The stage is on when ``[evaluate] metrics`` names at least one metric (the
+    randomisation test then runs too, unless ``randomisation_images = 0``)."""
+    return bool(cfg.evaluate.metrics)
 
 
 def evaluation_arrays(cfg: Config, n_explainers: int, n_images: int
