@@ -26,8 +26,8 @@ from tests.workflow_helpers import (
 from workflows.registry import stages
 
 _arrays, _assert_same, _run = store_arrays, assert_same, run_ok
-#: The crash runs evaluate too (cheap metrics), so its crash points fire and its arrays
-#: must equal the clean run's.
+#: The evaluate crash cases turn the stage on (cheap metrics), so its crash points fire and
+#: its arrays must equal the clean run's.
 EVALUATE = '\n[evaluate]\nmetrics = ["sparseness", "deletion"]\nsteps = 2\n' \
     'randomisation_images = 2\n'
 EVALUATION_ARRAYS = ("metric_sparseness", "metric_deletion", "curve_deletion",
@@ -41,30 +41,41 @@ def _evaluation(store: Path) -> dict[str, np.ndarray]:
     return {name: np.asarray(group[name][:]) for name in EVALUATION_ARRAYS}
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    """A clean, uninterrupted run of the tiny dataset (store arrays and sheet bytes)."""
+def _reference(tmp_path_factory, extra: str):
     tmp = tmp_path_factory.mktemp("reference")
     make_images(tmp / "images")
-    config = write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs", extra=EVALUATE)
+    config = write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs", extra=extra)
     _run(config)
     run_dir = tmp / "runs" / "tiny"
     sheets = {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")}
-    return _arrays(run_dir / "store.zarr"), sheets, _evaluation(run_dir / "store.zarr")
+    evaluation = _evaluation(run_dir / "store.zarr") if extra else None
+    return _arrays(run_dir / "store.zarr"), sheets, evaluation
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A clean, uninterrupted run of the tiny dataset (store arrays and sheet bytes)."""
+    return _reference(tmp_path_factory, "")
+
+
+@pytest.fixture(scope="module")
+def reference_evaluated(tmp_path_factory):
+    """The same with the evaluate stage on (its arrays too)."""
+    return _reference(tmp_path_factory, EVALUATE)
 
 
 @pytest.fixture()
 def tiny(tmp_path):
     make_images(tmp_path / "images")
-    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
-                          extra=EVALUATE)
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs")
     return config, tmp_path / "runs" / "tiny"
 
 
 def _assert_equals_reference(run_dir: Path, reference) -> None:
     arrays, sheets, evaluation = reference
     _assert_same(_arrays(run_dir / "store.zarr"), arrays)
-    _assert_same(_evaluation(run_dir / "store.zarr"), evaluation)
+    if evaluation is not None:
+        _assert_same(_evaluation(run_dir / "store.zarr"), evaluation)
     assert {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")} == sheets
     leftovers = [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers, leftovers
@@ -120,8 +131,12 @@ def _crash_param(case: str) -> object:
 
 
 @pytest.mark.parametrize("fault", [_crash_param(c) for c in CRASH_CASES])
-def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, reference, fault):
+def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, request, fault):
     config, run_dir = tiny
+    reference = request.getfixturevalue("reference")
+    if fault.startswith("evaluate:"):  # the stage runs only with [evaluate] metrics
+        config.write_text(config.read_text() + EVALUATE)
+        reference = request.getfixturevalue("reference_evaluated")
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
                           env={"XAI_FAULT": fault})
     output = proc.communicate(timeout=300)[0].decode()
@@ -135,7 +150,7 @@ def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, reference, fault):
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
     make_images(tmp_path / "images")
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
-                          params={"integrated_gradients": {"n_steps": 4}}, extra=EVALUATE)
+                          params={"integrated_gradients": {"n_steps": 4}})
     run_dir = tmp_path / "runs" / "tiny"
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
                           env={"XAI_SLOW_SHARD_S": "0.5"})
