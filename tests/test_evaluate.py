@@ -110,6 +110,7 @@ def test_summary_table_json_and_figure(evidence_run):
     text = " ".join(output.split())
     assert "evaluation: mean [95% bootstrap interval]" in text and "random maps" in text
     assert "higher is better" in text and "lower is better" in text
+    assert "training" in text and "32/32" in text  # the evidence model's progress bar
 
 
 def test_changing_evaluate_settings_recomputes_only_evaluate(evidence_run):
