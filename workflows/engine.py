@@ -167,13 +167,15 @@ class DaskExecutor(_Tracked):
         return self._track(fut)
 
     def _outcome(self, fut: Any) -> Finished:
-        if fut.status == "finished":
-            return fut, fut.result(), None
+        # result(), not a look at fut.status: the callback fires on a state change, and a
+        # result held by a worker that died since is "lost" and recomputed by the scheduler
+        # (the status goes finished -> pending -> finished); result() waits for that.
+        import asyncio
+
         try:
-            exc = fut.exception()
-        except BaseException as err:  # cancelled
-            exc = err
-        return fut, None, exc or RuntimeError(f"task {fut.key} {fut.status}")
+            return fut, fut.result(), None
+        except (Exception, asyncio.CancelledError) as err:  # task error, KilledWorker, cancel
+            return fut, None, err
 
     def cancel(self) -> None:
         if self._futures:
