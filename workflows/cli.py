@@ -110,7 +110,7 @@ def run(
     data_dir: DataDirOpt = None,
     out_dir: OutOpt = None,
     weights: Annotated[str | None, typer.Option(
-        help="imagenet | auto | random | path to a state-dict file")] = None,
+        help="imagenet | auto | random | evidence | path to a state-dict file")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     scheduler: Annotated[str, typer.Option(
         help="threads | processes | synchronous | local:N | local-cuda | tcp://host:port "
@@ -123,28 +123,35 @@ def run(
                           "shard_size (without it, such a run stops and changes nothing)")]
         = False,
 ) -> None:
-    """Run (or resume) the pipeline: ingest, predict, attribute, aggregate, normalize, render."""
-    from workflows.run import run_pipeline
-    from workflows.scheduler import validate
-
+    """Run (or resume) the pipeline: ingest, predict, attribute, aggregate, normalize, render
+    (and evaluate, with [evaluate] metrics)."""
     try:
         cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir, weights=weights,
                       device=device)
-        validate(scheduler)
         console.print(f"[bold]{cfg.dataset.name}[/]: methods {', '.join(cfg.method_names)}; "
                       f"output {cfg.run_dir}")
-        columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                   SpeedColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    except XaiError as exc:
+        raise _fail(exc) from None
+    _print_summary(_pipeline(cfg, scheduler, force=force, replace=replace))
+
+
+def _pipeline(cfg: Any, scheduler: str, **kw: Any) -> Any:
+    """``run_pipeline`` with progress bars; Ctrl-C and user errors end it cleanly."""
+    from workflows.run import run_pipeline
+    from workflows.scheduler import validate
+
+    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+               SpeedColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    try:
+        validate(scheduler)
         with Progress(*columns, console=console) as progress:
-            summary = run_pipeline(cfg, scheduler=scheduler, force=force,
-                                   reporter=RichReporter(progress), replace=replace)
+            return run_pipeline(cfg, scheduler=scheduler, reporter=RichReporter(progress), **kw)
     except KeyboardInterrupt:
         console.print("[bold yellow]Interrupted.[/] Finished shards are kept; run the same "
                       "command again to resume where it stopped.")
         raise typer.Exit(130) from None
     except XaiError as exc:
         raise _fail(exc) from None
-    _print_summary(summary)
 
 
 @app.command()
@@ -162,23 +169,11 @@ def evaluate(
     Every stage it reads (attribute, aggregate, ...) must be complete and current: otherwise
     it stops and names the stage to run. `xai run` runs evaluate too, after the maps.
     """
-    from workflows.run import run_pipeline
-    from workflows.scheduler import validate
-
     try:
         cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir, device=device)
-        validate(scheduler)
-        columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-                   SpeedColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-        with Progress(*columns, console=console) as progress:
-            summary = run_pipeline(cfg, scheduler=scheduler, reporter=RichReporter(progress),
-                                   only="evaluate")
-    except KeyboardInterrupt:
-        console.print("[bold yellow]Interrupted.[/] Finished shards are kept; run the same "
-                      "command again to resume where it stopped.")
-        raise typer.Exit(130) from None
     except XaiError as exc:
         raise _fail(exc) from None
+    summary = _pipeline(cfg, scheduler, only="evaluate")
     _print_evaluation(summary.evaluation, summary.run_dir)
 
 

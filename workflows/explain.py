@@ -34,7 +34,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
         normalize_attribution,
     )
     from pipeline.methods import METHODS, attribute, get_method, image_seed
-    from pipeline.model import class_names, load_model
+    from pipeline.model import load_model
     from pipeline.planner import plan_max_batch
     from pipeline.render import save_figure_atomic
     from workflows.run import resolve_device
@@ -70,7 +70,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
             maps.append(normalize_attribution(aggregate_attribution(attr.cpu())))
             if progress is not None:
                 progress(f"{path.name}: {name}")
-        label = class_names()[int(target)]
+        label = loaded.classes[int(target)]
         prob = float(probs[0, target])
         draw_attribution_row(rows[i], image, maps, methods,
                              image_title=f"{path.name}\n{label} ({prob:.2f})")
