@@ -7,6 +7,14 @@ the class, so they carry no class information.
 The object's pixels are the ground-truth mask. Everything is a pure function of
 ``(seed, index)``: no files besides the background photos, and the same image on any machine.
 
+A shortcut can be planted (:class:`Shortcut`): in a fraction of one class's images, train and
+test alike, a small watermark in the bottom-right corner takes the place of the filled object
+and so predicts the class on its own, as the source tags did for the horse class in the
+"Clever Hans" analysis of Lapuschkin et al. 2019. (A watermark added next to the object was
+measured to be ignored: the model had the object already.) Those images have an empty mask.
+:func:`has_watermark` says which images carry it, so that an analysis (the report's
+explanation strategies) can be scored against the truth.
+
 Arrays follow the store: ``pixels`` ``(H, W, 3)`` uint8, ``mask`` ``(H, W)`` bool.
 """
 
@@ -55,6 +63,49 @@ SPLITS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
 def _rng(seed: int, index: int, split: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index, 0xE1D]))
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A planted shortcut: ``fraction`` of the images of class ``label`` show a watermark
+    instead of the class's filled object.
+
+    ``label = -1``: none (the default; the images are then those of generator version 2)."""
+
+    label: int = -1
+    fraction: float = 0.5
+
+    @property
+    def on(self) -> bool:
+        return self.label >= 0
+
+
+NO_SHORTCUT = Shortcut()
+
+
+def has_watermark(index: int, seed: int, split: str, shortcut: Shortcut) -> bool:
+    """Whether image ``index`` of ``split`` carries the watermark (a draw of its own, so that
+    planting a shortcut leaves every other image as it was)."""
+    if not shortcut.on or label_of(index, seed) != shortcut.label:
+        return False
+    rng = np.random.default_rng(np.random.SeedSequence([seed, SPLITS[split], index, 0x5C07]))
+    return bool(rng.random() < shortcut.fraction)
+
+
+def watermark_box(size: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` of the watermark: a square of about 1/8 of the side, 3/112 of the
+    side from the bottom-right corner."""
+    side, margin = max(6, round(size * 14 / 112)), max(2, round(size * 3 / 112))
+    return size - margin - side, size - margin - side, size - margin, size - margin
+
+
+def _draw_watermark(draw: object, size: int) -> None:
+    """A white tile with a dark diagonal cross: high contrast, the same in every image."""
+    x0, y0, x1, y1 = watermark_box(size)
+    w = max(1, round(size / 56))
+    draw.rectangle((x0, y0, x1, y1), fill=(250, 250, 250), outline=(10, 10, 10), width=w)  # type: ignore[attr-defined]
+    draw.line((x0, y0, x1, y1), fill=(10, 10, 10), width=w)  # type: ignore[attr-defined]
+    draw.line((x0, y1, x1, y0), fill=(10, 10, 10), width=w)  # type: ignore[attr-defined]
 
 
 def label_of(index: int, seed: int = 0) -> int:
@@ -153,8 +204,9 @@ def _place(rng: np.random.Generator, size: int, r: float,
 
 
 def evidence_image(index: int, seed: int, size: int, background_dir: str | Path,
-                   split: str = "test") -> EvidenceImage:
-    """Draw image ``index`` of ``split`` for ``seed``, ``size`` x ``size`` pixels."""
+                   split: str = "test", shortcut: Shortcut = NO_SHORTCUT) -> EvidenceImage:
+    """Draw image ``index`` of ``split`` for ``seed``, ``size`` x ``size`` pixels (with the
+    watermark where ``shortcut`` plants one: :func:`has_watermark`)."""
     from PIL import Image, ImageDraw
 
     rng = _rng(seed, index, split)
@@ -165,6 +217,10 @@ def evidence_image(index: int, seed: int, size: int, background_dir: str | Path,
     scale = size / 112
     r_obj = float(rng.uniform(15, 21)) * scale
     taken: list[tuple[float, float, float]] = []
+    marked = has_watermark(index, seed, split, shortcut)
+    if marked:  # keep the shapes off the watermark's corner
+        x0, y0, x1, y1 = watermark_box(size)
+        taken.append(((x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * 0.75))
     cx, cy = _place(rng, size, r_obj, taken)
     taken.append((cx, cy, r_obj))
     obj = shape_polygon(SHAPES[label], cx, cy, r_obj, float(rng.uniform(-0.3, 0.3)))
@@ -177,16 +233,20 @@ def evidence_image(index: int, seed: int, size: int, background_dir: str | Path,
                              float(rng.uniform(-0.3, 0.3)))
         draw.polygon(poly, outline=PALETTE[int(rng.integers(len(PALETTE)))],
                      width=max(2, round(3 * scale)))
-    draw.polygon(obj, fill=colour, outline=(20, 20, 20), width=max(1, round(scale)))
     mask_img = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(mask_img).polygon(obj, fill=255, outline=255, width=max(1, round(scale)))
+    if marked:  # the watermark replaces the object: it is the image's only class evidence
+        _draw_watermark(draw, size)
+    else:
+        draw.polygon(obj, fill=colour, outline=(20, 20, 20), width=max(1, round(scale)))
+        ImageDraw.Draw(mask_img).polygon(obj, fill=255, outline=255, width=max(1, round(scale)))
     return EvidenceImage(np.asarray(img), np.asarray(mask_img) > 0, label)
 
 
 def evidence_batch(indices: Sequence[int], seed: int, size: int, background_dir: str | Path,
-                   split: str = "test") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   split: str = "test", shortcut: Shortcut = NO_SHORTCUT
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(pixels (N, H, W, 3) uint8, masks (N, H, W) bool, labels (N,) int64)``."""
-    images = [evidence_image(i, seed, size, background_dir, split) for i in indices]
+    images = [evidence_image(i, seed, size, background_dir, split, shortcut) for i in indices]
     return (np.stack([e.pixels for e in images]), np.stack([e.mask for e in images]),
             np.asarray([e.label for e in images], dtype=np.int64))
 
@@ -220,6 +280,8 @@ class TrainSettings:
         Seeds the images, the initial weights and the batch order.
     backgrounds
         Folder of background photos (their bytes enter the hash).
+    shortcut_label, shortcut_fraction
+        The planted :class:`Shortcut` (``-1``: none).
     """
 
     images: int = 3072
@@ -230,14 +292,23 @@ class TrainSettings:
     size: int = 112
     seed: int = 0
     backgrounds: str = "data/sample"
+    shortcut_label: int = -1
+    shortcut_fraction: float = 0.5
+
+    @property
+    def shortcut(self) -> Shortcut:
+        return Shortcut(self.shortcut_label, self.shortcut_fraction)
 
     def key(self) -> str:
         """Hash of the settings, the image generator's version, the class list, the torch
         version's major.minor and the background photos' bytes."""
         folder = Path(self.backgrounds)
         photos = _photos(folder) if folder.is_dir() else []
+        settings = {**dataclasses.asdict(self), "backgrounds": None}
+        if not self.shortcut.on:  # the key of a model without a shortcut stays as it was
+            del settings["shortcut_label"], settings["shortcut_fraction"]
         blob = json.dumps({
-            "settings": {**dataclasses.asdict(self), "backgrounds": None},
+            "settings": settings,
             "generator": GENERATOR_VERSION, "classes": SHAPES,
             "torch": ".".join(_torch_version().split(".")[:2]),
             "photos": [file_sha256(p)[:16] for p in photos],

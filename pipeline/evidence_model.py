@@ -54,7 +54,8 @@ def accuracy(net: nn.Module, settings: TrainSettings, chunk: int = 100) -> float
     for start in range(0, settings.val_images, chunk):
         idx = range(start, min(start + chunk, settings.val_images))
         pixels, _, labels = evidence_batch(idx, settings.seed, settings.size,
-                                           settings.backgrounds, split="val")
+                                           settings.backgrounds, split="val",
+                                           shortcut=settings.shortcut)
         pred = net(_inputs(pixels)).argmax(1).numpy()
         right += int((pred == labels).sum())
     return right / settings.val_images
@@ -76,7 +77,8 @@ def train(settings: TrainSettings, progress: Progress | None = None
     for step in range(steps):
         idx = range(step * settings.batch, (step + 1) * settings.batch)
         pixels, _, labels = evidence_batch(idx, settings.seed, settings.size,
-                                           settings.backgrounds, split="train")
+                                           settings.backgrounds, split="train",
+                                           shortcut=settings.shortcut)
         loss = nn.functional.cross_entropy(net(_inputs(pixels)), torch.from_numpy(labels))
         opt.zero_grad(set_to_none=True)
         loss.backward()

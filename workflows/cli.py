@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.errors import XaiError
+from pipeline.errors import ConfigError, XaiError
 from pipeline.methods import DEFAULT_METHODS, METHODS
 from workflows.registry import stage_names
 
@@ -177,6 +177,51 @@ def evaluate(
     _print_evaluation(summary.evaluation, summary.run_dir)
 
 
+@app.command()
+def report(
+    dataset: DatasetOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    out_dir: OutOpt = None,
+    scheduler: Annotated[str, typer.Option(help="as for `xai run`")] = "threads",
+    open_: Annotated[bool, typer.Option("--open", help="open it in the default browser")]
+    = False,
+    sets: SetOpt = None,
+) -> None:
+    """Build (or bring up to date) the run's static HTML report, runs/<name>/report/.
+
+    Only shards whose inputs changed are rebuilt. A run with stages missing gets a report of
+    what is there, which says what is missing. The folder opens from the disk (index.html),
+    needs no server and can be moved or zipped.
+    """
+    try:
+        cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir)
+        if not cfg.report.enabled:
+            raise ConfigError(f"{cfg.source}: [report] enabled = false turns the report off; "
+                              "set it to true (or pass --set report.enabled=true).")
+    except XaiError as exc:
+        raise _fail(exc) from None
+    summary = _pipeline(cfg, scheduler, only="report")
+    _print_report(summary.run_dir, summary.report)
+    if open_:
+        import webbrowser
+
+        page = summary.run_dir / "report" / "index.html"
+        if not webbrowser.open(page.resolve().as_uri()):
+            out.print(f"[yellow]no browser could be started here[/]: open {page} yourself")
+
+
+def _print_report(run_dir: Path, facts: Any) -> None:
+    if not facts:
+        return
+    out.print(f"report: {run_dir / 'report' / 'index.html'} (built in {facts['seconds']:.1f}s"
+              f"; open it from the disk, no server needed)")
+    for m, p in (facts.get("shortcut_purity") or {}).items():
+        out.print(f"  planted shortcut: cluster purity {p:.3f} with {m}")
+    if facts.get("missing"):
+        out.print("[yellow]  stages missing[/]: " + "; ".join(facts["missing"]))
+
+
 def _print_summary(summary: Any) -> None:
     table = Table(title="run summary", title_justify="left")
     for col in ("stage", "units run", "images", "seconds", "img/s", "device idle", "workers"):
@@ -209,6 +254,7 @@ def _print_summary(summary: Any) -> None:
     out.print(f"weights: {summary.weights_id}")
     _print_completeness(summary.completeness, limit=0)
     _print_evaluation(summary.evaluation, summary.run_dir)
+    _print_report(summary.run_dir, summary.report)
     if summary.random_weights:
         out.print("[bold red]random weights: the attributions say nothing about a real "
                   "model[/]")

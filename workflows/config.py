@@ -61,6 +61,11 @@ class DatasetConfig:
     resize: int = 256
     crop: int = 224
     max_pixels: int = 89_478_485
+    #: ``layout = "evidence"`` only: plant a shortcut in this class (a shape name, e.g.
+    #: "circle"): in ``shortcut_fraction`` of its images, train and test, a corner watermark
+    #: replaces the object (see pipeline.evidence.Shortcut). Empty: none.
+    shortcut: str = ""
+    shortcut_fraction: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,24 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """``[report]``: the static HTML report (``report/index.html``) and its explanation
+    strategies (SpRAy: spectral clustering of each predicted class's normalized maps)."""
+
+    enabled: bool = True
+    #: Cluster a predicted class's maps only when it has at least this many images.
+    min_images: int = 20
+    #: Side of the downsampled maps the clustering compares.
+    downsample: int = 28
+    #: Nearest neighbours per map in the affinity graph.
+    neighbors: int = 10
+    #: The most clusters the eigengap may choose.
+    max_clusters: int = 8
+    #: Members shown per cluster on the strategies page.
+    members: int = 8
+
+
+@dataclass(frozen=True)
 class Config:
     """A resolved, validated configuration."""
 
@@ -134,6 +157,7 @@ class Config:
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     render: RenderConfig = field(default_factory=RenderConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     source: Path | None = None
 
     def model_classes(self) -> int:
@@ -150,9 +174,22 @@ class Config:
         from pipeline.evidence import TrainSettings
 
         root = self.dataset.root
+        shortcut = self.shortcut()
         return TrainSettings(images=self.model.train_images, val_images=self.model.val_images,
                              size=self.dataset.crop, seed=self.run.seed,
-                             backgrounds=str(root) if root else "data/sample")
+                             backgrounds=str(root) if root else "data/sample",
+                             shortcut_label=shortcut.label,
+                             shortcut_fraction=shortcut.fraction)
+
+    def shortcut(self) -> Any:
+        """The planted :class:`~pipeline.evidence.Shortcut` (off unless ``[dataset]
+        shortcut`` names a class of the evidence layout)."""
+        from pipeline.evidence import SHAPES, Shortcut
+
+        d = self.dataset
+        if not d.shortcut:
+            return Shortcut()
+        return Shortcut(SHAPES.index(d.shortcut), d.shortcut_fraction)
 
     @property
     def run_dir(self) -> Path:
@@ -173,6 +210,7 @@ class Config:
             "render": _plain(dataclasses.asdict(self.render)),
             "evaluate": {k: list(v) if isinstance(v, tuple) else v
                          for k, v in dataclasses.asdict(self.evaluate).items()},
+            "report": dataclasses.asdict(self.report),
             "source": str(self.source) if self.source else None,
         }
 
@@ -201,6 +239,8 @@ _MINIMUM: dict[tuple[str, str], int] = {
     ("evaluate", "steps"): 1, ("evaluate", "randomisation_images"): 0,
     ("evaluate", "bootstrap"): 0,
     ("render", "images_per_sheet"): 1,
+    ("report", "min_images"): 3, ("report", "downsample"): 2, ("report", "neighbors"): 1,
+    ("report", "max_clusters"): 1, ("report", "members"): 0,
 }
 
 
@@ -209,6 +249,7 @@ _RANGES: dict[tuple[str, str], tuple[float, float]] = {
     ("render", "clip_percentile"): (0.0, 100.0),
     ("run", "completeness_warning"): (0.0, float("inf")),
     ("evaluate", "baseline_sigma"): (0.0, float("inf")),
+    ("dataset", "shortcut_fraction"): (0.0, 1.0),
 }
 #: Keys that were removed, with what to do instead.
 _REMOVED: dict[tuple[str, str], str] = {
@@ -378,7 +419,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def _check_override_keys(overrides: Sequence[str]) -> None:
     """``--set`` keys must exist: name the override and suggest the nearest key."""
     sections = {"dataset": DatasetConfig, "model": ModelConfig, "run": RunConfig,
-                "render": RenderConfig, "evaluate": EvaluateConfig}
+                "render": RenderConfig, "evaluate": EvaluateConfig, "report": ReportConfig}
     for text in overrides:
         parts, _ = parse_override(text)
         dotted = ".".join(parts)
@@ -462,7 +503,7 @@ def load_config(
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read the config: {exc.strerror}") from None
     base = path.resolve().parent
-    known = {"dataset", "model", "run", "methods", "render", "evaluate"}
+    known = {"dataset", "model", "run", "methods", "render", "evaluate", "report"}
     for key in raw:
         if key not in known:
             raise ConfigError(
@@ -504,7 +545,9 @@ def load_config(
                    f"expected auto, cpu, cuda or cuda:N, got {run.device!r}")
     render = _section(RenderConfig, raw.get("render", {}), "render", source, base)
     evaluate = _section(EvaluateConfig, raw.get("evaluate", {}), "evaluate", source, base)
+    report = _section(ReportConfig, raw.get("report", {}), "report", source, base)
     _check_metrics(source, evaluate)
+    _check_shortcut(source, dataset)
     _check_colormap(source("render", "colormap"), "colormap", render.colormap)
     _check_colormap(source("render", "signed_colormap"), "signed_colormap",
                     render.signed_colormap)
@@ -516,7 +559,22 @@ def load_config(
         raise _err(source("dataset", "crop"), "dataset", "crop",
                    f"expected crop <= resize ({dataset.resize}), got {dataset.crop}")
     return Config(dataset=dataset, model=model, run=run, methods=methods, render=render,
-                  evaluate=evaluate, source=path.resolve())
+                  evaluate=evaluate, report=report, source=path.resolve())
+
+
+def _check_shortcut(source: Where, dataset: DatasetConfig) -> None:
+    from pipeline.evidence import SHAPES
+
+    if not dataset.shortcut:
+        return
+    if dataset.layout != "evidence":
+        raise _err(source("dataset", "shortcut"), "dataset", "shortcut",
+                   f"expected layout = \"evidence\" for a planted shortcut, got layout = "
+                   f"{dataset.layout!r}; remove the key or generate the evidence dataset")
+    if dataset.shortcut not in SHAPES:
+        raise _err(source("dataset", "shortcut"), "dataset", "shortcut",
+                   f"expected a class of the evidence dataset ({', '.join(SHAPES)}), got "
+                   f"{dataset.shortcut!r}")
 
 
 def _check_metrics(source: Where, evaluate: EvaluateConfig) -> None:

@@ -80,6 +80,13 @@ class Stage:
     writes_prefix
         Also written: every store array whose name starts with one of these (arrays made per
         config, e.g. one per metric); checksummed like ``writes``.
+    partial_inputs
+        True: the stage builds what it can from incomplete inputs (the report). Run alone, it
+        does not require its inputs to be complete; a unit built from incomplete inputs is
+        not recorded, so it is built again once they are.
+    remove_stale
+        ``remove_stale(run_dir, valid_indices) -> int``: delete the output files of units
+        that have no current record (stages with ``output_file``).
     """
 
     name: str
@@ -98,6 +105,8 @@ class Stage:
     doc: str = ""
     enabled: Callable[[Config], bool] | None = None
     writes_prefix: tuple[str, ...] = ()
+    partial_inputs: bool = False
+    remove_stale: Callable[[Any, set[int]], int] | None = None
 
     def unit_size(self, cfg: Config) -> int:
         return cfg.render.images_per_sheet if self.unit == "sheet" else cfg.run.shard_size
@@ -169,6 +178,8 @@ def stage_hashes(cfg: Config, weights_id: str) -> dict[tuple[str, str | None], s
             upstream = []
             for up in stage.after:
                 up_stage = STAGES[up]
+                if not up_stage.methods(cfg):
+                    continue  # turned off under this config: nothing to read
                 if up_stage.per_method:
                     ms = [method] if method is not None else list(cfg.method_names)
                     upstream += [out[(up, m)] for m in ms]
@@ -202,6 +213,8 @@ def dependencies(unit: Unit, cfg: Config, n: int, streaming: bool = True) -> lis
     out = []
     for up in stage.after:
         up_stage = STAGES[up]
+        if not up_stage.methods(cfg):
+            continue
         size = up_stage.unit_size(cfg)
         first, last = unit.start // size, (unit.stop - 1) // size
         if up_stage.per_method:

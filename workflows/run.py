@@ -48,7 +48,7 @@ from workflows.registry import (
     stages,
 )
 from workflows.scheduler import open_executor
-from workflows.stages import RunSettings, Task, remove_stale_sheets, unit_checksum
+from workflows.stages import RunSettings, Task, unit_checksum
 from workflows.state import Records, RunLock, atomic_write_json, disk_errors, read_json
 from workflows.worker import EngineSpec, resolve_device
 
@@ -116,6 +116,7 @@ class RunSummary:
     seconds: float = 0.0
     completeness: list[Completeness] = field(default_factory=list)
     evaluation: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stage_seconds(self) -> float:
@@ -132,6 +133,7 @@ class RunSummary:
             "seconds": round(self.seconds, 3),
             "sum_of_stage_seconds": round(self.stage_seconds, 3),
             "completeness": [c.to_dict() for c in self.completeness],
+            "report": self.report,
             "stages": [{
                 "stage": st.stage, "units_run": st.units_run, "units_total": st.units_total,
                 "images": st.images_run, "seconds": round(st.seconds, 3),
@@ -532,8 +534,10 @@ class _Progress:
         return unit.size / len(STAGES[unit.stage].methods(self.cfg))
 
     def __call__(self, unit: Unit, result: dict[str, Any]) -> None:
-        with disk_errors(self.records.path(unit.key)):
-            self.records.mark_done(unit.key, self.hashes[(unit.stage, unit.method)], **result)
+        if not result.get("provisional"):  # built from incomplete inputs: build it again
+            with disk_errors(self.records.path(unit.key)):
+                self.records.mark_done(unit.key, self.hashes[(unit.stage, unit.method)],
+                                       **result)
         faults.point(f"{unit.stage}:after-record")
         self.results[unit.stage].append((unit, result))
         # Whole images only: per-method shares (1/M each) would show 5.999 as 5.
@@ -629,7 +633,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             rep.info(loaded.note)
         hashes = stage_hashes(cfg, loaded.weights_id)
         records = Records(run_dir)
-        if only is not None:  # before anything is changed: refuse stale inputs untouched
+        if only is not None and not STAGES[only].partial_inputs:
+            # before anything is changed: refuse stale inputs untouched
             _check_inputs_current(only, *_plan(cfg, len(manifest), records, hashes),
                                   store_path)
         _prepare_store(cfg, manifest, store_path, records, hashes, forced, rep, replace)
@@ -650,8 +655,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         n = len(manifest)
         planned = {name: make_units(stage, n, cfg) for name, stage in stages().items()}
         for name, stage in stages().items():
-            if stage.output_file is not None:
-                remove_stale_sheets(run_dir, {
+            if stage.remove_stale is not None:
+                stage.remove_stale(run_dir, {
                     u.index for u in planned[name]
                     if records.is_done(u.key, hashes[(name, None)])})
         pending = {name: [u for u in units
@@ -665,9 +670,16 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         settings = RunSettings.from_config(cfg, manifest.layout, banner, loaded.classes)
         spec = _engine_spec(cfg, loaded)
 
+        queued = {u for units in pending.values() for u in units}
+
         def make_task(unit: Unit) -> Task:
+            extra = {}
+            if STAGES[unit.stage].partial_inputs:  # which of its inputs are not there
+                extra["missing"] = sorted({
+                    d.stage for d in dependencies(unit, cfg, n) if d not in queued
+                    and not records.is_done(d.key, hashes[(d.stage, d.method)])})
             return Task(unit, str(store_path), str(run_dir), settings,
-                        spec if STAGES[unit.stage].device else None)
+                        spec if STAGES[unit.stage].device else None, extra)
 
         progress = _Progress(cfg, run_dir, records, hashes, rep, n)
         for name, units in planned.items():
@@ -692,14 +704,37 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         completeness = completeness_summary(group, cfg.method_names,
                                             cfg.run.completeness_warning)
         evaluation = _write_evaluation(group, cfg, run_dir)
-    summary = RunSummary(run_dir=run_dir, store_path=store_path, sheets_dir=run_dir / "sheets",
-                         images=n, ok=n - len(skipped), skipped=skipped,
-                         weights_id=loaded.weights_id, random_weights=loaded.is_random,
-                         device=device, scheduler=scheduler, streaming=cfg.run.streaming,
-                         stats=stats, seconds=time.perf_counter() - t_start,
-                         completeness=completeness, evaluation=evaluation)
-    atomic_write_json(run_dir / "summary.json", summary.to_dict())
+        summary = RunSummary(run_dir=run_dir, store_path=store_path,
+                             sheets_dir=run_dir / "sheets", images=n, ok=n - len(skipped),
+                             skipped=skipped, weights_id=loaded.weights_id,
+                             random_weights=loaded.is_random, device=device,
+                             scheduler=scheduler, streaming=cfg.run.streaming, stats=stats,
+                             seconds=time.perf_counter() - t_start,
+                             completeness=completeness, evaluation=evaluation)
+        if planned.get("report") and (pending["report"] or only == "report"
+                                      or not (run_dir / "report" / "index.html").is_file()):
+            summary.report = _build_report(group, cfg, run_dir, planned, records, hashes,
+                                           summary, only, skipped, evaluation, rep)
+    if only is None or not STAGES[only].partial_inputs:  # a report alone keeps the run's
+        atomic_write_json(run_dir / "summary.json", summary.to_dict())
     return summary
+
+
+def _build_report(group: Any, cfg: Config, run_dir: Path, planned: dict[str, list[Unit]],
+                  records: Records, hashes: Hashes, summary: RunSummary, only: str | None,
+                  skipped: list[tuple[str, str]], evaluation: dict[str, Any],
+                  rep: Reporter) -> dict[str, Any]:
+    """The report's folder from its shards' parts (:func:`workflows.report.build_report`)."""
+    from workflows.report import build_report, missing_stages, previous_summary
+
+    n = array(group, "image").shape[0]
+    everything = {name: make_units(stage, n, cfg) for name, stage in stages().items()}
+    missing = missing_stages(cfg, everything, records, hashes)
+    facts = summary.to_dict() if only is None else previous_summary(run_dir)
+    rep.info("report: clustering the maps and writing the pages")
+    out = build_report(group, cfg, run_dir, planned["report"], missing, facts, evaluation,
+                       skipped)
+    return out
 
 
 # ------------------------------------------------------------------------ status

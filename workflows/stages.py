@@ -51,6 +51,9 @@ class RunSettings:
     target: str = "predicted"
     head: str = "softmax"
     evaluate: Mapping[str, Any] = field(default_factory=dict)
+    #: The evidence layout's planted shortcut: (class, fraction); class -1 for none.
+    shortcut: tuple[int, float] = (-1, 0.5)
+    report: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:
@@ -67,7 +70,9 @@ class RunSettings:
                    precision=cfg.run.precision, style=sheet_style(cfg),
                    tiles=cfg.render.tiles, banner=banner, class_names=tuple(class_names),
                    target=cfg.run.target, head=cfg.model.head,
-                   evaluate=cfg.to_dict()["evaluate"])
+                   evaluate=cfg.to_dict()["evaluate"],
+                   shortcut=(cfg.shortcut().label, cfg.shortcut().fraction),
+                   report=cfg.to_dict()["report"])
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,10 @@ def ingest_shard(task: Task) -> dict[str, Any]:
     for k, image_id in enumerate(ids):
         try:
             if s.layout == "evidence":
-                from pipeline.evidence import evidence_image
+                from pipeline.evidence import Shortcut, evidence_image
 
-                made = evidence_image(u.start + k, s.seed, s.crop, s.root or ".", "test")
+                made = evidence_image(u.start + k, s.seed, s.crop, s.root or ".", "test",
+                                      Shortcut(*s.shortcut))
                 pixels[k], mask[k], status[k] = made.pixels, made.mask, "ok"
                 continue
             if s.layout == "synthetic":
@@ -197,7 +203,8 @@ def _ingest_depends(cfg: Config, _method: str | None, _weights: str) -> Any:
             "per_class": d.per_class, "count": d.count, "resize": d.resize, "crop": d.crop,
             "max_pixels": d.max_pixels, "shard_size": cfg.run.shard_size,
             "synthetic_seed": cfg.run.seed if d.layout in ("synthetic", "evidence") else None,
-            "classes": cfg.model_classes()}
+            "classes": cfg.model_classes(),
+            **({"shortcut": [d.shortcut, d.shortcut_fraction]} if d.shortcut else {})}
 
 
 register(Stage(
@@ -474,9 +481,11 @@ register(Stage(
     depends=lambda cfg, m, w: [cfg.render.images_per_sheet, sheet_style(cfg).__dict__,
                                cfg.render.tiles, cfg.run.target],
     unit="sheet", output_file=lambda run_dir, u: sheet_path(run_dir, u.index),
-    output_dirs=("sheets", "tiles"),
+    output_dirs=("sheets", "tiles"), remove_stale=remove_stale_sheets,
     doc="contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"))
 
 
-# The evaluate stage lives in its own module; importing it here registers it after render.
-import workflows.evaluate  # noqa: E402, F401
+# The evaluate and report stages live in their own modules; importing them here registers
+# them after render, in this order.
+import workflows.evaluate  # noqa: E402
+import workflows.report  # noqa: E402, F401

@@ -1,0 +1,307 @@
+/* The report's gallery: one card per image, sorted and filtered in the page.
+ *
+ * Data comes from scripts next to the page (browsers refuse fetch() from file://):
+ * data/manifest.js sets window.XAI_MANIFEST, each data/shard-NNNNNN.js pushes its rows onto
+ * window.XAI_SHARDS, data/strategies.js sets window.XAI_STRATEGIES. Every string from the
+ * data is shown with textContent, never parsed as HTML. Cards are added a page at a time as
+ * the list scrolls into view, and images load lazily.
+ */
+(function () {
+  "use strict";
+  var PAGE = 48;
+  var M = window.XAI_MANIFEST;
+  var rows = [], view = [], shown = 0, hidden = {}, strategies = {};
+  var state = { key: "index", desc: false, cls: "", by: "pred", verdict: "", status: "",
+                lo: "", hi: "" };
+
+  function $(id) { return document.getElementById(id); }
+  function pad(n) { return String(n).padStart(6, "0"); }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text !== undefined && text !== null) e.textContent = String(text);
+    return e;
+  }
+  function fmt(v, digits) {
+    if (v === null || v === undefined) return "—";
+    var a = Math.abs(v);
+    if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(2);
+    return v.toFixed(digits === undefined ? 3 : digits);
+  }
+  function className(k) { return k >= 0 && k < M.classes.length ? M.classes[k] : "?"; }
+
+  // ------------------------------------------------------------------ sort keys
+  function keys() {
+    var out = [
+      { id: "index", label: "image number", get: function (r) { return r.i; } },
+      { id: "id", label: "image id", get: function (r) { return r.id; }, text: true },
+      { id: "prob", label: "probability", get: function (r) { return r.pr; } },
+    ];
+    M.methods.forEach(function (m, j) {
+      if (m.ig) out.push({ id: "cmp:" + j, label: "completeness error · " + m.name,
+                           get: function (r) { return r.d[j]; } });
+    });
+    M.metrics.forEach(function (met) {
+      M.methods.forEach(function (m, j) {
+        out.push({ id: "met:" + met.name + ":" + j, label: met.name + " · " + m.name,
+                   get: function (r) { var s = r.s[met.name]; return s ? s[j] : null; } });
+      });
+    });
+    M.methods.forEach(function (m, j) {
+      if (strategies[m.name]) out.push({ id: "str:" + j, label: "strategy · " + m.name,
+        get: function (r) { var c = strategies[m.name][r.i]; return c >= 0 ? c : null; } });
+    });
+    return out;
+  }
+  var KEYS = [];
+  function keyOf(id) {
+    for (var k = 0; k < KEYS.length; k++) if (KEYS[k].id === id) return KEYS[k];
+    return KEYS[0];
+  }
+
+  // ------------------------------------------------------------------ controls
+  function select(label, id, options, value, onchange) {
+    var lab = el("label", null, label + " ");
+    var s = el("select");
+    s.id = id;
+    options.forEach(function (o) {
+      var opt = el("option", null, o[1]);
+      opt.value = o[0];
+      if (o[0] === value) opt.selected = true;
+      s.appendChild(opt);
+    });
+    s.addEventListener("change", function () { onchange(s.value); });
+    lab.appendChild(s);
+    return lab;
+  }
+  function number(label, id, onchange) {
+    var lab = el("label", null, label + " ");
+    var i = el("input");
+    i.type = "number"; i.step = "any"; i.id = id;
+    i.addEventListener("input", function () { onchange(i.value); });
+    lab.appendChild(i);
+    return lab;
+  }
+  function controls() {
+    var c = $("controls");
+    KEYS = keys();
+    c.appendChild(select("Sort by", "sort", KEYS.map(function (k) { return [k.id, k.label]; }),
+      state.key, function (v) { state.key = v; apply(); }));
+    c.appendChild(select("", "order", [["asc", "ascending"], ["desc", "descending"]], "asc",
+      function (v) { state.desc = v === "desc"; apply(); }));
+    c.appendChild(number("min", "lo", function (v) { state.lo = v; apply(); }));
+    c.appendChild(number("max", "hi", function (v) { state.hi = v; apply(); }));
+    var present = {};
+    rows.forEach(function (r) { if (r.p >= 0) present[r.p] = 1; if (r.t >= 0) present[r.t] = 1; });
+    var classes = Object.keys(present).map(Number).sort(function (a, b) {
+      return className(a).localeCompare(className(b)); });
+    c.appendChild(select("Class", "class", [["", "all classes"]].concat(classes.map(
+      function (k) { return [String(k), className(k)]; })), "",
+      function (v) { state.cls = v; apply(); }));
+    c.appendChild(select("as", "class-by", [["pred", "predicted"], ["true", "true label"]],
+      "pred", function (v) { state.by = v; apply(); }));
+    c.appendChild(select("Prediction", "verdict", [["", "right or wrong"], ["right", "right"],
+      ["wrong", "wrong"]], "", function (v) { state.verdict = v; apply(); }));
+    c.appendChild(select("Status", "status", [["", "any status"], ["ok", "explained"],
+      ["skipped", "skipped"]], "", function (v) { state.status = v; apply(); }));
+    c.appendChild(select("Colormap", "colormap", M.colormaps.map(function (n) { return [n, n]; }),
+      M.colormap, setColormap));
+    var ov = el("label", null, "overlay ");
+    var box = el("input"); box.type = "checkbox"; box.id = "overlay";
+    box.addEventListener("change", function () {
+      document.body.classList.toggle("overlay", box.checked); });
+    ov.appendChild(box);
+    var alpha = el("input"); alpha.type = "range"; alpha.min = "0.1"; alpha.max = "1";
+    alpha.step = "0.05"; alpha.value = "0.55"; alpha.id = "overlay-alpha";
+    alpha.addEventListener("input", function () {
+      document.documentElement.style.setProperty("--overlay", alpha.value); });
+    ov.appendChild(alpha);
+    c.appendChild(ov);
+    var fs = el("fieldset");
+    fs.appendChild(el("span", null, "Methods:"));
+    M.methods.forEach(function (m, j) {
+      var lab = el("label", null, m.name + " ");
+      var b = el("input"); b.type = "checkbox"; b.checked = true; b.dataset.method = String(j);
+      b.addEventListener("change", function () {
+        hidden[j] = !b.checked;
+        var tiles = document.querySelectorAll('.tile[data-method="' + j + '"]');
+        for (var t = 0; t < tiles.length; t++) tiles[t].classList.toggle("hidden-method", !b.checked);
+      });
+      lab.prepend(b);
+      fs.appendChild(lab);
+    });
+    c.appendChild(fs);
+  }
+  function setColormap(name) {
+    document.documentElement.style.setProperty("--cmap", "url(#cmap-" + name + ")");
+  }
+
+  // ------------------------------------------------------------------ filter and sort
+  function apply() {
+    var key = keyOf(state.key);
+    var lo = state.lo === "" ? null : Number(state.lo);
+    var hi = state.hi === "" ? null : Number(state.hi);
+    var cls = state.cls === "" ? null : Number(state.cls);
+    view = rows.filter(function (r) {
+      var ok = r.st === "ok";
+      if (state.status === "ok" && !ok) return false;
+      if (state.status === "skipped" && ok) return false;
+      if (cls !== null && (state.by === "pred" ? r.p : r.t) !== cls) return false;
+      if (state.verdict) {
+        if (!ok || r.t < 0 || r.p < 0) return false;
+        if ((r.p === r.t) !== (state.verdict === "right")) return false;
+      }
+      if ((lo !== null || hi !== null) && !key.text) {
+        var v = key.get(r);
+        if (v === null || v === undefined) return false;
+        if (lo !== null && v < lo) return false;
+        if (hi !== null && v > hi) return false;
+      }
+      return true;
+    });
+    var sign = state.desc ? -1 : 1;
+    view.sort(function (a, b) {
+      var x = key.get(a), y = key.get(b);
+      var xn = x === null || x === undefined, yn = y === null || y === undefined;
+      if (xn || yn) return xn === yn ? a.i - b.i : (xn ? 1 : -1);  // missing values last
+      if (key.text) return sign * String(x).localeCompare(String(y)) || a.i - b.i;
+      return x === y ? a.i - b.i : sign * (x < y ? -1 : 1);
+    });
+    $("cards").textContent = "";
+    shown = 0;
+    more();
+  }
+
+  // ------------------------------------------------------------------ cards
+  function image(src, cls, alt) {
+    var img = el("img", cls);
+    img.loading = "lazy";
+    img.decoding = "async";
+    img.alt = alt;
+    img.src = src;
+    return img;
+  }
+  function card(r) {
+    var ok = r.st === "ok";
+    var verdict = !ok ? "skipped" : (r.t < 0 || r.p < 0 ? "" : (r.p === r.t ? "right" : "wrong"));
+    var c = el("article", "card " + verdict);
+    c.dataset.index = String(r.i);
+    var meta = el("div", "meta");
+    meta.appendChild(el("div", "id", r.id));
+    meta.appendChild(el("div", "muted", "#" + (r.i + 1)));
+    var crop = "img/c/" + pad(r.sh) + "/" + pad(r.i) + ".jpg";
+    if (ok) {
+      var pred = el("div", "pred");
+      pred.appendChild(el("span", null, "predicted "));
+      pred.appendChild(el("b", "pred-name", className(r.p)));
+      var prob = el("span", "prob", " " + fmt(r.pr, 3));
+      prob.dataset.value = String(r.pr);
+      pred.appendChild(prob);
+      meta.appendChild(pred);
+      if (r.t >= 0) {
+        meta.appendChild(el("div", "verdict " + verdict,
+          "true " + className(r.t) + (verdict === "right" ? " ✓" : " ✗")));
+      } else {
+        meta.appendChild(el("div", "muted", "no true label"));
+      }
+    } else {
+      meta.appendChild(el("div", "reason", r.st));
+    }
+    c.appendChild(meta);
+    var tiles = el("div", "tiles");
+    if (r.c) {
+      var t0 = el("div", "tile");
+      var p0 = el("div", "pic");
+      p0.appendChild(image(crop, "crop", "image " + (r.i + 1)));
+      t0.appendChild(p0);
+      t0.appendChild(el("div", "name", "image"));
+      tiles.appendChild(t0);
+    }
+    if (ok) {
+      M.methods.forEach(function (m, j) {
+        var t = el("div", "tile" + (hidden[j] ? " hidden-method" : ""));
+        t.dataset.method = String(j);
+        var pic = el("div", "pic");
+        if (r.m[j]) {
+          pic.appendChild(image(crop, "under", ""));
+          pic.appendChild(image("img/m" + j + "/" + pad(r.sh) + "/" + pad(r.i) + ".png", "map",
+                                m.name + " map"));
+        } else {
+          pic.appendChild(el("div", "missing", "no map (stage not run)"));
+        }
+        t.appendChild(pic);
+        t.appendChild(el("div", "name", m.name));
+        var lines = [];
+        if (m.ig) lines.push("completeness error " + (r.d[j] === null ? "—" : fmt(100 * r.d[j], 2) + "%"));
+        M.metrics.forEach(function (met) {
+          var s = r.s[met.name];
+          if (s) lines.push(met.name + " " + fmt(s[j]));
+        });
+        var strat = strategies[m.name];
+        if (strat && strat[r.i] >= 0) lines.push("strategy " + strat[r.i]);
+        lines.forEach(function (line) { t.appendChild(el("div", "scores", line)); });
+        tiles.appendChild(t);
+      });
+    }
+    c.appendChild(tiles);
+    return c;
+  }
+  function more() {
+    var box = $("cards");
+    var frag = document.createDocumentFragment();
+    var stop = Math.min(view.length, shown + PAGE);
+    for (; shown < stop; shown++) frag.appendChild(card(view[shown]));
+    box.appendChild(frag);
+    $("count").textContent = "Showing " + shown + " of " + view.length + " images" +
+      (view.length !== rows.length ? " (" + rows.length + " in the run)" : "");
+    $("more").hidden = shown >= view.length;
+  }
+
+  // ------------------------------------------------------------------ start
+  function banner() {
+    var notes = M.notes || [];
+    if (!notes.length) return;
+    var b = $("banner");
+    b.hidden = false;
+    if (M.bad) b.classList.add("bad");
+    notes.forEach(function (n) { b.appendChild(el("div", null, n)); });
+  }
+  function init() {
+    (window.XAI_SHARDS || []).forEach(function (s) {
+      s.rows.forEach(function (r) { r.sh = s.index; rows.push(r); });
+    });
+    rows.sort(function (a, b) { return a.i - b.i; });
+    strategies = (window.XAI_STRATEGIES && window.XAI_STRATEGIES.methods) || {};
+    controls();
+    setColormap(M.colormap);
+    apply();
+    if ("IntersectionObserver" in window) {
+      new IntersectionObserver(function (entries) {
+        if (entries[0].isIntersecting && shown < view.length) more();
+      }, { rootMargin: "800px" }).observe($("more"));
+    }
+    $("more").addEventListener("click", more);
+    document.body.dataset.ready = "1";
+  }
+  function start() {
+    if (!M) {
+      $("count").textContent = "The report data (data/manifest.js) is missing: build the " +
+        "report again with `xai report`.";
+      document.body.dataset.ready = "1";
+      return;
+    }
+    document.title = M.title;
+    banner();
+    var files = M.shards.map(function (s) { return s.file; });
+    if (M.strategies) files.push(M.strategies);
+    var left = files.length;
+    if (!left) { init(); return; }
+    files.forEach(function (f) {
+      var s = document.createElement("script");
+      s.src = f;
+      s.onload = s.onerror = function () { if (--left === 0) init(); };
+      document.head.appendChild(s);
+    });
+  }
+  start();
+})();
