@@ -102,20 +102,22 @@ def finite(value: Any, digits: int = 5) -> float | None:
     return float(f"{v:.{digits}g}")
 
 
-def svg_filters(names: Iterable[str]) -> str:
+def svg_filters(names: Iterable[str], default: str | None = None) -> str:
     """An invisible ``<svg>`` with one filter per colormap, ``id="cmap-<name>"``: a grey-level
-    image through it comes out in that colormap (``feComponentTransfer`` tables)."""
+    image through it comes out in that colormap (``feComponentTransfer`` tables).
+    ``default``: also that colormap as ``id="cmap-default"`` (for pages without script)."""
     from pipeline.render import colormap_lut
 
     parts = ['<svg class="filters" aria-hidden="true" width="0" height="0">']
-    for name in names:
+    entries = [(n, n) for n in names] + ([("default", default)] if default else [])
+    for ident, name in entries:
         lut = colormap_lut(name).astype(np.float64) / 255.0
         idx = np.linspace(0, 255, TABLE_SIZE).round().astype(int)
         funcs = "".join(
             f'<feFunc{c} type="table" tableValues="'
             + " ".join(f"{v:.3f}" for v in lut[idx, k]) + '"/>'
             for k, c in enumerate("RGB"))
-        parts.append(f'<filter id="cmap-{html.escape(name, quote=True)}" '
+        parts.append(f'<filter id="cmap-{html.escape(ident, quote=True)}" '
                      f'color-interpolation-filters="sRGB"><feComponentTransfer>{funcs}'
                      "</feComponentTransfer></filter>")
     parts.append("</svg>")

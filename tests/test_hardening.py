@@ -49,7 +49,16 @@ def _reference(tmp_path_factory, extra: str):
     run_dir = tmp / "runs" / "tiny"
     sheets = {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")}
     evaluation = _evaluation(run_dir / "store.zarr") if extra else None
-    return _arrays(run_dir / "store.zarr"), sheets, evaluation
+    return _arrays(run_dir / "store.zarr"), sheets, evaluation, _report_data(run_dir)
+
+
+def _report_data(run_dir: Path) -> dict[str, bytes]:
+    """The report's gallery rows, and which maps and crops it has."""
+    report = run_dir / "report"
+    out = {p.name: p.read_bytes() for p in (report / "data").glob("shard-*.js")}
+    out["files"] = "\n".join(sorted(str(p.relative_to(report)) for p in report.rglob("*.png")
+                                    if "img" in p.parts)).encode()
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +81,9 @@ def tiny(tmp_path):
 
 
 def _assert_equals_reference(run_dir: Path, reference) -> None:
-    arrays, sheets, evaluation = reference
+    arrays, sheets, evaluation, report = reference
     _assert_same(_arrays(run_dir / "store.zarr"), arrays)
+    assert _report_data(run_dir) == report
     if evaluation is not None:
         _assert_same(_evaluation(run_dir / "store.zarr"), evaluation)
     assert {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")} == sheets
@@ -121,7 +131,7 @@ _rng = np.random.default_rng(2026)
 CRASH_CASES = [f"{name}:{point}:{int(_rng.integers(1, 3 if stage.unit == 'sheet' else 4))}"
                for name, stage in stages().items() for point in stage.crash_points]
 FAST_CASES = {"attribute:mid-write", "render:mid-write", "ingest:after-write",
-              "normalize:before-write"}
+              "normalize:before-write", "report:mid-write"}
 
 
 def _crash_param(case: str) -> object:

@@ -370,3 +370,7 @@ def evaluation_figure(summary: Mapping[str, Any], group: Any, cfg: Config, path:
     fig.tight_layout()
     save_figure_atomic(fig, path)
     plt.close(fig)
+
+
+# The report stage reads this one's arrays: registered after it.
+import workflows.report  # noqa: E402, F401

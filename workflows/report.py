@@ -463,7 +463,8 @@ def strategies_page(cfg: Config, clusters: Mapping[str, list[Cluster]], facts: M
     a few members."""
     e = rp.esc
     rc = cfg.report
-    parts = [f'<div class="banner bad">{e(n)}</div>' for n in notes]
+    parts = [rp.svg_filters([], default=cfg.render.colormap)]
+    parts += [f'<div class="banner bad">{e(n)}</div>' for n in notes]
     parts.append(
         "<p>Explanation strategies (SpRAy, Lapuschkin et al. 2019): for each predicted class "
         f"with at least {rc.min_images} explained images, the normalized maps are downsampled "

@@ -485,7 +485,6 @@ register(Stage(
     doc="contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"))
 
 
-# The evaluate and report stages live in their own modules; importing them here registers
-# them after render, in this order.
-import workflows.evaluate  # noqa: E402
-import workflows.report  # noqa: E402, F401
+# The evaluate and report stages live in their own modules; importing evaluate here registers
+# it after render, and it imports report (registered last).
+import workflows.evaluate  # noqa: E402, F401

@@ -1,0 +1,277 @@
+"""The report: its encodings, its atomic folder, and the stage on tiny runs."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline import report as rp
+from tests.workflow_helpers import cli, make_images, run_ok, run_subprocess, write_config
+from workflows.state import Records
+
+XSS = "<img src=x onerror=alert(1)>.png"
+
+
+def _payload(path: Path) -> dict:
+    """The JSON inside a ``data/*.js`` script."""
+    text = path.read_text()
+    return json.loads(text[text.index("(", text.index("push")) + 1:text.rindex(")")]) \
+        if "push(" in text else json.loads(text.split("=", 1)[1].strip().rstrip(";"))
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+def test_script_json_cannot_close_a_tag_and_stays_json() -> None:
+    value = {"id": "</script><script>alert(1)</script>", "q": "\"'&é猫", "n": None}
+    text = rp.script_json(value)
+    assert "<" not in text and ">" not in text and "&" not in text
+    assert text.isascii()
+    assert json.loads(text) == value
+
+
+def test_script_json_refuses_nan() -> None:
+    with pytest.raises(ValueError):
+        rp.script_json({"x": float("nan")})
+    assert rp.finite(float("nan")) is None
+    assert rp.finite(0.123456789) == 0.12346
+
+
+def test_data_script_names_a_variable() -> None:
+    assert rp.data_script("XAI_X", [1]) == b"window.XAI_X = [1];\n"
+    assert rp.data_script("XAI_S", {"a": 1}, append=True).startswith(
+        b"(window.XAI_S = window.XAI_S || []).push(")
+    with pytest.raises(ValueError, match="identifier"):
+        rp.data_script("a; alert(1)", 1)
+
+
+def test_colormap_filter_tables_are_the_colormap() -> None:
+    from pipeline.render import colormap_lut
+
+    svg = rp.svg_filters(["viridis"], default="gray")
+    lut = colormap_lut("viridis") / 255.0
+    red = re.search(r'id="cmap-viridis".*?<feFuncR type="table" tableValues="([^"]+)"', svg)
+    assert red is not None
+    values = [float(v) for v in red.group(1).split()]
+    assert len(values) == rp.TABLE_SIZE
+    assert values[0] == pytest.approx(lut[0, 0], abs=1e-3)
+    assert values[-1] == pytest.approx(lut[255, 0], abs=1e-3)
+    assert 'id="cmap-default"' in svg
+
+
+def test_map_png_is_the_grey_level_of_the_map() -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    values = np.array([[0.0, 0.5], [1.0, np.nan]], dtype=np.float32)
+    img = Image.open(BytesIO(rp.map_png(values)))
+    assert img.mode == "L"
+    assert np.asarray(img).tolist() == [[0, 128], [255, 0]]
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def _folder(path: Path, text: str) -> Path:
+    path.mkdir(parents=True)
+    (path / "index.html").write_text(text)
+    return path
+
+
+def test_publish_replaces_the_folder_whole(tmp_path: Path) -> None:
+    target = _folder(tmp_path / "report", "old")
+    build = rp.build_folder(target)
+    (build / "index.html").write_text("new")
+    rp.publish(build, target)
+    assert (target / "index.html").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_publish_without_an_atomic_exchange(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(rp, "_exchange", lambda a, b: False)
+    target = _folder(tmp_path / "report", "old")
+    build = rp.build_folder(target)
+    (build / "index.html").write_text("new")
+    rp.publish(build, target)
+    assert (target / "index.html").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_recover_puts_the_old_report_back_after_a_crash_between_renames(tmp_path: Path) -> None:
+    target = tmp_path / "report"
+    _folder(rp.old_path(target), "old")          # renamed away, the new one never arrived
+    _folder(tmp_path / ".report.build-123", "half")  # a build killed half-way
+    rp.recover(target)
+    assert (target / "index.html").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]
+
+
+def test_link_tree_links_every_file_but_temporaries(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "a" / "b").mkdir(parents=True)
+    (src / "a" / "b" / "x.png").write_bytes(b"x")
+    (src / "a" / ".x.png.tmp").write_bytes(b"torn")
+    assert rp.link_tree(src, tmp_path / "dst") == 1
+    assert (tmp_path / "dst" / "a" / "b" / "x.png").read_bytes() == b"x"
+    assert not (tmp_path / "dst" / "a" / ".x.png.tmp").exists()
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def _tiny(tmp_path: Path, names: list[str] | None = None, extra: str = "") -> tuple[Path, Path]:
+    make_images(tmp_path / "images", n=5)
+    for name in names or []:
+        (tmp_path / "images" / name).write_bytes((tmp_path / "images" / "img0.png").read_bytes())
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
+                          extra=extra)
+    return config, tmp_path / "runs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("report")
+    config, run_dir = _tiny(tmp, [XSS, "quote\"d 'é' 猫.png"])
+    result = run_ok(config)
+    assert "report:" in result.output  # type: ignore[attr-defined]
+    return config, run_dir
+
+
+def test_the_report_holds_every_image_with_relative_paths_only(tiny_report) -> None:
+    _config, run_dir = tiny_report
+    report = run_dir / "report"
+    for name in ("index.html", "summary.html", "strategies.html", "assets/gallery.js",
+                 "assets/report.css", "data/manifest.js"):
+        assert (report / name).is_file(), name
+    manifest = _payload(report / "data" / "manifest.js")
+    rows = [r for s in manifest["shards"] for r in _payload(report / s["file"])["rows"]]
+    assert [r["i"] for r in rows] == list(range(8))
+    assert sum(r["st"] == "ok" for r in rows) == 7  # broken.jpg is skipped, with its reason
+    skipped = next(r for r in rows if r["st"] != "ok")
+    assert skipped["id"] == "broken.jpg" and not skipped["c"] and not any(skipped["m"])
+    for r in rows:
+        if r["st"] == "ok":
+            assert (report / rp.crop_path(r["i"] // 2, r["i"])).is_file()
+            for j in range(len(manifest["methods"])):
+                assert (report / rp.map_path(j, r["i"] // 2, r["i"])).is_file()
+    texts = [p.read_text() for p in report.rglob("*") if p.suffix in (".html", ".js", ".css")]
+    for text in texts:
+        assert not re.search(r"""(src|href)\s*=\s*["']?(/|[a-z]+:)""", text), \
+            "every path is relative to the report folder"
+        assert "http://" not in text and "https://" not in text
+
+
+def test_names_are_escaped_everywhere(tiny_report) -> None:
+    _config, run_dir = tiny_report
+    report = run_dir / "report"
+    for path in report.rglob("*"):
+        if path.suffix in (".html", ".js") and path.parent.name != "assets":
+            assert "<img src=x" not in path.read_text(), path
+    ids = [r["id"] for s in (report / "data").glob("shard-*.js") for r in _payload(s)["rows"]]
+    assert XSS in ids and "quote\"d 'é' 猫.png" in ids
+    assert all("<img" not in p.name for p in report.rglob("*")), "names never become paths"
+
+
+def test_the_store_holds_the_strategy_array(tiny_report) -> None:
+    _config, run_dir = tiny_report
+    group = zarr.open_group(str(run_dir / "store.zarr"), mode="r")
+    strategy = group["strategy"]
+    assert strategy.dtype == np.int16
+    assert tuple(strategy.metadata.dimension_names) == ("explainer", "image")
+    assert strategy.shape == (5, 8)
+    assert (np.asarray(strategy[:]) == -1).all()  # 8 images: no class reaches min_images
+
+
+def test_the_summary_page_has_the_run_facts(tiny_report) -> None:
+    _config, run_dir = tiny_report
+    text = (run_dir / "report" / "summary.html").read_text()
+    for fact in ("RANDOM WEIGHTS", "Stage timings", "Package versions", "config hash",
+                 "Completeness of the Integrated Gradients methods", "broken.jpg",
+                 "plots/completeness.png"):
+        assert fact in text, fact
+    assert (run_dir / "report" / "plots" / "completeness.png").is_file()
+    assert "<img src=x" not in text
+
+
+def test_a_rerun_rebuilds_nothing_and_a_changed_shard_alone(tiny_report) -> None:
+    config, run_dir = tiny_report
+    data = run_dir / "report-parts" / "data"
+    before = {p.name: p.stat().st_mtime_ns for p in data.glob("shard-*.js")}
+    result = run_ok(config)
+    assert "report" not in _units_run(result.output)  # type: ignore[attr-defined]
+    Records(run_dir).path("report/000001").unlink()  # as if shard 1's inputs had changed
+    result = run_ok(config)
+    assert _units_run(result.output)["report"] == "1/4"  # type: ignore[attr-defined]
+    after = {p.name: p.stat().st_mtime_ns for p in data.glob("shard-*.js")}
+    assert [k for k in before if before[k] != after[k]] == ["shard-000001.js"]
+
+
+def _units_run(output: str) -> dict[str, str]:
+    """``stage -> "run/total"`` for stages that ran units, from the summary table."""
+    out = {}
+    for line in output.splitlines():
+        m = re.match(r"[│|]\s*(\w+)\s*[│|]\s*(\d+)/(\d+)", line)
+        if m and m.group(2) != "0":
+            out[m.group(1)] = f"{m.group(2)}/{m.group(3)}"
+    return out
+
+
+def test_report_of_a_run_with_missing_stages_says_so_and_is_rebuilt(tmp_path: Path) -> None:
+    config, run_dir = _tiny(tmp_path)
+    run_ok(config, "--set", "report.enabled=false")
+    Records(run_dir).clear("normalize")
+    result = cli("report", "--config", str(config), "--scheduler", "synchronous")
+    assert result.exit_code == 0, result.output
+    assert "stages missing" in result.output and "normalize" in result.output
+    manifest = _payload(run_dir / "report" / "data" / "manifest.js")
+    assert any("normalize" in n for n in manifest["notes"])
+    assert "normalize" in (run_dir / "report" / "summary.html").read_text()
+    assert not Records(run_dir).in_folder("report"), "built from incomplete inputs: unrecorded"
+    run_ok(config)  # completes normalize, then the report again
+    manifest = _payload(run_dir / "report" / "data" / "manifest.js")
+    assert not any("missing" in n for n in manifest["notes"])
+    assert len(Records(run_dir).in_folder("report")) == 3
+
+
+def test_a_run_whose_images_were_all_skipped_gets_a_report_that_says_so(tmp_path: Path) -> None:
+    (tmp_path / "images").mkdir()
+    for k in range(3):
+        (tmp_path / "images" / f"bad{k}.jpg").write_bytes(b"not an image")
+    config = write_config(tmp_path / "bad.toml", tmp_path / "images", tmp_path / "runs")
+    run_ok(config)
+    report = tmp_path / "runs" / "bad" / "report"
+    manifest = _payload(report / "data" / "manifest.js")
+    assert any("All 3 images were skipped" in n for n in manifest["notes"])
+    assert "All 3 images were skipped" in (report / "summary.html").read_text()
+
+
+def test_report_disabled_and_the_report_command_explains(tmp_path: Path) -> None:
+    config, run_dir = _tiny(tmp_path, extra="\n[report]\nenabled = false\n")
+    run_ok(config)
+    assert not (run_dir / "report").exists()
+    result = cli("report", "--config", str(config))
+    assert result.exit_code != 0
+    assert "enabled = false" in result.output and "report.enabled=true" in result.output
+
+
+def test_a_report_killed_while_publishing_leaves_the_old_one(tmp_path: Path) -> None:
+    config, run_dir = _tiny(tmp_path)
+    run_ok(config)
+    old = (run_dir / "report" / "data" / "manifest.js").read_bytes()
+    Records(run_dir).clear("report")
+    proc = run_subprocess("report", "--config", str(config), "--scheduler", "synchronous",
+                          env={"XAI_FAULT": "report:before-publish"})
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == -signal.SIGKILL, output
+    assert (run_dir / "report" / "data" / "manifest.js").read_bytes() == old
+    assert list(run_dir.glob(".report.build-*")), "the killed build's folder is left over"
+    result = cli("report", "--config", str(config), "--scheduler", "synchronous")
+    assert result.exit_code == 0, result.output
+    assert not list(run_dir.glob(".report*")), "and removed by the next build"

@@ -1,0 +1,201 @@
+"""The report in a real browser: headless Chromium (Debian's ``chromium`` and
+``chromium-driver``), driven by Selenium, opening the page from ``file://``.
+
+Skipped, with the reason, where no Chromium is installed (``make browser`` installs it; CI's
+``.ci/run`` does). Screenshots go to ``$XAI_SCREENSHOTS`` when set, else the test's folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.workflow_helpers import run_ok
+
+CHROMIUM = os.environ.get("XAI_CHROMIUM") or shutil.which("chromium") \
+    or shutil.which("chromium-browser")
+DRIVER = os.environ.get("XAI_CHROMEDRIVER") or shutil.which("chromedriver")
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and DRIVER),
+    reason="no headless Chromium here: install Debian's chromium and chromium-driver "
+           "(`make browser`, as root) to run the report's browser tests")
+
+XSS = "<img src=x onerror=alert(1)>.png"
+#: Two ImageNet classes (tench, goldfish) as class folders: every image has a true label.
+CLASSES = ("n01440764", "n01443537")
+
+
+def _dataset(root: Path) -> int:
+    rng = np.random.default_rng(0)
+    n = 0
+    for k, wnid in enumerate(CLASSES):
+        (root / wnid).mkdir(parents=True)
+        names = [f"img{i}.png" for i in range(4)] + ([XSS, "quote\"d 'é' 猫.png"] if k == 0
+                                                    else [])
+        for name in names:
+            pixels = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / wnid / name, format="PNG")
+            n += 1
+    return n
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> tuple[Path, int]:
+    tmp = tmp_path_factory.mktemp("browser")
+    n = _dataset(tmp / "images")
+    config = tmp / "b.toml"
+    config.write_text("\n".join([
+        "[dataset]", 'layout = "class-folders"', f'root = "{tmp / "images"}"', "resize = 40",
+        "crop = 32", "", "[model]", 'weights = "random"', "",
+        "[run]", f'out = "{tmp / "runs"}"', 'device = "cpu"', "shard_size = 4", "seed = 0", "",
+        "[methods.gradient]", "", "[methods.integrated_gradients]", "n_steps = 4", "",
+        "[methods.input_x_gradient]", ""]))
+    run_ok(config)
+    return tmp / "runs" / "b" / "report" / "index.html", n
+
+
+@pytest.fixture(scope="module")
+def driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    drv = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    yield drv
+    drv.quit()
+
+
+def _open(driver, page: Path) -> float:
+    """Load ``page`` from file://; return the seconds until the gallery said it is ready."""
+    driver.get_log("browser")
+    driver.get_log("performance")
+    start = time.perf_counter()
+    driver.get(page.as_uri())
+    deadline = start + 20
+    while time.perf_counter() < deadline:
+        if driver.execute_script("return document.body && document.body.dataset.ready"):
+            return time.perf_counter() - start
+        time.sleep(0.02)
+    raise AssertionError("the gallery never became ready")
+
+
+def _cards(driver):
+    return driver.find_elements("css selector", "#cards .card")
+
+
+def _choose(driver, select_id: str, value: str) -> None:
+    from selenium.webdriver.support.ui import Select
+
+    Select(driver.find_element("id", select_id)).select_by_value(value)
+
+
+def test_page_loads_without_errors_or_outside_requests(driver, report) -> None:
+    page, _n = report
+    _open(driver, page)
+    time.sleep(0.5)  # let the lazy images of the first screen load
+    errors = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "WARNING")]
+    assert not errors, errors
+    urls = set()
+    for entry in driver.get_log("performance"):
+        message = json.loads(entry["message"])["message"]
+        if message["method"] == "Network.requestWillBeSent":
+            urls.add(message["params"]["request"]["url"])
+    folder = page.parent.as_uri() + "/"
+    assert urls, "the performance log recorded no requests"
+    outside = sorted(u for u in urls if not u.startswith(folder))
+    assert not outside, outside
+    assert any("/img/m0/" in u for u in urls), "the heat-map tiles were loaded"
+
+
+def test_one_card_per_image(driver, report) -> None:
+    page, n = report
+    _open(driver, page)
+    assert len(_cards(driver)) == n
+    assert driver.find_element("id", "count").text == f"Showing {n} of {n} images"
+
+
+def test_sorting_by_probability_orders_the_cards(driver, report) -> None:
+    page, _n = report
+    _open(driver, page)
+    _choose(driver, "sort", "prob")
+    _choose(driver, "order", "desc")
+    values = [float(e.get_attribute("data-value"))
+              for e in driver.find_elements("css selector", "#cards .card .prob")]
+    assert len(values) == len(_cards(driver)) and len(values) > 3
+    assert values == sorted(values, reverse=True)
+    _choose(driver, "order", "asc")
+    values = [float(e.get_attribute("data-value"))
+              for e in driver.find_elements("css selector", "#cards .card .prob")]
+    assert values == sorted(values)
+
+
+def test_a_class_filter_shows_only_that_class(driver, report) -> None:
+    page, n = report
+    _open(driver, page)
+    _choose(driver, "class-by", "true")
+    _choose(driver, "class", "1")  # goldfish
+    cards = _cards(driver)
+    assert len(cards) == 4
+    assert all("goldfish" in c.find_element("css selector", ".verdict").text for c in cards)
+    _choose(driver, "class", "")
+    _choose(driver, "class-by", "pred")
+    first = _cards(driver)[0].find_element("css selector", ".pred-name").text
+    index = driver.execute_script(
+        "return window.XAI_MANIFEST.classes.indexOf(arguments[0])", first)
+    _choose(driver, "class", str(index))
+    shown = {c.find_element("css selector", ".pred-name").text for c in _cards(driver)}
+    assert shown == {first}
+    _choose(driver, "class", "")
+    assert len(_cards(driver)) == n
+
+
+def test_the_xss_file_name_is_shown_as_text(driver, report) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    page, _n = report
+    _open(driver, page)
+    ids = [e.text for e in driver.find_elements("css selector", "#cards .card .id")]
+    assert f"n01440764/{XSS}" in ids
+    assert "n01440764/quote\"d 'é' 猫.png" in ids
+    assert not driver.find_elements("css selector", 'img[src="x"]')
+    with pytest.raises(NoAlertPresentException):
+        driver.switch_to.alert.text  # noqa: B018  (no script ran: no alert is open)
+
+
+def test_colormap_and_overlay_switch(driver, report) -> None:
+    page, _n = report
+    _open(driver, page)
+    _choose(driver, "colormap", "viridis")
+    style = driver.execute_script(
+        "return getComputedStyle(document.querySelector('.tile img.map')).filter")
+    assert "cmap-viridis" in style
+    driver.find_element("id", "overlay").click()
+    assert "overlay" in driver.find_element("tag name", "body").get_attribute("class")
+
+
+def test_screenshots_are_saved(driver, report, tmp_path) -> None:
+    page, _n = report
+    folder = Path(os.environ.get("XAI_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("index", "summary", "strategies"):
+        _open(driver, page.with_name(f"{name}.html")) if name == "index" else \
+            driver.get(page.with_name(f"{name}.html").as_uri())
+        time.sleep(0.5)
+        shot = folder / f"report-{name}.png"
+        assert driver.save_screenshot(str(shot))
+        with Image.open(shot) as img:
+            assert img.size[0] >= 1000
+            assert len(np.unique(np.asarray(img.convert("L")))) > 20, "the screenshot is not blank"

@@ -1,0 +1,82 @@
+"""Spectral relevance analysis: exact answers on planted map families."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.spray import by_size, downsample, eigengap, purity, strategies
+
+
+def _family(rng: np.random.Generator, centre: tuple[int, int], n: int, side: int = 56
+            ) -> list[np.ndarray]:
+    """``n`` maps with a jittered Gaussian blob at ``centre`` plus uniform noise, in [0, 1]."""
+    yy, xx = np.mgrid[:side, :side]
+    out = []
+    for _ in range(n):
+        cy, cx = np.asarray(centre) + rng.normal(0, 2, 2)
+        m = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 30) + rng.uniform(0, 0.2, (side, side))
+        out.append(m / m.max())
+    return out
+
+
+def test_downsample_is_the_block_mean() -> None:
+    maps = np.arange(2 * 4 * 4, dtype=np.float32).reshape(2, 4, 4)
+    got = downsample(maps, 2)
+    want = maps.reshape(2, 2, 2, 2, 2).mean(axis=(2, 4)).reshape(2, 4)
+    np.testing.assert_array_equal(got, want)
+    assert got[0].tolist() == [2.5, 4.5, 10.5, 12.5]
+
+
+def test_downsample_of_an_uneven_size_keeps_the_mean() -> None:
+    maps = np.random.default_rng(0).random((3, 30, 30)).astype(np.float32)
+    got = downsample(maps, 7)
+    assert got.shape == (3, 49)
+    np.testing.assert_allclose(got.mean(axis=1), maps.mean(axis=(1, 2)), atol=0.02)
+
+
+def test_eigengap_picks_the_largest_jump() -> None:
+    assert eigengap(np.array([0.0, 0.0, 0.01, 0.6, 0.7])) == 3
+    assert eigengap(np.array([0.0, 0.9, 0.95])) == 1
+    assert eigengap(np.array([0.0])) == 1
+
+
+@pytest.mark.parametrize("sizes", [(15, 25), (15, 25, 10)])
+def test_planted_strategies_are_found_exactly(sizes: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    centres = [(10, 10), (40, 40), (10, 45)]
+    maps = np.stack([m for k, n in enumerate(sizes) for m in _family(rng, centres[k], n)])
+    truth = np.repeat(np.arange(len(sizes)), sizes)
+    found = strategies(maps, size=28, n_neighbors=8)
+    assert found.n_clusters == len(sizes)
+    assert purity(found.labels, truth) == 1.0
+    # numbered by size: the 25-map family is cluster 0
+    assert set(found.labels[truth == 1]) == {0}
+    assert found.eigenvalues[0] == pytest.approx(0.0, abs=1e-8)
+
+
+def test_one_family_is_one_strategy() -> None:
+    rng = np.random.default_rng(1)
+    maps = np.stack(_family(rng, (28, 28), 30))
+    found = strategies(maps, size=28, max_clusters=6)
+    # no planted structure: the eigengap may still split noise, but never into singletons
+    assert np.bincount(found.labels).min() >= 3
+
+
+def test_too_few_maps_is_an_error() -> None:
+    with pytest.raises(ValueError, match="at least 3 maps"):
+        strategies(np.zeros((2, 8, 8)))
+
+
+def test_clusters_are_numbered_by_size_then_first_member() -> None:
+    assert by_size(np.array([5, 7, 7, 5, 9, 7])).tolist() == [1, 0, 0, 1, 2, 0]
+    assert by_size(np.array([3, 4])).tolist() == [0, 1]
+
+
+def test_purity_counts_each_clusters_majority() -> None:
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    truth = np.array([1, 1, 0, 0, 0, 1])
+    assert purity(labels, truth) == pytest.approx(5 / 6)
+    assert purity(np.zeros(4), np.array([0, 1, 0, 1])) == 0.5
+    with pytest.raises(ValueError, match="one non-empty shape"):
+        purity(np.zeros(3), np.zeros(4))
