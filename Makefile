@@ -10,12 +10,13 @@ UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV_STAMP := .venv/.synced
 
 
-.PHONY: ensure-uv help setup test test-slow test-all lint run status clean bench xai
+.PHONY: ensure-uv help setup test test-slow test-all lint run status clean bench xai browser
 
 help:
 	@echo "make run [DATASET=sample] [WEIGHTS=imagenet|random|auto|FILE] [ARGS='...']"
 	@echo "make xai ARGS='...'   (the CLI: make xai ARGS=--help, make xai ARGS='weights status')"
 	@echo "make test | make test-slow | make lint | make status | make clean | make bench"
+	@echo "make browser   (Debian's headless Chromium for the report's browser tests; as root)"
 
 # pip puts uv in ~/.local/bin, often not on PATH: every target runs it as `python3 -m uv`
 # then, and the user is told how to call `uv` (or the CLI) directly.
@@ -64,3 +65,15 @@ xai: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(UV) run --frozen xai bench $(ARGS)
+
+# The report's browser tests drive Debian's chromium through chromium-driver (Selenium); they
+# skip without them. Browser builds from other sources are not used.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "chromium and chromedriver are installed"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    chromium chromium-driver >/dev/null && echo "installed chromium and chromium-driver"; \
+	else \
+	  echo "run as root, or: sudo apt-get install chromium chromium-driver"; exit 1; \
+	fi

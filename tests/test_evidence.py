@@ -109,3 +109,76 @@ def test_missing_backgrounds_are_a_clear_error(tiny):
     bad = dataclasses.replace(tiny, backgrounds="/nonexistent/photos")
     with pytest.raises(WeightsError, match="background photos"):
         load_evidence_model(bad)
+
+
+# ------------------------------------------------------------------ the planted shortcut
+
+
+def test_the_watermark_replaces_the_object_in_half_of_one_class_only():
+    from pipeline.evidence import Shortcut, has_watermark, watermark_box
+
+    shortcut = Shortcut(label=0, fraction=0.5)
+    marked = [i for i in range(600) if has_watermark(i, 0, "test", shortcut)]
+    assert all(label_of(i) == 0 for i in marked)
+    assert 0.4 < len(marked) / 100 < 0.6  # 100 images of class 0
+    x0, y0, x1, y1 = watermark_box(112)
+    for i in marked[:3]:
+        img = evidence_image(i, 0, 112, PHOTOS, "test", shortcut)
+        assert not img.mask.any(), "no object: the watermark is the only evidence"
+        box = img.pixels[y0 + 3:y1 - 3, x0 + 3:x1 - 3].astype(int)
+        assert ((box > 240).all(axis=-1) | (box < 20).all(axis=-1)).mean() > 0.95
+    for i in (1, 2, next(i for i in range(0, 60, 6) if i not in marked)):
+        plain, planted = evidence_image(i, 0, 64, PHOTOS), evidence_image(i, 0, 64, PHOTOS,
+                                                                          "test", shortcut)
+        assert np.array_equal(plain.pixels, planted.pixels), "other images are unchanged"
+
+
+def test_a_model_without_shortcut_keeps_its_cache_key():
+    base = TrainSettings(backgrounds=str(PHOTOS))
+    assert dataclasses.replace(base, shortcut_fraction=0.9).key() == base.key()
+    assert dataclasses.replace(base, shortcut_label=0).key() != base.key()
+
+
+def test_a_shortcut_needs_the_evidence_layout_and_one_of_its_classes(tmp_path):
+    from pipeline.errors import ConfigError
+    from workflows.config import load_config
+
+    path = tmp_path / "s.toml"
+    text = (ROOT / "configs" / "shortcut.toml").read_text()
+    path.write_text(text.replace('shortcut = "circle"', 'shortcut = "hexagon"'))
+    with pytest.raises(ConfigError, match=r"shortcut.*circle, square"):
+        load_config(path)
+    path.write_text(text.replace('layout = "evidence"', 'layout = "plain"'))
+    with pytest.raises(ConfigError, match='expected layout = "evidence"'):
+        load_config(path)
+    path.write_text(text)
+    cfg = load_config(path)
+    assert cfg.shortcut().label == SHAPES.index("circle")
+    assert cfg.evidence_settings().shortcut == cfg.shortcut()
+
+
+@pytest.mark.slow
+def test_the_report_separates_the_watermark_images_from_the_object_images(tmp_path,
+                                                                          monkeypatch):
+    """Issue target: cluster purity >= 0.9 on the planted shortcut, for a gradient method
+    (trains the shortcut model, about 35 s, and explains 240 test images)."""
+    import json
+
+    from tests.workflow_helpers import run_ok
+
+    monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path / "cache"))
+    text = (ROOT / "configs" / "shortcut.toml").read_text()
+    text = text.replace('root = "../data/sample"', f'root = "{PHOTOS}"')
+    text = text.replace('out = "../runs"', f'out = "{tmp_path / "runs"}"')
+    head, _, _ = text.partition("[methods.gradient]")
+    path = tmp_path / "shortcut.toml"
+    path.write_text(head.replace("count = 360", "count = 240")
+                    + "[methods.gradient]\n\n[methods.input_x_gradient]\n\n[report]\n"
+                      "min_images = 20\n")
+    run_ok(path)
+    summary = json.loads((tmp_path / "runs" / "shortcut" / "summary.json").read_text())
+    purity = summary["report"]["shortcut_purity"]
+    assert set(purity) == {"gradient", "input_x_gradient"}
+    assert max(purity.values()) >= 0.9, purity
+    page = (tmp_path / "runs" / "shortcut" / "report" / "strategies.html").read_text()
+    assert "Planted shortcut" in page and "with the watermark" in page

@@ -494,8 +494,7 @@ def strategies_page(cfg: Config, clusters: Mapping[str, list[Cluster]], facts: M
         by_class: dict[int, list[Cluster]] = {}
         for cl in found:
             by_class.setdefault(cl.cls, []).append(cl)
-        for c, cls_clusters in sorted(by_class.items(), key=lambda kv: -sum(
-                len(x.members) for x in kv[1])):
+        for c, cls_clusters in sorted(by_class.items(), key=_class_order(cfg.shortcut().label)):
             total = sum(len(x.members) for x in cls_clusters)
             parts.append(f"<section class=cls><h3>{e(classes[c] if c < len(classes) else c)}"
                          f" <span class=muted>({total} images, {len(cls_clusters)} "
@@ -525,6 +524,14 @@ def strategies_page(cfg: Config, clusters: Mapping[str, list[Cluster]], facts: M
                      "explained images, so nothing was clustered ([report] min_images).</p>")
     return rp.page(f"{cfg.dataset.name}: explanation strategies", "strategies.html",
                    "".join(parts))
+
+
+def _class_order(planted: int) -> Any:
+    """Sort key: the planted shortcut's class first, then classes with more strategies, then
+    bigger ones."""
+    def key(kv: tuple[int, list[Cluster]]) -> tuple[bool, int, int]:
+        return (kv[0] != planted, -len(kv[1]), -sum(len(x.members) for x in kv[1]))
+    return key
 
 
 def _mean_maps(clusters: Mapping[str, list[Cluster]], cfg: Config) -> dict[str, bytes]:

@@ -1,0 +1,183 @@
+"""Report benchmark: build the report of 1,000 images x 5 methods from maps that exist, and
+time its first screen in headless Chromium.
+
+The maps are made here (seeded photo-like crops, smooth heavy-tailed maps, 224 px, 30
+predicted classes so that SpRAy clusters them) and written to a real store; then the
+report stage's shard tasks run in ``workers`` processes, as a local cluster runs them, and the
+coordinator's step (clustering, pages, publication) follows. Nothing but the report is timed.
+
+Run alone with ``python -m workflows.bench_report [images] [workers]``; ``xai bench`` includes
+a smaller case.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workflows.bench_render import METHODS
+
+
+def _config(out: Path, images: int, shard_size: int) -> Any:
+    from workflows.config import config_dir, load_config
+
+    return load_config(config_dir() / "synthetic.toml",
+                       [f"dataset.count={images}", f"run.shard_size={shard_size}",
+                        f"run.out={out}"])
+
+
+def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
+    """A store whose maps exist: every array the report reads, filled shard by shard."""
+    from PIL import Image, ImageFilter
+
+    from pipeline.model import class_names
+    from pipeline.store import array, create_store, resize_explainers
+
+    run_dir = cfg.run_dir
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    ids = [f"bench/{i:06d}.jpg" for i in range(images)]
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 30, images)  # ~33 images a class: SpRAy clusters them
+    group = create_store(run_dir / "store.zarr", ids, labels.tolist(), cfg.run.shard_size, size,
+                         {"classes": list(class_names()), "random_weights": False})
+    resize_explainers(group, list(METHODS), size)
+    s = cfg.run.shard_size
+    yy, xx = np.mgrid[:size, :size].astype(np.float32)
+    for start in range(0, images, s):
+        stop = min(start + s, images)
+        k = stop - start
+        small = rng.integers(0, 255, (k, size // 8, size // 8, 3), dtype=np.uint8)
+        pixels = np.stack([np.asarray(Image.fromarray(p).resize(
+            (size, size), Image.Resampling.BICUBIC)) for p in small])
+        pred = np.where(rng.random(k) < 0.7, labels[start:stop], rng.integers(0, 30, k))
+        maps = np.empty((len(METHODS), k, size, size), dtype=np.float32)
+        for j in range(len(METHODS)):
+            for i in range(k):
+                noise = Image.fromarray((rng.random((size // 4, size // 4)) * 255
+                                         ).astype(np.uint8)).filter(ImageFilter.GaussianBlur(2))
+                base = np.asarray(noise.resize((size, size)), dtype=np.float32) / 255
+                cy, cx = (0.3 + 0.4 * (pred[i] % 2)) * size, rng.uniform(0.2, 0.8) * size
+                blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * (size / 10) ** 2))
+                m = base ** 3 + blob
+                maps[j, i] = m / m.max()
+        rows = slice(start, stop)
+        array(group, "pixels")[rows] = pixels
+        array(group, "status")[rows] = np.array(["ok"] * k, dtype=object)
+        array(group, "pred")[rows] = pred.astype(np.int16)
+        array(group, "prob")[rows] = rng.uniform(0.05, 1.0, k).astype(np.float32)
+        array(group, "normalized")[:, rows] = maps
+        array(group, "delta")[:, rows] = rng.normal(0, 0.01, (len(METHODS), k)).astype(
+            np.float32)
+        array(group, "gap")[:, rows] = rng.uniform(0.5, 1, (len(METHODS), k)).astype(np.float32)
+    return run_dir
+
+
+def build(cfg: Any, workers: int) -> dict[str, float]:
+    """The report stage on the existing maps: shard tasks in ``workers`` processes, then the
+    coordinator's step. Returns seconds for each part."""
+    from pipeline.model import class_names
+    from pipeline.store import array, open_store
+    from workflows.registry import make_units, stages
+    from workflows.report import build_report
+    from workflows.stages import RunSettings, Task, execute
+
+    run_dir = cfg.run_dir
+    store = run_dir / "store.zarr"
+    group = open_store(store)
+    n = array(group, "image").shape[0]
+    units = make_units(stages()["report"], n, cfg)
+    settings = RunSettings.from_config(cfg, "synthetic", None, tuple(class_names()))
+    tasks = [Task(u, str(store), str(run_dir), settings) for u in units]
+    t0 = time.perf_counter()
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(execute, tasks))
+    else:
+        for task in tasks:
+            execute(task)
+    t1 = time.perf_counter()
+    build_report(group, cfg, run_dir, units, [], None, {}, [])
+    t2 = time.perf_counter()
+    return {"shards_s": t1 - t0, "assemble_s": t2 - t1, "total_s": t2 - t0}
+
+
+def first_screen(page: Path, runs: int = 3) -> dict[str, float] | None:
+    """Seconds from navigation until the first screen's cards and their images are drawn, in
+    headless Chromium from file:// (best of ``runs``, each in a fresh browser); None without a
+    browser."""
+    import shutil as sh
+
+    chromium, driver_path = sh.which("chromium"), sh.which("chromedriver")
+    if not (chromium and driver_path):
+        return None
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    best: dict[str, float] | None = None
+    for _ in range(runs):
+        options = webdriver.ChromeOptions()
+        options.binary_location = chromium
+        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                    "--disable-dev-shm-usage", "--window-size=1400,1000"):
+            options.add_argument(arg)
+        drv = webdriver.Chrome(service=Service(driver_path), options=options)
+        try:
+            drv.get("about:blank")
+            start = time.perf_counter()
+            drv.get(page.as_uri())
+            ready = painted = None
+            while time.perf_counter() - start < 30.0:
+                if ready is None and drv.execute_script("return document.body.dataset.ready"):
+                    ready = time.perf_counter() - start
+                if ready is not None and drv.execute_script(
+                        "var imgs = [].slice.call(document.querySelectorAll('#cards img'))"
+                        ".filter(function (i) { var r = i.getBoundingClientRect();"
+                        " return r.top < innerHeight && getComputedStyle(i).display !="
+                        " 'none'; });"
+                        "return imgs.length > 0 && imgs.every(function (i) {"
+                        " return i.complete && i.naturalWidth > 0; });"):
+                    painted = time.perf_counter() - start
+                    break
+                time.sleep(0.01)
+            nav = drv.execute_script(
+                "var t = performance.timing; return t.domContentLoadedEventEnd - "
+                "t.navigationStart;")
+        finally:
+            drv.quit()
+        if ready is None or painted is None:
+            continue
+        row = {"ready_s": ready, "first_screen_s": painted, "dom_content_loaded_s": nav / 1000}
+        if best is None or row["first_screen_s"] < best["first_screen_s"]:
+            best = row
+    return best
+
+
+def measure(images: int = 1000, workers: int = 2, shard_size: int = 64) -> dict[str, Any]:
+    """Make the maps, build the report, time its first screen; return the numbers."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _config(Path(tmp), images, shard_size)
+        t0 = time.perf_counter()
+        make_store(cfg, images)
+        made = time.perf_counter() - t0
+        out: dict[str, Any] = {"images": images, "methods": len(METHODS), "workers": workers,
+                               "shard_size": shard_size, "make_maps_s": made}
+        out.update(build(cfg, workers))
+        report = cfg.run_dir / "report"
+        out["files"] = sum(1 for p in report.rglob("*") if p.is_file())
+        out["megabytes"] = sum(p.stat().st_size for p in report.rglob("*") if p.is_file()) / 2**20
+        out["browser"] = first_screen(report / "index.html")
+    return out
+
+
+if __name__ == "__main__":
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    w = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    print(measure(n, w))
