@@ -582,7 +582,7 @@ def _report(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> N
     from workflows.bench_report import measure
 
     reporter("report: 5 methods, maps already in the store; first screen in headless Chromium")
-    m = measure(images=64, shard_size=16) if quick else measure()
+    m = measure(images=64, shard_size=16, browser_runs=1) if quick else measure()
     n = m["images"]
     note = (f"{m['workers']} processes, shards {m['shards_s']:.1f} s + clustering, pages and "
             f"publication {m['assemble_s']:.1f} s; {m['files']} files, {m['megabytes']:.0f} MiB")
@@ -642,6 +642,11 @@ def _checks(res: BenchResult) -> None:
          "x"))
     add(("pixel_flipping_engine_vs_quantus",
          float(res.params.get("pixel_flipping_engine_speedup", 0.0)), "x"))
+    if "report_build_s" in res.params:
+        n = res.row("report", "report", "build").name.split("(")[1].split(" ")[0]
+        add((f"report_build_{n}_images_s", float(res.params["report_build_s"]), "s"))
+    if "report_first_screen_s" in res.params:
+        add(("report_first_screen_s", float(res.params["report_first_screen_s"]), "s"))
     add(("whole_run_over_attribute_streaming",
          float(res.params.get("whole_over_attribute", float("nan"))), "x"))
     add(("smoothgrad_vs_noise_tunnel",
