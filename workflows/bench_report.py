@@ -6,8 +6,8 @@ predicted classes so that SpRAy clusters them) and written to a real store; then
 report stage's shard tasks run in ``workers`` processes, as a local cluster runs them, and the
 coordinator's step (clustering, pages, publication) follows. Nothing but the report is timed.
 
-Run alone with ``python -m workflows.bench_report [images] [workers]``; ``xai bench`` includes
-a smaller case.
+Run alone with ``python -m workflows.bench_report [images] [workers]``; ``xai bench`` runs it
+with 1,000 images (``--quick``: 64).
 """
 
 from __future__ import annotations
