@@ -131,7 +131,7 @@ _rng = np.random.default_rng(2026)
 CRASH_CASES = [f"{name}:{point}:{int(_rng.integers(1, 3 if stage.unit == 'sheet' else 4))}"
                for name, stage in stages().items() for point in stage.crash_points]
 FAST_CASES = {"attribute:mid-write", "render:mid-write", "ingest:after-write",
-              "normalize:before-write", "report:mid-write"}
+              "normalize:before-write"}
 
 
 def _crash_param(case: str) -> object:

@@ -319,7 +319,7 @@ def _plots(group: Any, cfg: Config) -> dict[str, bytes]:
             data = [d[np.isfinite(d)] for d in data]
             keep = [(lab, d) for lab, d in zip([*methods, "random"], data, strict=True) if d.size]
             if keep:
-                ax.boxplot([d for _, d in keep], vert=False, showfliers=False)
+                ax.boxplot([d for _, d in keep], showfliers=False, **_horizontal())
                 ax.set_yticks(range(1, len(keep) + 1), [lab for lab, _ in keep], fontsize=7)
             better = "higher" if METRICS[name].higher_is_better else "lower"
             ax.set_title(f"{name} ({better} is better)", fontsize=9)
@@ -349,6 +349,14 @@ def _plots(group: Any, cfg: Config) -> dict[str, bytes]:
         fig.tight_layout()
         out["plots/curves.png"] = rp.figure_png(fig)
     return out
+
+
+def _horizontal() -> dict[str, Any]:
+    """Matplotlib's keyword for horizontal box plots (``vert`` is deprecated since 3.11)."""
+    import matplotlib
+
+    major, minor = (int(v) for v in matplotlib.__version__.split(".")[:2])
+    return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
 
 
 def missing_stages(cfg: Config, planned: Mapping[str, Sequence[Any]], records: Any,
