@@ -151,8 +151,9 @@ def page(title: str, current: str, body: str, head: str = "") -> str:
 
 #: The page may load only its own folder's files; no inline script, no connections.
 CSP = ('<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
-       "script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'none'; "
-       "form-action 'none'; base-uri 'none'\">")
+       "script-src 'self' file:; style-src 'self' file:; img-src 'self' file:; "
+       "connect-src 'none'; form-action 'none'; base-uri 'none'\">")
+# (``file:`` too: browsers differ on whether 'self' covers a page's siblings on file://.)
 
 
 def table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None,

@@ -261,17 +261,41 @@ def test_report_disabled_and_the_report_command_explains(tmp_path: Path) -> None
     assert "enabled = false" in result.output and "report.enabled=true" in result.output
 
 
+def _stamp(run_dir: Path) -> str:
+    return json.loads((run_dir / "report" / "data" / "build.json").read_text())["stamp"]
+
+
 def test_a_report_killed_while_publishing_leaves_the_old_one(tmp_path: Path) -> None:
     config, run_dir = _tiny(tmp_path)
     run_ok(config)
     old = (run_dir / "report" / "data" / "manifest.js").read_bytes()
-    Records(run_dir).clear("report")
-    proc = run_subprocess("report", "--config", str(config), "--scheduler", "synchronous",
-                          env={"XAI_FAULT": "report:before-publish"})
+    old_stamp = _stamp(run_dir)
+    change = ("--set", "render.clip_percentile=90")  # new tiles: every report shard again
+    proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
+                          *change, env={"XAI_FAULT": "report:before-publish"})
     output = proc.communicate(timeout=300)[0].decode()
     assert proc.returncode == -signal.SIGKILL, output
     assert (run_dir / "report" / "data" / "manifest.js").read_bytes() == old
+    assert _stamp(run_dir) == old_stamp
     assert list(run_dir.glob(".report.build-*")), "the killed build's folder is left over"
-    result = cli("report", "--config", str(config), "--scheduler", "synchronous")
-    assert result.exit_code == 0, result.output
-    assert not list(run_dir.glob(".report*")), "and removed by the next build"
+    assert len(Records(run_dir).in_folder("report")) == 3, "its shards were recorded"
+    result = run_ok(config, *change)  # nothing left to compute, but the report is old
+    assert "report:" in result.output  # type: ignore[attr-defined]
+    assert _stamp(run_dir) != old_stamp
+    assert not list(run_dir.glob(".report*")), "the left-over build folder is removed"
+    assert "report:" not in run_ok(config, *change).output  # type: ignore[attr-defined]
+
+
+def test_the_report_command_refuses_a_config_that_changes_the_run(tmp_path: Path) -> None:
+    config, run_dir = _tiny(tmp_path)
+    run_ok(config)
+    before = sorted(p.name for p in (run_dir / "state" / "attribute").rglob("*.json"))
+    result = cli("report", "--config", str(config), "--set",
+                 "methods.integrated_gradients.n_steps=7")
+    assert result.exit_code != 0
+    assert "attribute/integrated_gradients" in result.output
+    assert "drop the --set" in result.output
+    after = sorted(p.name for p in (run_dir / "state" / "attribute").rglob("*.json"))
+    assert before == after, "nothing was purged"
+    ok = cli("report", "--config", str(config), "--set", "report.max_clusters=3")
+    assert ok.exit_code == 0, ok.output

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +39,10 @@ from workflows.state import atomic_write_bytes, disk_errors, read_json
 
 PARTS = "report-parts"
 REPORT = "report"
+#: The status shown for an image whose ingest has not run yet.
+NOT_INGESTED = "not ingested yet (the ingest stage is missing)"
+#: Written into the report folder: what it was built from (see :func:`build_stamp`).
+STAMP = "data/build.json"
 
 
 def parts_dir(run_dir: Path | str) -> Path:
@@ -78,6 +84,7 @@ def report_shard(task: Any) -> dict[str, Any]:
 
     u, s = task.unit, task.settings
     run_dir = Path(task.run_dir)
+    missing = set(task.extra.get("missing", ()))  # "stage" or "stage/method" not complete
     group = open_store(task.store_path, mode="r")
     sl = slice(u.start, u.stop)
     ids = array(group, "image")[sl].tolist()
@@ -91,7 +98,15 @@ def report_shard(task: Any) -> dict[str, Any]:
     rel = np.stack([relative_completeness_error(array(group, "delta")[j, sl],
                                                 array(group, "gap")[j, sl]) for j in slots])
     ig = [bool(METHODS[m].has_delta) for m in methods]
-    metrics = _metric_names(group, s)
+    metrics = _metric_names(group, s) if "evaluate" not in missing else []
+
+    def lacks(stage: str, method: str | None = None) -> bool:
+        return stage in missing or (method is not None and f"{stage}/{method}" in missing)
+
+    # What an incomplete input would show is not current: leave it out.
+    usable = [not (lacks("ingest") or lacks("predict") or lacks("attribute", m)
+                   or lacks("normalize", m)) for m in methods]
+    deltas_ok = [not (lacks("predict") or lacks("attribute", m)) for m in methods]
     scores = {m: np.stack([np.asarray(array(group, f"metric_{m}")[j, sl]) for j in slots])
               for m in metrics}
     size = int(s.report.get("downsample", 28))
@@ -102,15 +117,16 @@ def report_shard(task: Any) -> dict[str, Any]:
     with disk_errors(parts_dir(run_dir)):
         for k in range(u.size):
             i = u.start + k
-            st = explained_status(str(status[k]), int(label[k]), s.target)
+            st = explained_status(str(status[k]), int(label[k]), s.target) \
+                if status[k] else NOT_INGESTED
             ok = st == "ok"
-            crop = str(status[k]) == "ok"
+            crop = str(status[k]) == "ok" and not lacks("ingest")
             if crop:
                 _write(parts_dir(run_dir) / rp.crop_path(u.index, i), rp.crop_jpeg(pixels[k]))
             have = []
             for j in range(len(methods)):
                 m = maps[j, k]
-                good = ok and bool(np.isfinite(m).all())
+                good = ok and usable[j] and bool(np.isfinite(m).all())
                 if good:
                     _write(parts_dir(run_dir) / rp.map_path(j, u.index, i),
                            rp.map_png(display_values(m, style)))
@@ -119,16 +135,16 @@ def report_shard(task: Any) -> dict[str, Any]:
             rows.append({
                 "i": i, "id": str(ids[k]), "st": st, "c": crop, "m": have,
                 "p": int(pred[k]), "pr": rp.finite(prob[k]), "t": int(label[k]),
-                "d": [rp.finite(rel[j, k]) if ig[j] else None for j in range(len(methods))],
+                "d": [rp.finite(rel[j, k]) if ig[j] and deltas_ok[j] else None
+                      for j in range(len(methods))],
                 "s": {m: [rp.finite(scores[m][j, k]) for j in range(len(methods))]
                       for m in metrics}})
         buf = io.BytesIO()
         np.save(buf, features)
         _write(part_features(run_dir, u.index), buf.getvalue())
         faults.point("report:mid-write")
-        missing = list(task.extra.get("missing", ()))
         payload = {"index": u.index, "start": u.start, "stop": u.stop, "rows": rows,
-                   "missing": missing}
+                   "missing": sorted(missing)}
         atomic_write_bytes(part_data(run_dir, u.index),
                            rp.data_script("XAI_SHARDS", payload, append=True))
     result = _done(task, file=part_data(run_dir, u.index).name)
@@ -142,6 +158,10 @@ def remove_stale_parts(run_dir: Path, valid: set[int]) -> int:
     built from incomplete inputs): they are rebuilt."""
     removed = 0
     root = parts_dir(run_dir)
+    for folder in (root / "img").glob("*/*") if (root / "img").is_dir() else []:
+        if folder.is_dir() and folder.name.isdigit() and int(folder.name) not in valid:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
     for folder, pattern in (("data", "shard-*.js"), ("features", "shard-*.npy")):
         for path in (root / folder).glob(pattern):
             try:
@@ -186,17 +206,17 @@ class Cluster:
     watermark: int | None = None  # members with the planted watermark, where known
 
 
-def _load_features(run_dir: Path, shards: Sequence[int], n_methods: int, size: int
-                   ) -> list[np.ndarray]:
-    """Per shard, ``(M, N_shard, size * size)`` features (NaN where absent)."""
-    out = []
-    for index in shards:
-        path = part_features(run_dir, index)
+def _load_features(run_dir: Path, units: Sequence[Any], n_methods: int, size: int
+                   ) -> list[np.ndarray | None]:
+    """Per shard, ``(M, N_shard, size * size)`` features; None where missing or of another
+    shape (a stale file)."""
+    out: list[np.ndarray | None] = []
+    for u in units:
         try:
-            f = np.load(path)
+            f = np.load(part_features(run_dir, u.index))
         except (OSError, ValueError):
             f = None
-        out.append(f if f is not None and f.shape[0] == n_methods and f.shape[2] == size * size
+        out.append(f if f is not None and f.shape == (n_methods, u.size, size * size)
                    else None)
     return out
 
@@ -219,12 +239,13 @@ def compute_strategies(group: Any, cfg: Config, run_dir: Path, units: Sequence[A
     labels = np.full((len(methods), n), -1, dtype=np.int16)
     clusters: dict[str, list[Cluster]] = {m: [] for m in methods}
     facts: dict[str, Any] = {"classes": 0, "purity": {}}
-    parts = _load_features(run_dir, [u.index for u in units], len(methods), size)
+    parts = _load_features(run_dir, units, len(methods), size)
     if not units or any(p is None for p in parts):
         facts["note"] = "not computed: the report's shards are incomplete"
         return clusters, labels, facts
-    feats = np.concatenate(parts, axis=1)  # (M, n, F)
-    pred = np.asarray(array(group, "pred")[:])
+    feats = np.concatenate([p for p in parts if p is not None], axis=1)  # (M, n, F)
+    # Grouped by the class the maps explain: the prediction, or the label (run.target).
+    pred = np.asarray(array(group, "label" if cfg.run.target == "label" else "pred")[:])
     shortcut = cfg.shortcut()
     for j, m in enumerate(methods):
         done = np.isfinite(feats[j]).all(axis=1)
@@ -243,13 +264,13 @@ def compute_strategies(group: Any, cfg: Config, run_dir: Path, units: Sequence[A
                 facts["purity"][m] = {"class": int(c), "purity": purity(found.labels, marked),
                                       "images": int(idx.size), "clusters": found.n_clusters,
                                       "watermarked": int(marked.sum())}
-            for k in range(found.n_clusters):
+            for k in np.unique(found.labels):
                 sel = found.labels == k
                 members = idx[sel]
                 mean = feats[j, members].mean(axis=0)
                 order = np.argsort(((feats[j, members] - mean) ** 2).sum(axis=1), kind="stable")
                 clusters[m].append(Cluster(
-                    int(c), k, [int(v) for v in members[order]], mean,
+                    int(c), int(k), [int(v) for v in members[order]], mean,
                     int(marked[sel].sum()) if marked is not None else None))
         facts["classes"] = max(facts["classes"], len({cl.cls for cl in clusters[m]}))
     return clusters, labels, facts
@@ -359,12 +380,25 @@ def _horizontal() -> dict[str, Any]:
     return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
 
 
+def upstream(name: str) -> set[str]:
+    """The stages ``name`` reads from, transitively."""
+    out: set[str] = set()
+    todo = list(STAGES[name].after)
+    while todo:
+        up = todo.pop()
+        if up not in out:
+            out.add(up)
+            todo += list(STAGES[up].after)
+    return out
+
+
 def missing_stages(cfg: Config, planned: Mapping[str, Sequence[Any]], records: Any,
                    hashes: Mapping[tuple[str, str | None], str]) -> list[str]:
-    """Stages (other than the report) with units not complete under this config."""
+    """The report's input stages with units not complete under this config."""
     out = []
+    inputs = upstream("report")
     for name, units in planned.items():
-        if name == "report" or not units:
+        if name not in inputs or not units:
             continue
         left = sum(1 for u in units if not records.is_done(u.key, hashes[(u.stage, u.method)]))
         if left:
@@ -380,7 +414,7 @@ def _notes(attrs: Mapping[str, Any], missing: Sequence[str], ok: int, n: int) ->
     if missing:
         notes.append("Stages missing, so some maps or scores are absent: " + "; ".join(missing)
                      + ". Run `xai run` with the same options to complete them.")
-    if n and ok == 0:
+    if n and ok == 0 and not any(m.startswith("ingest") for m in missing):
         notes.append(f"All {n} images were skipped: there is nothing to explain. Each card "
                      "says why.")
     return notes
@@ -485,7 +519,8 @@ def strategies_page(cfg: Config, clusters: Mapping[str, list[Cluster]], facts: M
         parts.append(f"<p class=muted>{e(facts['note'])}</p>")
     purity = facts.get("purity") or {}
     if purity:
-        rows = [(m, classes[p["class"]], p["images"], p["watermarked"], p["clusters"],
+        rows = [(m, classes[p["class"]] if p["class"] < len(classes) else p["class"],
+                 p["images"], p["watermarked"], p["clusters"],
                  f"{p['purity']:.3f}") for m, p in purity.items()]
         parts.append("<h2>Planted shortcut</h2><p>This dataset plants a watermark shortcut in "
                      "one class; the purity is how well the clusters separate the watermarked "
@@ -551,12 +586,27 @@ def _mean_maps(clusters: Mapping[str, list[Cluster]], cfg: Config) -> dict[str, 
     return out
 
 
+def build_stamp(report_hash: str, records: Any, units: Sequence[Any]) -> str:
+    """What a report is built from: the stage's hash and its shards' record checksums. A
+    report whose stamp differs (its build was killed after the shards were recorded, say)
+    is built again."""
+    from workflows.config import stable_hash
+
+    return stable_hash([report_hash, [(u.key, (records.get(u.key) or {}).get("checksum"))
+                                      for u in units]])
+
+
+def current_stamp(run_dir: Path) -> str | None:
+    data = read_json(run_dir / REPORT / STAMP)
+    return data.get("stamp") if isinstance(data, dict) else None
+
+
 def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Any],
                  missing: Sequence[str], summary: Mapping[str, Any] | None,
-                 evaluation: Mapping[str, Any], skipped: Sequence[tuple[str, str]]
-                 ) -> dict[str, Any]:
+                 evaluation: Mapping[str, Any], skipped: Sequence[tuple[str, str]],
+                 stamp: str = "") -> dict[str, Any]:
     """Cluster, write the pages and publish ``<run>/report/``; return facts for the
-    summary (``path``, ``seconds``, ``strategies``)."""
+    summary (``path``, ``seconds``, ``strategy_classes``, ``shortcut_purity``, ``missing``)."""
     t0 = time.perf_counter()
     target = run_dir / REPORT
     n = array(group, "image").shape[0]
@@ -595,17 +645,21 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Any],
                                            notes),
         "data/manifest.js": rp.data_script("XAI_MANIFEST", manifest),
         "data/strategies.js": rp.data_script("XAI_STRATEGIES", strategy_data),
+        STAMP: json.dumps({"stamp": stamp}),
         **plots, **_mean_maps(clusters, cfg),
     }
     with disk_errors(run_dir):
         build = rp.build_folder(target)
         try:
             parts = parts_dir(run_dir)
-            if (parts / "img").is_dir():
-                rp.link_tree(parts / "img", build / "img")
             (build / "data").mkdir(parents=True, exist_ok=True)
-            for shard in manifest["shards"]:
+            for shard in manifest["shards"]:  # this run's shards and methods only
                 rp.link_tree_file(parts / shard["file"], build / shard["file"])
+                folders = ["c", *(f"m{j}" for j in range(len(cfg.method_names)))]
+                for f in folders:
+                    src = parts / "img" / f / f"{shard['index']:06d}"
+                    if src.is_dir():
+                        rp.link_tree(src, build / "img" / f / src.name)
             rp.write_files(build, files)
             rp.copy_assets(build)
             faults.point("report:before-publish")

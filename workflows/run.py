@@ -200,6 +200,23 @@ def _check_inputs_current(only: str, planned: dict[str, list[Unit]],
                 f"{name} and everything after it).")
 
 
+def _check_same_run(only: str, store_path: Path, hashes: Hashes) -> None:
+    """A stage run alone on partial inputs (the report) shows the run as it is: refuse a
+    config whose other stages differ from the store's, before anything is changed (syncing
+    methods or purging records would alter the run)."""
+    group = open_store(store_path, mode="r")
+    stored = dict(group.attrs.get("stage_hashes") or {})
+    current = {k: v for k, v in flat_hashes(hashes).items() if k.split("/")[0] != only}
+    stored = {k: v for k, v in stored.items() if k.split("/")[0] != only}
+    differ = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+    if differ:
+        shown = ", ".join(differ[:6]) + (" ..." if len(differ) > 6 else "")
+        raise ConfigError(
+            f"Expected the config the run at {store_path.parent} was made with, got one that "
+            f"changes {shown}. `xai {only}` shows the run as it is: drop the --set options "
+            f"that change it, or run `xai run` with them first.")
+
+
 def _write_evaluation(group: Any, cfg: Config, run_dir: Path) -> dict[str, Any]:
     """``evaluation.json`` and ``evaluation.png`` from the store's evaluation arrays."""
     from workflows.evaluate import evaluation_figure, evaluation_summary
@@ -633,6 +650,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             rep.info(loaded.note)
         hashes = stage_hashes(cfg, loaded.weights_id)
         records = Records(run_dir)
+        if only is not None and STAGES[only].partial_inputs:
+            _check_same_run(only, store_path, hashes)
         if only is not None and not STAGES[only].partial_inputs:
             # before anything is changed: refuse stale inputs untouched
             _check_inputs_current(only, *_plan(cfg, len(manifest), records, hashes),
@@ -676,7 +695,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             extra = {}
             if STAGES[unit.stage].partial_inputs:  # which of its inputs are not there
                 extra["missing"] = sorted({
-                    d.stage for d in dependencies(unit, cfg, n) if d not in queued
+                    hash_key(d.stage, d.method) for d in dependencies(unit, cfg, n)
+                    if d not in queued
                     and not records.is_done(d.key, hashes[(d.stage, d.method)])})
             return Task(unit, str(store_path), str(run_dir), settings,
                         spec if STAGES[unit.stage].device else None, extra)
@@ -711,10 +731,15 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
                              scheduler=scheduler, streaming=cfg.run.streaming, stats=stats,
                              seconds=time.perf_counter() - t_start,
                              completeness=completeness, evaluation=evaluation)
-        if planned.get("report") and (pending["report"] or only == "report"
-                                      or not (run_dir / "report" / "index.html").is_file()):
-            summary.report = _build_report(group, cfg, run_dir, planned, records, hashes,
-                                           summary, only, skipped, evaluation, rep)
+        if planned.get("report"):
+            from pipeline.report import recover
+            from workflows.report import build_stamp, current_stamp
+
+            recover(run_dir / "report")  # what a killed build left
+            stamp = build_stamp(hashes[("report", None)], records, planned["report"])
+            if pending["report"] or only == "report" or current_stamp(run_dir) != stamp:
+                summary.report = _build_report(group, cfg, run_dir, planned, records, hashes,
+                                               summary, only, skipped, evaluation, rep, stamp)
     if only is None or not STAGES[only].partial_inputs:  # a report alone keeps the run's
         atomic_write_json(run_dir / "summary.json", summary.to_dict())
     return summary
@@ -723,7 +748,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
 def _build_report(group: Any, cfg: Config, run_dir: Path, planned: dict[str, list[Unit]],
                   records: Records, hashes: Hashes, summary: RunSummary, only: str | None,
                   skipped: list[tuple[str, str]], evaluation: dict[str, Any],
-                  rep: Reporter) -> dict[str, Any]:
+                  rep: Reporter, stamp: str) -> dict[str, Any]:
     """The report's folder from its shards' parts (:func:`workflows.report.build_report`)."""
     from workflows.report import build_report, missing_stages, previous_summary
 
@@ -732,9 +757,9 @@ def _build_report(group: Any, cfg: Config, run_dir: Path, planned: dict[str, lis
     missing = missing_stages(cfg, everything, records, hashes)
     facts = summary.to_dict() if only is None else previous_summary(run_dir)
     rep.info("report: clustering the maps and writing the pages")
-    out = build_report(group, cfg, run_dir, planned["report"], missing, facts, evaluation,
-                       skipped)
-    return out
+    skipped = [(i, reason) for i, reason in skipped if reason]  # "": not ingested yet
+    return build_report(group, cfg, run_dir, planned["report"], missing, facts, evaluation,
+                        skipped, stamp)
 
 
 # ------------------------------------------------------------------------ status
