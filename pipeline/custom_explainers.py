@@ -173,6 +173,8 @@ def integrated_gradients(
     max_batch: int = DEFAULT_MAX_BATCH,
     gradient_fn: GradientFn | None = None,
     factor_stem: bool = True,
+    tolerance: float = 0.01,
+    max_steps: int = 512,
 ) -> torch.Tensor:
     """Chunked Integrated Gradients: ``(x - x_bar) * sum_k w_k grad f_c(x_bar + a_k (x - x_bar))``.
 
@@ -189,7 +191,11 @@ def integrated_gradients(
     num_samples
         Path points ``m`` per image.
     rule
-        One of :data:`QUADRATURE_RULES`.
+        One of :data:`QUADRATURE_RULES`, or ``"adaptive"``: ``num_samples`` is then the
+        starting grid, refined where the completeness residual says the integral is still
+        wrong until ``tolerance`` (at most ``max_steps`` points; see :mod:`pipeline.adaptive`,
+        whose :func:`~pipeline.adaptive.adaptive_integrated_gradients` also returns the
+        points used and the final residual per image).
     max_batch
         Largest number of samples in one forward/backward.
     gradient_fn
@@ -207,6 +213,12 @@ def integrated_gradients(
     """
     if max_batch < 1:
         raise ValueError(f"Expected max_batch >= 1, got {max_batch}.")
+    if rule == "adaptive":
+        from pipeline.adaptive import adaptive_integrated_gradients
+
+        return adaptive_integrated_gradients(
+            model, image, target, baseline, num_samples, tolerance=tolerance,
+            max_steps=max_steps, max_batch=max_batch).attributions
     grad_fn = gradient_fn or input_gradient
     alphas_np, weights_np = quadrature(rule, num_samples)
     split = affine_stem(model) if factor_stem else None
@@ -348,6 +360,8 @@ def get_custom_integrated_gradients(
     max_batch: int | None = None,
     rule: str = "seed",
     target: torch.Tensor | int | None = None,
+    tolerance: float = 0.01,
+    max_steps: int = 512,
 ) -> torch.Tensor:
     """The seed's Integrated Gradients: ``(x - x_bar) * mean of the gradients on the path``.
 
@@ -365,7 +379,8 @@ def get_custom_integrated_gradients(
         Samples per forward/backward; default chosen by :mod:`pipeline.planner` from the
         device's memory.
     rule
-        ``seed`` (default), ``trapezoid`` or ``gausslegendre``.
+        ``seed`` (default), ``trapezoid``, ``gausslegendre`` or ``adaptive`` (to
+        ``tolerance``, at most ``max_steps`` points, ``num_samples`` the starting grid).
     target
         Override the class per row; default: the model's prediction.
 
@@ -381,5 +396,5 @@ def get_custom_integrated_gradients(
         max_batch = plan_max_batch(model, tuple(image.shape[1:]), image.device)
     return integrated_gradients(
         model, image, _as_target(target, model, image, max_batch), base, num_samples,
-        rule=rule, max_batch=max_batch,
+        rule=rule, max_batch=max_batch, tolerance=tolerance, max_steps=max_steps,
     )

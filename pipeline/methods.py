@@ -40,6 +40,8 @@ class Param:
     help: str
     choices: tuple[Any, ...] | None = None
     minimum: float | None = None
+    #: Open interval ``(low, high)`` the value must lie in.
+    between: tuple[float, float] | None = None
 
     def check(self, name: str, value: Any) -> str | None:
         """Return why ``value`` is not allowed for parameter ``name``, or None when it is."""
@@ -54,6 +56,9 @@ class Param:
             return f"expected {name} in {list(self.choices)}, got {value!r}"
         if self.minimum is not None and value < self.minimum:
             return f"expected {name} >= {self.minimum}, got {value!r}"
+        if self.between is not None and not self.between[0] < value < self.between[1]:
+            low, high = self.between
+            return f"expected {low:g} < {name} < {high:g}, got {value!r}"
         if isinstance(value, float) and not math.isfinite(value):
             return f"expected {name} to be finite, got {value!r}"
         return None
@@ -87,6 +92,8 @@ class MethodSpec:
     params: Mapping[str, Param] = field(default_factory=dict)
     has_delta: bool = False
     stochastic: bool = False
+    #: ``check(resolved_params) -> why they do not fit together, or None``.
+    check: Callable[[Mapping[str, Any]], str | None] | None = None
 
     def resolve(self, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
         """Defaults overlaid with ``given``; unknown or invalid values raise ``ValueError``."""
@@ -103,6 +110,10 @@ class MethodSpec:
             if problem:
                 raise ValueError(f"[methods.{self.name}] {problem}{where}")
             resolved[key] = float(value) if self.params[key].type is float else value
+        if self.check is not None:
+            problem = self.check(resolved)
+            if problem:
+                raise ValueError(f"[methods.{self.name}] {problem}{where}")
         return resolved
 
 
@@ -242,13 +253,29 @@ def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tens
 def _custom_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                params: Mapping[str, Any], max_batch: int,
                seeds: Sequence[int] | None = None, *,
-               baselines: torch.Tensor | None = None) -> torch.Tensor:
+               baselines: torch.Tensor | None = None) -> Any:
     from pipeline.custom_explainers import integrated_gradients
 
+    base = _baselines(images, params, seeds, baselines)
+    if params["rule"] == "adaptive":
+        from pipeline.adaptive import adaptive_integrated_gradients
+
+        res = adaptive_integrated_gradients(
+            model, images, targets, base, params["n_steps"], tolerance=params["tolerance"],
+            max_steps=params["max_steps"], max_batch=max_batch)
+        return res.attributions, {"steps": res.steps, "residual": res.residual,
+                                  "zero_gap": res.zero_gap}
     return integrated_gradients(
-        model, images, targets, _baselines(images, params, seeds, baselines), params["n_steps"],
-        rule=params["rule"], max_batch=max_batch,
+        model, images, targets, base, params["n_steps"], rule=params["rule"],
+        max_batch=max_batch,
     )
+
+
+def _check_adaptive(params: Mapping[str, Any]) -> str | None:
+    if params["rule"] == "adaptive" and params["max_steps"] < params["n_steps"]:
+        return (f"expected max_steps >= n_steps ({params['n_steps']}, the starting grid of "
+                f"rule adaptive), got {params['max_steps']}")
+    return None
 
 
 _STEPS = Param(int, 50, "points on the path from the baseline to the image", minimum=2)
@@ -292,9 +319,16 @@ METHODS: dict[str, MethodSpec] = {
             "custom_integrated_gradients", _custom_ig,
             "our chunked Integrated Gradients (seed rule by default)", "custom",
             {"n_steps": _STEPS,
-             "rule": Param(str, "seed", "quadrature rule", choices=QUADRATURE_RULES),
+             "rule": Param(str, "seed", "quadrature rule; adaptive: refine to a tolerance "
+                           "(n_steps is then the starting grid)",
+                           choices=(*QUADRATURE_RULES, "adaptive")),
+             "tolerance": Param(float, 0.01, "rule adaptive: stop when the summed interval "
+                                "residuals are at most this fraction of |F(x) - F(baseline)|",
+                                between=(0.0, 1.0)),
+             "max_steps": Param(int, 512, "rule adaptive: the most path points an image may "
+                                "use", minimum=2),
              **_BASELINE},
-            has_delta=True,
+            has_delta=True, check=_check_adaptive,
         ),
         MethodSpec(
             "input_x_gradient", _input_x_gradient,
@@ -352,7 +386,8 @@ def output_gap(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 
 def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
-              params: Mapping[str, Any], max_batch: int, seeds: Sequence[int] | None = None
+              params: Mapping[str, Any], max_batch: int, seeds: Sequence[int] | None = None,
+              info: dict[str, Any] | None = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run one method on a batch.
 
@@ -368,6 +403,9 @@ def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets:
         ``sum(A) - (F(x) - F(x_bar))`` and ``(N,)`` float32 output gap ``F(x) - F(x_bar)``
         (both NaN where the method has no completeness property). ``|delta| / |gap|`` is the
         relative completeness error.
+
+    ``info``, when given, receives what a method reports per image besides the maps
+    (``rule = "adaptive"``: ``steps``, ``residual``, ``zero_gap``, numpy ``(N,)``).
     """
     import torch
 
@@ -380,6 +418,10 @@ def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets:
         # Captum warns that it set requires_grad on the input, which is what we want.
         warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
         attr = spec.fn(model, images, targets, params, max_batch, seeds, **extra)
+    if isinstance(attr, tuple):  # (maps, per-image facts)
+        attr, facts = attr
+        if info is not None:
+            info.update(facts)
     if spec.has_delta:
         from pipeline.data import black_baseline
 

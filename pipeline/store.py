@@ -16,8 +16,9 @@ import zarr
 
 from pipeline.errors import StoreError
 
-#: 3: ``gap`` (per explainer) and ``mask`` (per image) were added.
-SCHEMA_VERSION = 3
+#: 3: ``gap`` (per explainer) and ``mask`` (per image) were added. 4: ``steps`` and
+#: ``residual`` (per explainer: adaptive Integrated Gradients).
+SCHEMA_VERSION = 4
 N_CLASSES = 1000
 #: The coordinate of the attribution-method axis. Not ``method``: that name collides with
 #: xarray's ``sel(method=...)`` argument, so ``ds.delta.sel(method="x")`` silently returned
@@ -30,6 +31,8 @@ EXPLAINER_ARRAYS: dict[str, tuple[tuple[str, ...], Any]] = {
     "gap": ((), np.nan),
     "aggregated": (("y", "x"), np.nan),
     "normalized": (("y", "x"), np.nan),
+    "steps": ((), np.nan),
+    "residual": ((), np.nan),
 }
 
 
@@ -154,7 +157,8 @@ def schema_problem(group: zarr.Group) -> str | None:
     if version == SCHEMA_VERSION:
         return None
     old = (" (its attribution axis is called `method`, now `explainer`)" if "method" in group
-           else " (it lacks the `gap` and `mask` arrays)" if version == 2 else "")
+           else " (it lacks the `gap` and `mask` arrays)" if version == 2
+           else " (it lacks the `steps` and `residual` arrays)" if version == 3 else "")
     return (f"Expected a store of schema version {SCHEMA_VERSION}, got version {version}"
             f"{old}. It was written by an older xai-pipeline and would be misread. Remove it "
             "with `xai clean` (same --dataset/--config/--out) and run again.")

@@ -252,12 +252,15 @@ def test_a_schema_1_store_is_refused_not_misread(tiny):
                     ("verify", "--config", str(config))):
         result = cli(*command)
         assert result.exit_code == 2, (command, result.output)
-        assert "schema version 3" in result.output and "xai clean" in result.output
+        assert "schema version 4" in result.output and "xai clean" in result.output
         assert "`method`" in result.output and "Traceback" not in result.output
     group.attrs["schema_version"] = 2  # the last version, without `gap` and `mask`
     del group["method"]
     result = cli("run", "--config", str(config))
     assert result.exit_code == 2 and "lacks the `gap` and `mask` arrays" in result.output
+    group.attrs["schema_version"] = 3  # without `steps` and `residual`
+    result = cli("run", "--config", str(config))
+    assert result.exit_code == 2 and "lacks the `steps` and `residual`" in result.output
     from pipeline.errors import StoreError
     from pipeline.store import open_dataset
 

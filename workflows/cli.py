@@ -313,6 +313,15 @@ def _print_completeness(rows: Any, limit: int) -> None:
                       f"{100 * c.worst:.2f}%", c.worst_image,
                       f"[{style}]{len(c.flagged)}[/]" if style else "0")
     out.print(table)
+    for c in rows:
+        a = c.adaptive
+        if a:
+            res = "-" if a["residual_median"] is None else f"{100 * a['residual_median']:.2f}%"
+            out.print(f"{c.method} (adaptive): path points per image median "
+                      f"{a['steps_median']:g}, 90th percentile {a['steps_p90']:g}, max "
+                      f"{a['steps_max']}; median residual {res}"
+                      + (f"; {a['zero_gap']} images with F(x) = F(baseline) stopped at the "
+                         "starting grid (residual NaN)" if a["zero_gap"] else ""))
     flagged = [c for c in rows if c.flagged]
     if flagged:
         threshold = flagged[0].threshold

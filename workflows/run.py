@@ -156,12 +156,17 @@ class Completeness:
     worst_image: str
     threshold: float
     flagged: list[tuple[str, float]]
+    #: ``rule = "adaptive"``: path points per image (median, 90th percentile, max), the
+    #: median final residual, and the images whose gap F(x) - F(baseline) was zero (they
+    #: stopped at the starting grid, residual NaN).
+    adaptive: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"method": self.method, "images": self.images, "median": self.median,
                 "worst": self.worst, "worst_image": self.worst_image,
                 "threshold": self.threshold,
-                "flagged": [{"image": i, "relative_error": r} for i, r in self.flagged]}
+                "flagged": [{"image": i, "relative_error": r} for i, r in self.flagged],
+                "adaptive": self.adaptive}
 
 
 def _plan(cfg: Config, n: int, records: Records, hashes: Hashes
@@ -254,8 +259,26 @@ def completeness_summary(group: Any, methods: Sequence[str], threshold: float
         above = above[np.argsort(-rel[above], kind="stable")]
         out.append(Completeness(
             method, int(done.size), float(np.median(rel[done])), float(rel[worst]),
-            str(ids[worst]), threshold, [(str(ids[i]), float(rel[i])) for i in above]))
+            str(ids[worst]), threshold, [(str(ids[i]), float(rel[i])) for i in above],
+            _adaptive_facts(group, slot)))
     return out
+
+
+def _adaptive_facts(group: Any, slot: int) -> dict[str, Any] | None:
+    """Steps and residuals of an adaptive IG method (None for the fixed rules)."""
+    if "steps" not in group:
+        return None
+    steps = np.asarray(array(group, "steps")[slot], dtype=np.float64)
+    residual = np.asarray(array(group, "residual")[slot], dtype=np.float64)
+    used = np.isfinite(steps)
+    if not used.any():
+        return None
+    s = steps[used]
+    r = residual[used & np.isfinite(residual)]
+    return {"steps_median": float(np.median(s)), "steps_p90": float(np.percentile(s, 90)),
+            "steps_max": int(s.max()), "steps_total": int(s.sum()),
+            "residual_median": float(np.median(r)) if r.size else None,
+            "zero_gap": int((used & ~np.isfinite(residual)).sum())}
 
 
 def skipped_images(group: Any, target: str) -> list[tuple[str, str]]:

@@ -317,6 +317,9 @@ def attribute_shard(task: Task) -> dict[str, Any]:
     raw = np.full((u.size, 3, crop, crop), np.nan, dtype=np.float32)
     delta = np.full(u.size, np.nan, dtype=np.float32)
     gap = np.full(u.size, np.nan, dtype=np.float32)
+    steps = np.full(u.size, np.nan, dtype=np.float32)
+    residual = np.full(u.size, np.nan, dtype=np.float32)
+    zero_gap = 0
     compute = 0.0
     if ok.size:
         with worker.device_lock(eng.device):
@@ -324,12 +327,18 @@ def attribute_shard(task: Task) -> dict[str, Any]:
             x = _to_input(data["pixels"][ok], eng.device)
             target = torch.as_tensor(classes[ok].astype(np.int64), device=eng.device)
             seeds = [image_seed(task.settings.seed, u.start + int(k)) for k in ok]
+            info: dict[str, Any] = {}
             with precision_mode(task.settings.precision, eng.device):
                 attr, d, g = attribute(METHODS[name], eng.model, x, target,
-                                       task.settings.methods[name], eng.max_batch, seeds)
+                                       task.settings.methods[name], eng.max_batch, seeds,
+                                       info=info)
             raw[ok] = attr.cpu().numpy()
             delta[ok] = d.cpu().numpy()
             gap[ok] = g.cpu().numpy()
+            if "steps" in info:  # rule = "adaptive"
+                steps[ok] = info["steps"]
+                residual[ok] = info["residual"]
+                zero_gap = int(np.sum(info["zero_gap"]))
             compute = time.perf_counter() - t0
     faults.point("attribute:before-write")
     group = open_store(task.store_path)
@@ -339,7 +348,10 @@ def attribute_shard(task: Task) -> dict[str, Any]:
         faults.point("attribute:mid-write")
         array(group, "delta")[slot, u.start:u.stop] = delta
         array(group, "gap")[slot, u.start:u.stop] = gap
-    return _done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch)
+        array(group, "steps")[slot, u.start:u.stop] = steps
+        array(group, "residual")[slot, u.start:u.stop] = residual
+    return _done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch,
+                 zero_gap=zero_gap)
 
 
 def _attribute_depends(cfg: Config, method: str | None, _weights: str) -> Any:
@@ -354,7 +366,8 @@ def _attribute_depends(cfg: Config, method: str | None, _weights: str) -> Any:
 
 register(Stage(
     "attribute", attribute_shard, reads=("pixels", "status", "pred", "label", "explainer"),
-    writes=("raw", "delta", "gap"), after=("ingest", "predict"), depends=_attribute_depends,
+    writes=("raw", "delta", "gap", "steps", "residual"), after=("ingest", "predict"),
+    depends=_attribute_depends,
     per_method=True, device=True,
     doc="one method for each image's predicted class (or label): raw maps, completeness "
         "errors and output gaps"))
