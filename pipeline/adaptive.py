@@ -41,6 +41,7 @@ class _Image:
     values: dict[float, float] = field(default_factory=dict)      # F(alpha)
     slopes: dict[float, float] = field(default_factory=dict)      # s(alpha)
     grads: dict[float, torch.Tensor] = field(default_factory=dict)
+    jumps: dict[tuple[float, float], float] = field(default_factory=dict)
     done: bool = False
     residual: float = float("nan")
     zero_gap: bool = False
@@ -93,6 +94,33 @@ def _to_bisect(residuals: np.ndarray, excess: float, room: int) -> list[int]:
     return sorted(chosen)
 
 
+#: Stopping criteria: ``completeness`` (the summed interval residuals against
+#: ``|F(x) - F(x_bar)|``) or ``map`` (an estimate of the map's relative L2 error from the
+#: gradient jumps across each interval, see :func:`map_error`).
+CRITERIA: tuple[str, ...] = ("completeness", "map")
+
+
+def interval_jumps(st: _Image, diff64: torch.Tensor) -> np.ndarray:
+    """Per interval ``[a, b]``: ``(b - a) / 2 * ||(g(b) - g(a)) * (x - x_bar)||``, the most
+    the trapezoid rule can be off on it (in L2 over the map) when the gradient jumps once
+    inside it, as it does on a ReLU network. Cached per interval."""
+    out = []
+    for a, b in zip(st.alphas[:-1], st.alphas[1:], strict=True):
+        if (a, b) not in st.jumps:
+            d = (st.grads[b].to(torch.float64) - st.grads[a].to(torch.float64)) * diff64
+            st.jumps[(a, b)] = (b - a) / 2 * float(d.norm())
+        out.append(st.jumps[(a, b)])
+    return np.asarray(out)
+
+
+def _weighted_sum(st: _Image, like: torch.Tensor) -> torch.Tensor:
+    """The trapezoid rule's gradient average on the image's current points, float64."""
+    total = torch.zeros(like.shape, dtype=torch.float64, device=like.device)
+    for weight, v in zip(trapezoid_weights(st.alphas), st.alphas, strict=True):
+        total += float(weight) * st.grads[v].to(torch.float64)
+    return total
+
+
 def trapezoid_weights(alphas: list[float]) -> np.ndarray:
     """Trapezoid weights of sorted nodes on [0, 1] (they sum to 1)."""
     a = np.asarray(alphas, dtype=np.float64)
@@ -114,6 +142,7 @@ def adaptive_integrated_gradients(
     max_steps: int = 512,
     max_batch: int = 32,
     max_points: int | None = None,
+    criterion: str = "completeness",
     gradient_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor],
                           tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> AdaptiveResult:
@@ -136,6 +165,12 @@ def adaptive_integrated_gradients(
         Largest number of samples in one forward/backward.
     max_points
         Most gradients held at once (default: ``max(max_steps, 16 * max_batch)``).
+    criterion
+        ``completeness`` (default): stop on the summed completeness residuals, as above.
+        ``map``: stop when the estimated relative L2 error of the map,
+        ``sqrt(sum jumps^2) / ||A||`` (:func:`interval_jumps`), is at most ``tolerance``,
+        and bisect the intervals with the largest jumps. The stored residual is the
+        completeness residual either way.
     gradient_fn
         ``(model, points, target) -> (F, grad)``; default :func:`values_and_gradients`.
     """
@@ -147,6 +182,8 @@ def adaptive_integrated_gradients(
         raise ValueError(f"Expected max_steps >= num_samples ({num_samples}), got {max_steps}.")
     if max_batch < 1:
         raise ValueError(f"Expected max_batch >= 1, got {max_batch}.")
+    if criterion not in CRITERIA:
+        raise ValueError(f"Expected a criterion in {', '.join(CRITERIA)}, got {criterion!r}.")
     fn = gradient_fn or values_and_gradients
     n = image.shape[0]
     capacity = max(max_steps, max_points or 16 * max_batch)
@@ -189,23 +226,25 @@ def adaptive_integrated_gradients(
                 st.done, st.zero_gap, st.residual = True, True, float("nan")
             else:
                 st.residual = total / abs(gap)
-                excess = total - tolerance * abs(gap)
+                if criterion == "map":
+                    jumps = interval_jumps(st, diff64[r])
+                    size = float((diff64[r] * _weighted_sum(st, diff64[r])).norm())
+                    # squared: independent per-interval errors add in quadrature
+                    score, excess = jumps ** 2, float((jumps ** 2).sum()) - (tolerance * size) ** 2
+                else:
+                    score, excess = res, total - tolerance * abs(gap)
                 room = max_steps - len(st.alphas)
                 if excess <= 0 or room <= 0:
                     st.done = True
                 else:
                     new = [(st.alphas[i] + st.alphas[i + 1]) / 2
-                           for i in _to_bisect(res, excess, room)]
+                           for i in _to_bisect(score, excess, room)]
                     st.alphas = sorted(st.alphas + new)
                     queue += [(r, v) for v in new]
             if st.done:
-                w = trapezoid_weights(st.alphas)
-                total_grad = torch.zeros(image.shape[1:], dtype=torch.float64,
-                                         device=image.device)
-                for weight, v in zip(w, st.alphas, strict=True):
-                    total_grad += float(weight) * st.grads[v].to(torch.float64)
-                acc[r] = total_grad
+                acc[r] = _weighted_sum(st, diff64[r])
                 st.grads.clear()
+                st.jumps.clear()
                 active.remove(r)
     attributions = (diff64 * acc).to(image.dtype)
     return AdaptiveResult(

@@ -175,6 +175,7 @@ def integrated_gradients(
     factor_stem: bool = True,
     tolerance: float = 0.01,
     max_steps: int = 512,
+    criterion: str = "completeness",
 ) -> torch.Tensor:
     """Chunked Integrated Gradients: ``(x - x_bar) * sum_k w_k grad f_c(x_bar + a_k (x - x_bar))``.
 
@@ -218,7 +219,7 @@ def integrated_gradients(
 
         return adaptive_integrated_gradients(
             model, image, target, baseline, num_samples, tolerance=tolerance,
-            max_steps=max_steps, max_batch=max_batch).attributions
+            max_steps=max_steps, max_batch=max_batch, criterion=criterion).attributions
     grad_fn = gradient_fn or input_gradient
     alphas_np, weights_np = quadrature(rule, num_samples)
     split = affine_stem(model) if factor_stem else None
@@ -362,6 +363,7 @@ def get_custom_integrated_gradients(
     target: torch.Tensor | int | None = None,
     tolerance: float = 0.01,
     max_steps: int = 512,
+    criterion: str = "completeness",
 ) -> torch.Tensor:
     """The seed's Integrated Gradients: ``(x - x_bar) * mean of the gradients on the path``.
 
@@ -397,4 +399,5 @@ def get_custom_integrated_gradients(
     return integrated_gradients(
         model, image, _as_target(target, model, image, max_batch), base, num_samples,
         rule=rule, max_batch=max_batch, tolerance=tolerance, max_steps=max_steps,
+        criterion=criterion,
     )

@@ -262,7 +262,7 @@ def _custom_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
         res = adaptive_integrated_gradients(
             model, images, targets, base, params["n_steps"], tolerance=params["tolerance"],
-            max_steps=params["max_steps"], max_batch=max_batch)
+            max_steps=params["max_steps"], max_batch=max_batch, criterion=params["criterion"])
         return res.attributions, {"steps": res.steps, "residual": res.residual,
                                   "zero_gap": res.zero_gap}
     return integrated_gradients(
@@ -327,6 +327,9 @@ METHODS: dict[str, MethodSpec] = {
                                 between=(0.0, 1.0)),
              "max_steps": Param(int, 512, "rule adaptive: the most path points an image may "
                                 "use", minimum=2),
+             "criterion": Param(str, "completeness", "rule adaptive: stop on the completeness "
+                                "residual, or on the map's estimated L2 error",
+                                choices=("completeness", "map")),
              **_BASELINE},
             has_delta=True, check=_check_adaptive,
         ),

@@ -73,8 +73,9 @@ def test_a_linear_model_stops_at_the_starting_grid_with_the_exact_answer() -> No
     assert (res.residual < 1e-12).all()
 
 
+@pytest.mark.parametrize("criterion", ["completeness", "map"])
 @pytest.mark.parametrize("b", [-0.7, 0.3])
-def test_one_kink_is_found_and_the_answer_converges(b: float) -> None:
+def test_one_kink_is_found_and_the_answer_converges(b: float, criterion: str) -> None:
     torch.manual_seed(1)
     w = torch.randn(1, 3, 4, 4, dtype=torch.float64)
     x = torch.randn(1, 3, 4, 4, dtype=torch.float64)
@@ -84,10 +85,11 @@ def test_one_kink_is_found_and_the_answer_converges(b: float) -> None:
     fixed = integrated_gradients(model, x, torch.tensor([0]), x0, 17, rule="trapezoid",
                                  factor_stem=False)
     res = adaptive_integrated_gradients(model, x, torch.tensor([0]), x0, 17,
-                                        tolerance=1e-4, max_steps=512)
+                                        tolerance=1e-4, max_steps=512, criterion=criterion)
     err = float((res.attributions[0] - exact).norm() / exact.norm())
     err_fixed = float((fixed[0] - exact).norm() / exact.norm())
-    assert res.residual[0] <= 1e-4
+    if criterion == "completeness":
+        assert res.residual[0] <= 1e-4
     assert err <= 2e-4 and err < err_fixed / 10
     assert res.steps[0] < 17 + 30, "bisection homes in on the one interval with the kink"
 
@@ -102,6 +104,13 @@ def test_results_do_not_depend_on_batching_or_grouping() -> None:
     a = adaptive_integrated_gradients(model, x, target, x0, 9, tolerance=0.003, max_batch=64)
     b = adaptive_integrated_gradients(model, x, target, x0, 9, tolerance=0.003, max_batch=3,
                                       max_points=40)
+    m1 = adaptive_integrated_gradients(model, x, target, x0, 9, tolerance=0.003, max_batch=64,
+                                       criterion="map")
+    m2 = adaptive_integrated_gradients(model, x, target, x0, 9, tolerance=0.003, max_batch=5,
+                                       criterion="map", max_points=30)
+    assert m1.steps.tolist() == m2.steps.tolist()
+    np.testing.assert_allclose(m1.attributions.numpy(), m2.attributions.numpy(), rtol=1e-10,
+                               atol=1e-14)
     assert a.steps.tolist() == b.steps.tolist()
     assert (a.steps > 9).any(), "something was refined"
     np.testing.assert_allclose(a.attributions.numpy(), b.attributions.numpy(), rtol=1e-10,
@@ -113,6 +122,7 @@ def test_results_do_not_depend_on_batching_or_grouping() -> None:
                                a.attributions.numpy(), rtol=1e-10, atol=1e-14)
 
 
+@pytest.mark.slow
 def test_a_tighter_tolerance_uses_more_points_and_gets_closer() -> None:
     torch.manual_seed(3)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
@@ -147,6 +157,7 @@ def test_a_zero_gap_stops_at_the_starting_grid_with_a_nan_residual() -> None:
 @pytest.mark.parametrize(("kw", "match"), [
     ({"tolerance": 0.0}, "0 < tolerance < 1"), ({"tolerance": 1.0}, "0 < tolerance < 1"),
     ({"max_steps": 4}, "max_steps >= num_samples"), ({"max_batch": 0}, "max_batch >= 1"),
+    ({"criterion": "psychic"}, "criterion in completeness, map"),
 ])
 def test_bad_settings_are_refused(kw, match) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(12, 2))

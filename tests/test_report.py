@@ -12,6 +12,7 @@ import pytest
 import zarr
 
 from pipeline import report as rp
+from pipeline.methods import DEFAULT_METHODS
 from tests.workflow_helpers import cli, make_images, run_ok, run_subprocess, write_config
 from workflows.state import Records
 
@@ -126,19 +127,21 @@ def test_link_tree_links_every_file_but_temporaries(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- the stage
 
 
-def _tiny(tmp_path: Path, names: list[str] | None = None, extra: str = "") -> tuple[Path, Path]:
+def _tiny(tmp_path: Path, names: list[str] | None = None, extra: str = "",
+          methods: tuple[str, ...] = ("gradient", "integrated_gradients")
+          ) -> tuple[Path, Path]:
     make_images(tmp_path / "images", n=5)
     for name in names or []:
         (tmp_path / "images" / name).write_bytes((tmp_path / "images" / "img0.png").read_bytes())
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
-                          extra=extra)
+                          extra=extra, methods=methods)
     return config, tmp_path / "runs" / "tiny"
 
 
 @pytest.fixture(scope="module")
 def tiny_report(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("report")
-    config, run_dir = _tiny(tmp, [XSS, "quote\"d 'é' 猫.png"])
+    config, run_dir = _tiny(tmp, [XSS, "quote\"d 'é' 猫.png"], methods=DEFAULT_METHODS)
     result = run_ok(config)
     assert "report:" in result.output  # type: ignore[attr-defined]
     return config, run_dir
@@ -265,6 +268,7 @@ def _stamp(run_dir: Path) -> str:
     return json.loads((run_dir / "report" / "data" / "build.json").read_text())["stamp"]
 
 
+@pytest.mark.slow
 def test_a_report_killed_while_publishing_leaves_the_old_one(tmp_path: Path) -> None:
     config, run_dir = _tiny(tmp_path)
     run_ok(config)
