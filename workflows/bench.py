@@ -316,6 +316,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     _render(res, reporter, quick)
     _pixel_flipping(res, reporter, quick)
     _report(res, reporter, quick)
+    _adaptive(res, reporter, quick, dev)
     _memory(res, dev, size, mb, quick, reporter)
     _checks(res)
     return res
@@ -598,6 +599,32 @@ def _report(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> N
         reporter(f"  built in {m['total_s']:.1f} s; no Chromium here, first screen not timed")
 
 
+def _adaptive(res: BenchResult, reporter: Callable[[str], None], quick: bool,
+              dev: torch.device) -> None:
+    """Gradient evaluations per image to reach 1% and 5% of a float64 reference, per rule."""
+    if quick:
+        reporter("IG to a tolerance: skipped with --quick (python -m workflows.bench_adaptive)")
+        return
+    from workflows.bench_adaptive import measure
+
+    reporter("IG to a tolerance: evaluations per image to 1% / 5% of a float64 reference")
+    on_gpu = dev.type == "cuda"
+    m = measure(images=8 if on_gpu else 4, size=224 if on_gpu else 32,
+                ref_steps=2048 if on_gpu else 1024, device=str(dev),
+                grid_max=512 if on_gpu else 256, reporter=reporter)
+    for case, r in m.items():
+        for rule, entry in r["rules"].items():
+            one, five = entry["1%"]["evaluations"], entry["5%"]["evaluations"]
+            note = (f"{case}: to 1% median {one['median']}, p90 {one['p90']}; to 5% median "
+                    f"{five['median']}, p90 {five['p90']}")
+            secs = entry["1%"]["seconds"]["median"]
+            res.rows.append(Row("adaptive", f"{case} {rule}", None, secs, None, None, note,
+                                method=rule, variant=case))
+        for name, s in r["savings"].items():
+            if s["median_ratio"] is not None:
+                res.params[f"{name}_vs_best_fixed_{case}"] = round(s["median_ratio"], 3)
+
+
 def _ratio(res: BenchResult, a: tuple[str, str, str], b: tuple[str, str, str]) -> float:
     return (res.row(*a).images_per_s or 0.0) / (res.row(*b).images_per_s or float("nan"))
 
@@ -645,6 +672,9 @@ def _checks(res: BenchResult) -> None:
     if "report_build_s" in res.params:
         n = res.row("report", "report", "build").name.split("(")[1].split(" ")[0]
         add((f"report_build_{n}_images_s", float(res.params["report_build_s"]), "s"))
+    for key, value in res.params.items():
+        if key.startswith("adaptive") and "_vs_best_fixed_" in key:
+            add((f"{key}_1pct_median_evaluations", float(value), "x"))
     if "report_first_screen_s" in res.params:
         add(("report_first_screen_s", float(res.params["report_first_screen_s"]), "s"))
     add(("whole_run_over_attribute_streaming",
