@@ -58,10 +58,14 @@ def _first_reaching(errors: np.ndarray, costs: np.ndarray, threshold: float) -> 
 
 
 def _stats(v: np.ndarray) -> dict[str, float | None]:
-    f = v[np.isfinite(v)]
-    return {"median": float(np.median(v)) if f.size == v.size else None,
-            "p90": float(np.percentile(v, 90)) if f.size == v.size else None,
-            "reached": int(f.size)}
+    """Median and 90th percentile over images; an image that never got there counts as
+    infinitely costly (a statistic it decides is None: "beyond the grid")."""
+    w = np.where(np.isfinite(v), v, np.inf)
+    med = float(np.percentile(w, 50, method="lower" if w.size % 2 else "linear"))
+    p90 = float(np.percentile(w, 90, method="higher"))
+    return {"median": med if np.isfinite(med) else None,
+            "p90": p90 if np.isfinite(p90) else None,
+            "reached": int(np.isfinite(v).sum())}
 
 
 def measure_model(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
