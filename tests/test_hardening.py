@@ -44,7 +44,8 @@ def _evaluation(store: Path) -> dict[str, np.ndarray]:
 def _reference(tmp_path_factory, extra: str):
     tmp = tmp_path_factory.mktemp("reference")
     make_images(tmp / "images")
-    config = write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs", extra=extra)
+    config = write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs", extra=extra,
+                          report=True)
     _run(config)
     run_dir = tmp / "runs" / "tiny"
     sheets = {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")}
@@ -76,7 +77,8 @@ def reference_evaluated(tmp_path_factory):
 @pytest.fixture()
 def tiny(tmp_path):
     make_images(tmp_path / "images")
-    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs")
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
+                          report=True)
     return config, tmp_path / "runs" / "tiny"
 
 
@@ -160,7 +162,7 @@ def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, request, fault):
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
     make_images(tmp_path / "images")
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
-                          params={"integrated_gradients": {"n_steps": 4}})
+                          params={"integrated_gradients": {"n_steps": 4}}, report=True)
     run_dir = tmp_path / "runs" / "tiny"
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
                           env={"XAI_SLOW_SHARD_S": "0.5"})

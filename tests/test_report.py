@@ -134,7 +134,7 @@ def _tiny(tmp_path: Path, names: list[str] | None = None, extra: str = "",
     for name in names or []:
         (tmp_path / "images" / name).write_bytes((tmp_path / "images" / "img0.png").read_bytes())
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
-                          extra=extra, methods=methods)
+                          extra=extra, methods=methods, report=True)
     return config, tmp_path / "runs" / "tiny"
 
 
@@ -247,7 +247,8 @@ def test_a_run_whose_images_were_all_skipped_gets_a_report_that_says_so(tmp_path
     (tmp_path / "images").mkdir()
     for k in range(3):
         (tmp_path / "images" / f"bad{k}.jpg").write_bytes(b"not an image")
-    config = write_config(tmp_path / "bad.toml", tmp_path / "images", tmp_path / "runs")
+    config = write_config(tmp_path / "bad.toml", tmp_path / "images", tmp_path / "runs",
+                          report=True)
     run_ok(config)
     report = tmp_path / "runs" / "bad" / "report"
     manifest = _payload(report / "data" / "manifest.js")

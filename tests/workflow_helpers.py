@@ -50,8 +50,13 @@ ARRAYS = ("status", "label", "pixels", "logits", "pred", "prob", "raw", "delta",
 
 def write_config(path: Path, root: Path, out: Path, *, shard_size: int = 2,
                  params: dict[str, dict[str, object]] | None = None, extra: str = "",
-                 methods: Sequence[str] = DEFAULT_METHODS, run_extra: str = "") -> Path:
+                 methods: Sequence[str] = DEFAULT_METHODS, run_extra: str = "",
+                 report: bool = False) -> Path:
+    """A tiny plain-folder config. The report stage is off unless ``report`` (it adds about
+    2 s to every run; the report's own tests and the crash matrix turn it on)."""
     params = {**TINY_PARAMS, **(params or {})}
+    if not report and "[report]" not in extra:
+        extra += "\n[report]\nenabled = false\n"
     lines = [
         "[dataset]", 'layout = "plain"', f'root = "{root}"', "resize = 40", "crop = 32", "",
         "[model]", 'weights = "random"', 'head = "softmax"', "",
