@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipeline.adaptive import values_and_gradients
 from pipeline.data import black_baseline
 from pipeline.stem import AffineStem, affine_stem
 
@@ -65,12 +66,7 @@ def input_gradient(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor)
     torch.Tensor
         ``(B, 3, H, W)``, the dtype of ``inputs``.
     """
-    x = inputs.detach().requires_grad_(True)
-    with torch.enable_grad():
-        out = model(x)
-        selected = out.gather(1, target.view(-1, 1).to(out.device)).sum()
-        (grad,) = torch.autograd.grad(selected, x)
-    return grad
+    return values_and_gradients(model, inputs, target)[1]
 
 
 def get_custom_gradient(

@@ -155,6 +155,18 @@ def downstream(name: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def upstream(name: str) -> set[str]:
+    """Every stage whose output ``name`` reads (transitively)."""
+    out: set[str] = set()
+    todo = list(stages()[name].after)
+    while todo:
+        up = todo.pop()
+        if up not in out:
+            out.add(up)
+            todo += list(STAGES[up].after)
+    return out
+
+
 def make_units(stage: Stage, n: int, cfg: Config) -> list[Unit]:
     """The units of ``stage`` over ``n`` images: fixed, contiguous runs (the last may be short)."""
     size = stage.unit_size(cfg)

@@ -33,7 +33,7 @@ from pipeline import report as rp
 from pipeline.store import array, explainer_index, explainers, open_store
 from workflows import faults
 from workflows.config import Config
-from workflows.registry import STAGES, Stage, register
+from workflows.registry import Stage, register, upstream
 from workflows.stages import _done, explained_status
 from workflows.state import atomic_write_bytes, disk_errors, read_json
 
@@ -380,18 +380,6 @@ def _horizontal() -> dict[str, Any]:
     return {"orientation": "horizontal"} if (major, minor) >= (3, 10) else {"vert": False}
 
 
-def upstream(name: str) -> set[str]:
-    """The stages ``name`` reads from, transitively."""
-    out: set[str] = set()
-    todo = list(STAGES[name].after)
-    while todo:
-        up = todo.pop()
-        if up not in out:
-            out.add(up)
-            todo += list(STAGES[up].after)
-    return out
-
-
 def missing_stages(cfg: Config, planned: Mapping[str, Sequence[Any]], records: Any,
                    hashes: Mapping[tuple[str, str | None], str]) -> list[str]:
     """The report's input stages with units not complete under this config."""
@@ -679,4 +667,4 @@ def previous_summary(run_dir: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-__all__ = ["STAGES", "build_report", "missing_stages", "previous_summary", "report_shard"]
+__all__ = ["build_report", "missing_stages", "previous_summary", "report_shard"]
