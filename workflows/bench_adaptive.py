@@ -10,11 +10,19 @@ float64, and its own distance from ``ref_steps // 2`` points is reported.
 Models: ResNet18 with seeded random weights (both heads) and the trained ``evidence`` model
 (softmax and logits). Run alone with ``python -m workflows.bench_adaptive``; ``xai bench``
 runs a small case.
+
+The oracle section (:func:`oracle_bounds`) asks how much any placement of path points could
+save: it evaluates each image's path on a dense uniform grid once, then, knowing the answer,
+counts the points three placements need: the uniform trapezoid (the exact smallest ``n``, not
+a grid of step counts), greedy bisection on each interval's true error (the best that the
+bisection the adaptive rule does can do), and uniform points on the best window of the path
+plus its two ends (the best "find the band, then sample it evenly" can do).
 """
 
 from __future__ import annotations
 
 import copy
+import itertools
 import sys
 import time
 from collections.abc import Sequence
@@ -26,8 +34,13 @@ import torch
 RULES = ("seed", "trapezoid", "gausslegendre")
 #: The adaptive variants measured: name -> stopping criterion.
 ADAPTIVE = {"adaptive": "completeness", "adaptive-map": "map"}
-STEP_GRID = (8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-TOLERANCES = (0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005, 0.003, 0.001)
+#: Fixed-rule step counts, about 10% apart, so that the per-image count a rule needs is not
+#: rounded up by more than that (a coarse grid flatters whichever rule is not on it).
+STEP_GRID = (8, 9, 10, 11, 12, 13, 14, 16, 18, 20, 22, 24, 26, 29, 32, 35, 38, 42, 46, 51,
+             56, 62, 68, 75, 82, 90, 99, 109, 120, 132, 145, 160, 176, 194, 213, 234, 256,
+             282, 310, 341, 375, 412, 453, 498, 512)
+TOLERANCES = (0.2, 0.15, 0.1, 0.07, 0.05, 0.04, 0.03, 0.025, 0.02, 0.015, 0.01, 0.007, 0.005,
+              0.003, 0.002, 0.001)
 THRESHOLDS = (0.01, 0.05)
 
 
@@ -104,6 +117,7 @@ def measure_model(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
         reporter(f"    {rule:13s} " + _line(out["rules"][rule]))
     for name, criterion in ADAPTIVE.items():
         errs, evals, secs = [], [], []
+        per_tolerance = []
         for tol in tolerances:
             res, seconds = _timed(lambda tol=tol, c=criterion: adaptive_integrated_gradients(
                 model, x, target, base, start, tolerance=tol, max_steps=max(grid[-1], start),
@@ -111,10 +125,22 @@ def measure_model(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
             errs.append(_errors(res.attributions, ref))
             evals.append(res.steps.astype(np.float64))
             secs.append(seconds * res.steps / max(res.steps.sum(), 1))
+            # what one tolerance, the same for every image, gives (no oracle)
+            per_tolerance.append({
+                "tolerance": tol, "steps_median": float(np.median(res.steps)),
+                "steps_max": int(res.steps.max()),
+                "error_median": float(np.median(errs[-1])),
+                "error_p90": float(np.percentile(errs[-1], 90)),
+                "error_max": float(errs[-1].max())})
             if errs[-1].max() <= min(THRESHOLDS):
                 break
         out["rules"][name] = _summarise(np.stack(errs), np.stack(evals), np.stack(secs))
+        out["rules"][name]["per_tolerance"] = per_tolerance
         reporter(f"    {name:13s} " + _line(out["rules"][name]))
+        for row in per_tolerance:
+            reporter(f"      tolerance {row['tolerance']}: steps median {row['steps_median']:.0f}"
+                     f" (max {row['steps_max']}); L2 error median {row['error_median']:.4f}, "
+                     f"p90 {row['error_p90']:.4f}, max {row['error_max']:.4f}")
     return out
 
 
@@ -126,7 +152,8 @@ def _summarise(errs: np.ndarray, evals: np.ndarray, secs: np.ndarray) -> dict[st
 
 def _line(entry: dict[str, Any]) -> str:
     parts = []
-    for t, e in entry.items():
+    for t in (f"{int(100 * t)}%" for t in THRESHOLDS):
+        e = entry[t]
         ev = e["evaluations"]
         parts.append(f"to {t}: {ev['median'] if ev['median'] is not None else '>grid'} evals "
                      f"median, p90 {ev['p90'] if ev['p90'] is not None else '>grid'}")
@@ -149,12 +176,175 @@ def savings(result: dict[str, Any], threshold: str = "1%", name: str = "adaptive
                                  and ad["p90"] <= ok[best]["p90"])}
 
 
+def dense_path(model: torch.nn.Module, image: torch.Tensor, target: torch.Tensor,
+               baseline: torch.Tensor, points: int, max_batch: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """One image's path on ``points + 1`` uniform nodes ``alpha_k = k / points``.
+
+    Parameters
+    ----------
+    image, baseline
+        ``(1, 3, H, W)``.
+    target
+        ``(1,)``.
+
+    Returns
+    -------
+    ``D[k] = grad F(alpha_k) * (x - x_bar)`` flattened, ``(points + 1, 3 * H * W)`` float32,
+    and ``F(alpha_k)``, ``(points + 1,)`` float64.
+    """
+    from pipeline.adaptive import values_and_gradients
+
+    diff = image - baseline
+    alphas = torch.arange(points + 1, dtype=torch.float64) / points
+    rows, values = [], []
+    for lo in range(0, points + 1, max_batch):
+        a = alphas[lo:lo + max_batch].to(image.dtype).to(image.device).view(-1, 1, 1, 1)
+        pts = torch.where(a == 1.0, image, baseline + a * diff)
+        f, g = values_and_gradients(model, pts, target.expand(a.shape[0]))
+        rows.append((g * diff).flatten(1).float().cpu().numpy())
+        values.append(f.double().cpu().numpy())
+    return np.concatenate(rows), np.concatenate(values)
+
+
+class DensePath:
+    """A path known on a dense uniform grid; node sets are indices into it.
+
+    The reference is the trapezoid rule on every node; an interval's error is what the
+    trapezoid on its two ends misses of the dense rule inside it (a vector over the map).
+    """
+
+    def __init__(self, d: np.ndarray) -> None:
+        self.d = d
+        self.k = d.shape[0] - 1
+        prefix = np.zeros(d.shape, dtype=np.float64)
+        np.add(d[:-1], d[1:], out=prefix[1:], dtype=np.float64)
+        prefix[1:] /= 2 * self.k
+        np.cumsum(prefix, axis=0, out=prefix)
+        self.prefix = prefix
+        self.ref = prefix[-1]
+        self.norm = float(np.linalg.norm(self.ref))
+
+    def interval_error(self, p: int, q: int) -> np.ndarray:
+        """Trapezoid on ``[p, q]`` minus the dense rule there ``(3 * H * W,)``."""
+        return ((q - p) / (2 * self.k) * (self.d[p].astype(np.float64) + self.d[q])
+                - (self.prefix[q] - self.prefix[p]))
+
+    def error(self, nodes: np.ndarray) -> float:
+        """Relative L2 distance of the trapezoid rule on ``nodes`` (sorted, with both ends)
+        from the reference."""
+        a = nodes / self.k
+        w = np.zeros(len(nodes))
+        w[:-1] += np.diff(a) / 2
+        w[1:] += np.diff(a) / 2
+        return float(np.linalg.norm(w @ self.d[nodes].astype(np.float64) - self.ref)) / self.norm
+
+    def uniform(self, n: int) -> np.ndarray:
+        return np.unique(np.round(np.linspace(0.0, 1.0, n) * self.k).astype(np.int64))
+
+
+def uniform_needed(path: DensePath, threshold: float, n_max: int) -> int | None:
+    """The fewest uniform trapezoid nodes within ``threshold`` (None: not within ``n_max``)."""
+    return next((n for n in range(2, n_max + 1) if path.error(path.uniform(n)) <= threshold),
+                None)
+
+
+def bisection_needed(path: DensePath, threshold: float, start: int, n_max: int) -> int | None:
+    """Nodes that greedy bisection needs when it knows each interval's true error: start on
+    ``start`` uniform nodes, always bisect the interval with the largest error (L2 norm)."""
+    import heapq
+
+    nodes = [int(v) for v in path.uniform(start)]
+    total = sum(path.interval_error(p, q) for p, q in itertools.pairwise(nodes))
+    heap = [(-float(np.linalg.norm(path.interval_error(p, q))), p, q)
+            for p, q in itertools.pairwise(nodes)]
+    heapq.heapify(heap)
+    n = len(nodes)
+    while n <= n_max:
+        if float(np.linalg.norm(total)) / path.norm <= threshold:
+            return n
+        if not heap:
+            return None
+        _, p, q = heapq.heappop(heap)
+        if q - p < 2:
+            continue  # exact at the dense grid's resolution
+        m = (p + q) // 2
+        left, right = path.interval_error(p, m), path.interval_error(m, q)
+        total = total - path.interval_error(p, q) + left + right
+        heapq.heappush(heap, (-float(np.linalg.norm(left)), p, m))
+        heapq.heappush(heap, (-float(np.linalg.norm(right)), m, q))
+        n += 1
+    return None
+
+
+def window_needed(path: DensePath, threshold: float, n_max: int, parts: int = 32
+                  ) -> int | None:
+    """Nodes needed by the best window: both ends of the path plus uniform nodes on
+    ``[a, b]``, the window (on a grid of ``parts``) chosen per node count knowing the answer.
+    The window ``[0, 1]`` is the uniform rule, so this never needs more than it."""
+    windows = [(a, b) for a in range(parts) for b in range(a + 1, parts + 1)]
+    for n in range(3, n_max + 1):
+        for a, b in windows:
+            inner = n - (a > 0) - (b < parts)
+            if inner < 2:
+                continue
+            nodes = np.unique(np.concatenate([
+                [0], np.round(np.linspace(a / parts, b / parts, inner) * path.k), [path.k]]
+            ).astype(np.int64))
+            if len(nodes) == n and path.error(nodes) <= threshold:
+                return n
+    return None
+
+
+def oracle_bounds(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
+                  base: torch.Tensor, *, points: int = 2048, start: int = 9,
+                  n_max: int = 512, max_batch: int = 32, reporter: Any = print
+                  ) -> dict[str, Any]:
+    """Per threshold, the path points each oracle placement needs (median, p90 and per
+    image) and the most any placement of these kinds saves over the uniform rule at the
+    median image. The dense grid's own distance from half its nodes is reported."""
+    found: dict[str, dict[str, list[float]]] = {
+        f"{int(100 * t)}%": {"uniform": [], "bisection": [], "window": []} for t in THRESHOLDS}
+    dense_err = []
+    for i in range(x.shape[0]):
+        d, _ = dense_path(model, x[i:i + 1], target[i:i + 1], base[i:i + 1], points, max_batch)
+        path = DensePath(d)
+        dense_err.append(path.error(np.arange(0, path.k + 1, 2)))
+        for t in THRESHOLDS:
+            row = found[f"{int(100 * t)}%"]
+            u = uniform_needed(path, t, n_max)
+            b = bisection_needed(path, t, start, n_max)
+            w = window_needed(path, t, u) if u is not None else None
+            for key, v in (("uniform", u), ("bisection", b), ("window", w)):
+                row[key].append(float(v) if v is not None else float("nan"))
+        one = {k: v[-1] for k, v in found["1%"].items()}
+        reporter(f"    oracle, image {i}: to 1%: uniform {one['uniform']:.0f}, bisection "
+                 f"{one['bisection']:.0f}, window {one['window']:.0f}")
+    out: dict[str, Any] = {"points": points, "dense_half_median": float(np.median(dense_err)),
+                           "dense_half_max": float(np.max(dense_err))}
+    reporter(f"    oracle dense grid: {points} steps; distance from {points // 2}: median "
+             f"{out['dense_half_median']:.1e}, max {out['dense_half_max']:.1e}")
+    for label, row in found.items():
+        stats = {k: _stats(np.asarray(v)) for k, v in row.items()}
+        best = min(stats["bisection"]["median"] or np.inf, stats["window"]["median"] or np.inf)
+        ratio = (stats["uniform"]["median"] / best
+                 if stats["uniform"]["median"] is not None and np.isfinite(best) else None)
+        out[label] = {"per_image": row, **stats, "best_median_ratio": ratio}
+        reporter(f"    oracle to {label}: " + ", ".join(
+            f"{k} median {s['median']}, p90 {s['p90']}" for k, s in stats.items())
+            + (f"; at most {ratio:.2f}x fewer than uniform at the median" if ratio else ""))
+    return out
+
+
 def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str = "cpu",
             start: int = 9, quick: bool = False, reporter: Any = print, grid_max: int = 512,
             cases: Sequence[str] = ("random/softmax", "random/logits", "evidence/softmax",
-                                    "evidence/logits")) -> dict[str, Any]:
+                                    "evidence/logits"),
+            oracle: int = 0, oracle_points: int = 2048) -> dict[str, Any]:
     """Random-weight ResNet18 (both heads, ``size`` px) and the evidence model (its own size,
-    both heads): the numbers of :func:`measure_model` per case and the savings."""
+    both heads): the numbers of :func:`measure_model` per case and the savings, and with
+    ``oracle`` > 0 :func:`oracle_bounds` on that many of the images (``oracle_points`` dense
+    steps)."""
     from pipeline.data import black_baseline
     from pipeline.evidence import TrainSettings, evidence_batch
     from pipeline.evidence_model import _inputs
@@ -204,6 +394,8 @@ if __name__ == "__main__":
                      ref_steps=int(args.get("ref_steps", 2048)),
                      device=args.get("device", "cpu"), start=int(args.get("start", 9)),
                      grid_max=int(args.get("grid_max", 512)),
+                     oracle=int(args.get("oracle", 0)),
+                     oracle_points=int(args.get("oracle_points", 2048)),
                      cases=tuple(args["cases"].split(",")) if "cases" in args else (
                          "random/softmax", "random/logits", "evidence/softmax",
                          "evidence/logits"))
