@@ -74,8 +74,9 @@ def _stats(v: np.ndarray) -> dict[str, float | None]:
     """Median and 90th percentile over images; an image that never got there counts as
     infinitely costly (a statistic it decides is None: "beyond the grid")."""
     w = np.where(np.isfinite(v), v, np.inf)
-    med = float(np.percentile(w, 50, method="lower" if w.size % 2 else "linear"))
-    p90 = float(np.percentile(w, 90, method="higher"))
+    with np.errstate(invalid="ignore"):  # inf - inf between the middle two: NaN, beyond
+        med = float(np.percentile(w, 50, method="lower" if w.size % 2 else "linear"))
+        p90 = float(np.percentile(w, 90, method="higher"))
     return {"median": med if np.isfinite(med) else None,
             "p90": p90 if np.isfinite(p90) else None,
             "reached": int(np.isfinite(v).sum())}
@@ -382,6 +383,10 @@ def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str 
                     reporter(f"    {name} vs {s['best_fixed']}: {s['median_ratio']:.2f}x fewer "
                              f"evaluations to 1% at the median image; p90 no worse: "
                              f"{s['p90_no_worse']}")
+            if oracle > 0:
+                r["oracle"] = oracle_bounds(model, x[:oracle], target[:oracle],
+                                            black_baseline(x[:oracle]), points=oracle_points,
+                                            start=start, n_max=grid[-1], reporter=reporter)
             out[f"{weights}/{head}"] = r
     return out
 
