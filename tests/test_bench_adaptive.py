@@ -13,6 +13,7 @@ from workflows.bench_adaptive import (
     DensePath,
     bisection_needed,
     dense_path,
+    density_bound,
     uniform_needed,
     window_needed,
 )
@@ -101,3 +102,12 @@ def test_dense_path_of_a_linear_model_is_its_weights_times_the_difference():
         ends = model(torch.cat([base, x]))[:, 1].numpy()
     np.testing.assert_allclose(f[[0, -1]], ends, rtol=1e-12)
     np.testing.assert_allclose(np.diff(f), np.diff(f)[0], rtol=1e-9)  # linear in alpha
+
+
+def test_the_density_bound_is_one_for_even_roughness_and_two_for_a_quarter_of_the_path():
+    # odd nodes carry the map, even ones nothing: every block's trapezoid misses the same
+    odd = (np.arange(K + 1) % 2).astype(float)
+    assert density_bound(_path(odd), blocks=16) == pytest.approx(1.0)
+    band = odd * ((np.arange(K + 1) >= 64) & (np.arange(K + 1) <= 128))
+    # rough on 4 of 16 blocks: sqrt(mean c) / mean(sqrt c) = 1 / sqrt(1/4)
+    assert density_bound(_path(band), blocks=16) == pytest.approx(2.0)
