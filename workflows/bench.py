@@ -683,6 +683,8 @@ def _checks(res: BenchResult) -> None:
     for key, value in res.params.items():
         if key.startswith("adaptive") and "_vs_best_fixed_" in key:
             add((f"{key}_1pct_median_evaluations", float(value), "x"))
+        if key.startswith("oracle_placement_vs_uniform_"):
+            add((f"{key}_1pct_median_evaluations", float(value), "x"))
     if "report_first_screen_s" in res.params:
         add(("report_first_screen_s", float(res.params["report_first_screen_s"]), "s"))
     add(("whole_run_over_attribute_streaming",
