@@ -14,6 +14,7 @@ from workflows.bench_adaptive import (
     bisection_needed,
     dense_path,
     density_bound,
+    reference,
     uniform_needed,
     window_needed,
 )
@@ -111,3 +112,23 @@ def test_the_density_bound_is_one_for_even_roughness_and_two_for_a_quarter_of_th
     band = odd * ((np.arange(K + 1) >= 64) & (np.arange(K + 1) <= 128))
     # rough on 4 of 16 blocks: sqrt(mean c) / mean(sqrt c) = 1 / sqrt(1/4)
     assert density_bound(_path(band), blocks=16) == pytest.approx(2.0)
+
+
+def test_the_reference_is_kept_by_the_cache_and_recomputed_for_other_settings(tmp_path):
+    class Boom(nn.Sequential):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise AssertionError("the cached reference should have been used")
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    x, target = torch.randn(2, 3, 4, 4), torch.tensor([0, 1])
+    base = torch.zeros_like(x)
+    ref, half = reference(model, x, target, base, 8, 4, str(tmp_path))
+    assert len(list(tmp_path.glob("reference-*.pt"))) == 1
+    boom = Boom(nn.Flatten(), nn.Linear(3 * 4 * 4, 2))
+    boom.load_state_dict(model.state_dict())
+    again, again_half = reference(boom, x, target, base, 8, 4, str(tmp_path))
+    assert torch.equal(again, ref) and torch.equal(again_half, half)
+    assert ref.dtype == torch.float64
+    with pytest.raises(AssertionError, match="cached"):
+        reference(boom, x, target, base, 16, 4, str(tmp_path))  # other settings

@@ -82,22 +82,56 @@ def _stats(v: np.ndarray) -> dict[str, float | None]:
             "reached": int(np.isfinite(v).sum())}
 
 
-def measure_model(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
-                  base: torch.Tensor, *, max_batch: int, ref_steps: int = 2048,
-                  start: int = 9, grid: Sequence[int] = STEP_GRID,
-                  tolerances: Sequence[float] = TOLERANCES,
-                  reporter: Any = print) -> dict[str, Any]:
-    """Per rule and threshold: evaluations and seconds per image to get there (median, p90)."""
-    from pipeline.adaptive import adaptive_integrated_gradients
+def reference(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
+              base: torch.Tensor, ref_steps: int, max_batch: int,
+              cache: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gauss-Legendre IG in float64 with ``ref_steps`` and ``ref_steps // 2`` points
+    ``(N, 3, H, W)`` each, the reference and its check.
+
+    With ``cache`` (a folder), the pair is kept in a file named by a hash of the model's
+    parameters, the inputs and ``ref_steps``, and read back on the next run with the same
+    ones (on this CPU the reference is most of the benchmark's time).
+    """
+    import hashlib
+    from pathlib import Path
+
     from pipeline.custom_explainers import integrated_gradients
 
-    device = x.device
+    path = None
+    if cache is not None:
+        h = hashlib.sha256(str(ref_steps).encode())
+        for t in (*model.state_dict().values(), x, target, base):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        path = Path(cache) / f"reference-{h.hexdigest()[:16]}.pt"
+        if path.is_file():
+            saved = torch.load(path, map_location=x.device)
+            return saved["ref"], saved["half"]
     m64 = copy.deepcopy(model).double()
     x64, b64 = x.double(), base.double()
     ref = integrated_gradients(m64, x64, target, b64, ref_steps, rule="gausslegendre",
                                max_batch=max_batch)
     half = integrated_gradients(m64, x64, target, b64, ref_steps // 2, rule="gausslegendre",
                                 max_batch=max_batch)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"ref": ref.cpu(), "half": half.cpu()}, tmp)
+        tmp.replace(path)  # atomic: an interrupted run leaves no half-written reference
+    return ref, half
+
+
+def measure_model(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
+                  base: torch.Tensor, *, max_batch: int, ref_steps: int = 2048,
+                  start: int = 9, grid: Sequence[int] = STEP_GRID,
+                  tolerances: Sequence[float] = TOLERANCES,
+                  ref_cache: str | None = None,
+                  reporter: Any = print) -> dict[str, Any]:
+    """Per rule and threshold: evaluations and seconds per image to get there (median, p90)."""
+    from pipeline.adaptive import adaptive_integrated_gradients
+    from pipeline.custom_explainers import integrated_gradients
+
+    device = x.device
+    ref, half = reference(model, x, target, base, ref_steps, max_batch, ref_cache)
     ref_err = _errors(half, ref)
     reporter(f"    reference: gausslegendre {ref_steps} steps, float64; distance from "
              f"{ref_steps // 2} steps: median {np.median(ref_err):.1e}, max {ref_err.max():.1e}")
@@ -364,11 +398,12 @@ def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str 
             start: int = 9, quick: bool = False, reporter: Any = print, grid_max: int = 512,
             cases: Sequence[str] = ("random/softmax", "random/logits", "evidence/softmax",
                                     "evidence/logits"),
-            oracle: int = 0, oracle_points: int = 2048) -> dict[str, Any]:
+            oracle: int = 0, oracle_points: int = 2048,
+            ref_cache: str | None = None) -> dict[str, Any]:
     """Random-weight ResNet18 (both heads, ``size`` px) and the evidence model (its own size,
     both heads): the numbers of :func:`measure_model` per case and the savings, and with
     ``oracle`` > 0 :func:`oracle_bounds` on that many of the images (``oracle_points`` dense
-    steps)."""
+    steps). ``ref_cache``: a folder that keeps the float64 references (:func:`reference`)."""
     from pipeline.data import black_baseline
     from pipeline.evidence import TrainSettings, evidence_batch
     from pipeline.evidence_model import _inputs
@@ -399,7 +434,7 @@ def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str 
                      f"{x.shape[-1]} px")
             r = measure_model(model, x, target, black_baseline(x), max_batch=32,
                               ref_steps=ref_steps, start=start, grid=grid, tolerances=tols,
-                              reporter=reporter)
+                              ref_cache=ref_cache, reporter=reporter)
             r["savings"] = {name: savings(r, name=name) for name in ADAPTIVE}
             for name, s in r["savings"].items():
                 if s["median_ratio"] is not None:
@@ -424,6 +459,7 @@ if __name__ == "__main__":
                      grid_max=int(args.get("grid_max", 512)),
                      oracle=int(args.get("oracle", 0)),
                      oracle_points=int(args.get("oracle_points", 2048)),
+                     ref_cache=args.get("ref_cache"),
                      cases=tuple(args["cases"].split(",")) if "cases" in args else (
                          "random/softmax", "random/logits", "evidence/softmax",
                          "evidence/logits"))
