@@ -268,10 +268,9 @@ class DensePath:
     def error(self, nodes: np.ndarray) -> float:
         """Relative L2 distance of the trapezoid rule on ``nodes`` (sorted, with both ends)
         from the reference."""
-        a = nodes / self.k
-        w = np.zeros(len(nodes))
-        w[:-1] += np.diff(a) / 2
-        w[1:] += np.diff(a) / 2
+        from pipeline.adaptive import trapezoid_weights
+
+        w = trapezoid_weights((nodes / self.k).tolist())
         return float(np.linalg.norm(w @ self.d[nodes].astype(np.float64) - self.ref)) / self.norm
 
     def uniform(self, n: int) -> np.ndarray:
