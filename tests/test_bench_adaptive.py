@@ -132,3 +132,17 @@ def test_the_reference_is_kept_by_the_cache_and_recomputed_for_other_settings(tm
     assert ref.dtype == torch.float64
     with pytest.raises(AssertionError, match="cached"):
         reference(boom, x, target, base, 16, 4, str(tmp_path))  # other settings
+
+
+def test_parse_args_converts_and_names_a_bad_key() -> None:
+    from workflows.bench_adaptive import parse_args
+
+    assert parse_args(["images=24", "cases=evidence/softmax,random/logits", "ref_cache=/tmp/r",
+                       "quick=1"]) == {"images": 24, "cases": ("evidence/softmax", "random/logits"),
+                                       "ref_cache": "/tmp/r", "quick": True}
+    with pytest.raises(ValueError, match="got 'imags'"):
+        parse_args(["imags=24"])
+    with pytest.raises(ValueError, match="integer for oracle, got 'x'"):
+        parse_args(["oracle=x"])
+    with pytest.raises(ValueError, match="key=value"):
+        parse_args(["images"])

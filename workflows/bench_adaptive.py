@@ -22,6 +22,7 @@ plus its two ends (the best "find the band, then sample it evenly" can do).
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 import sys
 import time
@@ -448,18 +449,34 @@ def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str 
     return out
 
 
+def parse_args(argv: list[str]) -> dict[str, Any]:
+    """``key=value`` arguments for :func:`measure`, converted to its parameters' types; an
+    unknown key or a value of the wrong type is a ``ValueError`` that names it."""
+    params = [k for k in inspect.signature(measure).parameters if k != "reporter"]
+    out: dict[str, Any] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ValueError(f"Expected key=value, got {arg!r}.")
+        if key not in params:
+            raise ValueError(f"Expected a key in {', '.join(params)}, got {key!r}.")
+        if key == "cases":
+            out[key] = tuple(value.split(","))
+        elif key in ("device", "ref_cache"):
+            out[key] = value
+        else:
+            try:
+                out[key] = bool(int(value)) if key == "quick" else int(value)
+            except ValueError:
+                raise ValueError(f"Expected an integer for {key}, got {value!r}.") from None
+    return out
+
+
 if __name__ == "__main__":
     import json
 
-    args = dict(a.split("=", 1) for a in sys.argv[1:])
-    result = measure(images=int(args.get("images", 8)), size=int(args.get("size", 64)),
-                     ref_steps=int(args.get("ref_steps", 2048)),
-                     device=args.get("device", "cpu"), start=int(args.get("start", 9)),
-                     grid_max=int(args.get("grid_max", 512)),
-                     oracle=int(args.get("oracle", 0)),
-                     oracle_points=int(args.get("oracle_points", 2048)),
-                     ref_cache=args.get("ref_cache"),
-                     cases=tuple(args["cases"].split(",")) if "cases" in args else (
-                         "random/softmax", "random/logits", "evidence/softmax",
-                         "evidence/logits"))
-    print(json.dumps(result, indent=1))
+    try:
+        kwargs = parse_args(sys.argv[1:])
+    except ValueError as err:
+        sys.exit(f"bench_adaptive: {err}")
+    print(json.dumps(measure(**kwargs), indent=1))
