@@ -144,3 +144,17 @@ def test_unreachable_scheduler_through_the_cli(tmp_path):
     assert result.exit_code == 2, result.output
     assert address in result.output and "Traceback" not in result.output
     assert not (Path(tmp_path) / "runs" / "c" / "state").exists()
+
+
+def test_upstream_is_the_transitive_closure_of_after() -> None:
+    from workflows.registry import stages, upstream
+
+    registry = stages()
+    for name, stage in registry.items():
+        expected = set(stage.after)
+        for up in stage.after:
+            expected |= upstream(up)
+        assert upstream(name) == expected
+        assert name not in upstream(name)
+    assert upstream("ingest") == set()
+    assert upstream("render") >= {"ingest", "predict", "attribute", "aggregate", "normalize"}

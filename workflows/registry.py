@@ -157,13 +157,14 @@ def downstream(name: str) -> tuple[str, ...]:
 
 def upstream(name: str) -> set[str]:
     """Every stage whose output ``name`` reads (transitively)."""
+    registry = stages()
     out: set[str] = set()
-    todo = list(stages()[name].after)
+    todo = list(registry[name].after)
     while todo:
         up = todo.pop()
         if up not in out:
             out.add(up)
-            todo += list(STAGES[up].after)
+            todo += list(registry[up].after)
     return out
 
 
