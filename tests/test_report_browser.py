@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -18,13 +17,10 @@ import pytest
 from PIL import Image
 
 from tests.workflow_helpers import run_ok
-
-CHROMIUM = os.environ.get("XAI_CHROMIUM") or shutil.which("chromium") \
-    or shutil.which("chromium-browser")
-DRIVER = os.environ.get("XAI_CHROMEDRIVER") or shutil.which("chromedriver")
+from workflows.browser import chromium_paths, headless_chrome
 
 pytestmark = pytest.mark.skipif(
-    not (CHROMIUM and DRIVER),
+    chromium_paths() is None,
     reason="no headless Chromium here: install Debian's chromium and chromium-driver "
            "(`make browser`, as root) to run the report's browser tests")
 
@@ -64,16 +60,7 @@ def report(tmp_path_factory) -> tuple[Path, int]:
 
 @pytest.fixture(scope="module")
 def driver():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    drv = webdriver.Chrome(service=Service(str(DRIVER)), options=options)
+    drv = headless_chrome(logs=True)
     yield drv
     drv.quit()
 

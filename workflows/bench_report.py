@@ -113,22 +113,13 @@ def first_screen(page: Path, runs: int = 3) -> dict[str, float] | None:
     """Seconds from navigation until the first screen's cards and their images are drawn, in
     headless Chromium from file:// (best of ``runs``, each in a fresh browser); None without a
     browser."""
-    import shutil as sh
+    from workflows.browser import chromium_paths, headless_chrome
 
-    chromium, driver_path = sh.which("chromium"), sh.which("chromedriver")
-    if not (chromium and driver_path):
+    if chromium_paths() is None:
         return None
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     best: dict[str, float] | None = None
     for _ in range(runs):
-        options = webdriver.ChromeOptions()
-        options.binary_location = chromium
-        for arg in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                    "--disable-dev-shm-usage", "--window-size=1400,1000"):
-            options.add_argument(arg)
-        drv = webdriver.Chrome(service=Service(driver_path), options=options)
+        drv = headless_chrome()
         try:
             drv.get("about:blank")
             start = time.perf_counter()
