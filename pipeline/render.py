@@ -12,9 +12,7 @@ tables) and its DejaVu fonts. ``save_figure_atomic`` remains for the seed's matp
 from __future__ import annotations
 
 import io
-import os
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Sequence
@@ -24,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.files import write_atomic
 
 RIGHT, WRONG, UNKNOWN = "#1a7f37", "#cf222e", "#24292f"
 BACKGROUND = (255, 255, 255)
@@ -339,25 +339,7 @@ def save_image_atomic(image: Any, path: Path, before_rename: Callable[[], None] 
         buf = io.BytesIO()
         image.save(buf, format=fmt, **save_args)
         data = buf.getvalue()
-    _write_atomic(path, data, before_rename)
-
-
-def _write_atomic(path: Path, data: bytes, before_rename: Callable[[], None] | None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp",
-                               dir=path.parent)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename()
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, data, before_rename)
 
 
 def save_figure_atomic(fig: Any, path: Path, dpi: int = 100,
@@ -371,4 +353,4 @@ def save_figure_atomic(fig: Any, path: Path, dpi: int = 100,
         # File names in any script are captions; a missing glyph is drawn as a box.
         warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
         fig.savefig(buf, format="png", dpi=dpi)
-    _write_atomic(path, buf.getvalue(), before_rename)
+    write_atomic(path, buf.getvalue(), before_rename)

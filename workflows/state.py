@@ -14,13 +14,13 @@ import json
 import os
 import shutil
 import socket
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import DiskFullError, LockError
+from pipeline.files import write_atomic
 
 
 @contextlib.contextmanager
@@ -39,20 +39,10 @@ def disk_errors(path: Path | str) -> Iterator[None]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` atomically (:func:`pipeline.files.write_atomic`); a full
+    disk is a :class:`DiskFullError` naming ``path``."""
     with disk_errors(path):
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, data)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
