@@ -146,3 +146,14 @@ def test_parse_args_converts_and_names_a_bad_key() -> None:
         parse_args(["oracle=x"])
     with pytest.raises(ValueError, match="key=value"):
         parse_args(["images"])
+
+
+def test_stats_median_p90_and_each_image_with_unreached_as_beyond_the_grid() -> None:
+    from workflows.bench_adaptive import _stats
+
+    v = np.array([10.0, 20.0, 30.0, np.inf])
+    s = _stats(v)
+    assert s["median"] == 25.0 and s["p90"] is None and s["reached"] == 3
+    assert s["per_image"] == [10.0, 20.0, 30.0, None]
+    s = _stats(np.arange(1.0, 13.0))  # 12 images: the p90 is the second-hardest
+    assert s["median"] == 6.5 and s["p90"] == 11.0

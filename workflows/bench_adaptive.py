@@ -72,15 +72,17 @@ def _first_reaching(errors: np.ndarray, costs: np.ndarray, threshold: float) -> 
 
 
 def _stats(v: np.ndarray) -> dict[str, float | None]:
-    """Median and 90th percentile over images; an image that never got there counts as
-    infinitely costly (a statistic it decides is None: "beyond the grid")."""
+    """Median and 90th percentile over images, and each image's value (None: not reached);
+    an image that never got there counts as infinitely costly (a statistic it decides is
+    None: "beyond the grid")."""
     w = np.where(np.isfinite(v), v, np.inf)
     with np.errstate(invalid="ignore"):  # inf - inf between the middle two: NaN, beyond
         med = float(np.percentile(w, 50, method="lower" if w.size % 2 else "linear"))
         p90 = float(np.percentile(w, 90, method="higher"))
     return {"median": med if np.isfinite(med) else None,
             "p90": p90 if np.isfinite(p90) else None,
-            "reached": int(np.isfinite(v).sum())}
+            "reached": int(np.isfinite(v).sum()),
+            "per_image": [float(e) if np.isfinite(e) else None for e in v]}
 
 
 def reference(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
