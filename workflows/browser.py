@@ -31,9 +31,9 @@ def headless_chrome(*, logs: bool = False) -> Any:
 
     paths = chromium_paths()
     if paths is None:
-        raise RuntimeError("Expected Debian's chromium and chromium-driver, found neither "
-                           "pair: run `make browser` (as root) or set XAI_CHROMIUM and "
-                           "XAI_CHROMEDRIVER.")
+        raise RuntimeError("Expected `chromium` and `chromedriver` on PATH, got at least one "
+                           "missing: run `make browser` (as root; Debian's chromium and "
+                           "chromium-driver) or set XAI_CHROMIUM and XAI_CHROMEDRIVER.")
     options = webdriver.ChromeOptions()
     options.binary_location = paths[0]
     for arg in CHROME_ARGS:
