@@ -96,9 +96,11 @@ def reference(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
     ones (on this CPU the reference is most of the benchmark's time).
     """
     import hashlib
+    import io
     from pathlib import Path
 
     from pipeline.custom_explainers import integrated_gradients
+    from pipeline.files import write_atomic
 
     path = None
     if cache is not None:
@@ -115,11 +117,10 @@ def reference(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
                                max_batch=max_batch)
     half = integrated_gradients(m64, x64, target, b64, ref_steps // 2, rule="gausslegendre",
                                 max_batch=max_batch)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"ref": ref.cpu(), "half": half.cpu()}, tmp)
-        tmp.replace(path)  # atomic: an interrupted run leaves no half-written reference
+    if path is not None:  # atomic: an interrupted run leaves no half-written reference
+        buf = io.BytesIO()
+        torch.save({"ref": ref.cpu(), "half": half.cpu()}, buf)
+        write_atomic(path, buf.getvalue())
     return ref, half
 
 
