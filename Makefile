@@ -30,12 +30,12 @@ ensure-uv:
 	--user-base)/bin:$$PATH\" (uv), or source .venv/bin/activate (xai)."; }
 
 $(VENV_STAMP): pyproject.toml uv.lock | ensure-uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@touch $@
 
 # EXTRAS=cuda adds dask-cuda (for --scheduler local-cuda).
 setup: ensure-uv
-	$(UV) sync --frozen $(if $(EXTRAS),--extra $(EXTRAS))
+	$(UV) sync --frozen --compile-bytecode $(if $(EXTRAS),--extra $(EXTRAS))
 	@touch $(VENV_STAMP)
 
 test: $(VENV_STAMP)
@@ -48,7 +48,7 @@ test-all: $(VENV_STAMP)
 	$(UV) run --frozen pytest
 
 lint: $(VENV_STAMP)
-	$(UV) run --frozen ruff check pipeline workflows tests
+	$(UV) run --frozen ruff check pipeline workflows benchmarks tests
 	$(UV) run --frozen mypy
 
 run: $(VENV_STAMP)

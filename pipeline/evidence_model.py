@@ -11,6 +11,7 @@ that was made with other settings, fails its hash check and is retrained, with a
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import time
@@ -25,6 +26,7 @@ from torchvision.models import resnet18
 
 from pipeline.errors import WeightsError
 from pipeline.evidence import SHAPES, TrainSettings, evidence_batch
+from pipeline.files import write_atomic
 from pipeline.weights import file_sha256
 
 Progress = Callable[[str, int, int], None]
@@ -133,14 +135,11 @@ def load_evidence_model(settings: TrainSettings, progress: Progress | None = Non
                 " but the folder is missing. Run from the project folder, or set [dataset] "
                 "root to a folder of photos.")
         state, report = train(settings, progress)
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        tmp = weights.with_name(weights.name + f".{os.getpid()}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, weights)
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        write_atomic(weights, buf.getvalue())
         report["sha256"] = file_sha256(weights)
-        tmp_json = sidecar.with_name(sidecar.name + f".{os.getpid()}.tmp")
-        tmp_json.write_text(json.dumps(report, indent=2))
-        os.replace(tmp_json, sidecar)
+        write_atomic(sidecar, json.dumps(report, indent=2).encode())
     net = evidence_network()
     try:
         net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

@@ -20,8 +20,8 @@ from torchvision.models import ResNet18_Weights, resnet18
 
 from pipeline.errors import WeightsError
 from pipeline.weights import (
+    HEADS,
     IMAGENET_URL,
-    file_sha256,
     forget_failure,
     hash_prefix,
     imagenet_cache_path,
@@ -29,6 +29,7 @@ from pipeline.weights import (
     offline_hint,
     recent_failure,
     remember_failure,
+    weights_identity,
 )
 
 if TYPE_CHECKING:
@@ -36,10 +37,7 @@ if TYPE_CHECKING:
 
     from pipeline.evidence import TrainSettings
 
-HEADS: tuple[str, ...] = ("softmax", "logits")
 IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
-#: Keywords accepted for ``weights`` besides a file path.
-WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "random", "auto", "evidence")
 
 
 @dataclass(frozen=True)
@@ -266,31 +264,30 @@ def load_model(
     key, note = str(weights), ""
     report: dict[str, Any] = {}
     classes: tuple[str, ...] | None = None
+    evidence_key = ""
     if key == "evidence":
         from pipeline.evidence import SHAPES, TrainSettings
         from pipeline.evidence_model import load_evidence_model
 
         settings = evidence or TrainSettings(seed=seed)
         net, report = load_evidence_model(settings, progress)
-        wid, is_random, classes = f"evidence:resnet18-{settings.key()}", False, SHAPES
+        evidence_key, is_random, classes = settings.key(), False, SHAPES
     elif key == "imagenet":
-        net, wid, is_random = _load_imagenet(), f"torchvision:{IMAGENET_WEIGHTS}", False
+        net, is_random = _load_imagenet(), False
     elif key == "auto":
         try:
-            net, wid = _load_imagenet(remember=True), f"torchvision:{IMAGENET_WEIGHTS}"
-            is_random = False
+            net, is_random = _load_imagenet(remember=True), False
         except _Unavailable as exc:
-            net, wid, is_random = _random(seed), f"random:seed={seed}", True
+            net, is_random, key = _random(seed), True, "random"
             note = f"ImageNet weights unavailable ({exc.reason}). {offline_hint()}"
         except WeightsError as exc:
-            net, wid, is_random = _random(seed), f"random:seed={seed}", True
+            net, is_random, key = _random(seed), True, "random"
             note = str(exc)
     elif key == "random":
-        net, wid, is_random = _random(seed), f"random:seed={seed}", True
+        net, is_random = _random(seed), True
     else:
-        path = Path(weights).expanduser()
-        net, is_random = _load_file(path), False  # first: its errors say what is wrong
-        wid = f"file:{path.name}:sha256={file_sha256(path)}"
+        net, is_random = _load_file(Path(weights).expanduser()), False  # first: its errors
+    wid = weights_identity("imagenet" if key == "auto" else key, seed, evidence_key)
     backbone = freeze(net).to(device)
     model = freeze(with_head(backbone, head)).to(device)
     return LoadedModel(model=model, backbone=backbone, head=head, weights_id=wid,

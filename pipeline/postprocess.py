@@ -1,4 +1,5 @@
-"""Aggregate and normalize numpy blocks: what Dask maps over, one block per shard.
+"""Aggregate and normalize numpy blocks: what the aggregate and normalize stages apply, one
+method and shard at a time.
 
 Blocks keep the store's axis order: ``raw`` blocks are ``(method, image, channel, y, x)``,
 ``aggregated`` and ``normalized`` blocks ``(method, image, y, x)``. Rows that were not

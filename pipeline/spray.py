@@ -22,6 +22,31 @@ import numpy as np
 DENSE_LIMIT = 2000
 
 
+@dataclass
+class Cluster:
+    """One explanation strategy of one class under one method (for the report).
+
+    Attributes
+    ----------
+    cls
+        The class the maps explain.
+    number
+        The cluster's number within the class (0: the largest).
+    members
+        Image indices, nearest to the cluster's mean first.
+    mean
+        The mean downsampled map ``(size * size,)``.
+    watermark
+        Members with a planted watermark, where the dataset plants one; else None.
+    """
+
+    cls: int
+    number: int
+    members: list[int]
+    mean: np.ndarray
+    watermark: int | None = None
+
+
 @dataclass(frozen=True)
 class Strategies:
     """The clusters of one class's maps.

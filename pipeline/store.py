@@ -1,4 +1,9 @@
-"""The Zarr v3 store schema (a contract), its creation, and opening it for analysis.
+"""The Zarr v3 store: its schema (a contract), its creation, and opening it for analysis.
+
+Every array the store can hold is declared once, in :data:`SCHEMA`: its dimensions, dtype,
+fill value, the stage that writes it and what it means. The stages create their arrays from
+it, ``xai verify`` and the records' checksums read regions by its dimensions, the crash tests
+compare what it lists, and the README's store table is generated from it.
 
 Every array carries ``dimension_names`` so ``xarray.open_zarr(path, consolidated=False)``
 yields one Dataset with named dimensions. The image axis is chunked by shard: one chunk per
@@ -7,7 +12,9 @@ shard on every array, so a shard task writes whole chunks and no two tasks share
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,35 +26,251 @@ from pipeline.errors import StoreError
 #: 3: ``gap`` (per explainer) and ``mask`` (per image) were added. 4: ``steps`` and
 #: ``residual`` (per explainer: adaptive Integrated Gradients).
 SCHEMA_VERSION = 4
-N_CLASSES = 1000
 #: The coordinate of the attribution-method axis. Not ``method``: that name collides with
 #: xarray's ``sel(method=...)`` argument, so ``ds.delta.sel(method="x")`` silently returned
 #: every method in schema 1.
 EXPLAINER = "explainer"
-#: Arrays with an explainer axis, their trailing dims (after explainer, image) and fill.
-EXPLAINER_ARRAYS: dict[str, tuple[tuple[str, ...], Any]] = {
-    "raw": (("channel", "y", "x"), np.nan),
-    "delta": ((), np.nan),
-    "gap": ((), np.nan),
-    "aggregated": (("y", "x"), np.nan),
-    "normalized": (("y", "x"), np.nan),
-    "steps": ((), np.nan),
-    "residual": ((), np.nan),
-}
 
 
-def _array(group: zarr.Group, name: str, shape: tuple[int, ...], chunks: tuple[int, ...],
-           dtype: Any, dims: tuple[str, ...], fill: Any) -> zarr.Array:
-    return group.create_array(
-        name, shape=shape, chunks=tuple(max(1, c) for c in chunks), dtype=dtype,
-        fill_value=fill, dimension_names=dims, overwrite=True,
-    )
+@dataclass(frozen=True)
+class ArrayFamily:
+    """One store array, or a family of arrays named ``<name><entry>`` (one per metric, say).
+
+    Attributes
+    ----------
+    name
+        The array's name, or the family's prefix (``prefix=True``), e.g. ``"metric_"``.
+    dims
+        Dimension names; their sizes come from the run (``image``: the images, ``explainer``:
+        the methods, ``y``/``x``: the crop, ...), see :meth:`Schema.create`.
+    dtype
+        A numpy dtype name, or ``"str"`` for variable-length strings.
+    fill
+        What an unwritten element reads as: NaN, -1, ``""``, 0 or False, never data that
+        looks real.
+    writer
+        The stage that writes it; None for the arrays written when the store is made or its
+        methods change (``image``, ``label``, ``explainer``).
+    meaning
+        One line for the README's store table.
+    prefix
+        True: ``name`` is a prefix and the stage decides the entries (``entry`` names them in
+        the docs, e.g. ``"<metric>"``).
+    split_explainer
+        True: chunked one explainer at a time, because its writer runs per method (two tasks
+        never write one chunk). False: the whole explainer axis in one chunk, written per
+        shard.
+    """
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str
+    fill: Any
+    writer: str | None
+    meaning: str
+    prefix: bool = False
+    entry: str = ""
+    split_explainer: bool = False
+
+    @property
+    def shown(self) -> str:
+        """The name as the docs show it: ``metric_<metric>`` for a family."""
+        return f"{self.name}{self.entry}" if self.prefix else self.name
+
+    def matches(self, array_name: str) -> bool:
+        return array_name.startswith(self.name) if self.prefix else array_name == self.name
+
+
+#: Fixed sizes of the dimensions that do not depend on the run.
+FIXED_SIZES: dict[str, int] = {"channel": 3, "rgb": 3}
+
+
+class Schema:
+    """Every array family of the store, in the order the docs list them.
+
+    Parameters
+    ----------
+    families
+        The families; names are unique, and no array name may match two families except a
+        prefix inside a longer one (``random_`` and ``random_curve_``: the longest wins).
+    """
+
+    def __init__(self, families: Iterable[ArrayFamily]) -> None:
+        self.families: dict[str, ArrayFamily] = {}
+        for fam in families:
+            if fam.name in self.families:
+                raise ValueError(f"Expected each array family once in the schema, got "
+                                 f"{fam.name!r} twice.")
+            if fam.split_explainer and fam.dims[:1] != (EXPLAINER,):
+                raise ValueError(f"Expected {fam.name!r}, split by explainer, to have "
+                                 f"{EXPLAINER!r} as its first dimension, got {fam.dims}.")
+            self.families[fam.name] = fam
+
+    def __iter__(self) -> Any:
+        return iter(self.families.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.families
+
+    def __getitem__(self, name: str) -> ArrayFamily:
+        return self.families[name]
+
+    def extended(self, *families: ArrayFamily) -> Schema:
+        """This schema plus ``families`` (a stage plugin from outside the project)."""
+        return Schema([*self, *families])
+
+    def family_of(self, array_name: str) -> ArrayFamily | None:
+        """The family an array of the store belongs to (the longest matching prefix wins),
+        or None for an array the schema does not know."""
+        if array_name in self.families and not self.families[array_name].prefix:
+            return self.families[array_name]
+        found = [f for f in self if f.prefix and f.matches(array_name)]
+        return max(found, key=lambda f: len(f.name)) if found else None
+
+    def written_by(self, stage: str) -> tuple[ArrayFamily, ...]:
+        """The families ``stage`` writes, in schema order."""
+        return tuple(f for f in self if f.writer == stage)
+
+    def instances(self, group: zarr.Group, families: Iterable[ArrayFamily]) -> list[str]:
+        """The arrays of the store that belong to ``families``: the fixed ones in schema
+        order, then the members of prefix families, sorted (the order checksums read)."""
+        wanted = list(families)
+        fixed = [f.name for f in wanted if not f.prefix and f.name in group]
+        prefixed = {f.name for f in wanted if f.prefix}
+        members = sorted(k for k in group.array_keys()
+                         if (fam := self.family_of(k)) is not None and fam.name in prefixed)
+        return fixed + members
+
+    def arrays(self, group: zarr.Group) -> list[str]:
+        """Every array of the store that the schema declares."""
+        return self.instances(group, self)
+
+    def shape(self, array_name: str, sizes: Mapping[str, int]) -> tuple[int, ...]:
+        fam = self._family(array_name)
+        return tuple(_size(d, sizes) for d in fam.dims)
+
+    def create(self, group: zarr.Group, array_name: str, sizes: Mapping[str, int],
+               shard: int) -> zarr.Array:
+        """Make ``array_name`` with the shape ``sizes`` gives its dimensions, unless the store
+        has it with that shape already (then it is left as it is, data and all).
+
+        ``shard`` is the chunk length along ``image``; along ``explainer`` the chunk is one
+        slot (``split_explainer``) or the whole axis.
+        """
+        fam = self._family(array_name)
+        shape = self.shape(array_name, sizes)
+        if array_name in group:
+            existing = array(group, array_name)
+            if existing.shape == shape:
+                return existing
+        chunks = []
+        for dim, size in zip(fam.dims, shape, strict=True):
+            if dim == "image":
+                chunks.append(min(shard, max(size, 1)))
+            elif dim == EXPLAINER and fam.split_explainer:
+                chunks.append(1)
+            else:
+                chunks.append(size)
+        return group.create_array(
+            array_name, shape=shape, chunks=tuple(max(1, c) for c in chunks),
+            dtype=str if fam.dtype == "str" else fam.dtype, fill_value=fam.fill,
+            dimension_names=fam.dims, overwrite=True)
+
+    def markdown_rows(self) -> list[str]:
+        """The README's store table: one row per family."""
+        out = []
+        for f in self:
+            dims = "(" + ", ".join(f.dims) + ("," if len(f.dims) == 1 else "") + ")"
+            dtype = "string" if f.dtype == "str" else f.dtype
+            writer = f"`{f.writer}`" if f.writer else "the run (with the store)"
+            out.append(f"| `{f.shown}` | {dims} | {dtype} | {writer} | {f.meaning} |")
+        return out
+
+    def _family(self, array_name: str) -> ArrayFamily:
+        fam = self.family_of(array_name)
+        if fam is None:
+            raise StoreError(f"Expected an array the schema declares (pipeline/store.py), got "
+                             f"{array_name!r}. Declare its family in the schema first.")
+        return fam
+
+
+def _size(dim: str, sizes: Mapping[str, int]) -> int:
+    if dim in sizes:
+        return int(sizes[dim])
+    if dim in FIXED_SIZES:
+        return FIXED_SIZES[dim]
+    raise StoreError(f"Expected a size for dimension {dim!r}, got sizes for {sorted(sizes)}.")
+
+
+NAN = float("nan")
+
+#: The store's arrays. Rows whose ``status`` is not ``ok`` hold the fill value.
+SCHEMA = Schema([
+    ArrayFamily("image", ("image",), "str", "", None,
+                "id: path relative to the dataset root (coordinate)"),
+    ArrayFamily("label", ("image",), "int16", -1, None,
+                "ground-truth class index, −1 unknown"),
+    ArrayFamily("pixels", ("image", "y", "x", "rgb"), "uint8", 0, "ingest",
+                "the preprocessed crop that was explained (0 where not `ok`)"),
+    ArrayFamily("mask", ("image", "y", "x"), "bool", False, "ingest",
+                "ground-truth evidence pixels (the `evidence` dataset); all False elsewhere"),
+    ArrayFamily("status", ("image",), "str", "", "ingest",
+                "`ok`, or why the image could not be used"),
+    ArrayFamily("logits", ("image", "class"), "float32", NAN, "predict",
+                "model outputs before softmax"),
+    ArrayFamily("pred", ("image",), "int16", -1, "predict", "predicted class"),
+    ArrayFamily("prob", ("image",), "float32", NAN, "predict",
+                "softmax probability of the predicted class"),
+    ArrayFamily(EXPLAINER, (EXPLAINER,), "str", "", None,
+                "attribution method names (coordinate)"),
+    ArrayFamily("raw", (EXPLAINER, "image", "channel", "y", "x"), "float32", NAN,
+                "attribute", "raw attributions w.r.t. the normalized input",
+                split_explainer=True),
+    ArrayFamily("delta", (EXPLAINER, "image"), "float32", NAN, "attribute",
+                "completeness error sum(A) − (F(x) − F(baseline)), against the baseline "
+                "actually used; NaN where undefined", split_explainer=True),
+    ArrayFamily("gap", (EXPLAINER, "image"), "float32", NAN, "attribute",
+                "F(x) − F(baseline): what the attributions must add up to; "
+                "`abs(delta) / abs(gap)` is the relative completeness error",
+                split_explainer=True),
+    ArrayFamily("steps", (EXPLAINER, "image"), "float32", NAN, "attribute",
+                "`rule = \"adaptive\"`: path points the image used; NaN for other methods",
+                split_explainer=True),
+    ArrayFamily("residual", (EXPLAINER, "image"), "float32", NAN, "attribute",
+                "`rule = \"adaptive\"`: final summed completeness residual over "
+                "\\|F(x) − F(baseline)\\|; NaN for other methods and where that gap is 0",
+                split_explainer=True),
+    ArrayFamily("aggregated", (EXPLAINER, "image", "y", "x"), "float32", NAN, "aggregate",
+                "channel sum", split_explainer=True),
+    ArrayFamily("normalized", (EXPLAINER, "image", "y", "x"), "float32", NAN, "normalize",
+                "abs, minus min, over max: in [0, 1]", split_explainer=True),
+    ArrayFamily("metric_", (EXPLAINER, "image"), "float32", NAN, "evaluate",
+                "`[evaluate] metrics`: one score per map (NaN where undefined, e.g. "
+                "localisation without a mask)", prefix=True, entry="<metric>"),
+    ArrayFamily("random_", ("image",), "float32", NAN, "evaluate",
+                "the same metric on uniform random maps: the floor", prefix=True,
+                entry="<metric>"),
+    ArrayFamily("curve_", (EXPLAINER, "image", "step"), "float32", NAN, "evaluate",
+                "deletion / insertion: target-class probability after each step",
+                prefix=True, entry="<metric>"),
+    ArrayFamily("random_curve_", ("image", "step"), "float32", NAN, "evaluate",
+                "the same curve for the random maps", prefix=True, entry="<metric>"),
+    ArrayFamily("randomisation", (EXPLAINER, "image", "layer_group"), "float32", NAN,
+                "evaluate", "Spearman correlation of each map with the map after cascading "
+                "parameter randomisation down to each layer group (first "
+                "`randomisation_images` images; NaN elsewhere)"),
+    ArrayFamily("strategy", (EXPLAINER, "image"), "int16", -1, "report",
+                "the image's explanation strategy (SpRAy cluster of its class, 0 = the "
+                "class's largest), −1 where not clustered"),
+])
 
 
 def create_store(path: Path, ids: Sequence[str], labels: Sequence[int], shard_size: int,
-                 crop: int, attrs: Mapping[str, Any], n_classes: int = N_CLASSES
-                 ) -> zarr.Group:
-    """Create (or overwrite) the store with every per-image array, filled with "missing".
+                 attrs: Mapping[str, Any], schema: Schema = SCHEMA) -> zarr.Group:
+    """Create (or overwrite) the store with its image axis: ``image`` and ``label``.
+
+    The stages create the arrays they write from the schema before they run
+    (``Stage.prepare``); the explainer axis follows the configured methods.
 
     Parameters
     ----------
@@ -57,26 +280,14 @@ def create_store(path: Path, ids: Sequence[str], labels: Sequence[int], shard_si
         Ground-truth class per image, -1 unknown.
     shard_size
         Images per shard = chunk length on the image axis.
-    crop
-        Side of the square crop (224 for the real model).
-    n_classes
-        Width of ``logits``: the model's classes (1000 for ImageNet).
     """
     n = len(ids)
-    s = min(shard_size, max(n, 1))
     group = zarr.open_group(str(path), mode="w", zarr_format=3)
-    image = _array(group, "image", (n,), (s,), str, ("image",), "")
+    sizes = {"image": n}
+    image = schema.create(group, "image", sizes, shard_size)
     image[:] = np.asarray(list(ids), dtype=object)
-    label = _array(group, "label", (n,), (s,), "int16", ("image",), -1)
+    label = schema.create(group, "label", sizes, shard_size)
     label[:] = np.asarray(labels, dtype=np.int16)
-    _array(group, "status", (n,), (s,), str, ("image",), "")
-    _array(group, "pixels", (n, crop, crop, 3), (s, crop, crop, 3), "uint8",
-           ("image", "y", "x", "rgb"), 0)
-    _array(group, "mask", (n, crop, crop), (s, crop, crop), "bool", ("image", "y", "x"), False)
-    _array(group, "logits", (n, n_classes), (s, n_classes), "float32", ("image", "class"),
-           np.nan)
-    _array(group, "pred", (n,), (s,), "int16", ("image",), -1)
-    _array(group, "prob", (n,), (s,), "float32", ("image",), np.nan)
     group.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
     return group
 
@@ -95,8 +306,9 @@ def array(group: zarr.Group, name: str) -> zarr.Array:
     return node
 
 
-def _trailing_shape(dims: tuple[str, ...], crop: int) -> tuple[int, ...]:
-    return tuple(3 if d == "channel" else crop for d in dims)
+def dims(arr: zarr.Array) -> tuple[str, ...]:
+    """An array's dimension names."""
+    return tuple(str(d) for d in (arr.metadata.dimension_names or ()))  # type: ignore[union-attr]
 
 
 def explainers(group: zarr.Group) -> list[str]:
@@ -117,38 +329,67 @@ def explainer_index(group: zarr.Group, name: str) -> int:
     return names.index(name)
 
 
-def resize_explainers(group: zarr.Group, names: Sequence[str], crop: int) -> None:
+def split_arrays(group: zarr.Group, schema: Schema = SCHEMA) -> list[str]:
+    """The store's arrays split by explainer (their slots move with the methods)."""
+    return [name for name in schema.arrays(group)
+            if (fam := schema.family_of(name)) is not None and fam.split_explainer]
+
+
+def resize_explainers(group: zarr.Group, names: Sequence[str], schema: Schema = SCHEMA
+                      ) -> None:
     """Make the explainer axis hold exactly ``names``, keeping the data of existing slots.
 
-    Arrays are created if missing and resized along the explainer axis; the coordinate is
-    written last, so a crash part-way leaves the old coordinate (the next call redoes it).
-    New slots read as missing (NaN). Moving slots is the caller's job (:func:`copy_slot`).
+    The arrays split by explainer are resized along it (new slots read as their fill); the
+    coordinate is written last, so a crash part-way leaves the old coordinate (the next call
+    redoes it). Arrays written per shard across every explainer (metrics, strategies) are
+    remade by their stage, whose hash changes with the methods. Moving slots is the caller's
+    job (:func:`copy_slot`).
     """
-    image = array(group, "image")
-    n, s = image.shape[0], image.chunks[0]
     m = len(names)
-    for name, (trailing, fill) in EXPLAINER_ARRAYS.items():
-        shape = (m, n, *_trailing_shape(trailing, crop))
-        if name in group:
-            arr = array(group, name)
-            if arr.shape != shape:
-                arr.resize(shape)
-        else:
-            _array(group, name, shape, (1, s, *shape[2:]), "float32",
-                   (EXPLAINER, "image", *trailing), fill)
+    for name in split_arrays(group, schema):
+        arr = array(group, name)
+        if arr.shape[0] != m:
+            arr.resize((m, *arr.shape[1:]))
     if explainers(group) != list(names):
-        coord = _array(group, EXPLAINER, (m,), (max(m, 1),), str, (EXPLAINER,), "")
+        coord = schema.create(group, EXPLAINER, {EXPLAINER: m}, 1)
         if m:
             coord[:] = np.asarray(list(names), dtype=object)
 
 
-def copy_slot(group: zarr.Group, src: int, dst: int, shard_size: int) -> None:
-    """Copy every explainer array's slot ``src`` to slot ``dst``, one shard at a time."""
-    for name in EXPLAINER_ARRAYS:
+def copy_slot(group: zarr.Group, src: int, dst: int, shard_size: int,
+              schema: Schema = SCHEMA) -> None:
+    """Copy every explainer-split array's slot ``src`` to slot ``dst``, a shard at a time."""
+    for name in split_arrays(group, schema):
         arr = array(group, name)
         for start in range(0, arr.shape[1], shard_size):
             region = slice(start, start + shard_size)
             arr[dst, region] = arr[src, region]
+
+
+def region(group: zarr.Group, name: str, rows: slice, slot: int | None) -> np.ndarray:
+    """The part of array ``name`` that one unit writes: images ``rows`` (of explainer
+    ``slot`` for a per-method unit, of every explainer for a per-shard one)."""
+    arr = array(group, name)
+    if dims(arr)[:1] == (EXPLAINER,):
+        return np.asarray(arr[slot, rows] if slot is not None else arr[:, rows])
+    return np.asarray(arr[rows])
+
+
+def checksum(values: np.ndarray, crc: int = 0) -> int:
+    """CRC32 of an array's content (strings joined), continuing from ``crc``."""
+    arr = np.asarray(values)
+    if arr.dtype.kind in "OUT":
+        return zlib.crc32("\x00".join(str(v) for v in arr.ravel()).encode(), crc)
+    return zlib.crc32(np.ascontiguousarray(arr).view(np.uint8).ravel().data, crc)
+
+
+def regions_checksum(group: zarr.Group, names: Sequence[str], rows: slice,
+                     slot: int | None) -> str:
+    """CRC32 (hex) of ``names``' regions, in that order (see :func:`region`)."""
+    crc = 0
+    for name in names:
+        crc = checksum(region(group, name, rows, slot), crc)
+    return f"{crc:08x}"
 
 
 def schema_problem(group: zarr.Group) -> str | None:
@@ -192,3 +433,8 @@ def open_dataset(path: Path | str) -> Any:
 
     open_store(path, mode="r")
     return xr.open_zarr(str(path), consolidated=False)
+
+
+if __name__ == "__main__":  # the README's store table: python -m pipeline.store
+    print("| array | dims | dtype | written by | meaning |\n| --- | --- | --- | --- | --- |")
+    print("\n".join(SCHEMA.markdown_rows()))

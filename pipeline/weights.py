@@ -9,18 +9,42 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from pipeline.errors import WeightsError
+from pipeline.files import copy_atomic, write_atomic
 
 #: ``str(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)`` and its checkpoint file name
 #: (checked against torchvision in the tests).
 IMAGENET_WEIGHTS_NAME = "ResNet18_Weights.IMAGENET1K_V1"
 IMAGENET_FILE = "resnet18-f37072fd.pth"
 IMAGENET_ID = f"torchvision:{IMAGENET_WEIGHTS_NAME}"
+
+#: What the classifier ends in: a softmax (class probabilities) or nothing (raw logits).
+HEADS: tuple[str, ...] = ("softmax", "logits")
+#: Keywords of ``[model] weights`` / ``--weights``; anything else is a state-dict path.
+WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "auto", "random", "evidence")
+
+
+def weights_identity(weights: str, seed: int, evidence_key: str = "") -> str:
+    """The identity a run records for ``weights``, without loading anything.
+
+    ``imagenet``: torchvision's checkpoint; ``auto``: the same when its file is in the
+    cache, else seeded random weights; ``random``: ``random:seed=<seed>``; ``evidence``: the
+    evidence model of the training settings whose key is ``evidence_key``; anything else a
+    state-dict file, by name and SHA-256. :func:`pipeline.model.load_model` records this, and
+    ``xai status`` compares it with a store's without importing torch.
+    """
+    if weights == "evidence":
+        return f"evidence:resnet18-{evidence_key}"
+    if weights == "imagenet" or (weights == "auto" and imagenet_cache_path().exists()):
+        return IMAGENET_ID
+    if weights in ("random", "auto"):
+        return f"random:seed={seed}"
+    path = Path(weights).expanduser()
+    return f"file:{path.name}:sha256={file_sha256(path)}" if path.is_file() else f"file:{weights}"
 
 
 def hub_dir() -> Path:
@@ -98,14 +122,9 @@ def remember_failure(reason: str) -> None:
     """Note that the download failed, so that ``auto`` does not wait on the network again soon.
     Best effort: a cache folder that cannot be written only means the next run tries again."""
     marker = _failure_marker()
-    try:
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(marker.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"time": time.time(), "reason": reason,
-                                   "url": imagenet_url()}))
-        os.replace(tmp, marker)
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        write_atomic(marker, json.dumps({"time": time.time(), "reason": reason,
+                                         "url": imagenet_url()}).encode())
 
 
 def forget_failure() -> None:
@@ -150,14 +169,6 @@ def import_weights(source: Path) -> Path:
             f"incomplete download: fetch {IMAGENET_URL} again, or use a state-dict file of your "
             "own with --weights FILE.")
     dest = imagenet_cache_path()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.partial")
-    try:
-        shutil.copyfile(source, tmp)
-        with tmp.open("rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
+    copy_atomic(source, dest)
     forget_failure()
     return dest

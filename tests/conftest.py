@@ -8,6 +8,9 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Bit-identical results across runs (MKL's conditional numerical reproducibility; see
+# workflows/__init__.py): set before the first torch op of the test process.
+os.environ.setdefault("MKL_CBWR", "AUTO")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # After MPLBACKEND is set: Captum (imported by pipeline.methods) imports matplotlib.pyplot.

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from workflows.bench_adaptive import (
+from benchmarks.bench_adaptive import (
     DensePath,
     bisection_needed,
     dense_path,
@@ -135,7 +135,7 @@ def test_the_reference_is_kept_by_the_cache_and_recomputed_for_other_settings(tm
 
 
 def test_parse_args_converts_and_names_a_bad_key() -> None:
-    from workflows.bench_adaptive import parse_args
+    from benchmarks.bench_adaptive import parse_args
 
     assert parse_args(["images=24", "cases=evidence/softmax,random/logits", "ref_cache=/tmp/r",
                        "quick=1"]) == {"images": 24, "cases": ("evidence/softmax", "random/logits"),
@@ -149,7 +149,7 @@ def test_parse_args_converts_and_names_a_bad_key() -> None:
 
 
 def test_stats_median_p90_and_each_image_with_unreached_as_beyond_the_grid() -> None:
-    from workflows.bench_adaptive import _stats
+    from benchmarks.bench_adaptive import _stats
 
     v = np.array([10.0, 20.0, 30.0, np.inf])
     s = _stats(v)

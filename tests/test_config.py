@@ -1,18 +1,29 @@
 from __future__ import annotations
 
+import dataclasses
+import math
+import pickle
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import ConfigError
 from pipeline.methods import METHODS
+from workflows import config as config_module
 from workflows.config import (
+    SECTIONS,
+    FrozenMap,
+    Rule,
     available_datasets,
     config_dir,
     load_config,
     parse_override,
     resolve_config_path,
+    rule_of,
+    stable_hash,
 )
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _write(tmp_path: Path, body: str) -> Path:
@@ -144,3 +155,182 @@ def test_bad_overrides_name_the_override_not_the_file(tmp_path, override, needle
         load_config(path, [override])
     assert needle in str(info.value)
     assert str(path) not in str(info.value)
+
+
+#: ``stable_hash(load_config(configs/sample.toml).to_dict())`` as the code gave it before the
+#: config's rules moved next to their fields, with the checkout's folder written as "<repo>"
+#: (to_dict holds absolute paths). Stored results are keyed by this hash: if this test
+#: fails, to_dict changed, and every user's run would be recomputed.
+SAMPLE_HASH = "ca78bc1b5bd5d7cc"
+
+
+def _portable(value: object) -> object:
+    """``value`` with the checkout's folder replaced by "<repo>", in every string."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_portable(v) for v in value]
+    return value.replace(str(REPO), "<repo>") if isinstance(value, str) else value
+
+
+def test_to_dict_of_the_sample_config_keeps_its_hash():
+    cfg = load_config(REPO / "configs" / "sample.toml", env={})
+    assert stable_hash(_portable(cfg.to_dict())) == SAMPLE_HASH
+
+
+@pytest.mark.parametrize("name", available_datasets())
+def test_every_shipped_config_pickles(name):
+    cfg = load_config(config_dir() / f"{name}.toml", env={})
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again == cfg
+    assert again.to_dict() == cfg.to_dict()
+    assert isinstance(again.methods, FrozenMap)
+    assert hash(again) == hash(cfg)
+
+
+def test_a_config_with_overrides_pickles(tmp_path):
+    cfg = load_config(_write(tmp_path, MINIMAL),
+                      ["run.shard_size=5", "methods.smoothgrad.nt_samples=3", "evaluate.metrics="
+                       "['pointing_game']"], env={})
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again == cfg
+    assert again.methods["smoothgrad"]["nt_samples"] == 3
+    assert again.evaluate.metrics == ("pointing_game",)
+    with pytest.raises(TypeError):
+        again.methods["smoothgrad"]["nt_samples"] = 4  # type: ignore[index]
+
+
+def test_frozen_map_is_a_read_only_hashable_mapping():
+    m = FrozenMap({"b": 1, "a": FrozenMap({"x": 2})})
+    assert m == {"b": 1, "a": {"x": 2}}
+    assert m == FrozenMap([("a", FrozenMap({"x": 2})), ("b", 1)])
+    assert hash(m) == hash(FrozenMap([("a", FrozenMap({"x": 2})), ("b", 1)]))
+    assert list(m) == ["b", "a"] and len(m) == 2
+    assert repr(FrozenMap({"a": 1})) == "FrozenMap({'a': 1})"
+    assert pickle.loads(pickle.dumps(m)) == m
+    with pytest.raises(TypeError):
+        m["b"] = 2  # type: ignore[index]
+    with pytest.raises(TypeError):
+        hash(FrozenMap({"a": [1]}))  # like a dict, an unhashable value makes it unhashable
+    source = {"a": 1}
+    copied = FrozenMap(source)
+    source["a"] = 2
+    assert copied["a"] == 1
+
+
+def test_a_config_built_by_hand_gets_frozen_methods():
+    cfg = config_module.Config(dataset=config_module.DatasetConfig(name="x"),
+                               methods={"gradient": {"abs": True}})
+    assert isinstance(cfg.methods, FrozenMap)
+    assert isinstance(cfg.methods["gradient"], FrozenMap)
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+#: The rules as they were in the side tables keyed by (section, key), before they moved next to
+#: their fields.
+_CHOICES = {
+    ("dataset", "layout"): config_module.LAYOUTS, ("model", "head"): ("softmax", "logits"),
+    ("run", "precision"): ("fp32", "fp32-fwd", "tf32", "bf16"),
+    ("run", "target"): ("predicted", "label"),
+}
+_MINIMUM = {
+    ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,
+    ("dataset", "resize"): 8, ("dataset", "crop"): 8, ("dataset", "max_pixels"): 1,
+    ("run", "shard_size"): 1, ("run", "seed"): 0, ("run", "max_batch"): 0,
+    ("model", "train_images"): 1, ("model", "val_images"): 1,
+    ("evaluate", "steps"): 1, ("evaluate", "randomisation_images"): 0,
+    ("evaluate", "bootstrap"): 0,
+    ("render", "images_per_sheet"): 1,
+    ("report", "min_images"): 3, ("report", "downsample"): 2, ("report", "neighbors"): 1,
+    ("report", "max_clusters"): 1, ("report", "members"): 0,
+}
+_RANGES = {
+    ("render", "clip_percentile"): (0.0, 100.0),
+    ("run", "completeness_warning"): (0.0, math.inf),
+    ("evaluate", "baseline_sigma"): (0.0, math.inf),
+    ("dataset", "shortcut_fraction"): (0.0, 1.0),
+}
+_CHECKED = {("run", "device"), ("render", "colormap"), ("render", "signed_colormap"),
+            ("evaluate", "metrics"), ("evaluate", "baseline"), ("dataset", "shortcut")}
+
+
+def test_each_rule_sits_next_to_its_field():
+    for table in ("_CHOICES", "_MINIMUM", "_RANGES", "_REMOVED", "_check_override_keys"):
+        assert not hasattr(config_module, table)
+    seen = set()
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            entry = (section, f.name)
+            rule = f.metadata.get("rule")
+            if rule is None:
+                assert rule_of(f) == Rule()
+                continue
+            assert isinstance(rule, Rule) and rule_of(f) is rule
+            seen.add(entry)
+            assert rule.choices == _CHOICES.get(entry)
+            assert rule.minimum == _MINIMUM.get(entry)
+            assert rule.between == _RANGES.get(entry)
+            assert (rule.check is not None) == (entry in _CHECKED)
+    assert seen == set(_CHOICES) | set(_MINIMUM) | set(_RANGES) | _CHECKED
+    assert set(config_module.RenderConfig.REMOVED) == {"dpi"}
+    assert set(config_module.RunConfig.REMOVED) == {"prefetch"}
+    assert not {name for cls in SECTIONS.values() for name in getattr(cls, "REMOVED", {})} & {
+        f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
+
+
+def test_heads_and_weight_keywords_come_from_pipeline_weights():
+    from pipeline import weights
+
+    assert config_module.HEADS is weights.HEADS
+    assert config_module.WEIGHT_KEYWORDS is weights.WEIGHT_KEYWORDS
+
+
+@pytest.mark.parametrize("body,overrides,needle", [
+    ('[dataset]\nroot = "x"\n[run]\nsed = 1\n[methods.gradient]\n', [],
+     "line 4: unknown key `run.sed`; did you mean `run.seed`? (in [run]; allowed keys: out,"),
+    (MINIMAL, ["run.sed=1"],
+     "--set run.sed=1: unknown key `run.sed`; did you mean `run.seed`? (in [run]; allowed "
+     "keys: out,"),
+    ('[dataset]\nroot = "x"\n[methods.smoothgrad]\nstdev = 1\n', [],
+     "line 4: unknown key `methods.smoothgrad.stdev`; did you mean `methods.smoothgrad.stdevs`? "
+     "(in [methods.smoothgrad]; allowed keys: nt_samples, stdevs, abs)."),
+    (MINIMAL, ["methods.smoothgrad.stdev=1"],
+     "--set methods.smoothgrad.stdev=1: unknown key `methods.smoothgrad.stdev`; did you mean "
+     "`methods.smoothgrad.stdevs`? (in [methods.smoothgrad]; allowed keys: nt_samples, stdevs, "
+     "abs)."),
+    # an override that writes inside a table of the file: the file's unknown name is the file's
+    ('[dataset]\nroot = "x"\n[methods.gradiant]\n', ["methods.gradiant.abs=true"],
+     "line 3: unknown method 'gradiant' in [methods.gradiant]; did you mean `methods.gradient`?"),
+    ('[dataset]\nroot = "x"\n[methods.gradient]\n[runn]\n', [],
+     "line 4: unknown section or key 'runn'; did you mean `run`?"),
+])
+def test_unknown_names_are_reported_with_a_guess_from_file_and_set(tmp_path, body, overrides,
+                                                                    needle):
+    path = _write(tmp_path, body)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, overrides)
+    message = str(info.value)
+    assert needle in message
+    assert (str(path) in message) == (not message.startswith("--set "))
+
+
+def test_a_bad_value_under_a_set_table_names_the_override(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, MINIMAL), ["run.seed.x=3"])
+    assert str(info.value).startswith("--set run.seed.x=3: [run] seed: expected an integer")
+
+
+def test_a_section_that_is_not_a_table_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"line 1: \[dataset\] expected a table, got 3"):
+        load_config(_write(tmp_path, 'dataset = 3\n[methods.gradient]\n'))
+
+
+def test_importing_the_config_stays_cheap():
+    import subprocess
+    import sys
+
+    code = ("import sys, workflows.config; print(sorted(m for m in ('torch', 'matplotlib', "
+            "'pipeline.metrics', 'pipeline.evidence') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "[]"

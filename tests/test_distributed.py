@@ -7,6 +7,7 @@ The workers declare ``GPU=1`` and use ``device = "cpu"``, so this runs on any ma
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -66,7 +67,9 @@ def test_local_cluster_spreads_attribute_shards_and_equals_one_process(images, r
     summary = json.loads((run_dir / "summary.json").read_text())
     att = next(s for s in summary["stages"] if s["stage"] == "attribute")
     assert len(att["workers"]) >= 2 and summary["scheduler"] == "local:2"
-    assert "attribute" in result.output  # type: ignore[attr-defined]
+    # the summary table: every attribute unit (7 shards x 5 methods) ran, on 2 workers
+    assert re.search(r"attribute\s*│\s*35/35\s*│\s*7\s*│.*│\s*2\s*│",
+                     result.output), result.output  # type: ignore[attr-defined]
 
 
 def test_a_worker_killed_mid_attribute_is_retried_elsewhere(images, reference, tmp_path,

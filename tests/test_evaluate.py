@@ -13,7 +13,7 @@ import xarray as xr
 
 from pipeline import metrics as M
 from tests.workflow_helpers import ROOT, cli, make_images, records, run_ok, write_config
-from workflows.evaluate import _random_maps
+from workflows.stages.evaluate import random_maps
 
 ALL = ["deletion", "insertion", "relevance_mass_accuracy", "relevance_rank_accuracy",
        "pointing_game", "sparseness"]
@@ -61,7 +61,7 @@ def test_stored_map_metrics_equal_the_library_on_the_stored_maps(evidence_run):
             expected = spec.fn(maps, mask) if spec.needs_mask else spec.fn(maps)
             stored = ds[f"metric_{name}"].sel(explainer=m).values
             np.testing.assert_allclose(stored, expected, rtol=1e-6, err_msg=f"{name} {m}")
-        rand = _random_maps(range(6), (32, 32), 0)
+        rand = random_maps(range(6), (32, 32), 0)
         expected = spec.fn(rand, mask) if spec.needs_mask else spec.fn(rand)
         np.testing.assert_allclose(ds[f"random_{name}"].values, expected, rtol=1e-6)
 

@@ -17,31 +17,28 @@ from tests.hostile import make_hostile
 from tests.workflow_helpers import (
     assert_same,
     cli,
+    copy_run,
     make_images,
     run_ok,
     run_subprocess,
     store_arrays,
     write_config,
 )
-from workflows.registry import stages
+from workflows.stages import REGISTRY
 
 _arrays, _assert_same, _run = store_arrays, assert_same, run_ok
 #: The evaluate crash cases turn the stage on (cheap metrics), so its crash points fire and
 #: its arrays must equal the clean run's.
 EVALUATE = '\n[evaluate]\nmetrics = ["sparseness", "deletion"]\nsteps = 2\n' \
     'randomisation_images = 2\n'
-EVALUATION_ARRAYS = ("metric_sparseness", "metric_deletion", "curve_deletion",
-                     "random_deletion", "randomisation")
-
-
-def _evaluation(store: Path) -> dict[str, np.ndarray]:
-    import zarr
-
-    group = zarr.open_group(str(store), mode="r")
-    return {name: np.asarray(group[name][:]) for name in EVALUATION_ARRAYS}
+#: The evaluate stage's arrays under EVALUATE (the comparison covers every schema array).
+EVALUATION_ARRAYS = {"metric_sparseness", "random_sparseness", "metric_deletion",
+                     "random_deletion", "curve_deletion", "random_curve_deletion",
+                     "randomisation"}
 
 
 def _reference(tmp_path_factory, extra: str):
+    """A clean run: its store arrays, sheet bytes and report data, and its folder."""
     tmp = tmp_path_factory.mktemp("reference")
     make_images(tmp / "images")
     config = write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs", extra=extra,
@@ -49,8 +46,10 @@ def _reference(tmp_path_factory, extra: str):
     _run(config)
     run_dir = tmp / "runs" / "tiny"
     sheets = {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")}
-    evaluation = _evaluation(run_dir / "store.zarr") if extra else None
-    return _arrays(run_dir / "store.zarr"), sheets, evaluation, _report_data(run_dir)
+    arrays = _arrays(run_dir / "store.zarr")
+    assert (set(arrays) >= EVALUATION_ARRAYS) == bool(extra), sorted(arrays)
+    assert "strategy" in arrays and "gap" in arrays and "mask" in arrays
+    return arrays, sheets, _report_data(run_dir), tmp
 
 
 def _report_data(run_dir: Path) -> dict[str, bytes]:
@@ -75,6 +74,12 @@ def reference_evaluated(tmp_path_factory):
 
 
 @pytest.fixture()
+def done(reference, tmp_path):
+    """A copy of the reference run, for this test alone: ``(config, run_dir)``."""
+    return copy_run(reference[3], tmp_path, report=True), tmp_path / "runs" / "tiny"
+
+
+@pytest.fixture()
 def tiny(tmp_path):
     make_images(tmp_path / "images")
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
@@ -83,11 +88,9 @@ def tiny(tmp_path):
 
 
 def _assert_equals_reference(run_dir: Path, reference) -> None:
-    arrays, sheets, evaluation, report = reference
+    arrays, sheets, report, _folder = reference
     _assert_same(_arrays(run_dir / "store.zarr"), arrays)
     assert _report_data(run_dir) == report
-    if evaluation is not None:
-        _assert_same(_evaluation(run_dir / "store.zarr"), evaluation)
     assert {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")} == sheets
     leftovers = [p for p in run_dir.rglob("*") if p.name.endswith(".tmp")]
     assert not leftovers, leftovers
@@ -124,14 +127,13 @@ def test_every_hostile_file_is_explained_or_reported(tmp_path):
 
 # --------------------------------------------------------------------------- crashes
 
-CRASH_POINTS = [f"{name}:{point}" for name, stage in stages().items()
-                for point in stage.crash_points]
+CRASH_POINTS = [f"{stage.name}:{point}" for stage in REGISTRY for point in stage.crash_points]
 # A seeded choice of which occurrence dies (the 1st, 2nd or 3rd time the point is reached;
 # `integers` excludes its upper bound), so kills land mid-stage too. The tiny run has 3
 # shards and 2 sheets, so sheet stages draw from the first 2: every case must fire.
 _rng = np.random.default_rng(2026)
-CRASH_CASES = [f"{name}:{point}:{int(_rng.integers(1, 3 if stage.unit == 'sheet' else 4))}"
-               for name, stage in stages().items() for point in stage.crash_points]
+CRASH_CASES = [f"{stage.name}:{point}:{int(_rng.integers(1, 3 if stage.unit == 'sheet' else 4))}"
+               for stage in REGISTRY for point in stage.crash_points]
 FAST_CASES = {"attribute:mid-write", "render:mid-write", "ingest:after-write",
               "normalize:before-write"}
 
@@ -222,7 +224,7 @@ def test_full_disk_while_writing_a_record(tiny, monkeypatch):
     monkeypatch.setattr(os, "replace", full)
     result = cli("run", "--config", str(config), "--scheduler", "synchronous")
     assert result.exit_code == 2 and "No space left on the device" in result.output
-    assert "attribute" in result.output
+    assert "state/attribute/" in result.output, "the message names the record being written"
     monkeypatch.setattr(os, "replace", real_replace)
     _run(config)
 
@@ -237,7 +239,6 @@ def _finished(run_dir: Path) -> dict[str, float]:
 
 
 def _damage_and_repair(config: Path, run_dir: Path, reference, damage, expect: set[str]) -> None:
-    _run(config)
     before = _finished(run_dir)
     damage(run_dir)
     check = cli("verify", "--config", str(config))
@@ -254,15 +255,15 @@ def _damage_and_repair(config: Path, run_dir: Path, reference, damage, expect: s
     assert cli("verify", "--config", str(config)).exit_code == 0
 
 
-def test_deleted_chunk_is_detected_and_only_its_shard_recomputed(tiny, reference):
-    config, run_dir = tiny
+def test_deleted_chunk_is_detected_and_only_its_shard_recomputed(done, reference):
+    config, run_dir = done
     _damage_and_repair(config, run_dir, reference,
                        lambda d: shutil.rmtree(d / "store.zarr" / "raw" / "c" / "1" / "1"),
                        {"attribute/integrated_gradients/000001.json"})
 
 
-def test_corrupted_chunk_is_detected(tiny, reference):
-    config, run_dir = tiny
+def test_corrupted_chunk_is_detected(done, reference):
+    config, run_dir = done
 
     def corrupt(d: Path) -> None:
         chunk = next((d / "store.zarr" / "aggregated" / "c" / "0" / "2").rglob("*"))
@@ -273,16 +274,15 @@ def test_corrupted_chunk_is_detected(tiny, reference):
     _damage_and_repair(config, run_dir, reference, corrupt, {"aggregate/gradient/000002.json"})
 
 
-def test_deleted_sheet_is_detected_and_rerendered(tiny, reference):
-    config, run_dir = tiny
+def test_deleted_sheet_is_detected_and_rerendered(done, reference):
+    config, run_dir = done
     _damage_and_repair(config, run_dir, reference,
                        lambda d: (d / "sheets" / "sheet-0001.png").unlink(),
                        {"render/000001.json"})
 
 
-def test_deleted_record_recomputes_only_that_shard(tiny, reference):
-    config, run_dir = tiny
-    _run(config)
+def test_deleted_record_recomputes_only_that_shard(done, reference):
+    config, run_dir = done
     (run_dir / "state" / "predict" / "000000.json").unlink()
     status = cli("status", "--config", str(config))
     assert "partial" in status.output
@@ -293,9 +293,8 @@ def test_deleted_record_recomputes_only_that_shard(tiny, reference):
     _assert_equals_reference(run_dir, reference)
 
 
-def test_status_says_which_config_values_changed(tiny):
-    config, _ = tiny
-    _run(config)
+def test_status_says_which_config_values_changed(done):
+    config, _ = done
     status = cli("status", "--config", str(config), "--set",
                  "methods.smoothgrad.stdevs=0.5")
     assert "methods.smoothgrad.stdevs: 0.3 -> 0.5" in status.output

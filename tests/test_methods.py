@@ -139,7 +139,9 @@ def test_input_x_gradient_is_input_times_custom_gradient(model, images, max_batc
     spec = METHODS["input_x_gradient"]
     target = predicted_class(model, images)
     attr, delta, _ = attribute(spec, model, images, target, spec.resolve({}), max_batch)
-    assert rel_err(attr, images * input_gradient(model, images, target)) < 1e-6
+    # One pass of 3 images against passes of max_batch: float rounding only (1.02e-6 seen on
+    # a loaded machine); the exact check is against the same passes, below.
+    assert rel_err(attr, images * input_gradient(model, images, target)) < 1e-5
     # Element by element against the same passes (the pass size moves the last float32 bit).
     same_passes = torch.cat([
         images[i:i + max_batch] * input_gradient(model, images[i:i + max_batch],

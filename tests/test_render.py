@@ -119,15 +119,31 @@ def test_an_unloadable_font_falls_back_with_a_warning(monkeypatch):
         render._font.cache_clear()
 
 
-def test_odd_ids_and_long_method_names_render():
-    rows = [SheetRow("päth/<img src=x onerror=alert(1)>.png" * 3, _row(0).pixels,
-                     _row(0).maps, "ok", "a very long class name " * 4, 0.9, None)]
-    sheet = contact_sheet(rows, ["custom_integrated_gradients", "x"])
-    assert sheet.size[0] == 2 * max(8, 16 // 16) + 3 * 16 + 2 * max(4, 16 // 28)
+def test_odd_ids_and_long_method_names_fit_the_sheet():
+    """Long ids and class names are shortened, never widen the sheet; a long method name
+    takes a second header line."""
+    from PIL import ImageDraw
+
+    odd = "päth/<img src=x onerror=alert(1)>.png" * 3
+    base = _row(0)
+    long = SheetRow(odd, base.pixels, base.maps, "ok", "a very long class name " * 4, 0.9, None)
+    short = SheetRow("a.png", base.pixels, base.maps, "ok", "cat", 0.9, None)
+    methods = ["custom_integrated_gradients", "x"]
+    wide, plain = contact_sheet([long], methods), contact_sheet([short], methods)
+    assert wide.size == plain.size, "text never changes the layout"
+    one_line = contact_sheet([short], ["ab", "x"])
+    assert plain.size[1] == one_line.size[1] + round(SheetStyle().font_size * 1.3)
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    room = wide.size[0] - 2 * max(8, 16 // 16)
+    fitted = render._fit(draw, odd, render.load_font(14), room)
+    assert "…" in fitted and render._text_width(draw, fitted, render.load_font(14)) <= room
+    _x, y = wide.info["tiles"][(0, 0)]
+    caption = np.asarray(wide)[y - 3 * round(14 * 1.3):y]
+    assert (caption != 255).any(), "the shortened caption is drawn"
 
 
 def test_render_benchmark_measures_both_renderers_on_the_same_rows():
-    from workflows.bench_render import measure
+    from benchmarks.bench_render import measure
 
     m = measure(images=1, repeats=1)
     assert m["before_s"] > 0 and m["after_s"] > 0

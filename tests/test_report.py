@@ -11,9 +11,16 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import report as rp
+from pipeline import pages as rp
 from pipeline.methods import DEFAULT_METHODS
-from tests.workflow_helpers import cli, make_images, run_ok, run_subprocess, write_config
+from tests.workflow_helpers import (
+    cli,
+    make_images,
+    run_ok,
+    run_subprocess,
+    units_run,
+    write_config,
+)
 from workflows.state import Records
 
 XSS = "<img src=x onerror=alert(1)>.png"
@@ -208,22 +215,13 @@ def test_a_rerun_rebuilds_nothing_and_a_changed_shard_alone(tiny_report) -> None
     data = run_dir / "report-parts" / "data"
     before = {p.name: p.stat().st_mtime_ns for p in data.glob("shard-*.js")}
     result = run_ok(config)
-    assert "report" not in _units_run(result.output)  # type: ignore[attr-defined]
+    assert "report" not in units_run(result.output)  # type: ignore[attr-defined]
     Records(run_dir).path("report/000001").unlink()  # as if shard 1's inputs had changed
     result = run_ok(config)
-    assert _units_run(result.output)["report"] == "1/4"  # type: ignore[attr-defined]
+    assert units_run(result.output)["report"] == "1/4"  # type: ignore[attr-defined]
     after = {p.name: p.stat().st_mtime_ns for p in data.glob("shard-*.js")}
     assert [k for k in before if before[k] != after[k]] == ["shard-000001.js"]
 
-
-def _units_run(output: str) -> dict[str, str]:
-    """``stage -> "run/total"`` for stages that ran units, from the summary table."""
-    out = {}
-    for line in output.splitlines():
-        m = re.match(r"[│|]\s*(\w+)\s*[│|]\s*(\d+)/(\d+)", line)
-        if m and m.group(2) != "0":
-            out[m.group(1)] = f"{m.group(2)}/{m.group(3)}"
-    return out
 
 
 def test_report_of_a_run_with_missing_stages_says_so_and_is_rebuilt(tmp_path: Path) -> None:
@@ -232,10 +230,12 @@ def test_report_of_a_run_with_missing_stages_says_so_and_is_rebuilt(tmp_path: Pa
     Records(run_dir).clear("normalize")
     result = cli("report", "--config", str(config), "--scheduler", "synchronous")
     assert result.exit_code == 0, result.output
-    assert "stages missing" in result.output and "normalize" in result.output
+    assert "stages missing" in result.output
+    assert "normalize (6 of 6 units missing)" in result.output
     manifest = _payload(run_dir / "report" / "data" / "manifest.js")
     assert any("normalize" in n for n in manifest["notes"])
-    assert "normalize" in (run_dir / "report" / "summary.html").read_text()
+    summary = (run_dir / "report" / "summary.html").read_text()
+    assert "Stages missing" in summary and "normalize (6 of 6 units missing)" in summary
     assert not Records(run_dir).in_folder("report"), "built from incomplete inputs: unrecorded"
     run_ok(config)  # completes normalize, then the report again
     manifest = _payload(run_dir / "report" / "data" / "manifest.js")

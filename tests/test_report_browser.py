@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.browser import chromium_paths, headless_chrome
 from tests.workflow_helpers import run_ok
-from workflows.browser import chromium_paths, headless_chrome
 
 pytestmark = pytest.mark.skipif(
     chromium_paths() is None,

@@ -12,7 +12,7 @@ import pytest
 
 from pipeline.errors import ConfigError
 from workflows.engine import run_units
-from workflows.registry import Unit
+from workflows.plugin import Unit
 from workflows.scheduler import SchedulerError, open_executor, validate
 
 
@@ -147,14 +147,14 @@ def test_unreachable_scheduler_through_the_cli(tmp_path):
 
 
 def test_upstream_is_the_transitive_closure_of_after() -> None:
-    from workflows.registry import stages, upstream
+    from workflows.stages import REGISTRY
 
-    registry = stages()
-    for name, stage in registry.items():
+    for stage in REGISTRY:
         expected = set(stage.after)
         for up in stage.after:
-            expected |= upstream(up)
-        assert upstream(name) == expected
-        assert name not in upstream(name)
-    assert upstream("ingest") == set()
-    assert upstream("render") >= {"ingest", "predict", "attribute", "aggregate", "normalize"}
+            expected |= REGISTRY.upstream(up)
+        assert REGISTRY.upstream(stage.name) == expected
+        assert stage.name not in REGISTRY.upstream(stage.name)
+    assert REGISTRY.upstream("ingest") == set()
+    assert REGISTRY.upstream("render") >= {"ingest", "predict", "attribute", "aggregate",
+                                           "normalize"}

@@ -15,7 +15,7 @@ from pipeline.data import from_uint8_hwc, normalize
 from pipeline.methods import METHODS, attribute, image_seed, relative_completeness_error
 from pipeline.model import load_model, synset_to_index
 from tests.workflow_helpers import cli, make_images, run_ok, write_config
-from workflows.stages import NO_LABEL
+from workflows.plugin import NO_LABEL
 
 WNIDS = {"img0": "n01440764", "img2": "n01443537"}  # img1 has no label
 

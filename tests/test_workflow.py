@@ -15,14 +15,16 @@ from pipeline.methods import DEFAULT_METHODS, METHODS
 from tests.workflow_helpers import (
     assert_same,
     cli,
+    copy_run,
     finished,
     make_images,
     run_ok,
     run_subprocess,
     store_arrays,
+    units_run,
     write_config,
 )
-from workflows.registry import stage_names
+from workflows.stages import REGISTRY
 from workflows.state import RunLock
 
 METHOD_NAMES = list(DEFAULT_METHODS)
@@ -35,6 +37,30 @@ def tiny(tmp_path):
     return write_config(tmp_path / "tiny.toml", root, tmp_path / "runs"), tmp_path
 
 
+@pytest.fixture(scope="module")
+def finished_tiny(tmp_path_factory):
+    """One clean, uninterrupted run of the tiny dataset for the whole module: its folder, the
+    run's output and its store arrays (the reference the other runs must equal)."""
+    tmp = tmp_path_factory.mktemp("finished")
+    make_images(tmp / "images")
+    result = run_ok(write_config(tmp / "tiny.toml", tmp / "images", tmp / "runs"))
+    return tmp, result.output, store_arrays(tmp / "runs" / "tiny" / "store.zarr")  # type: ignore[attr-defined]
+
+
+@pytest.fixture()
+def done(finished_tiny, tmp_path):
+    """A copy of the finished run, for this test alone: ``(config, tmp, the run's output)``
+    (as ``tiny`` after ``xai run``, without running it again)."""
+    src, output, _ = finished_tiny
+    return copy_run(src, tmp_path), tmp_path, output
+
+
+@pytest.fixture()
+def reference(finished_tiny):
+    """The store arrays of a clean synchronous run of the tiny dataset."""
+    return finished_tiny[2]
+
+
 _run = run_ok
 
 
@@ -45,9 +71,8 @@ def _store(tmp: Path) -> Path:
 _arrays = store_arrays
 
 
-def test_run_writes_the_contract_store_and_sheets(tiny):
-    config, tmp = tiny
-    result = _run(config)
+def test_run_writes_the_contract_store_and_sheets(done):
+    _config, tmp, output = done
     ds = xr.open_zarr(_store(tmp), consolidated=False)
     assert dict(ds.sizes) == {"image": 6, "y": 32, "x": 32, "rgb": 3, "class": 1000,
                               "explainer": len(METHOD_NAMES), "channel": 3}
@@ -75,7 +100,7 @@ def test_run_writes_the_contract_store_and_sheets(tiny):
     assert np.isnan(ds["raw"].values[:, broken]).all()
     assert (ds["pred"].values[broken] == -1).all()
     assert np.isnan(ds["prob"].values[broken]).all()
-    assert "broken.jpg" in result.output
+    assert "broken.jpg" in output
     assert ds.attrs["random_weights"] is True
     assert ds.attrs["weights_id"] == "random:seed=0"
     assert ds.attrs["config"]["run"]["shard_size"] == 2
@@ -86,11 +111,10 @@ def test_run_writes_the_contract_store_and_sheets(tiny):
     assert resolved["methods"]["integrated_gradients"]["n_steps"] == 4
 
 
-def test_aggregate_and_normalize_match_the_library(tiny):
+def test_aggregate_and_normalize_match_the_library(done):
     from pipeline.explainers import aggregate_attribution, normalize_attribution
 
-    config, tmp = tiny
-    _run(config)
+    _config, tmp, _ = done
     a = _arrays(_store(tmp))
     ok = np.flatnonzero(a["status"] == "ok")
     for m in range(len(METHOD_NAMES)):
@@ -100,7 +124,7 @@ def test_aggregate_and_normalize_match_the_library(tiny):
                                    rtol=1e-5, atol=1e-6)
 
 
-def test_attributions_match_the_seed_functions(tiny):
+def test_attributions_match_the_seed_functions(done):
     """The stored gradient is Captum Saliency of the stored crop for the stored prediction."""
     import torch
 
@@ -108,8 +132,7 @@ def test_attributions_match_the_seed_functions(tiny):
     from pipeline.explainers import get_gradient
     from pipeline.model import load_model
 
-    config, tmp = tiny
-    _run(config)
+    _config, tmp, _ = done
     a = _arrays(_store(tmp))
     ok = np.flatnonzero(a["status"] == "ok")
     model = load_model("random", "softmax", seed=0).model
@@ -125,17 +148,15 @@ def _enabled_stages(config) -> list[str]:
     """The stages a run under ``config`` has (evaluate is off without [evaluate] metrics; the
     test configs turn the report off)."""
     from workflows.config import load_config
-    from workflows.registry import stages
 
     cfg = load_config(config)
-    names = [name for name, stage in stages().items() if stage.methods(cfg)]
-    assert names == [n for n in stage_names() if n not in ("evaluate", "report")]
+    names = [stage.name for stage in REGISTRY if stage.methods(cfg)]
+    assert names == [n for n in REGISTRY.names() if n not in ("evaluate", "report")]
     return names
 
 
-def test_rerun_skips_everything(tiny):
-    config, tmp = tiny
-    _run(config)
+def test_rerun_skips_everything(done):
+    config, tmp, _ = done
     before = {p: p.stat().st_mtime_ns for p in (tmp / "runs").rglob("*.json")}
     result = _run(config)
     after = {p: p.stat().st_mtime_ns for p in (tmp / "runs").rglob("*.json")
@@ -151,9 +172,9 @@ def _records(tmp: Path, stage: str) -> dict[str, float]:
     return finished(tmp / "runs" / "tiny", stage)
 
 
-def test_changed_n_steps_recomputes_that_method_onward_only(tiny):
-    config, tmp = tiny
-    _run(config)
+
+def test_changed_n_steps_recomputes_that_method_onward_only(done):
+    config, tmp, _ = done
     first = _arrays(_store(tmp))
     stages = ("ingest", "predict", "attribute", "aggregate", "normalize", "render")
     recs = {s: _records(tmp, s) for s in stages}
@@ -179,9 +200,8 @@ def test_changed_n_steps_recomputes_that_method_onward_only(tiny):
     np.testing.assert_array_equal(first["raw"][grad], second["raw"][grad])
 
 
-def test_adding_a_sixth_method_computes_only_that_method(tiny):
-    config, tmp = tiny
-    _run(config)
+def test_adding_a_sixth_method_computes_only_that_method(done):
+    config, tmp, _ = done
     assert "input_x_gradient" not in METHOD_NAMES
     before = {s: _records(tmp, s) for s in ("predict", "attribute", "aggregate", "normalize")}
     config.write_text(config.read_text() + "\n[methods.input_x_gradient]\n")
@@ -208,9 +228,8 @@ def test_adding_a_sixth_method_computes_only_that_method(tiny):
     assert "input_x_gradient" in status.output and "new methods" not in status.output
 
 
-def test_removing_a_method_moves_the_others_without_recomputing(tiny):
-    config, tmp = tiny
-    _run(config)
+def test_removing_a_method_moves_the_others_without_recomputing(done):
+    config, tmp, _ = done
     before = _records(tmp, "attribute")
     text = config.read_text()
     config.write_text(text.replace("[methods.integrated_gradients]\nn_steps = 4\n", ""))
@@ -225,10 +244,9 @@ def test_removing_a_method_moves_the_others_without_recomputing(tiny):
     assert cli("verify", "--config", str(config)).exit_code == 0
 
 
-def test_store_uses_explainer_not_method(tiny):
+def test_store_uses_explainer_not_method(done):
     """``sel(method=...)`` is xarray's own argument: the axis is called ``explainer``."""
-    config, tmp = tiny
-    _run(config)
+    _config, tmp, _ = done
     ds = xr.open_zarr(_store(tmp), consolidated=False)
     assert "method" not in ds.dims and "method" not in ds.variables
     delta = ds.delta.sel(explainer="integrated_gradients")
@@ -239,11 +257,10 @@ def test_store_uses_explainer_not_method(tiny):
     assert all(type(i) is str for i in ids) and "img0.png" in ids
 
 
-def test_a_schema_1_store_is_refused_not_misread(tiny):
+def test_a_schema_1_store_is_refused_not_misread(done):
     import zarr
 
-    config, tmp = tiny
-    _run(config)
+    config, tmp, _ = done
     group = zarr.open_group(str(_store(tmp)), mode="r+")
     group.attrs["schema_version"] = 1
     group.create_array("method", shape=(1,), dtype=str, dimension_names=("method",))
@@ -269,9 +286,8 @@ def test_a_schema_1_store_is_refused_not_misread(tiny):
     _run(config)
 
 
-def test_summary_json_and_records_name_their_worker(tiny):
-    config, tmp = tiny
-    result = _run(config)
+def test_summary_json_and_records_name_their_worker(done):
+    config, tmp, output = done
     run_dir = tmp / "runs" / "tiny"
     summary = json.loads((run_dir / "summary.json").read_text())
     stages = {st["stage"]: st for st in summary["stages"]}
@@ -282,17 +298,16 @@ def test_summary_json_and_records_name_their_worker(tiny):
     assert 0 <= att["device_idle"] <= 1 and len(att["workers"]) == 1
     assert stages["aggregate"]["device_idle"] is None
     assert summary["seconds"] > 0 and summary["streaming"] is True
-    assert "summary.json" in result.output
+    assert "summary.json" in output
     rec = json.loads((run_dir / "state" / "attribute" / "gradient" / "000000.json").read_text())
     assert rec["worker"]["address"] == "local" and rec["worker"]["device"] == "cpu"
     assert rec["worker"]["host"] and rec["max_batch"] == 8 and rec["images"] == 2
 
 
-def test_render_options_tiles_signed_and_overlay(tiny):
+def test_render_options_tiles_signed_and_overlay(done):
     from PIL import Image
 
-    config, tmp = tiny
-    _run(config)
+    config, tmp, _ = done
     run_dir = tmp / "runs" / "tiny"
     plain = (run_dir / "sheets" / "sheet-0000.png").read_bytes()
     assert Image.open(run_dir / "sheets" / "sheet-0000.png").mode == "RGB"
@@ -311,27 +326,21 @@ def test_render_options_tiles_signed_and_overlay(tiny):
     assert not (run_dir / "tiles").exists() and not (run_dir / "sheets").exists()
 
 
-def test_streaming_off_gives_the_same_store(tiny):
+def test_streaming_off_gives_the_same_store(tiny, reference):
     config, tmp = tiny
     _run(config, "--set", "run.streaming=false")
     summary = json.loads((tmp / "runs" / "tiny" / "summary.json").read_text())
     assert summary["streaming"] is False
     # one stage after another: their spans do not overlap
     assert summary["sum_of_stage_seconds"] <= summary["seconds"] + 1e-3, summary
-    _assert_same(_arrays(_store(tmp)), _reference(tmp))
-
-
-def _reference(tmp: Path) -> dict[str, np.ndarray]:
-    ref_cfg = write_config(tmp / "ref" / "tiny.toml", tmp / "images", tmp / "ref" / "runs")
-    _run(ref_cfg)
-    return _arrays(tmp / "ref" / "runs" / "tiny" / "store.zarr")
+    _assert_same(_arrays(_store(tmp)), reference)
 
 
 _assert_same = assert_same
 
 
 @pytest.mark.parametrize("fault", ["attribute:after-write:2", "attribute:mid-write:8"])
-def test_sigkill_mid_attribute_then_rerun_equals_uninterrupted(tiny, fault):
+def test_sigkill_mid_attribute_then_rerun_equals_uninterrupted(tiny, reference, fault):
     config, tmp = tiny
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
                           env={"XAI_FAULT": fault})
@@ -340,7 +349,7 @@ def test_sigkill_mid_attribute_then_rerun_equals_uninterrupted(tiny, fault):
     done = _records(tmp, "attribute")
     assert 0 < len(done) < 3 * len(METHOD_NAMES)
     _run(config)
-    _assert_same(_arrays(_store(tmp)), _reference(tmp))
+    _assert_same(_arrays(_store(tmp)), reference)
 
 
 def test_external_sigkill_during_attribute(tmp_path):
@@ -420,10 +429,10 @@ def test_bad_config_names_key_and_file(tiny):
         in " ".join(bad_value.output.split()), bad_value.output
 
 
-def test_status_and_clean(tiny):
-    config, tmp = tiny
-    assert "no run yet" in cli("status", "--config", str(config)).output
-    _run(config)
+def test_status_and_clean(done):
+    config, tmp, _ = done
+    nothing = write_config(tmp / "nothing.toml", tmp / "images", tmp / "elsewhere")
+    assert "no run yet" in cli("status", "--config", str(nothing)).output
     status = cli("status", "--config", str(config))
     assert status.exit_code == 0
     assert "broken.jpg" in status.output and "cannot decode" in status.output
@@ -432,18 +441,27 @@ def test_status_and_clean(tiny):
     assert _records(tmp, "aggregate")
     rerun = _run(config)
     assert _records(tmp, "render")
-    assert "normalize" in rerun.output
+    units = units_run(rerun.output)
+    assert units == {"normalize": f"{3 * len(METHOD_NAMES)}/{3 * len(METHOD_NAMES)}",
+                     "render": "2/2"}, units
     assert cli("clean", "--config", str(config)).exit_code == 0
     assert not _store(tmp).exists()
 
 
-def test_force_stage(tiny):
-    config, tmp = tiny
-    _run(config)
-    before = _records(tmp, "predict")
+def test_force_stage(done):
+    config, tmp, _ = done
+    stages = ("predict", "attribute", "aggregate", "normalize", "render")
+    before = {s: _records(tmp, s) for s in stages}
     _run(config, "--force", "aggregate")
-    assert _records(tmp, "predict") == before
-    assert cli("run", "--config", str(config), "--force", "bogus").exit_code == 2
+    after = {s: _records(tmp, s) for s in stages}
+    for stage in stages:  # forced: aggregate and every stage that reads it, all of them
+        redone = {k for k in after[stage] if after[stage][k] != before[stage][k]}
+        forced = stage in ("aggregate", "normalize", "render")
+        assert after[stage].keys() == before[stage].keys()
+        assert redone == (set(after[stage]) if forced else set()), stage
+    bogus = cli("run", "--config", str(config), "--force", "bogus")
+    assert bogus.exit_code == 2 and "Expected --force to name a stage (ingest, " in bogus.output
+    assert "clean" not in bogus.output
 
 
 def test_fewer_sheets_after_images_per_sheet_changes(tiny):
@@ -455,9 +473,8 @@ def test_fewer_sheets_after_images_per_sheet_changes(tiny):
     assert [p.name for p in sheets.glob("*.png")] == ["sheet-0000.png"]
 
 
-def test_changing_methods_rebuilds_the_method_axis(tiny):
-    config, tmp = tiny
-    _run(config)
+def test_changing_methods_rebuilds_the_method_axis(done):
+    config, tmp, _ = done
     text = config.read_text()
     config.write_text(text[:text.index("[methods.")] + "[methods.custom_gradient]\n")
     _run(config)
@@ -467,19 +484,19 @@ def test_changing_methods_rebuilds_the_method_axis(tiny):
 
 
 @pytest.mark.parametrize("scheduler", ["threads", "processes"])
-def test_local_schedulers_give_the_same_store(tiny, scheduler):
+def test_local_schedulers_give_the_same_store(tiny, reference, scheduler):
     config, tmp = tiny
     result = cli("run", "--config", str(config), "--scheduler", scheduler)
     assert result.exit_code == 0, result.output
-    _assert_same(_arrays(_store(tmp)), _reference(tmp))
+    _assert_same(_arrays(_store(tmp)), reference)
 
 
 @pytest.mark.slow
-def test_distributed_local_cluster(tiny):
+def test_distributed_local_cluster(tiny, reference):
     config, tmp = tiny
     result = cli("run", "--config", str(config), "--scheduler", "local:2")
     assert result.exit_code == 0, result.output
-    _assert_same(_arrays(_store(tmp)), _reference(tmp))
+    _assert_same(_arrays(_store(tmp)), reference)
 
 
 def test_bad_scheduler(tiny):
@@ -526,7 +543,7 @@ def test_synthetic_dataset_needs_no_files(tmp_path):
 
 
 @pytest.mark.slow
-def test_existing_dask_scheduler_address(tiny):
+def test_existing_dask_scheduler_address(tiny, reference):
     from distributed import LocalCluster
 
     config, tmp = tiny
@@ -534,20 +551,20 @@ def test_existing_dask_scheduler_address(tiny):
                       resources={"GPU": 1}, dashboard_address=None) as cluster:
         result = cli("run", "--config", str(config), "--scheduler", cluster.scheduler_address)
     assert result.exit_code == 0, result.output
-    _assert_same(_arrays(_store(tmp)), _reference(tmp))
+    _assert_same(_arrays(_store(tmp)), reference)
 
 
-def test_fp32_fwd_equals_fp32_on_a_cpu(tiny):
+def test_fp32_fwd_equals_fp32_on_a_cpu(tiny, reference):
     config, tmp = tiny
     _run(config, "--set", "run.precision=fp32-fwd")
     ds = xr.open_zarr(_store(tmp), consolidated=False)
     assert ds.attrs["precision"] == "fp32-fwd"
-    _assert_same(_arrays(_store(tmp)), _reference(tmp))
+    _assert_same(_arrays(_store(tmp)), reference)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_precision_mode_is_recorded_and_results_are_finite(tiny, precision):
-    config, tmp = tiny
+def test_precision_mode_is_recorded_and_results_are_finite(done, precision):
+    config, tmp, _ = done
     _run(config, "--set", f"run.precision={precision}")
     ds = xr.open_zarr(_store(tmp), consolidated=False)
     assert ds.attrs["precision"] == precision
@@ -555,9 +572,8 @@ def test_precision_mode_is_recorded_and_results_are_finite(tiny, precision):
     assert np.isfinite(ds["raw"].values[:, ok]).all()
 
 
-def test_engine_options_make_predict_and_attribute_stale_but_not_ingest(tiny):
-    config, tmp = tiny
-    _run(config)
+def test_engine_options_make_predict_and_attribute_stale_but_not_ingest(done):
+    config, tmp, _ = done
     before = {s: _records(tmp, s) for s in ("ingest", "predict", "attribute")}
     _run(config, "--set", "run.channels_last=false")
     after = {s: _records(tmp, s) for s in ("ingest", "predict", "attribute")}
@@ -601,9 +617,8 @@ def test_status_verify_clean_take_data_dir(tmp_path):
     assert cleaned.exit_code == 0 and not (tmp_path / "runs" / "c" / "store.zarr").exists()
 
 
-def test_a_store_with_other_dataset_settings_is_never_discarded_silently(tiny):
-    config, tmp = tiny
-    _run(config)
+def test_a_store_with_other_dataset_settings_is_never_discarded_silently(done):
+    config, tmp, _ = done
     before = _arrays(_store(tmp))
     other = tmp / "other"
     make_images(other, n=3, broken=False, seed=5)
@@ -622,9 +637,8 @@ def test_a_store_with_other_dataset_settings_is_never_discarded_silently(tiny):
 
 
 @pytest.mark.parametrize("fault", ["replace:new-created", "replace:old-moved"])
-def test_a_kill_during_replacement_leaves_a_whole_store(tiny, fault):
-    config, tmp = tiny
-    _run(config)
+def test_a_kill_during_replacement_leaves_a_whole_store(done, fault):
+    config, tmp, _ = done
     before = _arrays(_store(tmp))
     proc = run_subprocess("run", "--config", str(config), "--set", "run.shard_size=3",
                           "--replace", "--scheduler", "synchronous", env={"XAI_FAULT": fault})

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -41,11 +42,6 @@ def make_images(folder: Path, n: int = 5, seed: int = 0, broken: bool = True) ->
         (folder / "broken.jpg").write_bytes(b"this is not a jpeg")
         names.append("broken.jpg")
     return sorted(names)
-
-
-#: Every store array a run writes: what "equals a clean run" compares.
-ARRAYS = ("status", "label", "pixels", "logits", "pred", "prob", "raw", "delta", "aggregated",
-          "normalized")
 
 
 def write_config(path: Path, root: Path, out: Path, *, shard_size: int = 2,
@@ -102,10 +98,19 @@ def run_ok(config: Path, *extra: str, scheduler: str = "synchronous") -> object:
 
 
 def store_arrays(store: Path) -> dict[str, np.ndarray]:
-    """Every array of :data:`ARRAYS` (and the explainer coordinate) as numpy."""
+    """Every array of the store that the schema declares, as numpy (strings as Python
+    strings): what "equals a clean run" compares."""
+    import zarr
+
+    from pipeline.store import SCHEMA
+
+    names = SCHEMA.arrays(zarr.open_group(str(store), mode="r"))
     ds = xr.open_zarr(store, consolidated=False)
-    out = {name: ds[name].values for name in ARRAYS}
-    out["explainer"] = np.asarray(ds["explainer"].values.tolist(), dtype=object)
+    out = {}
+    for name in names:
+        values = ds[name].values
+        out[name] = np.asarray(values.tolist(), dtype=object) if values.dtype.kind in "OTU" \
+            else values
     return out
 
 
@@ -132,3 +137,31 @@ def records(run_dir: Path, stage: str) -> dict[str, dict[str, object]]:
 def finished(run_dir: Path, stage: str) -> dict[str, float]:
     """When each record of ``stage`` was written."""
     return {k: float(v["finished"]) for k, v in records(run_dir, stage).items()}  # type: ignore[arg-type]
+
+
+def copy_run(src: Path, dst: Path, config_name: str = "tiny.toml", **config: Any) -> Path:
+    """A finished run made under ``src`` (its ``images/``, ``runs/`` and config), copied to
+    ``dst`` with a config pointing at the copy; returns that config.
+
+    The store's attributes still name ``src``'s folder until the next run rewrites them; a
+    dataset root alone never makes a store differ (its identity is the ingest hash).
+    """
+    import shutil
+
+    shutil.copytree(src / "images", dst / "images")
+    if (src / "runs").exists():
+        shutil.copytree(src / "runs", dst / "runs", symlinks=True)
+    return write_config(dst / config_name, dst / "images", dst / "runs", **config)
+
+
+def units_run(output: str) -> dict[str, str]:
+    """``stage -> "run/total"`` for the stages that ran units, from ``xai run``'s summary
+    table."""
+    import re
+
+    out = {}
+    for line in output.splitlines():
+        m = re.match(r"[│|]\s*(\w+)\s*[│|]\s*(\d+)/(\d+)", line)
+        if m and m.group(2) != "0":
+            out[m.group(1)] = f"{m.group(2)}/{m.group(3)}"
+    return out

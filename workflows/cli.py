@@ -28,7 +28,7 @@ from rich.text import Text
 
 from pipeline.errors import ConfigError, XaiError
 from pipeline.methods import DEFAULT_METHODS, METHODS
-from workflows.registry import stage_names
+from workflows.stages import REGISTRY
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Batch gradient-based explanations of an ImageNet ResNet18.")
@@ -117,7 +117,7 @@ def run(
              "(see README, Several GPUs and machines)")] = "threads",
     sets: SetOpt = None,
     force: Annotated[str | None, typer.Option(
-        help=f"recompute this stage and the ones after it: {', '.join(stage_names())}")] = None,
+        help=f"recompute this stage and the ones after it: {', '.join(REGISTRY.names())}")] = None,
     replace: Annotated[bool, typer.Option(
         "--replace", help="discard an existing store made with other dataset settings or "
                           "shard_size (without it, such a run stops and changes nothing)")]
@@ -174,7 +174,7 @@ def evaluate(
     except XaiError as exc:
         raise _fail(exc) from None
     summary = _pipeline(cfg, scheduler, only="evaluate")
-    _print_evaluation(summary.evaluation, summary.run_dir)
+    _print_evaluation(summary.outputs.get("evaluate"), summary.run_dir)
 
 
 @app.command()
@@ -202,7 +202,7 @@ def report(
     except XaiError as exc:
         raise _fail(exc) from None
     summary = _pipeline(cfg, scheduler, only="report")
-    _print_report(summary.run_dir, summary.report)
+    _print_report(summary.run_dir, summary.outputs.get("report"))
     if open_:
         import webbrowser
 
@@ -253,8 +253,8 @@ def _print_summary(summary: Any) -> None:
     out.print(f"summary: {summary.run_dir / 'summary.json'}")
     out.print(f"weights: {summary.weights_id}")
     _print_completeness(summary.completeness, limit=0)
-    _print_evaluation(summary.evaluation, summary.run_dir)
-    _print_report(summary.run_dir, summary.report)
+    _print_evaluation(summary.outputs.get("evaluate"), summary.run_dir)
+    _print_report(summary.run_dir, summary.outputs.get("report"))
     if summary.random_weights:
         out.print("[bold red]random weights: the attributions say nothing about a real "
                   "model[/]")
@@ -339,7 +339,7 @@ def _print_completeness(rows: Any, limit: int) -> None:
 def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
            sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
     """Per stage and method: units done/total and whether the config made them stale."""
-    from workflows.run import run_status
+    from workflows.status import run_status
 
     try:
         cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
@@ -376,7 +376,7 @@ def clean(stage: Annotated[str | None, typer.Argument(
           dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
           sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
     """Remove a run's outputs, or mark one stage (and those after it) for recomputation."""
-    from workflows.run import clean as clean_run
+    from workflows.clean import clean as clean_run
 
     try:
         cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
@@ -395,7 +395,7 @@ def verify(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
     Damaged or missing data is reported and its record dropped, so the next `xai run`
     recomputes exactly what it affects. Exit code 1 when damage was found.
     """
-    from workflows.run import verify as verify_run
+    from workflows.verify import verify as verify_run
 
     try:
         cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
@@ -559,8 +559,13 @@ def bench(
         Path("runs/bench"),
 ) -> None:
     """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""
-    from workflows.bench import run_bench, save, to_markdown
-    from workflows.run import resolve_device
+    try:
+        from benchmarks.bench import run_bench, save, to_markdown
+    except ImportError:
+        raise _fail("Expected the benchmarks of a source checkout (benchmarks/ beside "
+                    "pipeline/ and workflows/): `xai bench` runs from a clone of the "
+                    "repository (`make bench`); they do not ship in the wheel.") from None
+    from workflows.worker import resolve_device
 
     command = "xai bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "xai bench"
     try:

@@ -1,8 +1,15 @@
 """Typed, frozen run configuration loaded from ``configs/<name>.toml``.
 
 Every key is validated on load: unknown keys and bad values raise :class:`ConfigError` naming
-the key and the file. Relative paths in a file resolve against that file's folder; paths given
-on the command line resolve against the working directory.
+the key and the file (or the ``--set`` override that wrote it). Relative paths in a file resolve
+against that file's folder; paths given on the command line resolve against the working
+directory.
+
+Each key's rule (allowed choices, minimum, range, a check function) sits next to its field, in
+``dataclasses.field(metadata={"rule": Rule(...)})`` (see :func:`key`); keys that were removed
+are listed, with what to do instead, in the ``REMOVED`` class variable of their section. A
+:class:`Config` and its sections are frozen and can be pickled (``Config.methods`` is a
+:class:`FrozenMap`), so that worker processes can receive one.
 """
 
 from __future__ import annotations
@@ -11,27 +18,25 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import Any, ClassVar
 
 from pipeline.errors import ConfigError
 from pipeline.methods import METHODS
 from pipeline.precision import PRECISIONS
+from pipeline.weights import HEADS, WEIGHT_KEYWORDS
 
 #: What ``[run] target`` may be: explain the predicted class, or the ground-truth label.
 TARGETS = ("predicted", "label")
 #: Generated layouts: no image files (``evidence`` reads its background photos from root).
 GENERATED_LAYOUTS = ("synthetic", "evidence")
-#: Keywords of ``[model] weights``; anything else is a state-dict path.
-WEIGHT_KEYWORDS = ("imagenet", "auto", "random", "evidence")
 LAYOUTS = ("auto", "class-folders", "flat-csv", "plain", *GENERATED_LAYOUTS)
-HEADS = ("softmax", "logits")
 CONFIG_DIR_ENV = "XAI_CONFIG_DIR"
 DATA_DIR_ENV = "XAI_DATA_DIR"
 
@@ -47,25 +52,155 @@ def available_datasets() -> list[str]:
     return sorted(p.stem for p in config_dir().glob("*.toml"))
 
 
+# ------------------------------------------------------------------ rules of single keys
+
+#: ``check(value) -> why the value is not allowed, or None``.
+Check = Callable[[Any], str | None]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a config key accepts besides its type; kept in ``field.metadata["rule"]``.
+
+    Attributes
+    ----------
+    choices : tuple of str, optional
+        The allowed values.
+    minimum : int, optional
+        The smallest allowed integer.
+    between : tuple of float, optional
+        ``(low, high)``: a number must lie in the half-open interval ``(low, high]``.
+    check : callable, optional
+        ``check(value) -> problem or None``, run after the checks above. Checks that need a
+        registry (metric names, colormaps) import it when they run, so that importing this
+        module stays cheap.
+    help : str
+        One line on what the key is for.
+    """
+
+    choices: tuple[str, ...] | None = None
+    minimum: int | None = None
+    between: tuple[float, float] | None = None
+    check: Check | None = None
+    help: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` (already of the field's type) breaks this rule, or None."""
+        if self.choices is not None and value not in self.choices:
+            return f"expected one of {', '.join(self.choices)}, got {value!r}"
+        if self.minimum is not None and value < self.minimum:
+            return f"expected an integer >= {self.minimum}, got {value}"
+        # A float key without a range still refuses nan and -inf.
+        if self.between is not None or isinstance(value, float):
+            low, high = self.between or (-math.inf, math.inf)
+            if not low < value <= high:
+                return f"expected a number in ({low:g}, {high:g}], got {value!r}"
+        return self.check(value) if self.check is not None else None
+
+
+#: The rule of a field declared without one: its type is all that is checked.
+NO_RULE = Rule()
+
+
+def key(default: Any, *, choices: Sequence[str] | None = None, minimum: int | None = None,
+        between: tuple[float, float] | None = None, check: Check | None = None,
+        help: str = "") -> Any:
+    """A section field with its :class:`Rule` in ``metadata["rule"]``.
+
+    Parameters
+    ----------
+    default
+        The value when the file does not set the key (immutable: sections are frozen).
+    choices, minimum, between, check, help
+        See :class:`Rule`.
+
+    Returns
+    -------
+    dataclasses.Field
+        Typed ``Any`` so that ``limit: int = key(0, minimum=0)`` type-checks.
+    """
+    rule = Rule(choices=tuple(choices) if choices is not None else None, minimum=minimum,
+                between=between, check=check, help=help)
+    return field(default=default, metadata={"rule": rule})
+
+
+def rule_of(f: dataclasses.Field[Any]) -> Rule:
+    """The rule declared next to a section field (:data:`NO_RULE` if none)."""
+    return f.metadata.get("rule", NO_RULE)
+
+
+def _did_you_mean(name: str, allowed: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, list(allowed), n=1, cutoff=0.6)
+    return f"; did you mean `{prefix}{close[0]}`?" if close else ""
+
+
+def _device_problem(device: str) -> str | None:
+    head, _, index = device.partition(":")
+    if device in ("auto", "cpu", "cuda", "mps") or (head == "cuda" and index.isdigit()):
+        return None
+    return f"expected auto, cpu, cuda or cuda:N, got {device!r}"
+
+
+def _colormap(examples: str) -> Check:
+    """A check that a name is a matplotlib colormap; ``examples`` go in the message."""
+
+    def check(name: str) -> str | None:
+        import matplotlib  # only when a config is loaded: it is slow to import
+
+        if name in matplotlib.colormaps:
+            return None
+        return f"expected a matplotlib colormap name (e.g. {examples}), got {name!r}"
+
+    return check
+
+
+def _metrics_problem(names: Sequence[str]) -> str | None:
+    from pipeline.metrics import METRICS
+
+    for name in names:
+        if name not in METRICS:
+            hint = _did_you_mean(name, METRICS)
+            return f"unknown metric {name!r}{hint}; valid: {', '.join(METRICS)}"
+    return None
+
+
+def _flip_baseline_problem(name: str) -> str | None:
+    from pipeline.metrics import FLIP_BASELINES
+
+    if name in FLIP_BASELINES:
+        return None
+    return f"expected one of {', '.join(FLIP_BASELINES)}, got {name!r}"
+
+
+def _shortcut_class_problem(name: str) -> str | None:
+    from pipeline.evidence import SHAPES
+
+    if not name or name in SHAPES:
+        return None
+    return f"expected a class of the evidence dataset ({', '.join(SHAPES)}), got {name!r}"
+
+
+# ------------------------------------------------------------------ the sections
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """``[dataset]``: where the images are and which of them to use."""
 
     name: str
-    layout: str = "auto"
+    layout: str = key("auto", choices=LAYOUTS)
     root: Path | None = None
     labels_csv: str = "LOC_val_solution.csv"
-    limit: int = 0
-    per_class: int = 0
-    count: int = 64
-    resize: int = 256
-    crop: int = 224
-    max_pixels: int = 89_478_485
+    limit: int = key(0, minimum=0)
+    per_class: int = key(0, minimum=0)
+    count: int = key(64, minimum=1)
+    resize: int = key(256, minimum=8)
+    crop: int = key(224, minimum=8)
+    max_pixels: int = key(89_478_485, minimum=1)
     #: ``layout = "evidence"`` only: plant a shortcut in this class (a shape name, e.g.
     #: "circle"): in ``shortcut_fraction`` of its images, train and test, a corner watermark
     #: replaces the object (see pipeline.evidence.Shortcut). Empty: none.
-    shortcut: str = ""
-    shortcut_fraction: float = 0.5
+    shortcut: str = key("", check=_shortcut_class_problem)
+    shortcut_fraction: float = key(0.5, between=(0.0, 1.0))
 
 
 @dataclass(frozen=True)
@@ -73,43 +208,54 @@ class ModelConfig:
     """``[model]``: ``weights`` = imagenet | auto | random | a state-dict path; ``head``."""
 
     weights: str = "imagenet"
-    head: str = "softmax"
+    head: str = key("softmax", choices=HEADS)
     #: ``weights = "evidence"`` only: images the model trains on, and held-out images its
     #: accuracy is measured on (see pipeline.evidence_model).
-    train_images: int = 3072
-    val_images: int = 600
+    train_images: int = key(3072, minimum=1)
+    val_images: int = key(600, minimum=1)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """``[run]``: output folder, device, precision, shard size, seed, samples per pass."""
 
+    #: Keys that were removed, with what to do instead.
+    REMOVED: ClassVar[dict[str, str]] = {
+        "prefetch": "device tasks now overlap reads and writes by themselves; remove the key "
+                    "(see [run] streaming)",
+    }
+
     out: Path = Path("runs")
-    device: str = "auto"
-    precision: str = "fp32"
-    shard_size: int = 32
-    seed: int = 0
-    max_batch: int = 0
+    device: str = key("auto", check=_device_problem)
+    precision: str = key("fp32", choices=PRECISIONS)
+    shard_size: int = key(32, minimum=1)
+    seed: int = key(0, minimum=0)
+    max_batch: int = key(0, minimum=0)
     streaming: bool = True
     channels_last: bool = True
     fuse_bn: bool = False
     compile: bool = False
     #: The class each map explains: the model's prediction, or the image's label.
-    target: str = "predicted"
+    target: str = key("predicted", choices=TARGETS)
     #: Relative completeness error |delta| / |F(x) - F(baseline)| above which status flags
     #: an image's IG map.
-    completeness_warning: float = 0.05
+    completeness_warning: float = key(0.05, between=(0.0, math.inf))
 
 
 @dataclass(frozen=True)
 class RenderConfig:
     """``[render]``: contact-sheet layout."""
 
-    images_per_sheet: int = 8
-    colormap: str = "inferno"
-    clip_percentile: float = 99.0
+    #: Keys that were removed, with what to do instead.
+    REMOVED: ClassVar[dict[str, str]] = {
+        "dpi": "sheets are now drawn at the crop's pixel size; remove the key",
+    }
+
+    images_per_sheet: int = key(8, minimum=1)
+    colormap: str = key("inferno", check=_colormap("inferno, viridis, magma, turbo"))
+    clip_percentile: float = key(99.0, between=(0.0, 100.0))
     signed: bool = False
-    signed_colormap: str = "RdBu_r"
+    signed_colormap: str = key("RdBu_r", check=_colormap("RdBu_r, coolwarm, bwr, seismic"))
     overlay: bool = False
     tiles: bool = False
 
@@ -118,15 +264,15 @@ class RenderConfig:
 class EvaluateConfig:
     """``[evaluate]``: which metrics the ``evaluate`` stage computes (none: the stage is off)."""
 
-    metrics: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = key((), check=_metrics_problem)
     #: Deletion/insertion: perturbation steps, and what removed pixels become.
-    steps: int = 20
-    baseline: str = "black"
-    baseline_sigma: float = 10.0
+    steps: int = key(20, minimum=1)
+    baseline: str = key("black", check=_flip_baseline_problem)
+    baseline_sigma: float = key(10.0, between=(0.0, math.inf))
     #: Model-parameter randomisation on the first N images (0: off).
-    randomisation_images: int = 32
+    randomisation_images: int = key(32, minimum=0)
     #: Bootstrap resamples for the 95% intervals of the summary table.
-    bootstrap: int = 1000
+    bootstrap: int = key(1000, minimum=0)
 
 
 @dataclass(frozen=True)
@@ -136,15 +282,61 @@ class ReportConfig:
 
     enabled: bool = True
     #: Cluster a predicted class's maps only when it has at least this many images.
-    min_images: int = 20
+    min_images: int = key(20, minimum=3)
     #: Side of the downsampled maps the clustering compares.
-    downsample: int = 28
+    downsample: int = key(28, minimum=2)
     #: Nearest neighbours per map in the affinity graph.
-    neighbors: int = 10
+    neighbors: int = key(10, minimum=1)
     #: The most clusters the eigengap may choose.
-    max_clusters: int = 8
+    max_clusters: int = key(8, minimum=1)
     #: Members shown per cluster on the strategies page.
-    members: int = 8
+    members: int = key(8, minimum=0)
+
+
+#: The ``[section]`` tables besides ``[methods]``, in :class:`Config`'s order.
+SECTIONS: dict[str, type[Any]] = {
+    "dataset": DatasetConfig, "model": ModelConfig, "run": RunConfig,
+    "render": RenderConfig, "evaluate": EvaluateConfig, "report": ReportConfig,
+}
+
+
+class FrozenMap(Mapping[str, Any]):
+    """A read-only, hashable, picklable mapping (``MappingProxyType`` cannot be pickled).
+
+    Parameters
+    ----------
+    items
+        A mapping or ``(key, value)`` pairs; copied, so later changes to it do not show.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
+        self._items: dict[str, Any] = dict(items)
+
+    def __getitem__(self, name: str) -> Any:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+    def __hash__(self) -> int:
+        # Equal maps have equal items whatever their order; an unhashable value raises
+        # TypeError, as a dict would.
+        return hash(tuple(sorted(self._items.items())))
+
+    def __reduce__(self) -> tuple[type[FrozenMap], tuple[dict[str, Any]]]:
+        return (FrozenMap, (self._items,))
+
+
+def _frozen_methods(methods: Mapping[str, Mapping[str, Any]]) -> FrozenMap:
+    return FrozenMap((name, FrozenMap(params)) for name, params in methods.items())
 
 
 @dataclass(frozen=True)
@@ -154,11 +346,16 @@ class Config:
     dataset: DatasetConfig
     model: ModelConfig = field(default_factory=ModelConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: Method name -> its resolved parameters (a :class:`FrozenMap` of FrozenMaps).
+    methods: Mapping[str, Mapping[str, Any]] = field(default_factory=FrozenMap)
     render: RenderConfig = field(default_factory=RenderConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     source: Path | None = None
+
+    def __post_init__(self) -> None:
+        # Whoever builds a Config, its methods end up read-only and picklable.
+        object.__setattr__(self, "methods", _frozen_methods(self.methods))
 
     def model_classes(self) -> int:
         """How many classes the configured model has (the store's ``logits`` width)."""
@@ -201,7 +398,11 @@ class Config:
         return tuple(self.methods)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (paths as strings), as saved next to the results."""
+        """Plain JSON-able form (paths as strings), as saved next to the results.
+
+        Its :func:`stable_hash` keys stored results: any change to what this returns
+        invalidates users' runs.
+        """
         return {
             "dataset": _plain(dataclasses.asdict(self.dataset)),
             "model": _plain(dataclasses.asdict(self.model)),
@@ -225,185 +426,257 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
-    ("dataset", "layout"): LAYOUTS,
-    ("model", "head"): HEADS,
-    ("run", "precision"): PRECISIONS,
-    ("run", "target"): TARGETS,
-}
-_MINIMUM: dict[tuple[str, str], int] = {
-    ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,
-    ("dataset", "resize"): 8, ("dataset", "crop"): 8, ("dataset", "max_pixels"): 1,
-    ("run", "shard_size"): 1, ("run", "seed"): 0, ("run", "max_batch"): 0,
-    ("model", "train_images"): 1, ("model", "val_images"): 1,
-    ("evaluate", "steps"): 1, ("evaluate", "randomisation_images"): 0,
-    ("evaluate", "bootstrap"): 0,
-    ("render", "images_per_sheet"): 1,
-    ("report", "min_images"): 3, ("report", "downsample"): 2, ("report", "neighbors"): 1,
-    ("report", "max_clusters"): 1, ("report", "members"): 0,
-}
+# ------------------------------------------------------------------ where an entry came from
+
+class Origins:
+    """Who wrote each entry of the merged tables: a ``--set`` override, else the file.
+
+    An entry is a path of names: ``("run",)``, ``("run", "seed")``,
+    ``("methods", "gradient", "abs")``.
+
+    Parameters
+    ----------
+    path
+        The config file.
+    text
+        Its text (to find the line of an entry).
+    written
+        Its tables as read, before any override.
+    overrides
+        The ``--set section.key=value`` texts, in the order given.
+    """
+
+    def __init__(self, path: Path, text: str, written: Mapping[str, Any],
+                 overrides: Sequence[str]) -> None:
+        self.path, self.text, self.written = path, text, written
+        self.sets = [(o, tuple(parse_override(o)[0])) for o in overrides]
+
+    def override(self, *entry: str) -> str | None:
+        """The last ``--set`` that wrote ``entry`` (or a table holding it, or created it)."""
+        for text, parts in reversed(self.sets):
+            common = min(len(parts), len(entry))
+            if parts[:common] != entry[:common]:
+                continue
+            # A longer override wrote inside the entry: it made the entry only if the file
+            # does not have it.
+            if len(parts) <= len(entry) or not _has(self.written, entry):
+                return text
+        return None
+
+    def __call__(self, *entry: str) -> str:
+        """``--set OVERRIDE``, else ``FILE, line N`` (``FILE`` when the line is not found)."""
+        text = self.override(*entry)
+        if text is not None:
+            return f"--set {text}"
+        line = _line_of(self.text, entry) if entry else None
+        return f"{self.path}, line {line}" if line else str(self.path)
 
 
-#: Allowed (low, high] for float keys.
-_RANGES: dict[tuple[str, str], tuple[float, float]] = {
-    ("render", "clip_percentile"): (0.0, 100.0),
-    ("run", "completeness_warning"): (0.0, float("inf")),
-    ("evaluate", "baseline_sigma"): (0.0, float("inf")),
-    ("dataset", "shortcut_fraction"): (0.0, 1.0),
-}
-#: Keys that were removed, with what to do instead.
-_REMOVED: dict[tuple[str, str], str] = {
-    ("render", "dpi"): "sheets are now drawn at the crop's pixel size; remove the key",
-    ("run", "prefetch"): "device tasks now overlap reads and writes by themselves; remove the "
-                         "key (see [run] streaming)",
-}
+def _has(tables: Mapping[str, Any], entry: Sequence[str]) -> bool:
+    node: Any = tables
+    for name in entry:
+        if not isinstance(node, Mapping) or name not in node:
+            return False
+        node = node[name]
+    return True
 
 
-def _err(where: str, section: str, key: str, problem: str) -> ConfigError:
-    return ConfigError(f"{where}: [{section}] {key}: {problem}")
-
-
-def _check_value(where: str, section: str, f: dataclasses.Field[Any], value: Any,
-                 base: Path) -> Any:
-    key = f.name
-    annotation = str(f.type)
-    if "Path" in annotation:
-        if not isinstance(value, str) or not value:
-            raise _err(where, section, key, f"expected a path string, got {value!r}")
-        path = Path(value).expanduser()
-        return path if path.is_absolute() else (base / path).resolve()
-    if annotation.startswith("tuple"):
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise _err(where, section, key, f"expected a list of strings, got {value!r}")
-        return tuple(value)
-    if annotation == "bool":
-        if not isinstance(value, bool):
-            raise _err(where, section, key, f"expected true or false, got {value!r}")
-        return value
-    if annotation == "float":
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise _err(where, section, key, f"expected a number, got {value!r}")
-        low, high = _RANGES.get((section, key), (float("-inf"), float("inf")))
-        if not low < value <= high:
-            raise _err(where, section, key, f"expected a number in ({low:g}, {high:g}], "
-                                            f"got {value!r}")
-        return float(value)
-    if annotation == "int":
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise _err(where, section, key, f"expected an integer, got {value!r}")
-        low = _MINIMUM.get((section, key))
-        if low is not None and value < low:
-            raise _err(where, section, key, f"expected an integer >= {low}, got {value}")
-        return value
-    if not isinstance(value, str):
-        raise _err(where, section, key, f"expected a string, got {value!r}")
-    choices = _CHOICES.get((section, key))
-    if choices and value not in choices:
-        raise _err(where, section, key, f"expected one of {', '.join(choices)}, got {value!r}")
-    return value
-
-
-Where = Callable[[str, str], str]
-
-
-def _did_you_mean(key: str, allowed: Sequence[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.6)
-    return f"; did you mean `{prefix}{close[0]}`?" if close else ""
-
-
-def _section(cls: type[Any], table: Any, section: str, where: Where, base: Path) -> Any:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where(section, '')}: [{section}] expected a table, got {table!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if (section, key) in _REMOVED:
-            raise ConfigError(f"{where(section, key)}: [{section}] {key}: no longer used: "
-                              f"{_REMOVED[(section, key)]}.")
-        if key not in fields:
-            allowed = ", ".join(fields)
-            hint = _did_you_mean(key, list(fields), f"{section}.")
-            raise ConfigError(
-                f"{where(section, key)}: unknown key `{section}.{key}`{hint} (in [{section}]; "
-                f"allowed keys: {allowed})."
-            )
-        values[key] = _check_value(where(section, key), section, fields[key], value, base)
-    return cls(**values)
-
-
-def _device_ok(device: str) -> bool:
-    if device in ("auto", "cpu", "cuda", "mps"):
-        return True
-    head, _, idx = device.partition(":")
-    return head == "cuda" and idx.isdigit()
-
-
-def _methods(table: Any, where: Where) -> dict[str, Mapping[str, Any]]:
-    if not isinstance(table, dict) or not table:
-        raise ConfigError(
-            f"{where('methods', '')}: expected at least one [methods.<name>] table, got none. "
-            f"Registered methods: {', '.join(METHODS)}."
-        )
-    resolved: dict[str, Mapping[str, Any]] = {}
-    for name, params in table.items():
-        if name not in METHODS:
-            hint = _did_you_mean(name, list(METHODS), "methods.")
-            raise ConfigError(
-                f"{where('methods', name)}: unknown method {name!r} in [methods.{name}]{hint} "
-                f"Registered methods: {', '.join(METHODS)}."
-            )
-        if not isinstance(params, dict):
-            raise ConfigError(f"{where('methods', name)}: [methods.{name}] expected a table, "
-                              f"got {params!r}")
-        for key in params:
-            if key not in METHODS[name].params:
-                hint = _did_you_mean(key, list(METHODS[name].params), f"methods.{name}.")
-                allowed = ", ".join(METHODS[name].params) or "none"
-                raise ConfigError(
-                    f"{where(f'methods.{name}', key)}: unknown key `methods.{name}.{key}`"
-                    f"{hint} (allowed: {allowed})."
-                )
-        try:
-            resolved[name] = MappingProxyType(METHODS[name].resolve(params))
-        except ValueError as exc:
-            bad = next((k for k in params if f"{k} " in str(exc) or f"{k}>" in str(exc)), "")
-            raise ConfigError(f"{where(f'methods.{name}', bad)}: {exc}") from None
-    return resolved
-
-
-def _sources(path: Path, text: str, overrides: Sequence[str]) -> Where:
-    """Who set ``section.key``: the ``--set`` that did, else the file (and line, if found)."""
-    by_key = {}
-    for override in overrides:
-        parts, _ = parse_override(override)
-        by_key[(".".join(parts[:-1]), parts[-1])] = override
-        by_key.setdefault((".".join(parts[:-1]), ""), override)
-
-    def where(section: str, key: str) -> str:
-        if (section, key) in by_key:
-            return f"--set {by_key[(section, key)]}"
-        line = _line_of(text, section, key) if key else None
-        return f"{path}, line {line}" if line else str(path)
-
-    return where
-
-
-def _line_of(text: str, section: str, key: str) -> int | None:
-    """The line of ``key =`` inside ``[section]`` in a TOML text, if it is written plainly."""
+def _line_of(text: str, entry: Sequence[str]) -> int | None:
+    """The line of ``entry`` in a TOML text: its ``[a.b]`` header, or its ``key =`` inside its
+    table, if it is written plainly."""
+    table, name, whole = ".".join(entry[:-1]), entry[-1], ".".join(entry)
     current = ""
     for number, line in enumerate(text.splitlines(), start=1):
         header = re.match(r"\s*\[([^\[\]]+)\]\s*(#.*)?$", line)
         if header:
             current = header.group(1).strip()
-        elif current == section and re.match(rf"\s*{re.escape(key)}\s*=", line):
+            if current == whole:
+                return number
+        elif current == table and re.match(rf"\s*{re.escape(name)}\s*=", line):
             return number
     return None
 
 
+# ------------------------------------------------------------------ names: checked once
+
+def _err(where: str, section: str, name: str, problem: str) -> ConfigError:
+    return ConfigError(f"{where}: [{section}] {name}: {problem}")
+
+
+def _unknown(where: Origins, entry: tuple[str, ...], allowed: Sequence[str]) -> ConfigError:
+    """``unknown <what>; did you mean ...? (<what is allowed>).``
+
+    A ``--set`` is quoted as typed (a dotted path); a file's entry by its name and table.
+    """
+    name, dotted = entry[-1], ".".join(entry)
+    typed = where.override(*entry) is not None
+    if len(entry) == 1:
+        what = f"section `{name}`" if typed else f"section or key {name!r}"
+        hint = _did_you_mean(name, allowed)
+        context = f"allowed: {', '.join(sorted(allowed))}"
+    elif entry[0] == "methods" and len(entry) == 2:
+        what = f"method `{dotted}`" if typed else f"method {name!r} in [{dotted}]"
+        hint = _did_you_mean(name, allowed, "methods.")
+        context = f"registered methods: {', '.join(allowed)}"
+    else:
+        table = ".".join(entry[:-1])
+        what = f"key `{dotted}`"
+        hint = _did_you_mean(name, allowed, f"{table}.")
+        context = f"in [{table}]; allowed keys: {', '.join(allowed) or 'none'}"
+    return ConfigError(f"{where(*entry)}: unknown {what}{hint} ({context}).")
+
+
+def _no_methods(where: str) -> ConfigError:
+    return ConfigError(f"{where}: expected at least one [methods.<name>] table, got none. "
+                       f"Registered methods: {', '.join(METHODS)}.")
+
+
+def _table(value: Any, where: Origins, *entry: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where(*entry)}: [{'.'.join(entry)}] expected a table, "
+                          f"got {value!r}")
+    return value
+
+
+def check_names(tables: Mapping[str, Any], where: Origins) -> None:
+    """The one check that every name exists: sections, their keys, methods and their keys.
+
+    ``tables`` are the file's tables with the ``--set`` overrides applied, so an unknown name
+    is reported once, wherever it was written (``where`` says which).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown or removed name, or a section or method that is not a table.
+    """
+    for section, table in tables.items():
+        if section == "methods":
+            _check_method_names(table, where)
+        elif section in SECTIONS:
+            _check_section_keys(SECTIONS[section], section, _table(table, where, section), where)
+        else:
+            raise _unknown(where, (section,), [*SECTIONS, "methods"])
+
+
+def _check_section_keys(cls: type[Any], section: str, table: Mapping[str, Any],
+                        where: Origins) -> None:
+    fields = [f.name for f in dataclasses.fields(cls)]
+    removed: Mapping[str, str] = getattr(cls, "REMOVED", {})
+    for name in table:
+        if name in removed:
+            raise ConfigError(f"{where(section, name)}: [{section}] {name}: no longer used: "
+                              f"{removed[name]}.")
+        if name not in fields:
+            raise _unknown(where, (section, name), fields)
+
+
+def _check_method_names(table: Any, where: Origins) -> None:
+    if not isinstance(table, Mapping):
+        raise _no_methods(where("methods"))
+    for name, params in table.items():
+        if name not in METHODS:
+            raise _unknown(where, ("methods", name), list(METHODS))
+        allowed = list(METHODS[name].params)
+        for param in _table(params, where, "methods", name):
+            if param not in allowed:
+                raise _unknown(where, ("methods", name, param), allowed)
+
+
+# ------------------------------------------------------------------ values
+
+def _type_problem(annotation: str, value: Any) -> str | None:
+    """Why ``value`` does not have a field's type (its annotation as written), or None."""
+    if "Path" in annotation:
+        ok, expected = isinstance(value, str) and bool(value), "a path string"
+    elif annotation.startswith("tuple"):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        expected = "a list of strings"
+    elif annotation == "bool":
+        ok, expected = isinstance(value, bool), "true or false"
+    elif annotation == "float":
+        # bool is an int to Python, but true is no number; an int is a fine float
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        expected = "a number"
+    elif annotation == "int":
+        ok, expected = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    else:
+        ok, expected = isinstance(value, str), "a string"
+    return None if ok else f"expected {expected}, got {value!r}"
+
+
+def _convert(annotation: str, value: Any, base: Path) -> Any:
+    if "Path" in annotation:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (base / path).resolve()
+    if annotation.startswith("tuple"):
+        return tuple(value)
+    if annotation == "float":
+        return float(value)
+    return value
+
+
+def _check_value(where: str, section: str, f: dataclasses.Field[Any], value: Any,
+                 base: Path) -> Any:
+    """``value`` for field ``f``, checked against its type and rule and converted."""
+    annotation = str(f.type)
+    problem = _type_problem(annotation, value) or rule_of(f).problem(value)
+    if problem:
+        raise _err(where, section, f.name, problem)
+    return _convert(annotation, value, base)
+
+
+def _section(cls: type[Any], table: Mapping[str, Any], section: str, where: Origins,
+             base: Path) -> Any:
+    """Build a section from its table (whose names :func:`check_names` has checked)."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {name: _check_value(where(section, name), section, fields[name], value, base)
+              for name, value in table.items()}
+    return cls(**values)
+
+
+def _methods(table: Mapping[str, Any] | None, where: Origins) -> dict[str, Mapping[str, Any]]:
+    """Each ``[methods.<name>]`` table resolved by its registry entry, defaults filled in."""
+    if not table:
+        raise _no_methods(where("methods"))
+    resolved: dict[str, Mapping[str, Any]] = {}
+    for name, params in table.items():
+        spec = METHODS[name]
+        # Each key on its own first, so that a bad value is reported at its line.
+        for param, value in params.items():
+            problem = spec.params[param].check(param, value)
+            if problem:
+                raise ConfigError(f"{where('methods', name, param)}: [methods.{name}] {problem}")
+        try:
+            resolved[name] = spec.resolve(params)
+        except ValueError as exc:  # the method's check of its keys together
+            bad = next((k for k in params if f"{k} " in str(exc) or f"{k}>" in str(exc)), None)
+            entry = ("methods", name, bad) if bad else ("methods", name)
+            raise ConfigError(f"{where(*entry)}: {exc}") from None
+    return resolved
+
+
+# ------------------------------------------------------------------ keys checked together
+
+def _check_dataset(dataset: DatasetConfig, where: Origins) -> None:
+    """The ``[dataset]`` rules that involve more than one key."""
+    if dataset.shortcut and dataset.layout != "evidence":
+        raise _err(where("dataset", "shortcut"), "dataset", "shortcut",
+                   f"expected layout = \"evidence\" for a planted shortcut, got layout = "
+                   f"{dataset.layout!r}; remove the key or generate the evidence dataset")
+    if dataset.layout != "synthetic" and dataset.root is None:
+        raise _err(str(where.path), "dataset", "root",
+                   f"expected the image folder (or --data-dir / ${DATA_DIR_ENV}), got none")
+    if dataset.crop > dataset.resize:
+        raise _err(where("dataset", "crop"), "dataset", "crop",
+                   f"expected crop <= resize ({dataset.resize}), got {dataset.crop}")
+
+
+# ------------------------------------------------------------------ overrides and loading
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``section.key=value`` -> (``["section", "key"]``, value read as TOML, else as a string)."""
-    key, sep, raw = text.partition("=")
-    parts = [p.strip() for p in key.strip().split(".")]
+    name, sep, raw = text.partition("=")
+    parts = [p.strip() for p in name.strip().split(".")]
     if not sep or len(parts) < 2 or not all(parts):
         raise ConfigError(
             f"--set {text!r}: expected section.key=value (e.g. run.shard_size=16 or "
@@ -414,31 +687,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     except tomllib.TOMLDecodeError:
         value = raw.strip()
     return parts, value
-
-
-def _check_override_keys(overrides: Sequence[str]) -> None:
-    """``--set`` keys must exist: name the override and suggest the nearest key."""
-    sections = {"dataset": DatasetConfig, "model": ModelConfig, "run": RunConfig,
-                "render": RenderConfig, "evaluate": EvaluateConfig, "report": ReportConfig}
-    for text in overrides:
-        parts, _ = parse_override(text)
-        dotted = ".".join(parts)
-        if parts[0] in sections and len(parts) == 2:
-            fields = [f.name for f in dataclasses.fields(sections[parts[0]])]
-            if parts[1] not in fields and (parts[0], parts[1]) not in _REMOVED:
-                hint = _did_you_mean(parts[1], fields, f"{parts[0]}.")
-                raise ConfigError(f"--set {text}: unknown key `{dotted}`{hint}")
-        elif parts[0] == "methods" and len(parts) == 3:
-            if parts[1] not in METHODS:
-                hint = _did_you_mean(parts[1], list(METHODS), "methods.")
-                raise ConfigError(f"--set {text}: unknown method `methods.{parts[1]}`{hint}")
-            params = list(METHODS[parts[1]].params)
-            if parts[2] not in params:
-                hint = _did_you_mean(parts[2], params, f"methods.{parts[1]}.")
-                raise ConfigError(f"--set {text}: unknown key `{dotted}`{hint}")
-        elif parts[0] not in (*sections, "methods"):
-            hint = _did_you_mean(parts[0], [*sections, "methods"])
-            raise ConfigError(f"--set {text}: unknown section `{parts[0]}`{hint}")
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
@@ -473,6 +721,51 @@ def resolve_config_path(dataset: str | None, config: Path | None) -> Path:
     return path
 
 
+def _read(path: Path) -> tuple[str, dict[str, Any]]:
+    """A config file's text and tables."""
+    try:
+        text = path.read_text(encoding="utf-8")
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config: {exc.strerror}") from None
+
+
+def _command_line(tables: dict[str, Any], overrides: Sequence[str], env: Mapping[str, str], *,
+                  data_dir: Path | None, out: Path | None, weights: str | None,
+                  device: str | None) -> None:
+    """Write the command-line options and ``$XAI_DATA_DIR`` into the merged tables."""
+    cwd = Path.cwd()
+    dataset, run, model = (tables.setdefault(s, {}) for s in ("dataset", "run", "model"))
+    set_paths = {tuple(parse_override(o)[0]) for o in overrides}
+    # Paths given on the command line are relative to the working directory, not the file.
+    for table, entry in ((dataset, ("dataset", "root")), (run, ("run", "out"))):
+        if entry in set_paths and isinstance(table.get(entry[1]), str):
+            table[entry[1]] = str((cwd / Path(table[entry[1]]).expanduser()).resolve())
+    if data_dir is not None:
+        dataset["root"] = str((cwd / data_dir.expanduser()).resolve())
+    elif env.get(DATA_DIR_ENV) and ("dataset", "root") not in set_paths:
+        dataset["root"] = str((cwd / Path(env[DATA_DIR_ENV]).expanduser()).resolve())
+    if out is not None:
+        run["out"] = str((cwd / out.expanduser()).resolve())
+    if device is not None:
+        run["device"] = device
+    if weights is not None:
+        model["weights"] = weights
+
+
+def _weights_path(model: ModelConfig, base: Path, from_command_line: bool) -> ModelConfig:
+    """A weights file made absolute: against the working directory if given as an option,
+    else against the config's folder."""
+    if model.weights in WEIGHT_KEYWORDS:
+        return model
+    path = Path(model.weights).expanduser()
+    if not path.is_absolute():
+        path = (Path.cwd() if from_command_line else base) / path
+    return dataclasses.replace(model, weights=str(path))
+
+
 def load_config(
     path: Path,
     overrides: Sequence[str] = (),
@@ -491,110 +784,21 @@ def load_config(
     Raises
     ------
     ConfigError
-        Naming the file and the key, for TOML syntax errors, unknown keys and bad values.
+        Naming the file and the key (or the ``--set`` override), for TOML syntax errors,
+        unknown keys and bad values.
     """
     env = os.environ if env is None else env
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the config: {exc.strerror}") from None
+    text, written = _read(path)
+    where = Origins(path, text, written, overrides)
+    tables = apply_overrides(written, overrides)
+    check_names(tables, where)
+    _command_line(tables, overrides, env, data_dir=data_dir, out=out, weights=weights,
+                  device=device)
+    tables["dataset"].setdefault("name", path.stem)
     base = path.resolve().parent
-    known = {"dataset", "model", "run", "methods", "render", "evaluate", "report"}
-    for key in raw:
-        if key not in known:
-            raise ConfigError(
-                f"{where}: unknown section or key {key!r}. Allowed: {', '.join(sorted(known))}."
-            )
-    cwd = Path.cwd()
-    source = _sources(path, text, overrides)
-    _check_override_keys(overrides)
-    raw = apply_overrides(raw, overrides)
-    set_paths = {tuple(parse_override(o)[0]) for o in overrides}
-    dataset_table = dict(raw.get("dataset", {}))
-    run_table = dict(raw.get("run", {}))
-    # Values given on the command line are relative to the working directory, not the file.
-    for table, sec, key in ((dataset_table, "dataset", "root"), (run_table, "run", "out")):
-        if (sec, key) in set_paths and isinstance(table.get(key), str):
-            table[key] = str((cwd / Path(table[key]).expanduser()).resolve())
-    if data_dir is not None:
-        dataset_table["root"] = str((cwd / data_dir.expanduser()).resolve())
-    elif env.get(DATA_DIR_ENV) and ("dataset", "root") not in set_paths:
-        dataset_table["root"] = str((cwd / Path(env[DATA_DIR_ENV]).expanduser()).resolve())
-    if out is not None:
-        run_table["out"] = str((cwd / out.expanduser()).resolve())
-    if device is not None:
-        run_table["device"] = device
-    model_table = dict(raw.get("model", {}))
-    if weights is not None:
-        model_table["weights"] = weights
-    dataset_table.setdefault("name", path.stem)
-    dataset = _section(DatasetConfig, dataset_table, "dataset", source, base)
-    model = _section(ModelConfig, model_table, "model", source, base)
-    if model.weights not in WEIGHT_KEYWORDS:
-        wpath = Path(model.weights).expanduser()
-        if not wpath.is_absolute():
-            wpath = (cwd if weights is not None else base) / wpath
-        model = dataclasses.replace(model, weights=str(wpath))
-    run = _section(RunConfig, run_table, "run", source, base)
-    if not _device_ok(run.device):
-        raise _err(source("run", "device"), "run", "device",
-                   f"expected auto, cpu, cuda or cuda:N, got {run.device!r}")
-    render = _section(RenderConfig, raw.get("render", {}), "render", source, base)
-    evaluate = _section(EvaluateConfig, raw.get("evaluate", {}), "evaluate", source, base)
-    report = _section(ReportConfig, raw.get("report", {}), "report", source, base)
-    _check_metrics(source, evaluate)
-    _check_shortcut(source, dataset)
-    _check_colormap(source("render", "colormap"), "colormap", render.colormap)
-    _check_colormap(source("render", "signed_colormap"), "signed_colormap",
-                    render.signed_colormap)
-    methods = _methods(raw.get("methods"), source)
-    if dataset.layout != "synthetic" and dataset.root is None:
-        raise _err(where, "dataset", "root",
-                   f"expected the image folder (or --data-dir / ${DATA_DIR_ENV}), got none")
-    if dataset.crop > dataset.resize:
-        raise _err(source("dataset", "crop"), "dataset", "crop",
-                   f"expected crop <= resize ({dataset.resize}), got {dataset.crop}")
-    return Config(dataset=dataset, model=model, run=run, methods=methods, render=render,
-                  evaluate=evaluate, report=report, source=path.resolve())
-
-
-def _check_shortcut(source: Where, dataset: DatasetConfig) -> None:
-    from pipeline.evidence import SHAPES
-
-    if not dataset.shortcut:
-        return
-    if dataset.layout != "evidence":
-        raise _err(source("dataset", "shortcut"), "dataset", "shortcut",
-                   f"expected layout = \"evidence\" for a planted shortcut, got layout = "
-                   f"{dataset.layout!r}; remove the key or generate the evidence dataset")
-    if dataset.shortcut not in SHAPES:
-        raise _err(source("dataset", "shortcut"), "dataset", "shortcut",
-                   f"expected a class of the evidence dataset ({', '.join(SHAPES)}), got "
-                   f"{dataset.shortcut!r}")
-
-
-def _check_metrics(source: Where, evaluate: EvaluateConfig) -> None:
-    from pipeline.metrics import FLIP_BASELINES, METRICS
-
-    for name in evaluate.metrics:
-        if name not in METRICS:
-            hint = _did_you_mean(name, list(METRICS), "")
-            raise _err(source("evaluate", "metrics"), "evaluate", "metrics",
-                       f"unknown metric {name!r}{hint}; valid: {', '.join(METRICS)}")
-    if evaluate.baseline not in FLIP_BASELINES:
-        raise _err(source("evaluate", "baseline"), "evaluate", "baseline",
-                   f"expected one of {', '.join(FLIP_BASELINES)}, got {evaluate.baseline!r}")
-
-
-def _check_colormap(where: str, key: str, name: str) -> None:
-    import matplotlib
-
-    if name not in matplotlib.colormaps:
-        examples = "inferno, viridis, magma, turbo" if key == "colormap" else \
-            "RdBu_r, coolwarm, bwr, seismic"
-        raise _err(where, "render", key,
-                   f"expected a matplotlib colormap name (e.g. {examples}), got {name!r}")
+    sections = {name: _section(cls, tables.get(name, {}), name, where, base)
+                for name, cls in SECTIONS.items()}
+    sections["model"] = _weights_path(sections["model"], base, weights is not None)
+    methods = _methods(tables.get("methods"), where)
+    _check_dataset(sections["dataset"], where)
+    return Config(methods=methods, source=path.resolve(), **sections)

@@ -37,7 +37,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
     from pipeline.model import load_model
     from pipeline.planner import plan_max_batch
     from pipeline.render import save_figure_atomic
-    from workflows.run import resolve_device
+    from workflows.worker import resolve_device
 
     for name in methods:
         if name not in METHODS:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, XaiError
-from workflows.engine import DaskExecutor, Executor, InlineExecutor, PoolExecutor
+from workflows.executors import DaskExecutor, Executor, InlineExecutor, PoolExecutor
 
 LOCAL = ("threads", "processes", "synchronous")
 REMOTE = ("tcp://", "tls://", "ucx://")

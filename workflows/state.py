@@ -60,7 +60,7 @@ def read_json(path: Path) -> Any | None:
 class Records:
     """Completion records under ``<run>/state/<stage>[/<method>]/<shard>.json``.
 
-    Keys are :attr:`workflows.registry.Unit.key` strings. Only the coordinator writes them,
+    Keys are :attr:`workflows.plugin.Unit.key` strings. Only the coordinator writes them,
     after the unit's data is stored.
     """
 

@@ -1,8 +1,9 @@
 """What a worker process keeps between shard tasks: its device slot, its models, its identity.
 
-A shard task carries an :class:`EngineSpec` (weights, head, engine options), never a model;
-the worker loads the model once and caches it, keyed by weights identity, head, device and
-engine options. The same code serves the coordinator's own process (in-process schedulers),
+A device task carries a :class:`ModelSpec` (weights, head, precision, engine options), never a
+model; the worker loads the model once per spec and caches it, keyed by the frozen spec itself
+and the device it resolved to, so two specs that differ in anything (the precision too) never
+share a model. The same code serves the coordinator's own process (in-process schedulers),
 ``LocalCluster`` workers and any Dask worker on another machine.
 """
 
@@ -21,14 +22,15 @@ from pipeline.errors import WeightsError, XaiError
 #: This process's device slot: set by the device-slot worker plugin on ``local:N`` workers (the
 #: N-th GPU when several are visible), None elsewhere (the default device of the process).
 _SLOT: dict[str, int | None] = {"gpu": None}
-_MODELS: dict[tuple[Any, ...], Engine] = {}
+_MODELS: dict[tuple[ModelSpec, str], WorkerModel] = {}
 _MODELS_LOCK = threading.Lock()
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}
 
 
 @dataclass(frozen=True)
-class EngineSpec:
-    """Everything a worker needs to build the model a run uses (picklable, no tensors)."""
+class ModelSpec:
+    """Everything a worker needs to build the model a run uses (picklable, hashable, no
+    tensors): the cache key of :func:`model_for`."""
 
     weights: str
     weights_id: str
@@ -46,8 +48,9 @@ class EngineSpec:
 
 
 @dataclass
-class Engine:
-    """A loaded, optimized model on this worker's device, with its planned batch size."""
+class WorkerModel:
+    """A loaded model on this worker's device, optimized and wrapped for the run's precision,
+    with its planned batch size. ``model`` has the run's head; ``backbone`` gives logits."""
 
     model: Any
     backbone: Any
@@ -90,18 +93,17 @@ def resolve_device(request: str) -> Any:
     return dev
 
 
-def engine(spec: EngineSpec) -> Engine:
+def model_for(spec: ModelSpec) -> WorkerModel:
     """This worker's model for ``spec``: loaded and optimized once, then cached."""
     device = resolve_device(spec.device)
-    key = (spec.weights, spec.weights_id, spec.head, spec.seed, str(device), spec.channels_last,
-           spec.fuse_bn, spec.compile, spec.max_batch, spec.crop, spec.evidence)
+    key = (spec, str(device))
     with _MODELS_LOCK:
         if key not in _MODELS:
             _MODELS[key] = _build(spec, device)
         return _MODELS[key]
 
 
-def _build(spec: EngineSpec, device: Any) -> Engine:
+def _build(spec: ModelSpec, device: Any) -> WorkerModel:
     import dataclasses
 
     from pipeline.accel import for_precision, optimize
@@ -126,8 +128,8 @@ def _build(spec: EngineSpec, device: Any) -> Engine:
     model = for_precision(model, spec.precision, device)
     loaded = dataclasses.replace(loaded, model=model, backbone=backbone)
     max_batch = spec.max_batch or plan_max_batch(model, (3, spec.crop, spec.crop), device)
-    return Engine(model=model, backbone=backbone, device=device, max_batch=max_batch,
-                  weights_id=loaded.weights_id)
+    return WorkerModel(model=model, backbone=backbone, device=device, max_batch=max_batch,
+                       weights_id=loaded.weights_id)
 
 
 def device_lock(device: Any) -> threading.Lock:

@@ -2,7 +2,7 @@
 
 Both render the same rows (8 images at 224 px, five methods, smooth random maps) in this
 process, each timed best of ``repeats``, encoding included. Run alone with
-``python -m workflows.bench_render``; ``xai bench`` includes it.
+``python -m benchmarks.bench_render``; ``xai bench`` includes it.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-METHODS = ("gradient", "integrated_gradients", "smoothgrad", "custom_gradient",
-           "custom_integrated_gradients")
+from pipeline.methods import DEFAULT_METHODS as METHODS
 
 
 def bench_rows(images: int = 8, size: int = 224, seed: int = 0) -> list[Any]:
@@ -51,8 +50,8 @@ def _best(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
 
 def measure(images: int = 8, repeats: int = 3) -> dict[str, float]:
     """Seconds per sheet and bytes per sheet for both renderers, and the per-image ratio."""
+    from benchmarks.render_baseline import matplotlib_contact_sheet
     from pipeline.render import contact_sheet, encode_png
-    from workflows.render_baseline import matplotlib_contact_sheet
 
     rows = bench_rows(images)
     banner = "RANDOM WEIGHTS: results are meaningless"

@@ -1,4 +1,5 @@
-"""The static HTML report: encodings, pages and the atomic publication of its folder.
+"""The static HTML report's pages: encodings, the gallery, summary and strategies pages, and the
+atomic publication of the report's folder (library code: plain data in, HTML out).
 
 The report is a folder that opens from the disk (``file://``) with no server and no network:
 
@@ -30,10 +31,13 @@ import math
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.spray import Cluster
 
 #: The static files of the page (copied into ``assets/``).
 RESOURCES = Path(__file__).parent / "resources" / "report"
@@ -185,18 +189,6 @@ def gallery_html(title: str, colormaps: Sequence[str]) -> str:
     return page(title, "index.html", body, head)
 
 
-def figure_png(fig: Any) -> bytes:
-    """A matplotlib figure as PNG bytes (closed afterwards)."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-    return buf.getvalue()
-
-
 def mean_map_png(features: np.ndarray, size: int, colormap: str, scale: int = 4) -> bytes:
     """A cluster's mean downsampled map ``(size * size,)`` as a coloured PNG, enlarged."""
     from PIL import Image
@@ -326,3 +318,202 @@ def publish(build: Path, target: Path) -> None:
 def remove(path: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         shutil.rmtree(path)
+
+
+# --------------------------------------------------------------------------- the run's pages
+
+
+def fmt(v: Any, digits: int = 4) -> str:
+    """A value for a table cell: ``—`` for none, floats to ``digits`` significant digits."""
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}g}"
+    return str(v)
+
+
+def summary_page(title: str, facts: Sequence[tuple[str, Any]], versions: Mapping[str, str],
+                 summary: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
+                 notes: Sequence[str], plots: Sequence[str],
+                 skipped: Sequence[tuple[str, str]]) -> str:
+    """``summary.html``: run facts, package versions, stage timings, completeness, metrics,
+    plots and the skipped images.
+
+    Parameters
+    ----------
+    facts
+        ``(name, value)`` rows of the run table.
+    summary
+        The run's ``summary.json`` (stage timings, completeness), or None.
+    evaluation
+        The evaluation summary (empty: no evaluation).
+    plots
+        Relative paths of the plot images, shown in this order.
+    """
+    e = esc
+    parts = [f'<div class="banner bad">{e(note)}</div>' for note in notes]
+    parts.append("<h2>Run</h2>" + table(facts))
+    if versions:
+        parts.append("<h2>Package versions</h2>" + table(sorted(versions.items())))
+    if summary and summary.get("stages"):
+        rows = [(s["stage"], f"{s['units_run']}/{s['units_total']}", s["images"],
+                 fmt(s["seconds"]), fmt(s.get("img_per_s")), ", ".join(s["workers"]))
+                for s in summary["stages"]]
+        parts.append("<h2>Stage timings</h2>"
+                     f"<p class=muted>Whole run: {fmt(summary.get('seconds'))} s "
+                     f"(stages add up to {fmt(summary.get('sum_of_stage_seconds'))} s; "
+                     "they overlap when streaming).</p>"
+                     + table(rows, ["stage", "units run", "images", "seconds", "img/s",
+                                    "workers"]))
+    comp = (summary or {}).get("completeness") or []
+    if comp:
+        rows_c = [(c["method"], c["images"], f"{100 * c['median']:.3g}%",
+                   f"{100 * c['worst']:.3g}%", c["worst_image"], len(c["flagged"]))
+                  for c in comp]
+        parts.append("<h2>Completeness of the Integrated Gradients methods</h2>"
+                     + table(rows_c, ["method", "images", "median error", "worst error",
+                                      "worst image", "above the warning"]))
+    parts += _evaluation_sections(evaluation)
+    if plots:
+        parts.append("<h2>Plots</h2><div class=plots>" + "".join(
+            f'<p><img src="{e(p)}" alt="{e(Path(p).stem)}"></p>' for p in plots) + "</div>")
+    if skipped:
+        shown = skipped[:500]
+        parts.append(f"<h2>Skipped images ({len(skipped)})</h2>"
+                     + table(shown, ["image", "reason"])
+                     + (f"<p class=muted>… and {len(skipped) - 500} more.</p>"
+                        if len(skipped) > 500 else ""))
+    return page(f"{title}: summary", "summary.html", "".join(parts))
+
+
+def _evaluation_sections(evaluation: Mapping[str, Any]) -> list[str]:
+    if not evaluation.get("metrics"):
+        return []
+    rows = []
+    for name, entry in evaluation["metrics"].items():
+        for m, b in [*entry["methods"].items(), ("random maps", entry["random"])]:
+            ci = "—" if b["mean"] is None else \
+                f"{b['mean']:.4g} [{b['low']:.4g}, {b['high']:.4g}]"
+            rows.append((name, entry["better"], m, ci, b["n"]))
+    out = ["<h2>Evaluation</h2><p class=muted>Means with 95% bootstrap intervals; random maps "
+           "are the floor.</p>"
+           + table(rows, ["metric", "better", "method", "mean [95% CI]", "images"])]
+    out += [f"<p class=muted>{esc(note)}</p>" for note in evaluation.get("notes", [])]
+    return out
+
+
+@dataclass(frozen=True)
+class StrategySettings:
+    """What the strategies page says about how the clusters were made (``[report]``)."""
+
+    min_images: int
+    downsample: int
+    neighbors: int
+    max_clusters: int
+    members: int
+
+
+def strategies_page(title: str, clusters: Mapping[str, list[Cluster]],
+                    facts: Mapping[str, Any], methods: Sequence[str], classes: Sequence[str],
+                    shard_size: int, notes: Sequence[str], settings: StrategySettings,
+                    colormap: str, planted: int = -1) -> str:
+    """``strategies.html``: per method and class, each cluster's mean map, size and a few
+    members (crops and maps).
+
+    Parameters
+    ----------
+    clusters
+        Per method, its clusters (:class:`pipeline.spray.Cluster`).
+    facts
+        ``note`` (why nothing was clustered) and ``purity`` (per method, on a planted
+        shortcut: ``class``, ``images``, ``watermarked``, ``clusters``, ``purity``).
+    methods
+        The run's methods, in the order of their map folders ``img/m<j>``.
+    planted
+        The class with a planted shortcut (shown first), -1 for none.
+    """
+    e = esc
+    rc = settings
+    parts = [svg_filters([], default=colormap)]
+    parts += [f'<div class="banner bad">{e(n)}</div>' for n in notes]
+    parts.append(
+        "<p>Explanation strategies (SpRAy, Lapuschkin et al. 2019): for each predicted class "
+        f"with at least {rc.min_images} explained images, the normalized maps are downsampled "
+        f"to {rc.downsample}×{rc.downsample}, joined to their {rc.neighbors} nearest "
+        "neighbours, and clustered spectrally; the cluster count is where the Laplacian's "
+        f"eigenvalues jump the most (at most {rc.max_clusters}). A class with two clusters "
+        "is explained in two different ways: look for the one that is not the object. The "
+        "store's <code>strategy</code> array holds every image's cluster.</p>")
+    if facts.get("note"):
+        parts.append(f"<p class=muted>{e(facts['note'])}</p>")
+    purity = facts.get("purity") or {}
+    if purity:
+        rows = [(m, classes[p["class"]] if p["class"] < len(classes) else p["class"],
+                 p["images"], p["watermarked"], p["clusters"],
+                 f"{p['purity']:.3f}") for m, p in purity.items()]
+        parts.append("<h2>Planted shortcut</h2><p>This dataset plants a watermark shortcut in "
+                     "one class; the purity is how well the clusters separate the watermarked "
+                     "images from the others (1 = perfectly).</p>"
+                     + table(rows, ["method", "class", "images", "watermarked",
+                                    "clusters", "purity"]))
+    any_cluster = False
+    for j, m in enumerate(methods):
+        if clusters.get(m):
+            any_cluster = True
+            parts.append(_method_section(j, m, clusters[m], classes, shard_size, rc.members,
+                                         planted))
+    if not any_cluster and not facts.get("note"):
+        parts.append(f"<p class=muted>No predicted class has {rc.min_images} or more "
+                     "explained images, so nothing was clustered ([report] min_images).</p>")
+    return page(f"{title}: explanation strategies", "strategies.html", "".join(parts))
+
+
+def _method_section(j: int, method: str, found: Sequence[Cluster], classes: Sequence[str],
+                    shard_size: int, members: int, planted: int) -> str:
+    e = esc
+    parts = [f"<section class=method><h2>{e(method)}</h2>"]
+    by_class: dict[int, list[Cluster]] = {}
+    for cl in found:
+        by_class.setdefault(cl.cls, []).append(cl)
+    for c, cls_clusters in sorted(by_class.items(), key=_class_order(planted)):
+        total = sum(len(x.members) for x in cls_clusters)
+        parts.append(f"<section class=cls><h3>{e(classes[c] if c < len(classes) else c)}"
+                     f" <span class=muted>({total} images, {len(cls_clusters)} "
+                     f"cluster{'s' if len(cls_clusters) > 1 else ''})</span></h3>"
+                     "<div class=clusters>")
+        for cl in cls_clusters:
+            mean = mean_map_path(j, cl)
+            wm = "" if cl.watermark is None else f", {cl.watermark} with the watermark"
+            shown = cl.members[:members]
+            maps = "".join(f'<img loading=lazy src="{map_path(j, i // shard_size, i)}" '
+                           f'alt="image {i + 1}" title="image {i + 1}">' for i in shown)
+            crops = "".join(f'<img loading=lazy src="{crop_path(i // shard_size, i)}" '
+                            f'alt="image {i + 1}" title="image {i + 1}">' for i in shown)
+            parts.append(
+                f'<div class=cluster><b>cluster {cl.number}</b>: {len(cl.members)} '
+                f"images{e(wm)}<br><img class=mean src=\"{mean}\" alt=\"mean map\">"
+                f"<div class=members>{crops}</div><div class=\"members maps\">{maps}"
+                "</div></div>")
+        parts.append("</div></section>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _class_order(planted: int) -> Any:
+    """Sort key: the planted shortcut's class first, then classes with more strategies, then
+    bigger ones."""
+    def key(kv: tuple[int, list[Cluster]]) -> tuple[bool, int, int]:
+        return (kv[0] != planted, -len(kv[1]), -sum(len(x.members) for x in kv[1]))
+    return key
+
+
+def mean_map_path(method_slot: int, cluster: Cluster) -> str:
+    """A cluster's mean map, relative to the report folder."""
+    return f"img/s/m{method_slot}/c{cluster.cls}-{cluster.number}.png"
+
+
+def mean_maps(clusters: Mapping[str, list[Cluster]], methods: Sequence[str], size: int,
+              colormap: str) -> dict[str, bytes]:
+    """Every cluster's mean map as a PNG, by its path (:func:`mean_map_path`)."""
+    return {mean_map_path(j, cl): mean_map_png(cl.mean, size, colormap)
+            for j, m in enumerate(methods) for cl in clusters.get(m, [])}

@@ -6,7 +6,7 @@ predicted classes so that SpRAy clusters them) and written to a real store; then
 report stage's shard tasks run in ``workers`` processes, as a local cluster runs them, and the
 coordinator's step (clustering, pages, publication) follows. Nothing but the report is timed.
 
-Run alone with ``python -m workflows.bench_report [images] [workers]``; ``xai bench`` runs it
+Run alone with ``python -m benchmarks.bench_report [images] [workers]``; ``xai bench`` runs it
 with 1,000 images (``--quick``: 64).
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from workflows.bench_render import METHODS
+from pipeline.methods import DEFAULT_METHODS as METHODS
 
 
 def _config(out: Path, images: int, shard_size: int) -> Any:
@@ -39,6 +39,7 @@ def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
 
     from pipeline.model import class_names
     from pipeline.store import array, create_store, resize_explainers
+    from workflows.stages import REGISTRY
 
     run_dir = cfg.run_dir
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -46,9 +47,12 @@ def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
     ids = [f"bench/{i:06d}.jpg" for i in range(images)]
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, 30, images)  # ~33 images a class: SpRAy clusters them
-    group = create_store(run_dir / "store.zarr", ids, labels.tolist(), cfg.run.shard_size, size,
+    assert cfg.dataset.crop == size, (cfg.dataset.crop, size)
+    group = create_store(run_dir / "store.zarr", ids, labels.tolist(), cfg.run.shard_size,
                          {"classes": list(class_names()), "random_weights": False})
-    resize_explainers(group, list(METHODS), size)
+    resize_explainers(group, list(METHODS))
+    for stage in REGISTRY:  # every array a run would have
+        stage.prepare(group, cfg)
     s = cfg.run.shard_size
     yy, xx = np.mgrid[:size, :size].astype(np.float32)
     for start in range(0, images, s):
@@ -83,19 +87,18 @@ def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
 def build(cfg: Any, workers: int) -> dict[str, float]:
     """The report stage on the existing maps: shard tasks in ``workers`` processes, then the
     coordinator's step. Returns seconds for each part."""
-    from pipeline.model import class_names
     from pipeline.store import array, open_store
-    from workflows.registry import make_units, stages
-    from workflows.report import build_report
-    from workflows.stages import RunSettings, Task, execute
+    from workflows.plugin import Task, execute
+    from workflows.stages import REGISTRY
+    from workflows.stages.report import build_report
 
     run_dir = cfg.run_dir
     store = run_dir / "store.zarr"
     group = open_store(store)
     n = array(group, "image").shape[0]
-    units = make_units(stages()["report"], n, cfg)
-    settings = RunSettings.from_config(cfg, "synthetic", None, tuple(class_names()))
-    tasks = [Task(u, str(store), str(run_dir), settings) for u in units]
+    stage = REGISTRY["report"]
+    units = REGISTRY.units(stage, n, cfg)
+    tasks = [Task(u, stage, str(store), str(run_dir), cfg) for u in units]
     t0 = time.perf_counter()
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
@@ -113,7 +116,7 @@ def first_screen(page: Path, runs: int = 3) -> dict[str, float] | None:
     """Seconds from navigation until the first screen's cards and their images are drawn, in
     headless Chromium from file:// (best of ``runs``, each in a fresh browser); None without a
     browser."""
-    from workflows.browser import chromium_paths, headless_chrome
+    from tests.browser import chromium_paths, headless_chrome
 
     if chromium_paths() is None:
         return None

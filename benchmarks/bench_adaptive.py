@@ -8,7 +8,7 @@ over images are reported. The reference is Gauss-Legendre with ``ref_steps`` poi
 float64, and its own distance from ``ref_steps // 2`` points is reported.
 
 Models: ResNet18 with seeded random weights (both heads) and the trained ``evidence`` model
-(softmax and logits). Run alone with ``python -m workflows.bench_adaptive``; ``xai bench``
+(softmax and logits). Run alone with ``python -m benchmarks.bench_adaptive``; ``xai bench``
 runs a small case.
 
 The oracle section (:func:`oracle_bounds`) asks how much any placement of path points could

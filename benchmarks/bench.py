@@ -325,7 +325,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
 def memory_probe(kind: str, steps: int, size: int, max_batch: int) -> float:
     """Peak memory (MiB) of one IG call on one image, measured in a fresh process.
 
-    Run as ``python -m workflows.bench KIND STEPS SIZE MAX_BATCH``: a clean heap, glibc told
+    Run as ``python -m benchmarks.bench KIND STEPS SIZE MAX_BATCH``: a clean heap, glibc told
     to return freed blocks, then the RSS increase sampled every 2 ms (CPU) or the CUDA
     allocator's peak.
     """
@@ -377,7 +377,7 @@ def _memory(res: BenchResult, dev: torch.device, size: int, mb: int, quick: bool
     cases += [("captum", s) for s in ((4, 8) if quick else (25, 50))]
     for kind, steps in cases:
         proc = subprocess.run(
-            [sys.executable, "-m", "workflows.bench", kind + suffix, str(steps), str(size),
+            [sys.executable, "-m", "benchmarks.bench", kind + suffix, str(steps), str(size),
              str(mb)], capture_output=True, text=True, check=False)
         try:
             peak = float(proc.stdout.strip().splitlines()[-1])
@@ -470,6 +470,7 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
     from PIL import Image
 
     from pipeline.datasets import synthetic_image
+    from pipeline.methods import DEFAULT_METHODS
     from workflows.config import load_config
     from workflows.run import run_pipeline
 
@@ -496,9 +497,7 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
         params = {"integrated_gradients": f"n_steps = {n_steps}\n",
                   "custom_integrated_gradients": f"n_steps = {n_steps}\n",
                   "smoothgrad": f"nt_samples = {nt_samples}\n"}
-        methods = "".join(f"[methods.{m}]\n{params.get(m, '')}" for m in (
-            "gradient", "integrated_gradients", "smoothgrad", "custom_gradient",
-            "custom_integrated_gradients"))
+        methods = "".join(f"[methods.{m}]\n{params.get(m, '')}" for m in DEFAULT_METHODS)
         cfg_path = Path(tmp) / "bench.toml"
         cfg_path.write_text(
             f'[dataset]\nlayout = "plain"\nroot = "{root}"\nresize = {resize}\ncrop = {size}\n'
@@ -539,7 +538,7 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
 
 
 def _render(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> None:
-    from workflows.bench_render import measure
+    from benchmarks.bench_render import measure
 
     reporter("contact sheets: Pillow renderer vs the matplotlib one it replaced")
     m = measure(images=2, repeats=1) if quick else measure()
@@ -556,7 +555,7 @@ def _render(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> N
 
 def _pixel_flipping(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> None:
     try:
-        from workflows.bench_metrics import measure
+        from benchmarks.bench_metrics import measure
     except ImportError:  # pragma: no cover - quantus is a dev dependency
         reporter("pixel flipping vs Quantus: skipped (quantus is not installed)")
         return
@@ -584,7 +583,7 @@ def _pixel_flipping(res: BenchResult, reporter: Callable[[str], None], quick: bo
 
 
 def _report(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> None:
-    from workflows.bench_report import measure
+    from benchmarks.bench_report import measure
 
     reporter("report: 5 methods, maps already in the store; first screen in headless Chromium")
     m = measure(images=64, shard_size=16, browser_runs=1) if quick else measure()
@@ -607,9 +606,9 @@ def _adaptive(res: BenchResult, reporter: Callable[[str], None], quick: bool,
               dev: torch.device) -> None:
     """Gradient evaluations per image to reach 1% and 5% of a float64 reference, per rule."""
     if quick:
-        reporter("IG to a tolerance: skipped with --quick (python -m workflows.bench_adaptive)")
+        reporter("IG to a tolerance: skipped with --quick (python -m benchmarks.bench_adaptive)")
         return
-    from workflows.bench_adaptive import measure
+    from benchmarks.bench_adaptive import measure
 
     reporter("IG to a tolerance: evaluations per image to 1% / 5% of a float64 reference")
     on_gpu = dev.type == "cuda"

@@ -4,7 +4,7 @@ Both run in this process on the same seeded images, maps and seeded random-weigh
 ResNet18 (10 classes, softmax head, eval mode, CPU), each timed best of ``repeats``. Settings
 are matched: the same steps of the same pixels (all three channels) in the same order, the
 same black baseline, the same softmax outputs. Run alone with
-``python -m workflows.bench_metrics``.
+``python -m benchmarks.bench_metrics``.
 
 Quantus flips channel values, ranked by the map broadcast over the channels, and asserts that
 ``features_in_step`` divides ``H * W``; one of our steps of ``H * W / steps`` pixels is
@@ -155,6 +155,6 @@ if __name__ == "__main__":  # pragma: no cover
     import json
     import sys
 
-    # python -m workflows.bench_metrics [threads]
+    # python -m benchmarks.bench_metrics [threads]
     print(json.dumps(measure(threads=int(sys.argv[1]) if len(sys.argv) > 1 else None),
                      indent=2))

@@ -1,0 +1,111 @@
+"""The store schema: every array declared once, created from the schema, read back by its
+dimensions; the README's store table is the schema's."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.errors import StoreError
+from pipeline.store import (
+    SCHEMA,
+    ArrayFamily,
+    Schema,
+    copy_slot,
+    create_store,
+    explainers,
+    regions_checksum,
+    resize_explainers,
+)
+from tests.workflow_helpers import ROOT
+
+
+def test_every_family_is_declared_once_with_named_dims():
+    names = [f.name for f in SCHEMA]
+    assert len(names) == len(set(names))
+    for fam in SCHEMA:
+        assert fam.dims and all(fam.dims), fam.name
+        assert fam.meaning, fam.name
+    with pytest.raises(ValueError, match="twice"):
+        Schema([SCHEMA["raw"], SCHEMA["raw"]])
+
+
+def test_array_names_find_their_family_longest_prefix_first():
+    assert SCHEMA.family_of("metric_deletion").name == "metric_"
+    assert SCHEMA.family_of("random_curve_deletion").name == "random_curve_"
+    assert SCHEMA.family_of("random_sparseness").name == "random_"
+    assert SCHEMA.family_of("randomisation").name == "randomisation"
+    assert SCHEMA.family_of("raw").name == "raw"
+    assert SCHEMA.family_of("rawr") is None
+
+
+def test_the_readme_store_table_is_the_schema():
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## The Zarr store"):]
+    section = section[:section.index("\n## ", 4)]
+    rows = [line for line in section.splitlines() if re.match(r"\| `", line)]
+    assert rows == SCHEMA.markdown_rows(), \
+        "README: paste the table `.venv/bin/python -m pipeline.store` prints"
+
+
+def _group(tmp_path, n=5, shard=2):
+    return create_store(tmp_path / "s.zarr", [f"i{k}" for k in range(n)], [0] * n, shard, {})
+
+
+def test_create_makes_the_declared_shape_chunks_and_fill(tmp_path):
+    group = _group(tmp_path)
+    resize_explainers(group, ["a", "b"])
+    sizes = {"image": 5, "explainer": 2, "y": 4, "x": 4}
+    raw = SCHEMA.create(group, "raw", sizes, 2)
+    assert raw.shape == (2, 5, 3, 4, 4) and raw.chunks == (1, 2, 3, 4, 4)
+    assert tuple(raw.metadata.dimension_names) == ("explainer", "image", "channel", "y", "x")
+    assert np.isnan(raw[:]).all()
+    metric = SCHEMA.create(group, "metric_sparseness", sizes, 2)
+    assert metric.chunks == (2, 2), "written per shard: every explainer in one chunk"
+    pred = SCHEMA.create(group, "pred", sizes, 2)
+    assert pred.dtype == np.int16 and (pred[:] == -1).all()
+    raw[0, :2] = 1.0
+    assert SCHEMA.create(group, "raw", sizes, 2)[0, 0, 0, 0, 0] == 1.0, "kept when it fits"
+    with pytest.raises(StoreError, match="declares"):
+        SCHEMA.create(group, "undeclared", sizes, 2)
+    with pytest.raises(StoreError, match="size for dimension 'y'"):
+        SCHEMA.create(group, "aggregated", {"image": 5, "explainer": 2}, 2)
+
+
+def test_explainer_axis_resizes_and_moves_only_split_arrays(tmp_path):
+    group = _group(tmp_path)
+    resize_explainers(group, ["a", "b"])
+    sizes = {"image": 5, "explainer": 2, "y": 2, "x": 2}
+    delta = SCHEMA.create(group, "delta", sizes, 2)
+    metric = SCHEMA.create(group, "metric_x", sizes, 2)
+    delta[1] = np.arange(5, dtype=np.float32)
+    copy_slot(group, 1, 0, 2)
+    resize_explainers(group, ["b"])
+    assert explainers(group) == ["b"]
+    assert zarr.open_group(str(tmp_path / "s.zarr"))["delta"].shape == (1, 5)
+    np.testing.assert_array_equal(group["delta"][0], np.arange(5))
+    assert metric.shape == (2, 5), "per-shard arrays are remade by their stage instead"
+
+
+def test_a_region_checksum_reads_one_slot_or_every_explainer(tmp_path):
+    group = _group(tmp_path)
+    resize_explainers(group, ["a", "b"])
+    sizes = {"image": 5, "explainer": 2}
+    delta = SCHEMA.create(group, "delta", sizes, 2)
+    delta[:] = np.arange(10, dtype=np.float32).reshape(2, 5)
+    one = regions_checksum(group, ["delta"], slice(0, 2), 1)
+    delta[0, 0] = -1.0  # another slot: slot 1's checksum is unchanged
+    assert regions_checksum(group, ["delta"], slice(0, 2), 1) == one
+    every = regions_checksum(group, ["delta"], slice(0, 2), None)
+    delta[0, 1] = -2.0
+    assert regions_checksum(group, ["delta"], slice(0, 2), None) != every
+
+
+def test_an_extended_schema_keeps_the_project_s_and_adds_a_plugin_s():
+    extra = ArrayFamily("toy", ("image",), "float32", 0.0, "toy", "a plugin's array")
+    schema = SCHEMA.extended(extra)
+    assert [f.name for f in schema][:-1] == [f.name for f in SCHEMA]
+    assert schema.written_by("toy") == (extra,) and "toy" not in SCHEMA

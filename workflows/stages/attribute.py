@@ -1,0 +1,80 @@
+"""``attribute``: one method on every usable image of a shard: raw maps, completeness errors
+and the output gaps they are relative to. The target is the prediction or the label."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from pipeline.store import array, explainer_index, open_store
+from workflows import faults, worker
+from workflows.config import Config
+from workflows.plugin import Stage, Task, done, explained, read_rows, to_input
+from workflows.state import disk_errors
+
+
+class Attribute(Stage):
+    name = "attribute"
+    reads = ("pixels", "status", "pred", "label", "explainer")
+    per_method = True
+    device = True
+    doc = ("one method for each image's predicted class (or label): raw maps, completeness "
+           "errors and output gaps")
+
+    def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
+        from pipeline.methods import METHODS
+
+        assert method is not None
+        spec = METHODS[method]
+        return {"head": cfg.model.head, "params": dict(cfg.methods[method]),
+                "target": cfg.run.target,
+                "seed": cfg.run.seed if spec.stochastic or "baseline" in spec.params else None}
+
+    def run(self, task: Task) -> dict[str, Any]:
+        import torch
+
+        from pipeline.methods import METHODS, attribute, image_seed
+        from pipeline.precision import precision_mode
+
+        assert task.model is not None and task.unit.method is not None
+        eng = worker.model_for(task.model)
+        u, name, cfg = task.unit, task.unit.method, task.cfg
+        faults.delay("attribute")
+        data = read_rows(task, "pixels", "status", "pred", "label")
+        crop = data["pixels"].shape[1]
+        ok, classes = explained(data, cfg.run.target)
+        out = {k: np.full(u.size, np.nan, dtype=np.float32)
+               for k in ("delta", "gap", "steps", "residual")}
+        out["raw"] = np.full((u.size, 3, crop, crop), np.nan, dtype=np.float32)
+        zero_gap = 0
+        compute = 0.0
+        if ok.size:
+            with worker.device_lock(eng.device):
+                t0 = time.perf_counter()
+                x = to_input(data["pixels"][ok], eng.device)
+                target = torch.as_tensor(classes[ok].astype(np.int64), device=eng.device)
+                seeds = [image_seed(cfg.run.seed, u.start + int(k)) for k in ok]
+                info: dict[str, Any] = {}
+                with precision_mode(cfg.run.precision, eng.device):
+                    attr, d, g = attribute(METHODS[name], eng.model, x, target,
+                                           cfg.methods[name], eng.max_batch, seeds, info=info)
+                out["raw"][ok] = attr.cpu().numpy()
+                out["delta"][ok] = d.cpu().numpy()
+                out["gap"][ok] = g.cpu().numpy()
+                if "steps" in info:  # rule = "adaptive"
+                    out["steps"][ok] = info["steps"]
+                    out["residual"][ok] = info["residual"]
+                    zero_gap = int(np.sum(info["zero_gap"]))
+                compute = time.perf_counter() - t0
+        faults.point("attribute:before-write")
+        group = open_store(task.store_path)
+        slot = explainer_index(group, name)
+        with disk_errors(task.store_path):
+            array(group, "raw")[slot, u.start:u.stop] = out["raw"]
+            faults.point("attribute:mid-write")
+            for key in ("delta", "gap", "steps", "residual"):
+                array(group, key)[slot, u.start:u.stop] = out[key]
+        return done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch,
+                    zero_gap=zero_gap)

@@ -1,0 +1,69 @@
+"""``aggregate`` and ``normalize``: the per-map post-processing, one method and shard at a time
+(:mod:`pipeline.postprocess` on the stored block)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from pipeline.postprocess import aggregate_block, normalize_block
+from pipeline.store import array, explainer_index, open_store
+from workflows import faults
+from workflows.config import Config
+from workflows.plugin import Stage, Task, done
+from workflows.state import disk_errors
+
+#: Neither stage has a mid-write point: each writes one array in one assignment.
+POINTS = ("before-write", "after-write", "after-record")
+
+
+def _postprocess(task: Task, src: str, dst: str, fn: Callable[[np.ndarray], np.ndarray]
+                 ) -> dict[str, Any]:
+    u = task.unit
+    group = open_store(task.store_path)
+    slot = explainer_index(group, str(u.method))
+    block = np.asarray(array(group, src)[slot, u.start:u.stop])
+    out = fn(block[None])[0]
+    faults.point(f"{u.stage}:before-write")
+    with disk_errors(task.store_path):
+        array(group, dst)[slot, u.start:u.stop] = out
+    return done(task)
+
+
+class _PerMap(Stage):
+    """A per-map step: ``block`` on the stored ``source`` block of one method and shard,
+    written to the stage's own array."""
+
+    per_method = True
+    crash_points = POINTS
+    source: ClassVar[str] = ""
+    target: ClassVar[str] = ""
+    #: What the step computes, in words: its freshness (a changed step changes this).
+    version: ClassVar[str] = ""
+
+    def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
+        return self.version
+
+    #: ``block(source block) -> target block`` (:mod:`pipeline.postprocess`).
+    block: ClassVar[Callable[[np.ndarray], np.ndarray]]
+
+    def run(self, task: Task) -> dict[str, Any]:
+        return _postprocess(task, self.source, self.target, type(self).block)
+
+
+class Aggregate(_PerMap):
+    name = "aggregate"
+    reads = ("raw",)
+    source, target, version = "raw", "aggregated", "channel-sum"
+    block = staticmethod(aggregate_block)
+    doc = "channel sum of each raw map"
+
+
+class Normalize(_PerMap):
+    name = "normalize"
+    reads = ("aggregated",)
+    source, target, version = "aggregated", "normalized", "abs-min-max"
+    block = staticmethod(normalize_block)
+    doc = "abs, minus the minimum, over the maximum, per map, in [0, 1]"

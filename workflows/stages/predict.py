@@ -1,0 +1,63 @@
+"""``predict``: logits, predicted class and its softmax probability for every usable image."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from pipeline.store import array, open_store
+from workflows import faults, worker
+from workflows.config import Config
+from workflows.plugin import Stage, Task, done, read_rows, to_input
+from workflows.state import disk_errors
+
+
+class Predict(Stage):
+    name = "predict"
+    reads = ("pixels", "status")
+    device = True
+    doc = "logits, predicted class and its softmax probability"
+
+    def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
+        r = cfg.run
+        return {"weights": weights_id, "precision": r.precision,
+                "channels_last": r.channels_last, "fuse_bn": r.fuse_bn, "compile": r.compile}
+
+    def run(self, task: Task) -> dict[str, Any]:
+        import torch
+
+        from pipeline.precision import precision_mode
+
+        assert task.model is not None
+        eng = worker.model_for(task.model)
+        u = task.unit
+        data = read_rows(task, "pixels", "status")
+        batch = max(1, eng.max_batch * 4)  # no backward pass: four times the samples fit
+        ok = np.flatnonzero(data["status"] == "ok")
+        logits = np.full((u.size, task.cfg.model_classes()), np.nan, dtype=np.float32)
+        pred = np.full(u.size, -1, dtype=np.int16)
+        prob = np.full(u.size, np.nan, dtype=np.float32)
+        compute = 0.0
+        if ok.size:
+            with worker.device_lock(eng.device):
+                t0 = time.perf_counter()
+                x = to_input(data["pixels"][ok], eng.device)
+                with torch.no_grad(), precision_mode(task.cfg.run.precision, eng.device):
+                    out = torch.cat([eng.backbone(x[i:i + batch]).float()
+                                     for i in range(0, x.shape[0], batch)])
+                soft = out.double().softmax(dim=1)
+                top = soft.argmax(dim=1)
+                logits[ok] = out.cpu().numpy()
+                pred[ok] = top.cpu().numpy().astype(np.int16)
+                prob[ok] = soft.gather(1, top.view(-1, 1)).squeeze(1).float().cpu().numpy()
+                compute = time.perf_counter() - t0
+        faults.point("predict:before-write")
+        group = open_store(task.store_path)
+        with disk_errors(task.store_path):
+            array(group, "logits")[u.start:u.stop] = logits
+            faults.point("predict:mid-write")
+            array(group, "pred")[u.start:u.stop] = pred
+            array(group, "prob")[u.start:u.stop] = prob
+        return done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch)

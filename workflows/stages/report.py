@@ -1,0 +1,478 @@
+"""``report``: a static HTML report of the run, in ``<run>/report/``.
+
+Per shard (incremental: only shards whose inputs changed are rebuilt), into
+``<run>/report-parts/``: the crops (JPEG), one grey-level map per (image, method) (PNG), the
+rows the gallery shows (``data/shard-NNNNNN.js``), and the downsampled maps the explanation
+strategies are clustered from (``features/shard-NNNNNN.npy``).
+
+Then, in :meth:`Report.finalize`: the explanation strategies (SpRAy, :mod:`pipeline.spray`)
+per class and method, written to the store's ``strategy`` array; the summary and strategies
+pages (:mod:`pipeline.pages`) and their plots (:mod:`pipeline.plots`); and the folder,
+assembled from the parts (hard links) in a private folder and published in one step
+(:func:`pipeline.pages.publish`), so a killed build leaves the old report or the new one.
+
+Built from incomplete inputs (``xai report`` on a run with stages missing), a shard's rows
+show what is there, the pages say which stages are missing, and the shard is not recorded:
+the next run builds it again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline import pages as rp
+from pipeline.files import write_atomic
+from pipeline.spray import Cluster
+from pipeline.store import array, explainer_index, explainers, open_store
+from workflows import faults
+from workflows.config import Config, stable_hash
+from workflows.plugin import Context, Stage, Task, Unit, done, explained_status, sheet_style
+from workflows.state import atomic_write_bytes, disk_errors, read_json
+
+PARTS = "report-parts"
+REPORT = "report"
+#: The status shown for an image whose ingest has not run yet.
+NOT_INGESTED = "not ingested yet (the ingest stage is missing)"
+#: Written into the report folder: what it was built from (see :func:`build_stamp`).
+STAMP = "data/build.json"
+
+
+def parts_dir(run_dir: Path | str) -> Path:
+    return Path(run_dir) / PARTS
+
+
+def part_data(run_dir: Path | str, index: int) -> Path:
+    """A shard's gallery rows; written last, so it is the unit's output file."""
+    return parts_dir(run_dir) / rp.shard_data_path(index)
+
+
+def part_features(run_dir: Path | str, index: int) -> Path:
+    return parts_dir(run_dir) / "features" / f"shard-{index:06d}.npy"
+
+
+class Report(Stage):
+    name = "report"
+    reads = ("image", "status", "pixels", "pred", "prob", "label", "normalized", "delta", "gap",
+             "metric_", "random_", "curve_", "random_curve_", "randomisation")
+    partial_inputs = True
+    output_dirs = (PARTS, REPORT)
+    doc = "the static HTML report report/index.html: gallery, summary, explanation strategies"
+    how_to_enable = "set [report] enabled = true"
+
+    def enabled(self, cfg: Config) -> bool:
+        return cfg.report.enabled
+
+    def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
+        r = cfg.render
+        return {"version": 1, "target": cfg.run.target, "methods": list(cfg.method_names),
+                "clip_percentile": r.clip_percentile, "downsample": cfg.report.downsample,
+                "metrics": list(cfg.evaluate.metrics)}
+
+    def output_file(self, run_dir: Path, unit: Unit) -> Path:
+        return part_data(run_dir, unit.index)
+
+    def run(self, task: Task) -> dict[str, Any]:
+        return report_shard(task)
+
+    def remove_stale(self, run_dir: Path, valid: set[int]) -> int:
+        """Delete the parts of shards without a current record (a changed shard size, a
+        shard built from incomplete inputs): they are rebuilt."""
+        removed = 0
+        root = parts_dir(run_dir)
+        for folder in (root / "img").glob("*/*") if (root / "img").is_dir() else []:
+            if folder.is_dir() and folder.name.isdigit() and int(folder.name) not in valid:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        for folder, pattern in (("data", "shard-*.js"), ("features", "shard-*.npy")):
+            for path in (root / folder).glob(pattern):
+                try:
+                    index = int(path.name.split("-", 1)[1].split(".")[0])
+                except ValueError:
+                    continue
+                if index not in valid:
+                    path.unlink(missing_ok=True)
+                    removed += 1
+        return removed
+
+    def finalize(self, ctx: Context) -> dict[str, Any] | None:
+        """Build the report when any of its shards ran, when it is asked for alone, or when
+        the published one was built from other shards (a killed build); else keep it."""
+        units = ctx.planned.get(self.name) or []
+        if not units:
+            return None
+        rp.recover(ctx.run_dir / REPORT)  # what a killed build left
+        stamp = build_stamp(ctx.hashes[(self.name, None)], ctx.records, units)
+        if not (ctx.pending.get(self.name) or ctx.only == self.name
+                or current_stamp(ctx.run_dir) != stamp):
+            return None
+        n = array(ctx.group, "image").shape[0]
+        missing = missing_stages(ctx, n)
+        facts = ctx.summary.to_dict() if ctx.only is None else previous_summary(ctx.run_dir)
+        ctx.reporter.info("report: clustering the maps and writing the pages")
+        skipped = [(i, reason) for i, reason in ctx.summary.skipped if reason]  # "": not yet
+        return build_report(ctx.group, ctx.cfg, ctx.run_dir, units, missing, facts,
+                            ctx.outputs.get("evaluate") or {}, skipped, stamp)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Temp name + rename, without fsync (thousands of tiles; a torn one is rebuilt, since
+    the shard is recorded only after all of them)."""
+    write_atomic(path, data, fsync=False)
+
+
+def _metric_names(group: Any, cfg: Config) -> list[str]:
+    return [m for m in cfg.evaluate.metrics if f"metric_{m}" in group]
+
+
+def report_shard(task: Task) -> dict[str, Any]:
+    """Crops, maps, rows and strategy features of one shard, into ``report-parts/``."""
+    from pipeline.methods import METHODS, relative_completeness_error
+    from pipeline.render import display_values
+    from pipeline.spray import downsample
+
+    u, cfg = task.unit, task.cfg
+    run_dir = Path(task.run_dir)
+    missing = set(task.extra.get("missing", ()))  # "stage" or "stage/method" not complete
+    group = open_store(task.store_path, mode="r")
+    sl = slice(u.start, u.stop)
+    ids = array(group, "image")[sl].tolist()
+    status = array(group, "status")[sl].tolist()
+    pred, prob = np.asarray(array(group, "pred")[sl]), np.asarray(array(group, "prob")[sl])
+    label, pixels = np.asarray(array(group, "label")[sl]), np.asarray(array(group, "pixels")[sl])
+    methods = list(cfg.method_names)
+    slots = [explainer_index(group, m) for m in methods]
+    norm = array(group, "normalized")
+    maps = np.stack([np.asarray(norm[j, sl]) for j in slots])  # (M, N, H, W)
+    rel = np.stack([relative_completeness_error(array(group, "delta")[j, sl],
+                                                array(group, "gap")[j, sl]) for j in slots])
+    ig = [bool(METHODS[m].has_delta) for m in methods]
+    metrics = _metric_names(group, cfg) if "evaluate" not in missing else []
+
+    def lacks(stage: str, method: str | None = None) -> bool:
+        return stage in missing or (method is not None and f"{stage}/{method}" in missing)
+
+    # What an incomplete input would show is not current: leave it out.
+    usable = [not (lacks("ingest") or lacks("predict") or lacks("attribute", m)
+                   or lacks("normalize", m)) for m in methods]
+    deltas_ok = [not (lacks("predict") or lacks("attribute", m)) for m in methods]
+    scores = {m: np.stack([np.asarray(array(group, f"metric_{m}")[j, sl]) for j in slots])
+              for m in metrics}
+    size = cfg.report.downsample
+    style = dataclasses.replace(sheet_style(cfg), signed=False)
+    features = np.full((len(methods), u.size, size * size), np.nan, dtype=np.float32)
+    rows = []
+    faults.point("report:before-write")
+    with disk_errors(parts_dir(run_dir)):
+        for k in range(u.size):
+            i = u.start + k
+            st = explained_status(str(status[k]), int(label[k]), cfg.run.target) \
+                if status[k] else NOT_INGESTED
+            ok = st == "ok"
+            crop = str(status[k]) == "ok" and not lacks("ingest")
+            if crop:
+                _write(parts_dir(run_dir) / rp.crop_path(u.index, i), rp.crop_jpeg(pixels[k]))
+            have = []
+            for j in range(len(methods)):
+                m = maps[j, k]
+                good = ok and usable[j] and bool(np.isfinite(m).all())
+                if good:
+                    _write(parts_dir(run_dir) / rp.map_path(j, u.index, i),
+                           rp.map_png(display_values(m, style)))
+                    features[j, k] = downsample(m[None], size)[0]
+                have.append(good)
+            # One gallery row (gallery.js reads these keys; short, as there are thousands):
+            # i index, id image id, st status, c has a crop, m has a map (per method),
+            # p predicted class, pr its probability, t label, d relative completeness
+            # error (per method; None: not an IG method or not current), s metric scores
+            # (per metric, per method).
+            rows.append({
+                "i": i, "id": str(ids[k]), "st": st, "c": crop, "m": have,
+                "p": int(pred[k]), "pr": rp.finite(prob[k]), "t": int(label[k]),
+                "d": [rp.finite(rel[j, k]) if ig[j] and deltas_ok[j] else None
+                      for j in range(len(methods))],
+                "s": {m: [rp.finite(scores[m][j, k]) for j in range(len(methods))]
+                      for m in metrics}})
+        buf = io.BytesIO()
+        np.save(buf, features)
+        _write(part_features(run_dir, u.index), buf.getvalue())
+        faults.point("report:mid-write")
+        payload = {"index": u.index, "start": u.start, "stop": u.stop, "rows": rows,
+                   "missing": sorted(missing)}
+        atomic_write_bytes(part_data(run_dir, u.index),
+                           rp.data_script("XAI_SHARDS", payload, append=True))
+    result = done(task, file=part_data(run_dir, u.index).name)
+    if missing:
+        result["provisional"] = True
+    return result
+
+
+# ------------------------------------------------------------------------ strategies
+
+
+def _load_features(run_dir: Path, units: Sequence[Unit], n_methods: int, size: int
+                   ) -> list[np.ndarray | None]:
+    """Per shard, ``(M, N_shard, size * size)`` features; None where missing or of another
+    shape (a stale file)."""
+    out: list[np.ndarray | None] = []
+    for u in units:
+        try:
+            f = np.load(part_features(run_dir, u.index))
+        except (OSError, ValueError):
+            f = None
+        out.append(f if f is not None and f.shape == (n_methods, u.size, size * size)
+                   else None)
+    return out
+
+
+def compute_strategies(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
+                       ) -> tuple[dict[str, list[Cluster]], np.ndarray, dict[str, Any]]:
+    """SpRAy per (method, class with at least ``min_images`` explained images).
+
+    Returns the clusters per method, the ``(explainer, image)`` int16 cluster array (-1:
+    not clustered) in the run's method order, and facts for the page (purity on a planted
+    shortcut).
+    """
+    from pipeline.evidence import has_watermark
+    from pipeline.spray import purity, strategies
+
+    rc = cfg.report
+    methods = list(cfg.method_names)
+    n = array(group, "image").shape[0]
+    size = rc.downsample
+    labels = np.full((len(methods), n), -1, dtype=np.int16)
+    clusters: dict[str, list[Cluster]] = {m: [] for m in methods}
+    facts: dict[str, Any] = {"classes": 0, "purity": {}}
+    parts = _load_features(run_dir, units, len(methods), size)
+    if not units or any(p is None for p in parts):
+        facts["note"] = "not computed: the report's shards are incomplete"
+        return clusters, labels, facts
+    feats = np.concatenate([p for p in parts if p is not None], axis=1)  # (M, n, F)
+    # Grouped by the class the maps explain: the prediction, or the label (run.target).
+    pred = np.asarray(array(group, "label" if cfg.run.target == "label" else "pred")[:])
+    shortcut = cfg.shortcut()
+    for j, m in enumerate(methods):
+        done_ = np.isfinite(feats[j]).all(axis=1)
+        for c in np.unique(pred[done_ & (pred >= 0)]):
+            idx = np.flatnonzero(done_ & (pred == c))
+            if idx.size < rc.min_images:
+                continue
+            found = strategies(feats[j, idx].reshape(-1, size, size), size=size,
+                               n_neighbors=rc.neighbors, max_clusters=rc.max_clusters,
+                               seed=cfg.run.seed)
+            labels[j, idx] = found.labels
+            marked = None
+            if shortcut.on and int(c) == shortcut.label:
+                marked = np.asarray([has_watermark(int(i), cfg.run.seed, "test", shortcut)
+                                     for i in idx])
+                facts["purity"][m] = {"class": int(c), "purity": purity(found.labels, marked),
+                                      "images": int(idx.size), "clusters": found.n_clusters,
+                                      "watermarked": int(marked.sum())}
+            for k in np.unique(found.labels):
+                sel = found.labels == k
+                members = idx[sel]
+                mean = feats[j, members].mean(axis=0)
+                order = np.argsort(((feats[j, members] - mean) ** 2).sum(axis=1), kind="stable")
+                clusters[m].append(Cluster(
+                    int(c), int(k), [int(v) for v in members[order]], mean,
+                    int(marked[sel].sum()) if marked is not None else None))
+        facts["classes"] = max(facts["classes"], len({cl.cls for cl in clusters[m]}))
+    return clusters, labels, facts
+
+
+def write_strategy_array(group: Any, cfg: Config, labels: np.ndarray) -> None:
+    """The store's ``strategy`` (explainer, image), -1 where not clustered, in store slot
+    order (``labels`` is in the run's method order)."""
+    names = explainers(group)
+    full = np.full((len(names), array(group, "image").shape[0]), -1, dtype=np.int16)
+    for j, m in enumerate(cfg.method_names):
+        if m in names:
+            full[names.index(m)] = labels[j]
+    array(group, "strategy")[:] = full
+
+
+# ------------------------------------------------------------------------ the folder
+
+
+def missing_stages(ctx: Context, n: int) -> list[str]:
+    """The report's input stages with units not complete under this config."""
+    out = []
+    inputs = ctx.registry.upstream(Report.name)
+    for stage in ctx.registry:
+        if stage.name not in inputs:
+            continue
+        units = ctx.registry.units(stage, n, ctx.cfg)
+        left = sum(1 for u in units
+                   if not ctx.records.is_done(u.key, ctx.hashes[(u.stage, u.method)]))
+        if left:
+            out.append(f"{stage.name} ({left} of {len(units)} units missing)")
+    return out
+
+
+def _notes(attrs: Mapping[str, Any], missing: Sequence[str], ok: int, n: int) -> list[str]:
+    notes = []
+    if attrs.get("random_weights"):
+        notes.append(str(attrs.get("warning") or "RANDOM WEIGHTS: the maps say nothing about "
+                                                 "a real model."))
+    if missing:
+        notes.append("Stages missing, so some maps or scores are absent: " + "; ".join(missing)
+                     + ". Run `xai run` with the same options to complete them.")
+    if n and ok == 0 and not any(m.startswith("ingest") for m in missing):
+        notes.append(f"All {n} images were skipped: there is nothing to explain. Each card "
+                     "says why.")
+    return notes
+
+
+def run_facts(cfg: Config, attrs: Mapping[str, Any], images: int, ok: int, skipped: int
+              ) -> list[tuple[str, Any]]:
+    """The summary page's run table."""
+    report = attrs.get("model_report") or {}
+    return [
+        ("dataset", cfg.dataset.name), ("layout", cfg.dataset.layout),
+        ("images", f"{images} ({ok} explained, {skipped} skipped)"),
+        ("weights", attrs.get("weights_id", "")),
+        ("random weights", "YES: the maps are meaningless" if attrs.get("random_weights")
+         else "no"),
+        ("model", "; ".join(f"{k}: {v}" for k, v in report.items()
+                            if k in ("accuracy", "seconds", "key", "note")) or "—"),
+        ("head", attrs.get("head", "")), ("precision", attrs.get("precision", "")),
+        ("device", attrs.get("device", "")), ("target", attrs.get("target", "")),
+        ("methods", ", ".join(cfg.method_names)),
+        ("config hash", attrs.get("config_hash", "")),
+        ("config file", str(cfg.source or "")),
+    ]
+
+
+def plots(group: Any, cfg: Config, run_dir: Path, evaluation: Mapping[str, Any]
+          ) -> dict[str, bytes]:
+    """``plots/*.png``: the completeness errors of the IG methods, and, when the run was
+    evaluated, the evaluation figure (``evaluation.png``, which the evaluate stage has just
+    drawn)."""
+    from pipeline.methods import METHODS, relative_completeness_error
+    from pipeline.plots import completeness_figure, png
+
+    names = explainers(group)
+    ig = [m for m in cfg.method_names if m in names and METHODS[m].has_delta]
+    out: dict[str, bytes] = {}
+    if ig and "gap" in group:
+        errors = {m: relative_completeness_error(array(group, "delta")[names.index(m)],
+                                                 array(group, "gap")[names.index(m)])
+                  for m in ig}
+        fig = completeness_figure(errors, cfg.run.completeness_warning)
+        if fig is not None:
+            out["plots/completeness.png"] = png(fig)
+    figure = run_dir / "evaluation.png"
+    if evaluation.get("metrics") and figure.is_file():
+        out["plots/evaluation.png"] = figure.read_bytes()
+    return out
+
+
+def build_stamp(report_hash: str, records: Any, units: Sequence[Unit]) -> str:
+    """What a report is built from: the stage's hash and its shards' record checksums. A
+    report whose stamp differs (its build was killed after the shards were recorded, say)
+    is built again."""
+    return stable_hash([report_hash, [(u.key, (records.get(u.key) or {}).get("checksum"))
+                                      for u in units]])
+
+
+def current_stamp(run_dir: Path) -> str | None:
+    data = read_json(run_dir / REPORT / STAMP)
+    return data.get("stamp") if isinstance(data, dict) else None
+
+
+def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
+                 missing: Sequence[str], summary: Mapping[str, Any] | None,
+                 evaluation: Mapping[str, Any], skipped: Sequence[tuple[str, str]],
+                 stamp: str = "") -> dict[str, Any]:
+    """Cluster, write the pages and publish ``<run>/report/``; return facts for the
+    summary (``path``, ``seconds``, ``strategy_classes``, ``shortcut_purity``, ``missing``)."""
+    from pipeline.methods import METHODS
+    from pipeline.metrics import METRICS
+
+    t0 = time.perf_counter()
+    target = run_dir / REPORT
+    n = array(group, "image").shape[0]
+    attrs = dict(group.attrs)
+    classes = list(attrs.get("classes") or [])
+    methods = list(cfg.method_names)
+    clusters, labels, facts = compute_strategies(group, cfg, run_dir, units)
+    with disk_errors(run_dir / "store.zarr"):
+        write_strategy_array(group, cfg, labels)
+    ok = n - len(skipped)
+    notes = _notes(attrs, missing, ok, n)
+    figures = plots(group, cfg, run_dir, evaluation)
+    colormaps = list(dict.fromkeys([cfg.render.colormap, *rp.COLORMAPS]))
+    strategy_data = {"methods": {m: labels[j].tolist() for j, m in enumerate(methods)
+                                 if clusters.get(m)}}
+    manifest = {
+        "title": f"{cfg.dataset.name}: {n} images", "dataset": cfg.dataset.name,
+        "images": n, "classes": classes, "colormaps": colormaps,
+        "colormap": cfg.render.colormap, "target": cfg.run.target, "notes": notes,
+        "bad": bool(attrs.get("random_weights") or missing),
+        "methods": [{"name": m, "ig": bool(METHODS[m].has_delta)} for m in methods],
+        "metrics": [{"name": m, "higher": METRICS[m].higher_is_better}
+                    for m in cfg.evaluate.metrics if f"metric_{m}" in group],
+        "shards": [{"index": u.index, "file": rp.shard_data_path(u.index)} for u in units
+                   if part_data(run_dir, u.index).is_file()],
+        "strategies": "data/strategies.js" if strategy_data["methods"] else None,
+    }
+    rc = cfg.report
+    settings = rp.StrategySettings(rc.min_images, rc.downsample, rc.neighbors,
+                                   rc.max_clusters, rc.members)
+    files: dict[str, bytes | str] = {
+        "index.html": rp.gallery_html(manifest["title"], colormaps),
+        "summary.html": rp.summary_page(
+            cfg.dataset.name, run_facts(cfg, attrs, n, ok, len(skipped)),
+            attrs.get("package_versions") or {}, summary, evaluation, notes, sorted(figures),
+            skipped),
+        "strategies.html": rp.strategies_page(
+            cfg.dataset.name, clusters, facts, methods, classes, cfg.run.shard_size, notes,
+            settings, cfg.render.colormap, cfg.shortcut().label),
+        "data/manifest.js": rp.data_script("XAI_MANIFEST", manifest),
+        "data/strategies.js": rp.data_script("XAI_STRATEGIES", strategy_data),
+        STAMP: json.dumps({"stamp": stamp}),
+        **figures, **rp.mean_maps(clusters, methods, rc.downsample, cfg.render.colormap),
+    }
+    with disk_errors(run_dir):
+        _publish(run_dir, target, manifest["shards"], len(methods), files)
+    purity = {m: p["purity"] for m, p in facts.get("purity", {}).items()}
+    return {"path": str(target / "index.html"), "seconds": round(time.perf_counter() - t0, 3),
+            "strategy_classes": facts.get("classes", 0), "shortcut_purity": purity,
+            "missing": list(missing)}
+
+
+def _publish(run_dir: Path, target: Path, shards: Sequence[Mapping[str, Any]], n_methods: int,
+             files: Mapping[str, bytes | str]) -> None:
+    """Assemble the folder from this run's shards and methods (hard links) and ``files`` in a
+    private folder, then put it in ``target``'s place in one step."""
+    build = rp.build_folder(target)
+    try:
+        parts = parts_dir(run_dir)
+        (build / "data").mkdir(parents=True, exist_ok=True)
+        for shard in shards:
+            rp.link_tree_file(parts / shard["file"], build / shard["file"])
+            for f in ["c", *(f"m{j}" for j in range(n_methods))]:
+                src = parts / "img" / f / f"{shard['index']:06d}"
+                if src.is_dir():
+                    rp.link_tree(src, build / "img" / f / src.name)
+        rp.write_files(build, files)
+        rp.copy_assets(build)
+        faults.point("report:before-publish")
+        rp.publish(build, target)
+    except BaseException:
+        rp.remove(build)
+        raise
+
+
+def previous_summary(run_dir: Path) -> dict[str, Any] | None:
+    """The last full run's ``summary.json`` (for a report built on its own)."""
+    data = read_json(run_dir / "summary.json")
+    return data if isinstance(data, dict) else None

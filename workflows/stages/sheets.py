@@ -1,0 +1,115 @@
+"""``render``: the contact sheets ``sheets/sheet-NNNN.png`` (image + one heat map per method per
+row), and with ``[render] tiles = true`` one tile per image and method."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.store import array, explainer_index, open_store
+from workflows import faults
+from workflows.config import Config
+from workflows.plugin import Stage, Task, Unit, done, explained_status, sheet_style
+from workflows.state import disk_errors
+
+#: Stamped on every sheet of a run with random weights.
+RANDOM_BANNER = "RANDOM WEIGHTS: results are meaningless"
+
+
+def sheet_path(run_dir: Path, index: int) -> Path:
+    return Path(run_dir) / "sheets" / f"sheet-{index:04d}.png"
+
+
+def tile_path(run_dir: Path, method: str, index: int) -> Path:
+    """The heat-map tile of image ``index`` for ``method`` (``[render] tiles = true``)."""
+    return Path(run_dir) / "tiles" / method / f"{index:06d}.png"
+
+
+def class_name(classes: list[str], index: int) -> str:
+    """The name of class ``index``; ``?`` for none (-1), the number where names are missing."""
+    if index < 0:
+        return "?"
+    return classes[index] if index < len(classes) else str(index)
+
+
+class Render(Stage):
+    name = "render"
+    reads = ("image", "status", "pixels", "pred", "prob", "label", "normalized", "aggregated")
+    unit = "sheet"
+    output_dirs = ("sheets", "tiles")
+    doc = "contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"
+
+    def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
+        return [cfg.render.images_per_sheet, sheet_style(cfg).__dict__, cfg.render.tiles,
+                cfg.run.target]
+
+    def output_file(self, run_dir: Path, unit: Unit) -> Path:
+        return sheet_path(run_dir, unit.index)
+
+    def run(self, task: Task) -> dict[str, Any]:
+        """One contact sheet (images ``[start, stop)``, every method), written atomically, and
+        the per-(image, method) tiles when asked for."""
+        from PIL import Image
+
+        from pipeline.render import SheetRow, contact_sheet, heatmap_tile, save_image_atomic
+
+        sheet, cfg = task.unit, task.cfg
+        style = sheet_style(cfg)
+        methods = list(cfg.method_names)
+        group = open_store(task.store_path)
+        classes = list(group.attrs.get("classes") or [])
+        banner = RANDOM_BANNER if group.attrs.get("random_weights") else None
+        sl = slice(sheet.start, sheet.stop)
+        ids, status = array(group, "image")[sl].tolist(), array(group, "status")[sl].tolist()
+        pixels, pred = np.asarray(array(group, "pixels")[sl]), np.asarray(array(group,
+                                                                               "pred")[sl])
+        prob, label = np.asarray(array(group, "prob")[sl]), np.asarray(array(group,
+                                                                             "label")[sl])
+        source = array(group, "aggregated" if style.signed else "normalized")
+        maps = np.stack([np.asarray(source[explainer_index(group, m), sl]) for m in methods],
+                        axis=1)
+        rows = []
+        for k in range(sheet.size):
+            p, t = int(pred[k]), int(label[k])
+            rows.append(SheetRow(
+                image_id=str(ids[k]), pixels=pixels[k], maps=maps[k],
+                status=explained_status(str(status[k]), t, cfg.run.target),
+                pred_name=class_name(classes, p), prob=float(prob[k]),
+                true_name=class_name(classes, t) if t >= 0 else None))
+        title = f"images {sheet.start + 1}-{sheet.stop}"
+        image = contact_sheet(rows, methods, style=style, banner=banner, title=title)
+        path = sheet_path(Path(task.run_dir), sheet.index)
+        faults.point("render:before-write")
+        with disk_errors(path):
+            if cfg.render.tiles:
+                for k, row in enumerate(rows):
+                    for c, m in enumerate(methods):
+                        if row.status == "ok":
+                            tile = Image.fromarray(heatmap_tile(row.maps[c], style,
+                                                                row.pixels))
+                            save_image_atomic(tile, tile_path(Path(task.run_dir), m,
+                                                              sheet.start + k))
+            save_image_atomic(image, path,
+                              before_rename=lambda: faults.point("render:mid-write"))
+        return done(task, file=path.name)
+
+    def remove_stale(self, run_dir: Path, valid: set[int]) -> int:
+        """Delete sheet files without a current record (e.g. after images_per_sheet
+        changed), and temporaries a kill left."""
+        removed = 0
+        folder = Path(run_dir) / "sheets"
+        if not folder.is_dir():
+            return 0
+        for path in folder.glob("sheet-*.png"):
+            try:
+                index = int(path.stem.split("-", 1)[1])
+            except ValueError:
+                continue
+            if index not in valid:
+                path.unlink(missing_ok=True)
+                removed += 1
+        for tmp in folder.glob(".sheet-*.tmp"):
+            tmp.unlink(missing_ok=True)
+        return removed

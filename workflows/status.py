@@ -1,0 +1,83 @@
+"""``xai status``: per stage (and method), how many units are done, stale or pending."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.store import array, explainers, open_store
+from workflows.config import Config
+from workflows.lifecycle import config_changes, expected_weights_id
+from workflows.plan import Registry
+from workflows.state import Records
+from workflows.summary import Completeness, completeness_summary, skipped_images
+
+
+@dataclass
+class StageStatus:
+    stage: str
+    method: str | None
+    done: int
+    total: int
+    stale: int
+
+
+@dataclass
+class RunStatus:
+    run_dir: Path
+    exists: bool
+    stages: list[StageStatus]
+    images: int
+    skipped: list[tuple[str, str]]
+    notes: list[str]
+    completeness: list[Completeness] = field(default_factory=list)
+    random_weights: bool = False
+    weights_id: str = ""
+
+
+def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
+    """Per stage, and per method for method stages: units done, total, and made stale."""
+    from workflows.stages import REGISTRY
+
+    reg = registry or REGISTRY
+    run_dir = cfg.run_dir
+    store_path = run_dir / "store.zarr"
+    if not (store_path / "zarr.json").is_file():
+        return RunStatus(run_dir, False, [], 0, [], ["no run yet: `xai run` starts one"])
+    group = open_store(store_path, mode="r")
+    n = array(group, "image").shape[0]
+    hashes = reg.hashes(cfg, expected_weights_id(cfg))
+    records = Records(run_dir)
+    notes = []
+    rows = []
+    for stage in reg:
+        units = reg.units(stage, n, cfg)
+        for method in stage.methods(cfg):
+            mine = [u for u in units if u.method == method]
+            done = stale = 0
+            for u in mine:
+                rec = records.get(u.key)
+                if rec is None:
+                    continue
+                if rec.get("hash") == hashes[(stage.name, method)]:
+                    done += 1
+                else:
+                    stale += 1
+            rows.append(StageStatus(stage.name, method, done, len(mine), stale))
+    first_stale = next((s for s in rows if s.stale), None)
+    if first_stale:
+        changed = config_changes(group.attrs.get("config", {}), cfg.to_dict())
+        why = f" ({'; '.join(changed)})" if changed else ""
+        what = first_stale.stage + (f" of {first_stale.method}" if first_stale.method else "")
+        notes.append(f"config changed since the last run{why}: {what} and the stages "
+                     "after it will be recomputed")
+    new = [m for m in cfg.method_names if m not in explainers(group)]
+    if new:
+        notes.append(f"new methods, computed on the next run (and only they): {', '.join(new)}")
+    skipped = [(i, why) for i, why in skipped_images(group, cfg.run.target) if why]
+    completeness = completeness_summary(group, [m for m in cfg.method_names
+                                                if m in explainers(group)],
+                                        cfg.run.completeness_warning)
+    return RunStatus(run_dir, True, rows, n, skipped, notes, completeness,
+                     bool(group.attrs.get("random_weights", False)),
+                     str(group.attrs.get("weights_id", "")))

@@ -1,0 +1,294 @@
+"""What a run did: progress as units finish, per-stage statistics, completeness, skipped
+images, and the :class:`RunSummary` that ``xai run`` prints and ``summary.json`` keeps.
+
+Nothing here prints: a :class:`Reporter` receives progress and warnings (the CLI draws them,
+tests may ignore them).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipeline.store import array, explainers
+from workflows import faults
+from workflows.config import Config
+from workflows.plan import Hashes, Registry
+from workflows.plugin import Unit, explained_status
+from workflows.state import Records, disk_errors
+
+
+class Reporter(Protocol):
+    """Receives progress; the CLI draws it, tests may ignore it."""
+
+    def stage_start(self, stage: str, total_images: int, done_images: int) -> None: ...
+    def advance(self, stage: str, images: int) -> None: ...
+    def stage_end(self, stage: str) -> None: ...
+    def warn(self, message: str) -> None: ...
+    def info(self, message: str) -> None: ...
+    def training(self, what: str, done: int, total: int) -> None: ...
+
+
+class SilentReporter:
+    """A reporter that keeps warnings and drops everything else."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def stage_start(self, stage: str, total_images: int, done_images: int) -> None: ...
+    def advance(self, stage: str, images: int) -> None: ...
+    def stage_end(self, stage: str) -> None: ...
+    def info(self, message: str) -> None: ...
+
+    def training(self, what: str, done: int, total: int) -> None: ...
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+@dataclass
+class StageStats:
+    """What one stage did in a run: counts, wall span and per-worker device use."""
+
+    stage: str
+    units_total: int = 0
+    units_run: int = 0
+    images_run: int = 0
+    seconds: float = 0.0
+    busy_seconds: float = 0.0
+    device_idle: float | None = None
+    workers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Completeness:
+    """How well one method's attributions add up: the relative completeness error
+    ``|delta| / |F(x) - F(baseline)|`` over the explained images."""
+
+    method: str
+    images: int
+    median: float
+    worst: float
+    worst_image: str
+    threshold: float
+    flagged: list[tuple[str, float]]
+    #: ``rule = "adaptive"``: path points per image (median, 90th percentile, max), the
+    #: median final residual, and the images whose gap F(x) - F(baseline) was zero (they
+    #: stopped at the starting grid, residual NaN).
+    adaptive: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "images": self.images, "median": self.median,
+                "worst": self.worst, "worst_image": self.worst_image,
+                "threshold": self.threshold,
+                "flagged": [{"image": i, "relative_error": r} for i, r in self.flagged],
+                "adaptive": self.adaptive}
+
+
+@dataclass
+class RunSummary:
+    """What a run did and where its outputs are.
+
+    ``outputs`` holds what each stage's ``finalize`` returned, by stage name (the
+    evaluation summary, the report's facts); ``summary.json`` keeps them under those names.
+    """
+
+    run_dir: Path
+    store_path: Path
+    sheets_dir: Path
+    images: int
+    ok: int
+    skipped: list[tuple[str, str]]
+    weights_id: str
+    random_weights: bool
+    device: str
+    scheduler: str = "threads"
+    streaming: bool = True
+    stats: list[StageStats] = field(default_factory=list)
+    seconds: float = 0.0
+    completeness: list[Completeness] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stage_seconds(self) -> float:
+        """The sum of the stages' own wall times (what a run without overlap would take)."""
+        return sum(st.seconds for st in self.stats)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``summary.json``: the same numbers as the console table."""
+        return {
+            "run_dir": str(self.run_dir), "images": self.images, "ok": self.ok,
+            "skipped": len(self.skipped), "weights_id": self.weights_id,
+            "random_weights": self.random_weights, "device": self.device,
+            "scheduler": self.scheduler, "streaming": self.streaming,
+            "seconds": round(self.seconds, 3),
+            "sum_of_stage_seconds": round(self.stage_seconds, 3),
+            "completeness": [c.to_dict() for c in self.completeness],
+            **{name: out for name, out in self.outputs.items() if out},
+            "stages": [{
+                "stage": st.stage, "units_run": st.units_run, "units_total": st.units_total,
+                "images": st.images_run, "seconds": round(st.seconds, 3),
+                "img_per_s": round(st.images_run / st.seconds, 3) if st.seconds else None,
+                "device_idle": None if st.device_idle is None else round(st.device_idle, 4),
+                "workers": st.workers,
+            } for st in self.stats],
+        }
+
+
+class Recorder:
+    """Turns finished units into completion records, progress and per-stage statistics.
+
+    The coordinator alone writes records, after the unit's data (the task wrote it and
+    returned its checksum).
+    """
+
+    def __init__(self, registry: Registry, cfg: Config, records: Records, hashes: Hashes,
+                 reporter: Reporter) -> None:
+        self.registry, self.cfg, self.records, self.hashes = registry, cfg, records, hashes
+        self.rep = reporter
+        self.results: dict[str, list[tuple[Unit, dict[str, Any]]]] = defaultdict(list)
+        self.shown: dict[str, float] = defaultdict(float)
+
+    def share(self, unit: Unit) -> float:
+        """The images a unit stands for: a per-method unit is one method's share."""
+        return unit.size / len(self.registry[unit.stage].methods(self.cfg))
+
+    def start(self, planned: dict[str, list[Unit]], pending: dict[str, list[Unit]],
+              n: int) -> None:
+        """Open one progress bar per stage that has units, counting what is done already."""
+        for name, units in planned.items():
+            if units:
+                done = sum(self.share(u) for u in units) - sum(self.share(u)
+                                                               for u in pending[name])
+                self.rep.stage_start(name, n, int(round(done, 6)))
+                self.shown[name] = done
+
+    def end(self, planned: dict[str, list[Unit]]) -> None:
+        for name, units in planned.items():
+            if units:
+                self.rep.stage_end(name)
+
+    def __call__(self, unit: Unit, result: dict[str, Any]) -> None:
+        if not result.get("provisional"):  # built from incomplete inputs: build it again
+            with disk_errors(self.records.path(unit.key)):
+                self.records.mark_done(unit.key, self.hashes[(unit.stage, unit.method)],
+                                       **result)
+        faults.point(f"{unit.stage}:after-record")
+        self.results[unit.stage].append((unit, result))
+        # Whole images only: per-method shares (1/M each) would show 5.999 as 5.
+        before = round(self.shown[unit.stage], 6)
+        self.shown[unit.stage] += self.share(unit)
+        step = int(round(self.shown[unit.stage], 6)) - int(before)
+        if step:
+            self.rep.advance(unit.stage, step)
+
+    def stats(self, planned: dict[str, list[Unit]]) -> list[StageStats]:
+        out = []
+        for stage in self.registry:
+            if not planned[stage.name]:
+                continue  # turned off under this config
+            done = self.results.get(stage.name, [])
+            st = StageStats(stage.name, units_total=len(planned[stage.name]),
+                            units_run=len(done))
+            st.images_run = len({i for u, _ in done for i in range(u.start, u.stop)})
+            if done:
+                st.seconds = (max(r["ended"] for _, r in done)
+                              - min(r["started"] for _, r in done))
+                st.busy_seconds = sum(r["ended"] - r["started"] for _, r in done)
+                st.workers = sorted({worker_name(r["worker"]) for _, r in done})
+                if stage.device:
+                    st.device_idle = _device_idle(done)
+            out.append(st)
+        return out
+
+
+def worker_name(w: dict[str, Any]) -> str:
+    return f"{w.get('address')} ({w.get('host')}, {w.get('device')})"
+
+
+def _device_idle(done: list[tuple[Unit, dict[str, Any]]]) -> float | None:
+    """1 - compute / time with work assigned, summed over the workers' devices."""
+    by_worker: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for _, r in done:
+        by_worker[worker_name(r["worker"])].append(r)
+    busy = span = 0.0
+    for results in by_worker.values():
+        intervals = sorted((r["started"], r["ended"]) for r in results)
+        start, end = intervals[0]
+        for s, e in intervals[1:]:
+            if s > end:
+                span += end - start
+                start = s
+            end = max(end, e)
+        span += end - start
+        busy += sum(r.get("compute_seconds", 0.0) for r in results)
+    return max(0.0, 1.0 - busy / span) if span > 0 else None
+
+
+def completeness_summary(group: Any, methods: Sequence[str], threshold: float
+                         ) -> list[Completeness]:
+    """Per method with a completeness property (the IG methods): median and worst relative
+    completeness error, and the images above ``threshold``, worst first."""
+    from pipeline.methods import METHODS, relative_completeness_error
+
+    names = explainers(group)
+    if "gap" not in group:
+        return []
+    ids = array(group, "image")[:].tolist()
+    out = []
+    for method in methods:
+        spec = METHODS.get(method)
+        if spec is None or not spec.has_delta or method not in names:
+            continue
+        slot = names.index(method)
+        rel = relative_completeness_error(array(group, "delta")[slot], array(group, "gap")[slot])
+        done = np.flatnonzero(np.isfinite(rel))
+        if not done.size:
+            continue
+        worst = int(done[np.argmax(rel[done])])
+        above = done[rel[done] > threshold]
+        above = above[np.argsort(-rel[above], kind="stable")]
+        out.append(Completeness(
+            method, int(done.size), float(np.median(rel[done])), float(rel[worst]),
+            str(ids[worst]), threshold, [(str(ids[i]), float(rel[i])) for i in above],
+            _adaptive_facts(group, slot)))
+    return out
+
+
+def _adaptive_facts(group: Any, slot: int) -> dict[str, Any] | None:
+    """Steps and residuals of an adaptive IG method (None for the fixed rules)."""
+    if "steps" not in group:
+        return None
+    steps = np.asarray(array(group, "steps")[slot], dtype=np.float64)
+    residual = np.asarray(array(group, "residual")[slot], dtype=np.float64)
+    used = np.isfinite(steps)
+    if not used.any():
+        return None
+    s = steps[used]
+    r = residual[used & np.isfinite(residual)]
+    return {"steps_median": float(np.median(s)), "steps_p90": float(np.percentile(s, 90)),
+            "steps_max": int(s.max()), "steps_total": int(s.sum()),
+            "residual_median": float(np.median(r)) if r.size else None,
+            "zero_gap": int((used & ~np.isfinite(residual)).sum())}
+
+
+def skipped_images(group: Any, target: str) -> list[tuple[str, str]]:
+    """``(image id, why)`` for every image without maps: its ingest status, or no label when
+    the label is the target (see :func:`workflows.plugin.explained_status`). Images not yet
+    ingested (empty status) are listed with an empty reason."""
+    if "status" not in group:
+        return [(str(i), "") for i in array(group, "image")[:].tolist()]
+    status = array(group, "status")[:].tolist()
+    labels = np.asarray(array(group, "label")[:])
+    ids = array(group, "image")[:].tolist()
+    out = []
+    for i, st in enumerate(status):
+        why = explained_status(str(st), int(labels[i]), target)
+        if why != "ok":
+            out.append((str(ids[i]), why))
+    return out
