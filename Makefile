@@ -38,8 +38,12 @@ setup: ensure-uv
 	$(UV) sync --frozen --compile-bytecode $(if $(EXTRAS),--extra $(EXTRAS))
 	@touch $(VENV_STAMP)
 
+# Parallel test workers: one per core, at most 4 (each holds a torch of its own), one torch
+# thread each (tests/conftest.py).
+TEST_WORKERS ?= $(shell python3 -c "import os; print(min(4, max(1, len(os.sched_getaffinity(0)))))" 2>/dev/null || echo 2)
+
 test: $(VENV_STAMP)
-	$(UV) run --frozen pytest -m "not slow"
+	$(UV) run --frozen pytest -m "not slow" -n $(TEST_WORKERS) --dist loadfile
 
 test-slow: $(VENV_STAMP)
 	$(UV) run --frozen pytest -m slow

@@ -12,6 +12,8 @@ shard on every array, so a shard task writes whole chunks and no two tasks share
 
 from __future__ import annotations
 
+import contextlib
+import json
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -131,13 +133,15 @@ class Schema:
         """The families ``stage`` writes, in schema order."""
         return tuple(f for f in self if f.writer == stage)
 
-    def instances(self, group: zarr.Group, families: Iterable[ArrayFamily]) -> list[str]:
+    def instances(self, group: zarr.Group | StoreView, families: Iterable[ArrayFamily]
+                  ) -> list[str]:
         """The arrays of the store that belong to ``families``: the fixed ones in schema
         order, then the members of prefix families, sorted (the order checksums read)."""
         wanted = list(families)
-        fixed = [f.name for f in wanted if not f.prefix and f.name in group]
+        keys = group.keys if isinstance(group, StoreView) else array_names(group)
+        fixed = [f.name for f in wanted if not f.prefix and f.name in keys]
         prefixed = {f.name for f in wanted if f.prefix}
-        members = sorted(k for k in group.array_keys()
+        members = sorted(k for k in keys
                          if (fam := self.family_of(k)) is not None and fam.name in prefixed)
         return fixed + members
 
@@ -288,8 +292,34 @@ def create_store(path: Path, ids: Sequence[str], labels: Sequence[int], shard_si
     image[:] = np.asarray(list(ids), dtype=object)
     label = schema.create(group, "label", sizes, shard_size)
     label[:] = np.asarray(labels, dtype=np.int16)
-    group.attrs.update({"schema_version": SCHEMA_VERSION, **attrs})
+    group.update_attributes({"schema_version": SCHEMA_VERSION, **attrs})  # one write
     return group
+
+
+def array_names(group: zarr.Group) -> set[str]:
+    """The names of the group's arrays.
+
+    On a local store, from the folder listing: ``group.array_keys()`` opens every array to
+    find out (about a millisecond each through Zarr's I/O thread), and tasks ask often.
+    """
+    root = getattr(group.store, "root", None)
+    if root is not None:
+        folder = Path(root) / group.path
+        found = set()
+        with contextlib.suppress(FileNotFoundError):
+            for child in folder.iterdir():
+                meta = child / "zarr.json"
+                if meta.is_file() and _node_type(meta) == "array":
+                    found.add(child.name)
+        return found
+    return set(group.array_keys())
+
+
+def _node_type(meta: Path) -> str | None:
+    try:
+        return json.loads(meta.read_text()).get("node_type")
+    except (OSError, ValueError):
+        return None
 
 
 def array(group: zarr.Group, name: str) -> zarr.Array:
@@ -390,6 +420,75 @@ def regions_checksum(group: zarr.Group, names: Sequence[str], rows: slice,
     for name in names:
         crc = checksum(region(group, name, rows, slot), crc)
     return f"{crc:08x}"
+
+
+class StoreView:
+    """One task's handle on the store: opened once, each array's metadata and the explainer
+    coordinate read once, the list of arrays listed once.
+
+    Every Zarr call is a round trip to its I/O thread (about a millisecond); a shard task that
+    reopened the store and its arrays for each read and write spent more time in those trips
+    than in computing on a small shard. Data is always read from the store itself: nothing
+    but metadata is kept.
+    """
+
+    def __init__(self, path: Path | str, mode: str = "r+") -> None:
+        self.path = Path(path)
+        self.group = open_store(path, mode=mode)
+        self._arrays: dict[str, zarr.Array] = {}
+        self._names: list[str] | None = None
+        self._keys: set[str] | None = None
+
+    def array(self, name: str) -> zarr.Array:
+        if name not in self._arrays:
+            self._arrays[name] = array(self.group, name)
+        return self._arrays[name]
+
+    @property
+    def keys(self) -> set[str]:
+        """The names of the store's arrays."""
+        if self._keys is None:
+            self._keys = array_names(self.group)
+        return self._keys
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.keys
+
+    @property
+    def explainers(self) -> list[str]:
+        if self._names is None:
+            self._names = explainers(self.group) if EXPLAINER in self.keys else []
+        return self._names
+
+    def slot(self, name: str) -> int:
+        """The slot of explainer ``name``; a :class:`StoreError` if absent."""
+        if name not in self.explainers:
+            raise StoreError(
+                f"Expected explainer {name!r} in the store at {self.path}, got "
+                f"{self.explainers}. Run `xai run` again: it adds the configured methods to "
+                "the store.")
+        return self.explainers.index(name)
+
+    def rows(self, rows: slice, *names: str) -> dict[str, np.ndarray]:
+        """Images ``rows`` of the arrays ``names`` (``status`` as Python strings)."""
+        out = {name: np.asarray(self.array(name)[rows]) for name in names}
+        if "status" in out:
+            out["status"] = np.asarray(out["status"], dtype=object)
+        return out
+
+    def region(self, name: str, rows: slice, slot: int | None) -> np.ndarray:
+        """See :func:`region`."""
+        arr = self.array(name)
+        if dims(arr)[:1] == (EXPLAINER,):
+            return np.asarray(arr[slot, rows] if slot is not None else arr[:, rows])
+        return np.asarray(arr[rows])
+
+    def checksum(self, names: Sequence[str], rows: slice, slot: int | None) -> str:
+        """See :func:`regions_checksum`."""
+        crc = 0
+        for name in names:
+            crc = checksum(self.region(name, rows, slot), crc)
+        return f"{crc:08x}"
 
 
 def schema_problem(group: zarr.Group) -> str | None:

@@ -11,10 +11,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # Bit-identical results across runs (MKL's conditional numerical reproducibility; see
 # workflows/__init__.py): set before the first torch op of the test process.
 os.environ.setdefault("MKL_CBWR", "AUTO")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Parallel test workers (make test: pytest -n): one torch thread each, in this process
+    # and in the runs it starts (OMP_NUM_THREADS is read by torch at start), so that the
+    # workers share the cores instead of oversubscribing them and every run a test compares
+    # computes at the same thread count.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # After MPLBACKEND is set: Captum (imported by pipeline.methods) imports matplotlib.pyplot.
-from pipeline.methods import METHODS, MethodSpec  # noqa: E402
+from pipeline.methods import METHODS, MethodSpec
 
 
 @pytest.fixture(scope="session")

@@ -62,6 +62,10 @@ def test_names_crash_points_and_units_are_checked():
 
     with pytest.raises(RegistryError, match="registered already"):
         Registry([*_fresh(), Twice()])
+    from workflows.stages import STAGES
+
+    with pytest.raises(RegistryError, match=r"register a new one, Ingest\(\)"):
+        Registry([STAGES[0]])
 
     class Crashy(Stage):
         name = "crashy"

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +12,11 @@ import numpy as np
 import pytest
 
 from pipeline.store import SCHEMA, ArrayFamily, array, open_store
-from tests.workflow_helpers import ROOT, make_images, write_config
+from tests.workflow_helpers import make_images, spawn, write_config
 from workflows import faults
 from workflows.config import Config, load_config
 from workflows.plan import Registry
-from workflows.plugin import Stage, Task, done, read_rows
+from workflows.plugin import Stage, Task, done, open_view, unit_rows
 from workflows.state import disk_errors
 
 #: The toy stage's array: the mean brightness of each usable crop.
@@ -38,14 +36,14 @@ class Toy(Stage):
         return {"version": 1, "crop": cfg.dataset.crop}
 
     def run(self, task: Task) -> dict[str, Any]:
-        data = read_rows(task, "pixels", "status")
+        store = open_view(task)
+        data = store.rows(unit_rows(task), "pixels", "status")
         flat = data["pixels"].reshape(task.unit.size, -1).astype(np.float64)
         out = np.where(data["status"] == "ok", flat.mean(axis=1), np.nan).astype(np.float32)
         faults.point("toy:before-write")
-        group = open_store(task.store_path)
         with disk_errors(task.store_path):
-            array(group, "brightness")[task.unit.start:task.unit.stop] = out
-        return done(task)
+            store.array("brightness")[unit_rows(task)] = out
+        return done(task, store)
 
 
 def toy_registry() -> Registry:
@@ -84,11 +82,9 @@ def test_a_plugin_stage_runs_resumes_and_is_seen_by_status_verify_and_clean(tiny
     registry = toy_registry()
     assert registry["toy"].after == ("ingest",)
     assert [f.name for f in registry["toy"].writes] == ["brightness"]
-    proc = subprocess.run(
-        [sys.executable, "-c", f"from tests.test_plugin import run; run({str(config)!r})"],
-        cwd=ROOT, env={**__import__("os").environ, "XAI_FAULT": "toy:after-write:2"},
-        capture_output=True, text=True, timeout=600)
-    assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
+    proc = spawn(run, str(config), env={"XAI_FAULT": "toy:after-write:2"})
+    output = proc.communicate(timeout=600)[0].decode()
+    assert proc.returncode == -signal.SIGKILL, output
     assert len(_records(run_dir, "toy")) == 1, "killed after writing its second shard"
     ingest = _records(run_dir, "ingest")
     cfg = load_config(config)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,18 +74,68 @@ def cli(*args: str) -> object:
     return CliRunner().invoke(app, list(args), catch_exceptions=False)
 
 
-def run_subprocess(*args: str, env: dict[str, str] | None = None, **kw: object
-                   ) -> subprocess.Popen[bytes]:
+class Child:
+    """A process started by :func:`spawn`, with the part of ``subprocess.Popen`` the tests
+    use: ``pid``, ``poll``, ``wait``, ``send_signal``, ``communicate`` (output as bytes,
+    stdout and stderr together) and ``returncode`` (``-N`` when signal N ended it)."""
+
+    def __init__(self, process: Any, output: Path) -> None:
+        self._process, self._output = process, output
+
+    @property
+    def pid(self) -> int:
+        return int(self._process.pid)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.exitcode
+
+    def poll(self) -> int | None:
+        return None if self._process.is_alive() else self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._process.join(timeout)
+        if self._process.is_alive():
+            raise subprocess.TimeoutExpired("xai", timeout or 0)
+        return self.returncode
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    def communicate(self, timeout: float | None = None) -> tuple[bytes, None]:
+        self.wait(timeout)
+        return self._output.read_bytes(), None
+
+
+_FORKSERVER: Any = None
+_SPAWNED = iter(range(1 << 30))
+
+
+def spawn(target: Any, *args: Any, env: dict[str, str] | None = None) -> Child:
+    """``target(*args)`` in a new process: a child of a fork server that has torch and the
+    project imported (:mod:`tests.cli_child`), with the test's environment plus ``env``."""
+    import multiprocessing
+    import tempfile
+
+    from tests import cli_child
+
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        _FORKSERVER = multiprocessing.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload(["tests.cli_child"])
     full_env = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
-    # A suite started as a background job inherits SIGINT ignored; the Ctrl-C test needs the
-    # default handler, as in an interactive shell.
-    return subprocess.Popen([sys.executable, "-m", "workflows", *args], cwd=ROOT, env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            preexec_fn=_default_sigint, **kw)
+    output = Path(tempfile.gettempdir()) / f"xai-child-{os.getpid()}-{next(_SPAWNED)}.out"
+    process = _FORKSERVER.Process(target=cli_child.child,
+                                  args=(target, args, full_env, str(output), str(ROOT)))
+    process.start()
+    return Child(process, output)
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def run_subprocess(*args: str, env: dict[str, str] | None = None) -> Child:
+    """``python -m workflows ARGS`` as its own process (see :func:`spawn`)."""
+    from tests import cli_child
+
+    return spawn(cli_child.run_command, list(args), env=env)
 
 
 def run_ok(config: Path, *extra: str, scheduler: str = "synchronous") -> object:

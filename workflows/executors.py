@@ -96,9 +96,17 @@ class PoolExecutor(_Tracked):
 
     def _process_pool(self) -> cf.ProcessPoolExecutor:
         if self._pool is None:
-            # spawn: a forked child of a process running torch threads can deadlock.
-            self._pool = cf.ProcessPoolExecutor(self._cpus,
-                                                mp_context=multiprocessing.get_context("spawn"))
+            # Not fork: a forked child of a process running torch threads can deadlock. A
+            # fork server is a fresh process that imports the stages and torch once (no
+            # torch op, no thread pool) and forks the workers from there, instead of each
+            # spawned worker importing them again; spawn where there is no fork server.
+            methods = multiprocessing.get_all_start_methods()
+            if "forkserver" in methods:
+                ctx = multiprocessing.get_context("forkserver")
+                ctx.set_forkserver_preload(["workflows.stages", "torch", "pipeline.methods"])
+            else:
+                ctx = multiprocessing.get_context("spawn")
+            self._pool = cf.ProcessPoolExecutor(self._cpus, mp_context=ctx)
         return self._pool
 
     def submit(self, task: Task, priority: int) -> Any:

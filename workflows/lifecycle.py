@@ -297,7 +297,7 @@ def write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: st
     }
     current = dict(group.attrs)
     if any(current.get(k) != v for k, v in attrs.items()):
-        group.attrs.update(attrs)
+        group.update_attributes(attrs)  # one write (attrs.update writes once per key)
 
 
 def write_resolved_config(cfg: Config, hashes: Hashes, weights_id: str, device: str,

@@ -51,11 +51,16 @@ class Registry:
         Raises
         ------
         RegistryError
-            A name used twice, unknown crash points or unit, a read that no earlier stage
-            writes (the message names the stage and the array), or a per-method stage
-            whose arrays are not split by explainer (two tasks would write one chunk).
+            A name used twice, an instance another registry holds, unknown crash points or
+            unit, a read that no earlier stage writes (the message names the stage and the
+            array), or a per-method stage whose arrays are not split by explainer (two tasks
+            would write one chunk).
         """
         name = stage.name
+        if stage.registered:
+            raise RegistryError(f"Stage {name!r}: expected an instance no registry holds yet, "
+                                f"got one that is registered already; register a new one, "
+                                f"{type(stage).__name__}().")
         if not name or name in self._stages:
             raise RegistryError(f"Expected a new stage name, got {name!r} "
                                 f"({'empty' if not name else 'registered already'}).")
@@ -78,6 +83,7 @@ class Registry:
         stage.after = self._writers(stage)
         stage.writes = writes
         stage.schema = self.schema
+        stage.registered = True
         self._stages[name] = stage
         return stage
 

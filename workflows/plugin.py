@@ -28,16 +28,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.store import (
-    SCHEMA,
-    ArrayFamily,
-    Schema,
-    array,
-    explainer_index,
-    explainers,
-    open_store,
-    regions_checksum,
-)
+from pipeline.store import SCHEMA, ArrayFamily, Schema, StoreView, array, explainers
 from workflows import faults, worker
 from workflows.config import Config
 
@@ -122,6 +113,8 @@ class Stage:
         self.after: tuple[str, ...] = ()
         self.writes: tuple[ArrayFamily, ...] = ()
         self.schema: Schema = SCHEMA
+        #: The registry this instance belongs to (one: its ``after`` is that registry's).
+        self.registered = False
 
     def __repr__(self) -> str:
         return f"<stage {self.name}>"
@@ -253,14 +246,13 @@ def drop(group: Any, names: list[str]) -> None:
         del group[name]
 
 
-def read_rows(task: Task, *names: str) -> dict[str, np.ndarray]:
-    """The unit's images of the arrays ``names`` (``status`` as Python strings)."""
-    group = open_store(task.store_path)
-    sl = slice(task.unit.start, task.unit.stop)
-    out = {name: np.asarray(array(group, name)[sl]) for name in names}
-    if "status" in out:
-        out["status"] = np.asarray(out["status"], dtype=object)
-    return out
+def open_view(task: Task, mode: str = "r+") -> StoreView:
+    """The task's handle on the store (opened once; see :class:`pipeline.store.StoreView`)."""
+    return StoreView(task.store_path, mode=mode)
+
+
+def unit_rows(task: Task) -> slice:
+    return slice(task.unit.start, task.unit.stop)
 
 
 def to_input(pixels: np.ndarray, device: Any) -> Any:
@@ -304,7 +296,8 @@ def file_checksum(path: Path) -> str:
     return f"{zlib.crc32(path.read_bytes()):08x}"
 
 
-def unit_checksum(stage: Stage, store_path: Path | str, run_dir: Path | str, unit: Unit) -> str:
+def unit_checksum(stage: Stage, store_path: Path | str, run_dir: Path | str, unit: Unit,
+                  view: StoreView | None = None) -> str:
     """What a unit's record must say: its output file's CRC, or that of its store region.
 
     Records carry it (read back after the write), so ``xai verify`` can tell a deleted or
@@ -315,18 +308,20 @@ def unit_checksum(stage: Stage, store_path: Path | str, run_dir: Path | str, uni
     path = stage.output_file(Path(run_dir), unit)
     if path is not None:
         return file_checksum(path) if path.is_file() else "missing"
-    group = open_store(store_path, mode="r")
-    names = stage.schema.instances(group, stage.writes)
+    store = view or StoreView(store_path, mode="r")
+    names = stage.schema.instances(store, stage.writes)
     if any(f.prefix for f in stage.writes):
         names = sorted(names)
-    slot = explainer_index(group, unit.method) if unit.method else None
-    return regions_checksum(group, names, slice(unit.start, unit.stop), slot)
+    slot = store.slot(unit.method) if unit.method else None
+    return store.checksum(names, slice(unit.start, unit.stop), slot)
 
 
-def done(task: Task, device: Any = None, **info: Any) -> dict[str, Any]:
-    """What a shard task returns once its data is written: the checksum read back, the image
-    count, who ran it and ``info``."""
+def done(task: Task, view: StoreView | None = None, device: Any = None, **info: Any
+         ) -> dict[str, Any]:
+    """What a shard task returns once its data is written: the checksum read back (through
+    ``view``, the task's handle, when it has one), the image count, who ran it and
+    ``info``."""
     unit = task.unit
     faults.point(f"{unit.stage}:after-write")
-    return {"checksum": unit_checksum(task.stage, task.store_path, task.run_dir, unit),
+    return {"checksum": unit_checksum(task.stage, task.store_path, task.run_dir, unit, view),
             "images": unit.size, "worker": worker.identity(device), **info}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,7 @@ def _client(spec: str) -> Iterator[Any]:
             yield client
         return
     try:
+        _reachable(spec)
         client = Client(spec, timeout=f"{CONNECT_TIMEOUT_S}s")
     except (OSError, TimeoutError) as exc:
         raise SchedulerError(
@@ -100,6 +102,19 @@ def _client(spec: str) -> Iterator[Any]:
         ) from None
     with client:
         yield client
+
+
+def _reachable(spec: str) -> None:
+    """A TCP connection to a ``tcp://host:port`` scheduler, made and closed: a refused one
+    fails at once (Dask's own client keeps retrying until its timeout). Other protocols are
+    left to Dask."""
+    if not spec.startswith("tcp://"):
+        return
+    host, _, port = spec.removeprefix("tcp://").rpartition(":")
+    if not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S):
+        pass
 
 
 def _device_slot_plugin(threads: int) -> Any:

@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.store import array, explainer_index, open_store
 from workflows import faults, worker
 from workflows.config import Config
-from workflows.plugin import Stage, Task, done, explained, read_rows, to_input
+from workflows.plugin import Stage, Task, done, explained, open_view, to_input, unit_rows
 from workflows.state import disk_errors
 
 
@@ -42,7 +41,8 @@ class Attribute(Stage):
         eng = worker.model_for(task.model)
         u, name, cfg = task.unit, task.unit.method, task.cfg
         faults.delay("attribute")
-        data = read_rows(task, "pixels", "status", "pred", "label")
+        store = open_view(task)
+        data = store.rows(unit_rows(task), "pixels", "status", "pred", "label")
         crop = data["pixels"].shape[1]
         ok, classes = explained(data, cfg.run.target)
         out = {k: np.full(u.size, np.nan, dtype=np.float32)
@@ -69,12 +69,11 @@ class Attribute(Stage):
                     zero_gap = int(np.sum(info["zero_gap"]))
                 compute = time.perf_counter() - t0
         faults.point("attribute:before-write")
-        group = open_store(task.store_path)
-        slot = explainer_index(group, name)
+        slot = store.slot(name)
         with disk_errors(task.store_path):
-            array(group, "raw")[slot, u.start:u.stop] = out["raw"]
+            store.array("raw")[slot, u.start:u.stop] = out["raw"]
             faults.point("attribute:mid-write")
             for key in ("delta", "gap", "steps", "residual"):
-                array(group, key)[slot, u.start:u.stop] = out[key]
-        return done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch,
+                store.array(key)[slot, u.start:u.stop] = out[key]
+        return done(task, store, eng.device, compute_seconds=compute, max_batch=eng.max_batch,
                     zero_gap=zero_gap)

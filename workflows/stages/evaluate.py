@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.store import array, explainer_index, explainers, open_store
+from pipeline.store import StoreView, array, explainers
 from workflows import faults, worker
 from workflows.config import Config
 from workflows.plugin import (
@@ -27,10 +27,11 @@ from workflows.plugin import (
     done,
     drop,
     explained,
-    read_rows,
+    open_view,
     shard_length,
     store_sizes,
     to_input,
+    unit_rows,
 )
 from workflows.state import atomic_write_bytes, atomic_write_json, disk_errors
 
@@ -87,16 +88,16 @@ class Evaluate(Stage):
         assert task.model is not None
         eng = worker.model_for(task.model)
         cfg = task.cfg
-        data = read_rows(task, "pixels", "status", "pred", "label", "mask")
-        group = open_store(task.store_path)
-        methods = [m for m in explainers(group) if m in cfg.methods]
+        store = open_view(task)
+        data = store.rows(unit_rows(task), "pixels", "status", "pred", "label", "mask")
+        methods = [m for m in store.explainers if m in cfg.methods]
         ok, classes = explained(data, cfg.run.target)
         results: dict[str, np.ndarray] = {}
         if ok.size:
-            results = _shard_scores(task, eng, group, data, methods, ok, classes)
+            results = _shard_scores(task, eng, store, data, methods, ok, classes)
         faults.point("evaluate:before-write")
-        _write(group, task, methods, ok, results, len(explainers(group)))
-        return done(task, eng.device)
+        _write(store, task, methods, ok, results)
+        return done(task, store, eng.device)
 
     def finalize(self, ctx: Context) -> dict[str, Any] | None:
         """``evaluation.json`` and ``evaluation.png`` from the store's evaluation arrays."""
@@ -140,7 +141,7 @@ def _scores(spec: Any, maps: np.ndarray, masks: np.ndarray, forward: Any, x: Any
     return np.asarray(spec.fn(maps), dtype=np.float64), None
 
 
-def _shard_scores(task: Task, eng: Any, group: Any, data: Mapping[str, np.ndarray],
+def _shard_scores(task: Task, eng: Any, store: StoreView, data: Mapping[str, np.ndarray],
                   methods: Sequence[str], ok: np.ndarray, classes: np.ndarray
                   ) -> dict[str, np.ndarray]:
     """Per metric ``(M + 1, K)`` scores (the last row: the random maps), per curve metric
@@ -153,8 +154,8 @@ def _shard_scores(task: Task, eng: Any, group: Any, data: Mapping[str, np.ndarra
     u, cfg = task.unit, task.cfg
     ev = cfg.evaluate
     crop = data["pixels"].shape[1]
-    agg = array(group, "aggregated")
-    maps = np.stack([np.asarray(agg[explainer_index(group, m), u.start:u.stop])[ok]
+    agg = store.array("aggregated")
+    maps = np.stack([np.asarray(agg[store.slot(m), u.start:u.stop])[ok]
                      for m in methods])                            # (M, K, H, W)
     rand = random_maps(u.start + ok, (crop, crop), cfg.run.seed)   # (K, H, W)
     rows = np.concatenate([maps.reshape(-1, crop, crop), rand])    # (M*K + K, H, W)
@@ -225,33 +226,34 @@ def _layer_groups(backbone: Any) -> list[list[str]]:
                    f"{sorted(names)[:8]}...")
 
 
-def _write(group: Any, task: Task, methods: Sequence[str], ok: np.ndarray,
-           results: Mapping[str, np.ndarray], n_explainers: int) -> None:
+def _write(store: StoreView, task: Task, methods: Sequence[str], ok: np.ndarray,
+           results: Mapping[str, np.ndarray]) -> None:
     u = task.unit
     rows = slice(u.start, u.stop)
+    n_explainers = len(store.explainers)
     with disk_errors(task.store_path):
         for name in task.cfg.evaluate.metrics:
             for target, floor, key in ((f"metric_{name}", f"random_{name}", name),
                                        (f"curve_{name}", f"random_curve_{name}",
                                         f"curve:{name}")):
-                if target not in group:
+                if target not in store:
                     continue
-                arr = array(group, target)
+                arr = store.array(target)
                 block = np.full((n_explainers, u.size, *arr.shape[2:]), np.nan, np.float32)
                 rand = np.full((u.size, *arr.shape[2:]), np.nan, np.float32)
                 if key in results:
                     for i, m in enumerate(methods):
-                        block[explainer_index(group, m), ok] = results[key][i]
+                        block[store.slot(m), ok] = results[key][i]
                     rand[ok] = results[key][-1]
                 arr[:, rows] = block
-                array(group, floor)[rows] = rand
+                store.array(floor)[rows] = rand
             faults.point("evaluate:mid-write")
-        if "randomisation" in group:
-            arr = array(group, "randomisation")
+        if "randomisation" in store:
+            arr = store.array("randomisation")
             block = np.full((n_explainers, u.size, arr.shape[2]), np.nan, np.float32)
             if "randomisation" in results:
                 for i, m in enumerate(methods):
-                    block[explainer_index(group, m), ok] = results["randomisation"][i]
+                    block[store.slot(m), ok] = results["randomisation"][i]
             arr[:, rows] = block
 
 

@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.store import array, open_store
 from workflows import faults
 from workflows.config import GENERATED_LAYOUTS, Config
-from workflows.plugin import Stage, Task, done
+from workflows.plugin import Stage, Task, done, open_view
 from workflows.state import disk_errors
 
 
@@ -33,8 +32,8 @@ class Ingest(Stage):
         from pipeline.data import preprocess_transform
 
         u, d = task.unit, task.cfg.dataset
-        group = open_store(task.store_path)
-        ids = array(group, "image")[u.start:u.stop]
+        store = open_view(task)
+        ids = store.array("image")[u.start:u.stop]
         transform = preprocess_transform(d.resize, d.crop)
         pixels = np.zeros((u.size, d.crop, d.crop, 3), dtype=np.uint8)
         mask = np.zeros((u.size, d.crop, d.crop), dtype=bool)
@@ -44,11 +43,11 @@ class Ingest(Stage):
                              mask[k])
         faults.point("ingest:before-write")
         with disk_errors(task.store_path):
-            array(group, "pixels")[u.start:u.stop] = pixels
-            array(group, "mask")[u.start:u.stop] = mask
+            store.array("pixels")[u.start:u.stop] = pixels
+            store.array("mask")[u.start:u.stop] = mask
             faults.point("ingest:mid-write")
-            array(group, "status")[u.start:u.stop] = status
-        return done(task)
+            store.array("status")[u.start:u.stop] = status
+        return done(task, store)
 
 
 def _one(cfg: Config, index: int, image_id: str, transform: Any, pixels: np.ndarray,

@@ -9,10 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.postprocess import aggregate_block, normalize_block
-from pipeline.store import array, explainer_index, open_store
 from workflows import faults
 from workflows.config import Config
-from workflows.plugin import Stage, Task, done
+from workflows.plugin import Stage, Task, done, open_view
 from workflows.state import disk_errors
 
 #: Neither stage has a mid-write point: each writes one array in one assignment.
@@ -22,14 +21,14 @@ POINTS = ("before-write", "after-write", "after-record")
 def _postprocess(task: Task, src: str, dst: str, fn: Callable[[np.ndarray], np.ndarray]
                  ) -> dict[str, Any]:
     u = task.unit
-    group = open_store(task.store_path)
-    slot = explainer_index(group, str(u.method))
-    block = np.asarray(array(group, src)[slot, u.start:u.stop])
+    store = open_view(task)
+    slot = store.slot(str(u.method))
+    block = np.asarray(store.array(src)[slot, u.start:u.stop])
     out = fn(block[None])[0]
     faults.point(f"{u.stage}:before-write")
     with disk_errors(task.store_path):
-        array(group, dst)[slot, u.start:u.stop] = out
-    return done(task)
+        store.array(dst)[slot, u.start:u.stop] = out
+    return done(task, store)
 
 
 class _PerMap(Stage):

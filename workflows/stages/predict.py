@@ -7,10 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.store import array, open_store
 from workflows import faults, worker
 from workflows.config import Config
-from workflows.plugin import Stage, Task, done, read_rows, to_input
+from workflows.plugin import Stage, Task, done, open_view, to_input, unit_rows
 from workflows.state import disk_errors
 
 
@@ -33,7 +32,8 @@ class Predict(Stage):
         assert task.model is not None
         eng = worker.model_for(task.model)
         u = task.unit
-        data = read_rows(task, "pixels", "status")
+        store = open_view(task)
+        data = store.rows(unit_rows(task), "pixels", "status")
         batch = max(1, eng.max_batch * 4)  # no backward pass: four times the samples fit
         ok = np.flatnonzero(data["status"] == "ok")
         logits = np.full((u.size, task.cfg.model_classes()), np.nan, dtype=np.float32)
@@ -54,10 +54,10 @@ class Predict(Stage):
                 prob[ok] = soft.gather(1, top.view(-1, 1)).squeeze(1).float().cpu().numpy()
                 compute = time.perf_counter() - t0
         faults.point("predict:before-write")
-        group = open_store(task.store_path)
         with disk_errors(task.store_path):
-            array(group, "logits")[u.start:u.stop] = logits
+            store.array("logits")[u.start:u.stop] = logits
             faults.point("predict:mid-write")
-            array(group, "pred")[u.start:u.stop] = pred
-            array(group, "prob")[u.start:u.stop] = prob
-        return done(task, eng.device, compute_seconds=compute, max_batch=eng.max_batch)
+            store.array("pred")[u.start:u.stop] = pred
+            store.array("prob")[u.start:u.stop] = prob
+        return done(task, store, eng.device, compute_seconds=compute,
+                    max_batch=eng.max_batch)

@@ -32,10 +32,19 @@ import numpy as np
 from pipeline import pages as rp
 from pipeline.files import write_atomic
 from pipeline.spray import Cluster
-from pipeline.store import array, explainer_index, explainers, open_store
+from pipeline.store import array, explainers
 from workflows import faults
 from workflows.config import Config, stable_hash
-from workflows.plugin import Context, Stage, Task, Unit, done, explained_status, sheet_style
+from workflows.plugin import (
+    Context,
+    Stage,
+    Task,
+    Unit,
+    done,
+    explained_status,
+    open_view,
+    sheet_style,
+)
 from workflows.state import atomic_write_bytes, disk_errors, read_json
 
 PARTS = "report-parts"
@@ -142,20 +151,19 @@ def report_shard(task: Task) -> dict[str, Any]:
     u, cfg = task.unit, task.cfg
     run_dir = Path(task.run_dir)
     missing = set(task.extra.get("missing", ()))  # "stage" or "stage/method" not complete
-    group = open_store(task.store_path, mode="r")
+    store = open_view(task, mode="r")
     sl = slice(u.start, u.stop)
-    ids = array(group, "image")[sl].tolist()
-    status = array(group, "status")[sl].tolist()
-    pred, prob = np.asarray(array(group, "pred")[sl]), np.asarray(array(group, "prob")[sl])
-    label, pixels = np.asarray(array(group, "label")[sl]), np.asarray(array(group, "pixels")[sl])
+    data = store.rows(sl, "image", "status", "pred", "prob", "label", "pixels")
+    ids, status = data["image"].tolist(), data["status"].tolist()
+    pred, prob, label, pixels = data["pred"], data["prob"], data["label"], data["pixels"]
     methods = list(cfg.method_names)
-    slots = [explainer_index(group, m) for m in methods]
-    norm = array(group, "normalized")
+    slots = [store.slot(m) for m in methods]
+    norm = store.array("normalized")
     maps = np.stack([np.asarray(norm[j, sl]) for j in slots])  # (M, N, H, W)
-    rel = np.stack([relative_completeness_error(array(group, "delta")[j, sl],
-                                                array(group, "gap")[j, sl]) for j in slots])
+    rel = np.stack([relative_completeness_error(store.array("delta")[j, sl],
+                                                store.array("gap")[j, sl]) for j in slots])
     ig = [bool(METHODS[m].has_delta) for m in methods]
-    metrics = _metric_names(group, cfg) if "evaluate" not in missing else []
+    metrics = _metric_names(store, cfg) if "evaluate" not in missing else []
 
     def lacks(stage: str, method: str | None = None) -> bool:
         return stage in missing or (method is not None and f"{stage}/{method}" in missing)
@@ -164,7 +172,7 @@ def report_shard(task: Task) -> dict[str, Any]:
     usable = [not (lacks("ingest") or lacks("predict") or lacks("attribute", m)
                    or lacks("normalize", m)) for m in methods]
     deltas_ok = [not (lacks("predict") or lacks("attribute", m)) for m in methods]
-    scores = {m: np.stack([np.asarray(array(group, f"metric_{m}")[j, sl]) for j in slots])
+    scores = {m: np.stack([np.asarray(store.array(f"metric_{m}")[j, sl]) for j in slots])
               for m in metrics}
     size = cfg.report.downsample
     style = dataclasses.replace(sheet_style(cfg), signed=False)
@@ -209,7 +217,7 @@ def report_shard(task: Task) -> dict[str, Any]:
                    "missing": sorted(missing)}
         atomic_write_bytes(part_data(run_dir, u.index),
                            rp.data_script("XAI_SHARDS", payload, append=True))
-    result = done(task, file=part_data(run_dir, u.index).name)
+    result = done(task, store, file=part_data(run_dir, u.index).name)
     if missing:
         result["provisional"] = True
     return result

@@ -8,10 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.store import array, explainer_index, open_store
 from workflows import faults
 from workflows.config import Config
-from workflows.plugin import Stage, Task, Unit, done, explained_status, sheet_style
+from workflows.plugin import Stage, Task, Unit, done, explained_status, open_view, sheet_style
 from workflows.state import disk_errors
 
 #: Stamped on every sheet of a run with random weights.
@@ -58,18 +57,16 @@ class Render(Stage):
         sheet, cfg = task.unit, task.cfg
         style = sheet_style(cfg)
         methods = list(cfg.method_names)
-        group = open_store(task.store_path)
-        classes = list(group.attrs.get("classes") or [])
-        banner = RANDOM_BANNER if group.attrs.get("random_weights") else None
+        store = open_view(task, mode="r")
+        attrs = store.group.attrs
+        classes = list(attrs.get("classes") or [])
+        banner = RANDOM_BANNER if attrs.get("random_weights") else None
         sl = slice(sheet.start, sheet.stop)
-        ids, status = array(group, "image")[sl].tolist(), array(group, "status")[sl].tolist()
-        pixels, pred = np.asarray(array(group, "pixels")[sl]), np.asarray(array(group,
-                                                                               "pred")[sl])
-        prob, label = np.asarray(array(group, "prob")[sl]), np.asarray(array(group,
-                                                                             "label")[sl])
-        source = array(group, "aggregated" if style.signed else "normalized")
-        maps = np.stack([np.asarray(source[explainer_index(group, m), sl]) for m in methods],
-                        axis=1)
+        data = store.rows(sl, "image", "status", "pixels", "pred", "prob", "label")
+        ids, status = data["image"].tolist(), data["status"].tolist()
+        pixels, pred, prob, label = data["pixels"], data["pred"], data["prob"], data["label"]
+        source = store.array("aggregated" if style.signed else "normalized")
+        maps = np.stack([np.asarray(source[store.slot(m), sl]) for m in methods], axis=1)
         rows = []
         for k in range(sheet.size):
             p, t = int(pred[k]), int(label[k])
@@ -93,7 +90,7 @@ class Render(Stage):
                                                               sheet.start + k))
             save_image_atomic(image, path,
                               before_rename=lambda: faults.point("render:mid-write"))
-        return done(task, file=path.name)
+        return done(task, store, file=path.name)
 
     def remove_stale(self, run_dir: Path, valid: set[int]) -> int:
         """Delete sheet files without a current record (e.g. after images_per_sheet
