@@ -10,19 +10,18 @@ import torch
 os.environ.setdefault("MPLBACKEND", "Agg")
 # Bit-identical results across runs (MKL's conditional numerical reproducibility; see
 # workflows/__init__.py): set before the first torch op of the test process.
-os.environ.setdefault("MKL_CBWR", "AUTO")
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Parallel test workers (make test: pytest -n): one torch thread each, in this process
-    # and in the runs it starts (OMP_NUM_THREADS is read by torch at start), so that the
-    # workers share the cores instead of oversubscribing them and every run a test compares
-    # computes at the same thread count.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    torch.set_num_threads(1)
-else:
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
+# One torch thread, here and in every process a test starts (torch reads OMP_NUM_THREADS when
+# it starts): CPU results can depend on the thread count, and the tests compare runs bit for
+# bit across processes (a killed run's child, Dask workers, which get one thread each on 2
+# cores). Dask's LocalCluster also leaves OMP_NUM_THREADS=1 in this process's environment, so
+# anything else would change halfway through the suite. Parallel test workers (make test:
+# pytest -n) then share the cores instead of oversubscribing them.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 # After MPLBACKEND is set: Captum (imported by pipeline.methods) imports matplotlib.pyplot.
-from pipeline.methods import METHODS, MethodSpec
+from pipeline.methods import METHODS, MethodSpec  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -79,3 +79,22 @@ def test_bench_rejects_values_it_cannot_measure(tmp_path, option, value):
     assert result.exit_code == 2
     assert option in result.output
     assert "Traceback" not in result.output
+
+
+def test_bench_is_a_command_from_outside_the_package():
+    """`xai bench` comes from the ``xai.commands`` entry point (the package never imports
+    the benchmarks); where its module is missing (an installed wheel) the command says so."""
+    import importlib.metadata
+
+    from workflows import cli as xai
+
+    entries = {e.name: e.value for e in importlib.metadata.entry_points(group="xai.commands")}
+    assert entries == {"bench": "benchmarks.command:register"}
+    assert "bench" in cli("--help").output
+    xai._missing_command("nobench", "benchmarks.gone:register",
+                         ImportError("No module named 'benchmarks.gone'"))
+    result = cli("nobench")
+    assert result.exit_code == 2
+    text = " ".join(result.output.split())
+    assert "Expected benchmarks.gone:register for `xai nobench`" in text
+    assert "source checkout" in text and "Traceback" not in text

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
+import zarr
 
 from tests.hostile import make_hostile
 from tests.workflow_helpers import (
@@ -47,6 +48,8 @@ def _reference(tmp_path_factory, extra: str):
     run_dir = tmp / "runs" / "tiny"
     sheets = {p.name: p.read_bytes() for p in (run_dir / "sheets").glob("*.png")}
     arrays = _arrays(run_dir / "store.zarr")
+    on_disk = set(zarr.open_group(str(run_dir / "store.zarr"), mode="r").array_keys())
+    assert on_disk == set(arrays), "every array the run wrote is one the schema declares"
     assert (set(arrays) >= EVALUATION_ARRAYS) == bool(extra), sorted(arrays)
     assert "strategy" in arrays and "gap" in arrays and "mask" in arrays
     return arrays, sheets, _report_data(run_dir), tmp

@@ -546,47 +546,33 @@ def weights_status() -> None:
                   f"{retry}")
 
 
-@app.command()
-def bench(
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "cpu",
-    images: Annotated[int, typer.Option(min=1, help="images per measurement")] = 4,
-    size: Annotated[int, typer.Option(min=8, help="crop size (224 for the real model)")] = 224,
-    n_steps: Annotated[int, typer.Option(min=2, help="IG steps")] = 50,
-    nt_samples: Annotated[int, typer.Option(min=1, help="SmoothGrad samples")] = 10,
-    quick: Annotated[bool, typer.Option(help="tiny settings, seconds (smoke test)")] = False,
-    head: Annotated[str, typer.Option(help="logits (plain torchvision) | softmax")] = "logits",
-    out_dir: Annotated[Path, typer.Option("--out", help="where bench-<device>.md/json go")] =
-        Path("runs/bench"),
-) -> None:
-    """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""
-    try:
-        from benchmarks.bench import run_bench, save, to_markdown
-    except ImportError:
-        raise _fail("Expected the benchmarks of a source checkout (benchmarks/ beside "
-                    "pipeline/ and workflows/): `xai bench` runs from a clone of the "
-                    "repository (`make bench`); they do not ship in the wheel.") from None
-    from workflows.worker import resolve_device
+#: Entry-point group of commands that live outside the package (``xai bench``: the
+#: benchmarks of a source checkout). Each entry is ``register(app)``, adding its commands.
+COMMANDS_GROUP = "xai.commands"
 
-    command = "xai bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "xai bench"
-    try:
-        dev = str(resolve_device(device))
-    except XaiError as exc:
-        raise _fail(exc) from None
-    except RuntimeError:
-        raise _fail(f"Expected --device auto, cpu, cuda or cuda:N, got {device!r}.") from None
-    try:
-        res = run_bench(device=dev, images=images, size=size, n_steps=n_steps,
-                        nt_samples=nt_samples, quick=quick, head=head,
-                        reporter=lambda m: console.print(m, highlight=False))
-    except XaiError as exc:
-        raise _fail(exc) from None
-    except RuntimeError as exc:
-        if "CUDA" in str(exc) or "cuda" in str(exc):
-            raise _fail(f"Expected a usable {device} device: {exc}") from None
-        raise
-    md, js = save(res, out_dir, command)
-    out.print(to_markdown(res, command), markup=False, highlight=False)
-    out.print(f"wrote {md} and {js}")
+
+def _plugin_commands() -> None:
+    """Add the commands of the ``xai.commands`` entry points; one whose module is not there
+    (an installed wheel has no ``benchmarks/``) becomes a command that says so."""
+    import importlib.metadata
+
+    for entry in importlib.metadata.entry_points(group=COMMANDS_GROUP):
+        try:
+            entry.load()(app)
+        except ImportError as exc:
+            _missing_command(entry.name, entry.value, exc)
+
+
+def _missing_command(name: str, where: str, exc: ImportError) -> None:
+    def missing() -> None:
+        raise _fail(f"Expected {where} for `xai {name}`, got {exc}. It comes with a source "
+                    "checkout of the project (a clone of the repository), not with the "
+                    "installed package.")
+
+    app.command(name, help=f"(not available here: {where} is missing)")(missing)
+
+
+_plugin_commands()
 
 
 def main() -> None:  # pragma: no cover - entry point
