@@ -125,3 +125,10 @@ def test_readme_make_commands_work_without_uv_on_the_path(tmp_path):
     assert "cache:" in make("xai", "ARGS=weights status")
     make("clean", "DATASET=tiny")
     assert not (tmp_path / "runs" / "tiny" / "store.zarr").exists()
+
+
+def test_the_guarantees_count_every_crash_point_of_the_registry():
+    from workflows.stages import REGISTRY
+
+    points = sum(len(stage.crash_points) for stage in REGISTRY)
+    assert f"every crash point the stage registry declares, {points} in all" in README.read_text()
