@@ -29,7 +29,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Baseline:
-    """A registered baseline: ``make(images, params, seeds) -> (N, 3, H, W)``."""
+    """A registered baseline: ``make(images, params, seeds, norm) -> (N, 3, H, W)`` (``norm``:
+    the model's :class:`pipeline.data.Normalization`, None for ImageNet's)."""
 
     name: str
     make: Callable[..., torch.Tensor]
@@ -37,10 +38,10 @@ class Baseline:
 
 
 def _black(images: torch.Tensor, _params: Mapping[str, Any],
-           _seeds: Sequence[int] | None) -> torch.Tensor:
+           _seeds: Sequence[int] | None, norm: Any = None) -> torch.Tensor:
     from pipeline.data import black_baseline
 
-    return black_baseline(images)
+    return black_baseline(images, norm)
 
 
 def blur_kernel_size(sigma: float, height: int, width: int) -> int:
@@ -52,7 +53,7 @@ def blur_kernel_size(sigma: float, height: int, width: int) -> int:
 
 
 def _blur(images: torch.Tensor, params: Mapping[str, Any],
-          _seeds: Sequence[int] | None) -> torch.Tensor:
+          _seeds: Sequence[int] | None, _norm: Any = None) -> torch.Tensor:
     from torchvision.transforms.functional import gaussian_blur
 
     sigma = float(params["baseline_sigma"])
@@ -63,7 +64,7 @@ def _blur(images: torch.Tensor, params: Mapping[str, Any],
 
 
 def _uniform(images: torch.Tensor, _params: Mapping[str, Any],
-             seeds: Sequence[int] | None) -> torch.Tensor:
+             seeds: Sequence[int] | None, norm: Any = None) -> torch.Tensor:
     import torch
 
     from pipeline.data import normalize
@@ -77,11 +78,11 @@ def _uniform(images: torch.Tensor, _params: Mapping[str, Any],
             gen.manual_seed(int(seeds[i]))
         rows.append(torch.rand(images.shape[1:], generator=gen, dtype=torch.float32))
     noise = torch.stack(rows).to(device=images.device, dtype=images.dtype)
-    return normalize(noise)
+    return normalize(noise, norm)
 
 
 def _mean(images: torch.Tensor, _params: Mapping[str, Any],
-          _seeds: Sequence[int] | None) -> torch.Tensor:
+          _seeds: Sequence[int] | None, _norm: Any = None) -> torch.Tensor:
     import torch
 
     return torch.zeros_like(images)
@@ -92,20 +93,22 @@ BASELINES: dict[str, Baseline] = {
         Baseline("black", _black, "the black image (the seed's)"),
         Baseline("blur", _blur, "the image under a Gaussian blur of baseline_sigma pixels"),
         Baseline("uniform", _uniform, "seeded uniform noise in [0, 1] pixel space"),
-        Baseline("mean", _mean, "the ImageNet mean colour (zero after normalization)"),
+        Baseline("mean", _mean, "the model's mean colour (zero after normalization; "
+                                "ImageNet's for ResNet18)"),
     )
 }
 
 
 def make_baseline(name: str, images: torch.Tensor, params: Mapping[str, Any],
-                  seeds: Sequence[int] | None = None) -> torch.Tensor:
+                  seeds: Sequence[int] | None = None, norm: Any = None) -> torch.Tensor:
     """The baseline ``name`` for a batch of normalized images ``(N, 3, H, W)``, same shape,
-    dtype and device."""
+    dtype and device (``norm``: their :class:`pipeline.data.Normalization`; ImageNet's by
+    default)."""
     try:
         spec = BASELINES[name]
     except KeyError:
         raise KeyError(f"Expected a baseline in {', '.join(BASELINES)}, got {name!r}.") from None
-    return spec.make(images, params, seeds)
+    return spec.make(images, params, seeds, norm)
 
 
 def describe(params: Mapping[str, Any]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,41 +31,58 @@ class ImageDecodeError(Exception):
     """An image file could not be turned into an RGB picture; the message is the reason."""
 
 
-def preprocess_transform(resize: int = RESIZE, crop: int = CROP) -> transforms.Compose:
-    """The seed's preprocessing: resize the short side, centre-crop, to tensor in ``[0, 1]``.
+def preprocess_transform(resize: int = RESIZE, crop: int = CROP,
+                         interpolation: str = "bilinear") -> transforms.Compose:
+    """The seed's preprocessing: resize the short side (with ``interpolation``: bilinear,
+    bicubic or nearest, as the model's weights were trained), centre-crop, to a tensor in
+    ``[0, 1]``.
 
     Returns
     -------
     transforms.Compose
         Maps a PIL RGB image to a float tensor of shape ``(3, crop, crop)``.
     """
+    mode = transforms.InterpolationMode(interpolation)
     return transforms.Compose(
-        [transforms.Resize(resize), transforms.CenterCrop(crop), transforms.ToTensor()]
+        [transforms.Resize(resize, interpolation=mode), transforms.CenterCrop(crop),
+         transforms.ToTensor()]
     )
 
 
-def _stats(like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = (3, 1, 1) if like.ndim == 3 else (1, 3, 1, 1)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=like.dtype, device=like.device).view(shape)
-    std = torch.tensor(IMAGENET_STD, dtype=like.dtype, device=like.device).view(shape)
-    return mean, std
+@dataclass(frozen=True)
+class Normalization:
+    """A model's input normalization ``(x - mean) / std`` per channel, ``x`` in [0, 1]."""
+
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    def stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (3, 1, 1) if like.ndim == 3 else (1, 3, 1, 1)
+        mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(shape)
+        std = torch.tensor(self.std, dtype=like.dtype, device=like.device).view(shape)
+        return mean, std
 
 
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """ImageNet normalization ``(x - mean) / std`` of a ``(3, H, W)`` or ``(N, 3, H, W)`` tensor."""
-    mean, std = _stats(image)
+#: The ImageNet normalization: ResNet18's, and the default everywhere.
+IMAGENET_NORMALIZATION = Normalization()
+
+
+def normalize(image: torch.Tensor, norm: Normalization | None = None) -> torch.Tensor:
+    """``(x - mean) / std`` of a ``(3, H, W)`` or ``(N, 3, H, W)`` tensor (ImageNet's mean
+    and std unless ``norm`` says otherwise)."""
+    mean, std = (norm or IMAGENET_NORMALIZATION).stats(image)
     return (image - mean) / std
 
 
-def denormalize(image: torch.Tensor) -> torch.Tensor:
+def denormalize(image: torch.Tensor, norm: Normalization | None = None) -> torch.Tensor:
     """Inverse of :func:`normalize`: ``x * std + mean``, same shapes."""
-    mean, std = _stats(image)
+    mean, std = (norm or IMAGENET_NORMALIZATION).stats(image)
     return image * std + mean
 
 
-def black_baseline(like: torch.Tensor) -> torch.Tensor:
+def black_baseline(like: torch.Tensor, norm: Normalization | None = None) -> torch.Tensor:
     """The black image in normalized space, ``-mean / std`` per channel, shaped like ``like``."""
-    return normalize(torch.zeros_like(like))
+    return normalize(torch.zeros_like(like), norm)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -139,9 +157,10 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
         raise ImageDecodeError(f"cannot decode: {exc}") from exc
 
 
-def load_tensor(path: str | Path, resize: int = RESIZE, crop: int = CROP) -> torch.Tensor:
+def load_tensor(path: str | Path, resize: int = RESIZE, crop: int = CROP,
+                interpolation: str = "bilinear") -> torch.Tensor:
     """Load and preprocess one file to a ``(3, crop, crop)`` float tensor in ``[0, 1]``."""
-    return preprocess_transform(resize, crop)(load_image(path))
+    return preprocess_transform(resize, crop, interpolation)(load_image(path))
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:

@@ -3,10 +3,13 @@
 Layouts
 -------
 ``class-folders``
-    ``root/<wnid>/<file>`` (the prepared ImageNet val folder, Imagenette); label from the folder.
+    ``root/<class>/<file>``: the folder is the label, by the model's class name (a fine-tuned
+    model's, as torchvision's ``ImageFolder`` numbers them) or by ImageNet WordNet id
+    (``root/n01440764/...``: the prepared ImageNet val folder, Imagenette).
 ``flat-csv``
     ``root/<ImageId>.<ext>`` with a CSV ``ImageId,PredictionString`` whose first token is the
-    WordNet id (ImageNet's ``LOC_val_solution.csv``); images missing from the CSV get label -1.
+    label, a WordNet id (ImageNet's ``LOC_val_solution.csv``) or a class name; images missing
+    from the CSV get label -1.
 ``plain``
     Every image below ``root``, recursively, no labels.
 ``synthetic``
@@ -15,8 +18,8 @@ Layouts
     ``count`` generated images with known evidence (:mod:`pipeline.evidence`): a shape on a
     background cut from the photos in ``root``; the shape is the class, its pixels the mask.
 ``auto``
-    ``flat-csv`` when the CSV exists, ``class-folders`` when the sub-folders are WordNet ids,
-    otherwise ``plain``.
+    ``flat-csv`` when the CSV exists, ``class-folders`` when the sub-folders are WordNet ids or
+    all classes of the model, otherwise ``plain``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import csv
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +35,7 @@ import numpy as np
 
 from pipeline.data import discover_images, is_image_file
 from pipeline.errors import DataError
-from pipeline.model import synset_to_index
+from pipeline.models import imagenet_classes, synset_to_index
 
 WNID = re.compile(r"^n\d{8}$")
 
@@ -54,7 +58,7 @@ class Manifest:
     ids
         Dataset-relative POSIX paths (or ``synthetic/NNNNNN``), sorted.
     labels
-        ImageNet class index per image, -1 when unknown.
+        Class index per image (of the model's classes), -1 when unknown.
     layout
         The layout actually used (``auto`` resolved).
     """
@@ -67,25 +71,63 @@ class Manifest:
         return len(self.ids)
 
 
-def _class_folders(root: Path) -> tuple[list[str], list[int]]:
-    index = synset_to_index()
+class Labels:
+    """Turns a dataset's label names (folder names, CSV tokens) into class indices: by the
+    model's class name, or by ImageNet WordNet id for an ImageNet-1k model."""
+
+    def __init__(self, classes: Sequence[str] | None, where: Path) -> None:
+        self.classes = tuple(classes) if classes is not None else imagenet_classes()
+        self.by_name = {name: i for i, name in enumerate(self.classes)}
+        self.imagenet = self.classes == imagenet_classes()
+        self.where = where
+
+    def knows(self, name: str) -> bool:
+        return name in self.by_name or (self.imagenet and name in synset_to_index())
+
+    def index(self, name: str) -> int:
+        if name in self.by_name:
+            return self.by_name[name]
+        if self.imagenet and name in synset_to_index():
+            return synset_to_index()[name]
+        raise self.error([name])
+
+    def error(self, names: Sequence[str]) -> DataError:
+        shown = ", ".join(repr(n) for n in sorted(set(names))[:5])
+        if self.imagenet and all(WNID.match(n) for n in names):
+            return DataError(f"Expected ImageNet-1k WordNet ids as labels in {self.where}, got "
+                             f"{shown}, which are not among the 1000 classes.")
+        valid = ", ".join(self.classes[:6]) + (" ..." if len(self.classes) > 6 else "")
+        return DataError(
+            f"Expected labels in {self.where} that are classes of the model, got {shown}, "
+            f"which are not among its {len(self.classes)} classes ({valid}). Name the folders "
+            "(or CSV labels) after the model's classes ([model] classes), or WordNet ids for "
+            "an ImageNet model.")
+
+
+def class_folders(root: Path) -> tuple[str, ...]:
+    """The sub-folders of ``root`` (hidden ones left out), sorted: the classes torchvision's
+    ``ImageFolder`` would number 0, 1, ..."""
+    if root is None or not root.is_dir():
+        return ()
+    return tuple(sorted(p.name for p in root.iterdir()
+                        if p.is_dir() and not p.name.startswith(".")))
+
+
+def _class_folders(root: Path, labels_of: Labels) -> tuple[list[str], list[int]]:
     ids: list[str] = []
     labels: list[int] = []
     unknown: list[str] = []
     for rel in discover_images(root):
-        top = rel.split("/", 1)[0]
-        if "/" not in rel or not WNID.match(top):
+        if "/" not in rel:
             continue
-        if top not in index:
+        top = rel.split("/", 1)[0]
+        if not labels_of.knows(top):
             unknown.append(top)
             continue
         ids.append(rel)
-        labels.append(index[top])
+        labels.append(labels_of.index(top))
     if unknown:
-        raise DataError(
-            f"Expected ImageNet-1k WordNet ids as folder names in {root}, got "
-            f"{sorted(set(unknown))[:5]} which are not among the 1000 classes."
-        )
+        raise labels_of.error(unknown)
     return ids, labels
 
 
@@ -104,18 +146,18 @@ def _read_label_csv(path: Path) -> dict[str, str]:
         raise DataError(f"Cannot read the label CSV {path}: {exc}") from exc
 
 
-def _flat_csv(root: Path, csv_path: Path) -> tuple[list[str], list[int]]:
-    index = synset_to_index()
+def _flat_csv(root: Path, csv_path: Path, labels_of: Labels) -> tuple[list[str], list[int]]:
     table = _read_label_csv(csv_path)
     ids = [p.name for p in sorted(root.iterdir()) if is_image_file(p) and p.is_file()]
     labels: list[int] = []
     for rel in ids:
-        wnid = table.get(Path(rel).stem, "")
-        if wnid and wnid not in index:
-            raise DataError(
-                f"Expected an ImageNet-1k WordNet id for {rel} in {csv_path}, got {wnid!r}."
-            )
-        labels.append(index[wnid] if wnid else -1)
+        name = table.get(Path(rel).stem, "")
+        if name and not labels_of.knows(name):
+            if labels_of.imagenet and WNID.match(name):
+                raise DataError(f"Expected an ImageNet-1k WordNet id for {rel} in {csv_path}, "
+                                f"got {name!r}.")
+            raise labels_of.error([name])
+        labels.append(labels_of.index(name) if name else -1)
     return ids, labels
 
 
@@ -127,12 +169,13 @@ def _label_csv_path(root: Path, labels_csv: str) -> Path | None:
     return None
 
 
-def detect_layout(root: Path, labels_csv: str) -> str:
-    """Resolve ``auto`` for an existing folder."""
+def detect_layout(root: Path, labels_csv: str, classes: Sequence[str] | None = None) -> str:
+    """Resolve ``auto`` for an existing folder (``classes``: the model's class names)."""
     if _label_csv_path(root, labels_csv) is not None:
         return "flat-csv"
-    subdirs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if subdirs and all(WNID.match(p.name) for p in subdirs):
+    subdirs = class_folders(root)
+    if subdirs and (all(WNID.match(p) for p in subdirs)
+                    or (classes is not None and set(subdirs) <= set(classes))):
         return "class-folders"
     return "plain"
 
@@ -166,8 +209,12 @@ def build_manifest(
     per_class: int = 0,
     count: int = 0,
     dataset_name: str = "dataset",
+    classes: Sequence[str] | None = None,
 ) -> Manifest:
     """Discover the images of a dataset; the result is sorted and deterministic.
+
+    ``classes`` are the model's class names (default: ImageNet's 1000): labels are their
+    indices, found by name, or by WordNet id for an ImageNet-1k model.
 
     Raises
     ------
@@ -182,14 +229,12 @@ def build_manifest(
             return Manifest(tuple(f"evidence/{i:06d}" for i in range(n)),
                             tuple(label_of(i) for i in range(n)), "evidence")
         return Manifest(tuple(f"synthetic/{i:06d}" for i in range(n)), (-1,) * n, "synthetic")
-    if root is None or not root.is_dir():
-        raise DataError(
-            f"Expected the images of dataset '{dataset_name}' in {root}, but that folder does "
-            f"not exist.\n{LAYOUT_HELP}\nOr point elsewhere with --data-dir DIR or XAI_DATA_DIR."
-        )
-    resolved = detect_layout(root, labels_csv) if layout == "auto" else layout
+    check_root(root, dataset_name)
+    assert root is not None
+    resolved = detect_layout(root, labels_csv, classes) if layout == "auto" else layout
+    labels_of = Labels(classes, root)
     if resolved == "class-folders":
-        ids, labels = _class_folders(root)
+        ids, labels = _class_folders(root, labels_of)
     elif resolved == "flat-csv":
         csv_path = _label_csv_path(root, labels_csv)
         if csv_path is None:
@@ -197,7 +242,7 @@ def build_manifest(
                 f"Expected the label CSV {labels_csv} in {root} or its parent, but it is "
                 f"missing.\n{LAYOUT_HELP}"
             )
-        ids, labels = _flat_csv(root, csv_path)
+        ids, labels = _flat_csv(root, csv_path, labels_of)
     else:
         ids = discover_images(root)
         labels = [-1] * len(ids)
@@ -207,6 +252,16 @@ def build_manifest(
             f"Expected images in {root} ({resolved} layout), found none.\n{LAYOUT_HELP}"
         )
     return Manifest(tuple(ids), tuple(labels), resolved)
+
+
+def check_root(root: Path | None, dataset_name: str = "dataset") -> None:
+    """The dataset's folder exists; else a :class:`DataError` saying which layouts to put
+    there (checked before anything else of a run)."""
+    if root is None or not root.is_dir():
+        raise DataError(
+            f"Expected the images of dataset '{dataset_name}' in {root}, but that folder does "
+            f"not exist.\n{LAYOUT_HELP}\nOr point elsewhere with --data-dir DIR or XAI_DATA_DIR."
+        )
 
 
 def synthetic_image(index: int, size: int, seed: int = 0) -> np.ndarray:

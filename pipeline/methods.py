@@ -149,12 +149,13 @@ def _input_x_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Ten
 
 
 def _baselines(images: torch.Tensor, params: Mapping[str, Any],
-               seeds: Sequence[int] | None, given: torch.Tensor | None) -> torch.Tensor:
+               seeds: Sequence[int] | None, given: torch.Tensor | None,
+               norm: Any = None) -> torch.Tensor:
     from pipeline.baselines import make_baseline
 
     if given is not None:
         return given
-    return make_baseline(params.get("baseline", "black"), images, params, seeds)
+    return make_baseline(params.get("baseline", "black"), images, params, seeds, norm)
 
 
 def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
@@ -390,7 +391,7 @@ def output_gap(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
 
 def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
               params: Mapping[str, Any], max_batch: int, seeds: Sequence[int] | None = None,
-              info: dict[str, Any] | None = None
+              info: dict[str, Any] | None = None, norm: Any = None
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run one method on a batch.
 
@@ -408,14 +409,16 @@ def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets:
         relative completeness error.
 
     ``info``, when given, receives what a method reports per image besides the maps
-    (``rule = "adaptive"``: ``steps``, ``residual``, ``zero_gap``, numpy ``(N,)``).
+    (``rule = "adaptive"``: ``steps``, ``residual``, ``zero_gap``, numpy ``(N,)``). ``norm`` is
+    the images' :class:`pipeline.data.Normalization` (the black baseline is ``-mean / std``);
+    ImageNet's by default.
     """
     import torch
 
     extra: dict[str, Any] = {}
     base = None
     if "baseline" in spec.params:  # one baseline for the attributions and their delta
-        base = _baselines(images, params, seeds, None)
+        base = _baselines(images, params, seeds, None, norm)
         extra["baselines"] = base
     with warnings.catch_warnings():
         # Captum warns that it set requires_grad on the input, which is what we want.
@@ -429,7 +432,7 @@ def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets:
         from pipeline.data import black_baseline
 
         gap = output_gap(model, images, targets,
-                         black_baseline(images) if base is None else base)
+                         black_baseline(images, norm) if base is None else base)
         delta = (attr.double().flatten(1).sum(1) - gap).float()
         gap = gap.float()
     else:

@@ -277,7 +277,7 @@ def pixel_flipping(forward: Forward, images: torch.Tensor, attr: np.ndarray,
                    targets: torch.Tensor | Sequence[int] | np.ndarray, steps: int = 20,
                    mode: str = "deletion", baseline: str = "black",
                    baseline_params: Mapping[str, Any] | None = None,
-                   max_batch: int = 64) -> np.ndarray:
+                   max_batch: int = 64, norm: Any = None) -> np.ndarray:
     """Target-class probability as pixels are removed (deletion) or revealed (insertion) in
     MoRF order (Bach et al. 2015; Petsiuk et al. 2018).
 
@@ -313,6 +313,9 @@ def pixel_flipping(forward: Forward, images: torch.Tensor, attr: np.ndarray,
         Parameters of the baseline, e.g. ``{"baseline_sigma": 10.0}`` for ``blur``.
     max_batch
         Samples per forward pass.
+    norm
+        The images' :class:`pipeline.data.Normalization` (for the black baseline; ImageNet's
+        by default).
 
     Returns
     -------
@@ -338,7 +341,7 @@ def pixel_flipping(forward: Forward, images: torch.Tensor, attr: np.ndarray,
     device = images.device
     keep = torch.as_tensor(rows, device=device)
     x = images[keep]
-    base = make_baseline(baseline, x, dict(baseline_params or {}))
+    base = make_baseline(baseline, x, dict(baseline_params or {}), norm=norm)
     start, end = (x, base) if mode == "deletion" else (base, x)  # step 0 -> the last step
     rank = _rank_maps(a[rows], height, width).to(device)
     counts = torch.as_tensor(flip_counts(height * width, steps), device=device)

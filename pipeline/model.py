@@ -1,35 +1,57 @@
-"""ResNet18 loading: ImageNet weights, a local state-dict file, or seeded random weights.
+"""Classifier loading: any architecture of :mod:`pipeline.models`, with ImageNet weights, a
+local state dict (a fine-tuned checkpoint with its own classes), an exported program, or
+seeded random weights.
 
 The returned model is in eval mode with frozen parameters, so gradients are only ever taken
-with respect to the input.
+with respect to the input. Weight files are data: state dicts load with
+``torch.load(weights_only=True)``, and an exported program is opened only after every
+pickled part of it has been checked the same way.
 """
 
 from __future__ import annotations
 
+import io
 import socket
 import time
+import warnings
+import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from torchvision.models import ResNet18_Weights, resnet18
 
 from pipeline.errors import WeightsError
+from pipeline.models import (
+    DEFAULT_ARCH,
+    IMAGENET,
+    Preprocessing,
+    build,
+    classifier_entries,
+    default_preprocessing,
+    fitting_archs,
+    imagenet_classes,
+    imagenet_synsets,
+    is_timm,
+    num_classes_of,
+    read_classes_file,
+    synset_to_index,
+)
 from pipeline.weights import (
+    EXPORTED,
     HEADS,
-    IMAGENET_URL,
+    cache_path,
     forget_failure,
     hash_prefix,
-    imagenet_cache_path,
-    imagenet_url,
     offline_hint,
+    published,
     recent_failure,
     remember_failure,
     weights_identity,
+    weights_url,
 )
 
 if TYPE_CHECKING:
@@ -37,7 +59,8 @@ if TYPE_CHECKING:
 
     from pipeline.evidence import TrainSettings
 
-IMAGENET_WEIGHTS = ResNet18_Weights.IMAGENET1K_V1
+__all__ = ["LoadedModel", "class_names", "freeze", "imagenet_cache_path", "imagenet_synsets",
+           "load_model", "synset_to_index", "with_head"]
 
 
 @dataclass(frozen=True)
@@ -47,9 +70,9 @@ class LoadedModel:
     Attributes
     ----------
     model
-        Maps ``(N, 3, H, W)`` normalized images to ``(N, 1000)`` outputs of the chosen head.
+        Maps ``(N, 3, H, W)`` normalized images to ``(N, classes)`` outputs of the chosen head.
     backbone
-        The same network without the head: ``(N, 3, H, W)`` to ``(N, 1000)`` logits.
+        The same network without the head: ``(N, 3, H, W)`` to ``(N, classes)`` logits.
     head
         ``"softmax"`` (the seed's) or ``"logits"``.
     weights_id
@@ -61,10 +84,17 @@ class LoadedModel:
         One line on why ``auto`` fell back to random weights and how to put the ImageNet
         file in place; empty otherwise.
     classes
-        The class names, in output order (ImageNet's 1000, or the evidence shapes).
+        The class names, in output order.
     report
         How the weights were made, when this project trained them (``evidence``: held-out
         accuracy, seconds, settings); empty otherwise.
+    arch
+        The architecture (``resnet18``, ``timm:deit_tiny_patch16_224``; ``exported`` for a
+        ``.pt2``).
+    preprocessing
+        What the images go through before the model (:class:`pipeline.models.Preprocessing`).
+    warnings
+        What the caller should tell the user (e.g. class names made up as ``class_0...``).
     """
 
     model: nn.Module
@@ -75,74 +105,138 @@ class LoadedModel:
     note: str = ""
     classes: tuple[str, ...] = ()
     report: dict[str, Any] = field(default_factory=dict)
+    arch: str = DEFAULT_ARCH
+    preprocessing: Preprocessing = IMAGENET
+    warnings: tuple[str, ...] = ()
 
 
-def _offline_message(reason: str) -> str:
-    path = imagenet_cache_path()
+def imagenet_cache_path(arch: str = DEFAULT_ARCH) -> Path:
+    """Where torchvision caches ``arch``'s ImageNet checkpoint."""
+    return cache_path(arch)
+
+
+@cache
+def class_names() -> tuple[str, ...]:
+    """The 1000 ImageNet class names in class-index order."""
+    return imagenet_classes()
+
+
+# ------------------------------------------------------------------ ImageNet weights
+
+
+def _offline_message(reason: str, arch: str) -> str:
+    path = cache_path(arch)
+    pub = published(arch)
+    where = "" if arch == DEFAULT_ARCH else f" --arch {arch}"
     return (
-        "Expected ImageNet ResNet18 weights, but they are not in the cache and could not be "
-        f"downloaded ({reason}).\n"
+        f"Expected the ImageNet weights of {arch} ({pub.name}), but they are not in the cache "
+        f"and could not be downloaded ({reason}).\n"
         "Ways out:\n"
-        f"  1. on a machine with network, download {IMAGENET_URL}, then: "
-        f"xai weights import FILE (checks it and copies it to {path})\n"
-        "  2. point to a local state-dict file: --weights /path/to/resnet18.pth\n"
+        f"  1. on a machine with network, download {pub.url}, then: "
+        f"xai weights import{where} FILE (checks it and copies it to {path})\n"
+        f"  2. point to a local state-dict file: --weights /path/to/{arch}.pth\n"
         "  3. run with seeded random weights (results are meaningless): --weights random"
     )
 
 
 class _Unavailable(WeightsError):
-    """The ImageNet checkpoint is not in the cache and was not downloaded; ``reason`` is one
-    line for the ``auto`` fallback's notice."""
+    """The checkpoint is not in the cache and was not downloaded; ``reason`` is one line for
+    the ``auto`` fallback's notice."""
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(_offline_message(reason))
+    def __init__(self, reason: str, arch: str) -> None:
+        super().__init__(_offline_message(reason, arch))
         self.reason = reason
 
 
-def _download(path: Path, remember: bool, timeout_s: float) -> None:
+def _download(arch: str, path: Path, remember: bool, timeout_s: float) -> None:
     """Fetch the checkpoint into the cache, checked against torchvision's hash prefix.
 
     With ``remember`` (the ``auto`` weights), a failure is noted in the cache folder and the
     network is not tried again until it is :data:`~pipeline.weights.RETRY_AFTER_S` old, so
     offline runs do not wait on it every time.
     """
-    failed = recent_failure() if remember else None
+    failed = recent_failure(arch=arch) if remember else None
     if failed is not None:
         retry = time.strftime("%H:%M", time.localtime(failed["retry_at"]))
-        raise _Unavailable(f"{failed['reason']}; not retried until {retry}")
+        raise _Unavailable(f"{failed['reason']}; not retried until {retry}", arch)
     path.parent.mkdir(parents=True, exist_ok=True)
     old_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(timeout_s)
     try:
         # download_url_to_file, not load_state_dict_from_url: the latter prints
         # "Downloading: ..." on every offline run before it fails.
-        torch.hub.download_url_to_file(imagenet_url(), str(path), hash_prefix=hash_prefix(),
-                                       progress=False)
+        torch.hub.download_url_to_file(weights_url(arch), str(path),
+                                       hash_prefix=hash_prefix(arch) or None, progress=False)
     except Exception as exc:  # urllib, socket and hash-check errors all mean the same here
         reason = f"{type(exc).__name__}: {exc}"
         if remember:
-            remember_failure(reason)
-        raise _Unavailable(reason) from exc
+            remember_failure(reason, arch)
+        raise _Unavailable(reason, arch) from exc
     finally:
         socket.setdefaulttimeout(old_timeout)
-    forget_failure()
+    forget_failure(arch)
 
 
-def _load_imagenet(remember: bool = False, timeout_s: float = 20.0) -> nn.Module:
-    path = imagenet_cache_path()
+def _load_imagenet(arch: str, crop: int, remember: bool = False, timeout_s: float = 20.0
+                   ) -> nn.Module:
+    if is_timm(arch):
+        raise WeightsError(
+            f"Expected a state-dict file for {arch}: timm's pretrained weights download from "
+            "the Hugging Face hub on first use, which this pipeline does not do. Save "
+            "timm.create_model(name, pretrained=True).state_dict() on a machine with network "
+            "and pass it with --weights FILE.")
+    path = cache_path(arch)
     if not path.exists():
-        _download(path, remember, timeout_s)
+        _download(arch, path, remember, timeout_s)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        net = resnet18(weights=None)
+        net = _network(arch, None, crop, pretrained=True)
         net.load_state_dict(state)
     except Exception as exc:  # unpickling and shape errors all mean the same here
+        where = "" if arch == DEFAULT_ARCH else f" --arch {arch}"
         raise WeightsError(
             f"Expected a valid checkpoint at {path}, but it could not be read "
             f"({type(exc).__name__}). Delete the file and run again to download it, or "
-            "`xai weights import FILE` a good copy, or pass --weights with a local file."
+            f"`xai weights import{where} FILE` a good copy, or pass --weights with a local "
+            "file."
         ) from exc
+    return _after_pretrained(arch, net)
+
+
+def _network(arch: str, num_classes: int | None, crop: int, pretrained: bool = False
+             ) -> nn.Module:
+    """``arch`` built as torchvision builds it for its published weights (the same extra
+    parameters), random, for ``num_classes`` classes, sized for ``crop`` px where the
+    architecture fixes its input size (ViT, MaxViT)."""
+    from torchvision.models import get_model
+
+    if is_timm(arch):
+        return build(arch, num_classes)
+    kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+    if arch in ("googlenet", "inception_v3"):
+        # Their published weights hold the auxiliary heads and expect transform_input.
+        kwargs.update(transform_input=True, aux_logits=True, init_weights=not pretrained)
+    elif arch.startswith("vit_"):
+        kwargs["image_size"] = crop
+    elif arch.startswith("maxvit"):
+        kwargs["input_size"] = (crop, crop)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*weight initialization.*")
+        return get_model(arch, weights=None, **kwargs)
+
+
+def _after_pretrained(arch: str, net: nn.Module) -> nn.Module:
+    """Drop the auxiliary heads (training only) once their weights are loaded."""
+    if arch == "googlenet":
+        net.aux_logits = False  # type: ignore[assignment]
+        net.aux1 = net.aux2 = None  # type: ignore[assignment]
+    elif arch == "inception_v3":
+        net.aux_logits = False  # type: ignore[assignment]
+        net.AuxLogits = None  # type: ignore[assignment]
     return net
+
+
+# ------------------------------------------------------------------ weight files
 
 
 def describe_file(path: Path) -> str:
@@ -168,7 +262,9 @@ def describe_file(path: Path) -> str:
     return f"it starts with the bytes {head[:8].hex(' ')}, not a torch.save() file"
 
 
-def _load_file(path: Path) -> nn.Module:
+def read_state_dict(path: Path, arch: str = DEFAULT_ARCH) -> dict[str, torch.Tensor]:
+    """The state dict in a ``torch.save()`` file (``module.`` prefixes dropped; a dict that
+    wraps it under ``state_dict``, ``model`` or ``model_state_dict`` unwrapped)."""
     if not path.is_file():
         raise WeightsError(
             f"Expected a weights file at {path}, but there is none. Pass an existing state-dict "
@@ -179,7 +275,7 @@ def _load_file(path: Path) -> nn.Module:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         raise WeightsError(
-            f"Expected a torch.save() file of a ResNet18 state dict at {path}, but it could "
+            f"Expected a torch.save() file of a {arch} state dict at {path}, but it could "
             f"not be loaded: {describe_file(path)}. Save weights with "
             "torch.save(model.state_dict(), path), or pass 'imagenet' or 'random'."
         ) from None
@@ -193,35 +289,160 @@ def _load_file(path: Path) -> nn.Module:
             f"Expected a state dict (name -> tensor) in {path}, got {type(obj).__name__}. "
             "Save weights with torch.save(model.state_dict(), path)."
         )
-    state = {k.removeprefix("module."): v for k, v in obj.items()}
-    net = resnet18(weights=None)
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _load_file(path: Path, arch: str, crop: int) -> nn.Module:
+    """A state dict loaded into ``arch``, with the class count its classifier has."""
+    state = read_state_dict(path, arch)
+    n = num_classes_of(arch, state)
+    if n is None:
+        raise WeightsError(_misfit(path, arch, state, "it has no classifier entries "
+                                   f"({', '.join(classifier_entries(arch))})"))
+    net = _network(arch, n, crop, pretrained=True)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = str(exc).splitlines()
-        raise WeightsError(
-            f"Expected ResNet18 weights in {path}, but the state dict does not fit: "
-            f"{' '.join(line.strip() for line in first[:3])[:400]}"
-        ) from exc
+        first = " ".join(line.strip() for line in str(exc).splitlines()[:3])[:300]
+        raise WeightsError(_misfit(path, arch, state, first)) from exc
+    return _after_pretrained(arch, net)
+
+
+def _misfit(path: Path, arch: str, state: dict[str, torch.Tensor], why: str) -> str:
+    fits = [a for a in fitting_archs({k: list(v.shape) for k, v in state.items()})
+            if a != arch]
+    hint = (f" It fits torchvision's {' and '.join(fits[:3])}: set [model] arch = "
+            f"\"{fits[0]}\" (or --arch {fits[0]})." if fits else
+            " Save the model you mean with torch.save(model.state_dict(), path), and set "
+            "[model] arch to its architecture.")
+    return f"Expected {arch} weights in {path}, but the state dict does not fit: {why}.{hint}"
+
+
+# ------------------------------------------------------------------ exported programs
+
+
+#: Parts of a ``.pt2`` archive that are loaded with pickle (``torch.export.load`` falls back
+#: to ``weights_only=False`` on them): each must load with ``weights_only=True`` first.
+_PICKLED = (".pt", ".pkl", ".pickle")
+
+
+def check_exported(path: Path) -> None:
+    """Refuse a ``.pt2`` that ``torch.export.load`` would unpickle code from.
+
+    ``torch.export.load`` reads the graph from JSON and the weights as raw tensors, but it
+    unpickles three kinds of parts without ``weights_only``: weights or constants saved with
+    ``use_pickle``, custom and opaque objects among the constants, and any ``.pt`` part
+    (sample inputs, legacy weights) that fails to load with ``weights_only=True`` (it then
+    retries without). This opens the archive first and refuses each of those.
+    """
+    import json
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (OSError, zipfile.BadZipFile):
+        raise WeightsError(f"Expected a torch.export.save() archive at {path}, but it is not "
+                           f"one: {describe_file(path)}.") from None
+    with archive:
+        for name in archive.namelist():
+            data = archive.read(name)
+            if name.endswith("_config.json") and "/data/" in name:
+                config = json.loads(data).get("config", {})
+                for entry, meta in config.items():
+                    kind = str(meta.get("path_name", ""))
+                    if meta.get("use_pickle") or kind.startswith(("custom_obj", "opaque")):
+                        raise WeightsError(
+                            f"Expected {path} to hold tensors only, but its entry {entry!r} "
+                            "would be unpickled, and unpickling can run code; it is refused. "
+                            "Export a model whose weights and constants are plain tensors.")
+            elif name.endswith(_PICKLED):
+                try:
+                    torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+                except Exception:
+                    raise WeightsError(
+                        f"Expected {path} to hold tensors only, but its part {name} holds "
+                        "other objects, and unpickling them can run code; it is refused. "
+                        "Export the model again with torch.export.save().") from None
+
+
+def _load_exported(path: Path, crop: int) -> nn.Module:
+    if not path.is_file():
+        raise WeightsError(f"Expected an exported program at {path}, but there is none.")
+    check_exported(path)
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:
+        raise WeightsError(f"Expected a torch.export.save() program at {path}, but it could "
+                           f"not be loaded ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    _check_program_input(program, path, crop)
+    return _ExportedModule(program.module())
+
+
+_HOW_TO_EXPORT = (
+    "Export with a dynamic batch dimension: batch = torch.export.Dim('batch', min=1); "
+    "program = torch.export.export(model.eval(), (torch.randn(2, 3, {crop}, {crop}),), "
+    "dynamic_shapes=({{0: batch}},)); torch.export.save(program, 'model.pt2')")
+
+
+def _check_program_input(program: Any, path: Path, crop: int) -> None:
+    """One image input ``(batch, 3, crop, crop)`` whose batch size is free."""
+    inputs = [n for n in program.graph.nodes if n.op == "placeholder"
+              and n.name in set(program.graph_signature.user_inputs)]
+    how = _HOW_TO_EXPORT.format(crop=crop)
+    if len(inputs) != 1:
+        raise WeightsError(f"Expected {path} to take one image batch, got {len(inputs)} "
+                           f"inputs. {how}")
+    shape = tuple(inputs[0].meta["val"].shape)
+    if len(shape) != 4:
+        raise WeightsError(f"Expected {path} to take (batch, 3, H, W) images, got shape "
+                           f"{shape}. {how}")
+    if isinstance(shape[0], int):
+        raise WeightsError(f"Expected {path} to take any batch size, but it was exported for "
+                           f"batches of {shape[0]} only. {how}")
+    h, w = shape[2], shape[3]
+    if isinstance(h, int) and isinstance(w, int) and (h, w) != (crop, crop):
+        raise WeightsError(f"Expected {path} to take {crop}x{crop} images (the crop), but it "
+                           f"was exported for {h}x{w}: set [dataset] crop = {h} (and resize "
+                           "to match), or export it for the crop.")
+
+
+class _ExportedModule(nn.Module):
+    """An exported program as a module: eval mode is baked into it (``.eval()`` and
+    ``.train()`` are refused by the program, so they are no-ops here)."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x)
+
+    def train(self, mode: bool = True) -> _ExportedModule:
+        return self
+
+
+# ------------------------------------------------------------------ the rest
+
+
+def _random(seed: int, arch: str = DEFAULT_ARCH, crop: int = 224) -> nn.Module:
+    """A fresh network with the seeded random weights (a copy: callers own it)."""
+    state = _random_state(seed, arch, crop)
+    with torch.device("meta"):
+        try:
+            net = _network(arch, None, crop)
+        except (NotImplementedError, RuntimeError):  # builders that compute on tensors
+            net = None
+    net = _network(arch, None, crop) if net is None else net.to_empty(device="cpu")
+    net.load_state_dict(state)
     return net
 
 
 @cache
-def _random_state(seed: int) -> dict[str, torch.Tensor]:
-    """The seeded random ResNet18's parameters and buffers, made once per seed (drawing
-    11 M weights took 0.15 s, and every run, worker and test made the model again)."""
+def _random_state(seed: int, arch: str, crop: int) -> dict[str, torch.Tensor]:
+    """The seeded random weights, drawn once per (seed, architecture): drawing ResNet18's
+    11 M weights took 0.15 s, and every run, worker and test made the model again."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return resnet18(weights=None).state_dict()
-
-
-def _random(seed: int) -> nn.Module:
-    """A fresh ResNet18 with the seeded random weights (a copy: callers own it)."""
-    with torch.device("meta"):
-        net = resnet18(weights=None)
-    net = net.to_empty(device="cpu")
-    net.load_state_dict(_random_state(seed))
-    return net
+        return _network(arch, None, crop).state_dict()
 
 
 def freeze(model: nn.Module) -> nn.Module:
@@ -239,6 +460,43 @@ def with_head(backbone: nn.Module, head: str) -> nn.Module:
     return nn.Sequential(backbone, nn.Softmax(dim=1)) if head == "softmax" else backbone
 
 
+def _output_width(net: nn.Module, crop: int) -> int:
+    with torch.no_grad():
+        return int(net(torch.zeros(2, 3, crop, crop)).shape[1])
+
+
+def resolve_classes(count: int, classes: Sequence[str] | str | Path | None,
+                    dataset_classes: Sequence[str] | None, where: str
+                    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A checkpoint's class names, and the warnings to show.
+
+    ``classes`` (names, or a ``classes.txt`` file, one a line) wins; else the dataset's
+    class folders (sorted, as torchvision's ``ImageFolder`` numbers them) when there are
+    ``count`` of them; else ``class_0...``, with a warning.
+    """
+    if classes is not None and not isinstance(classes, Sequence | str | Path):
+        classes = None
+    if isinstance(classes, str | Path):
+        names = read_classes_file(classes)
+        source = str(classes)
+    elif classes:
+        names, source = tuple(classes), "[model] classes"
+    else:
+        names, source = (), ""
+    if names:
+        if len(names) != count:
+            raise WeightsError(
+                f"Expected {count} class names for {where} (its classifier has {count} "
+                f"outputs), got {len(names)} in {source}. Fix [model] classes, one name a "
+                "line in output order.")
+        return names, ()
+    if dataset_classes and len(dataset_classes) == count:
+        return tuple(dataset_classes), ()
+    made = tuple(f"class_{i}" for i in range(count))
+    return made, (f"{where}: no class names given ([model] classes = \"classes.txt\", one a "
+                  f"line), so its {count} outputs are called class_0 ... class_{count - 1}.",)
+
+
 def load_model(
     weights: str | Path = "imagenet",
     head: str = "softmax",
@@ -246,15 +504,22 @@ def load_model(
     device: str | torch.device = "cpu",
     evidence: TrainSettings | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    *,
+    arch: str = DEFAULT_ARCH,
+    classes: Sequence[str] | str | Path | None = None,
+    dataset_classes: Sequence[str] | None = None,
+    preprocessing: Preprocessing | None = None,
 ) -> LoadedModel:
-    """Load ResNet18 ready for attribution.
+    """Load a classifier ready for attribution.
 
     Parameters
     ----------
     weights
-        ``"imagenet"`` (torchvision IMAGENET1K_V1 through its cache; an error when it cannot
-        be had), ``"auto"`` (ImageNet when available, else seeded random), ``"random"``
-        (seeded, reproducible) or a path to a local state-dict file.
+        ``"imagenet"`` (``arch``'s published weights, through torch's hub cache; an error when
+        they cannot be had), ``"auto"`` (the same when available, else seeded random),
+        ``"random"`` (seeded, reproducible), ``"evidence"`` (the evidence model, ResNet18),
+        a state-dict file (a checkpoint of ``arch``; its class count is read off its
+        classifier) or a ``.pt2`` exported program (any architecture; ``arch`` is ignored).
     head
         ``"softmax"`` or ``"logits"``.
     seed
@@ -267,6 +532,14 @@ def load_model(
         ``TrainSettings(seed=seed)``.
     progress
         ``progress(what, done, total)`` while the evidence model trains.
+    arch
+        The architecture (:mod:`pipeline.models`): a torchvision name or ``timm:<name>``.
+    classes
+        A checkpoint's class names, or a file of them (see :func:`resolve_classes`).
+    dataset_classes
+        The dataset's class folders, sorted: a checkpoint's names when none are given.
+    preprocessing
+        Overrides of the architecture's own preprocessing (the config's).
 
     Raises
     ------
@@ -275,55 +548,55 @@ def load_model(
     """
     key, note = str(weights), ""
     report: dict[str, Any] = {}
-    classes: tuple[str, ...] | None = None
+    names: tuple[str, ...] | None = None
+    notes: tuple[str, ...] = ()
     evidence_key = ""
+    prep = preprocessing or (IMAGENET if key == "evidence" or key.endswith(EXPORTED)
+                             else default_preprocessing(arch))
     if key == "evidence":
+        if arch != DEFAULT_ARCH:
+            raise WeightsError(f"Expected arch = resnet18 for the evidence model (a ResNet18 "
+                               f"trained here), got {arch!r}.")
         from pipeline.evidence import SHAPES, TrainSettings
         from pipeline.evidence_model import load_evidence_model
 
         settings = evidence or TrainSettings(seed=seed)
         net, report = load_evidence_model(settings, progress)
-        evidence_key, is_random, classes = settings.key(), False, SHAPES
+        evidence_key, is_random, names = settings.key(), False, SHAPES
     elif key == "imagenet":
-        net, is_random = _load_imagenet(), False
+        net, is_random = _load_imagenet(arch, prep.crop), False
     elif key == "auto":
         try:
-            net, is_random = _load_imagenet(remember=True), False
+            net, is_random = _load_imagenet(arch, prep.crop, remember=True), False
+            key = "imagenet"
         except _Unavailable as exc:
-            net, is_random, key = _random(seed), True, "random"
-            note = f"ImageNet weights unavailable ({exc.reason}). {offline_hint()}"
+            net, is_random, key = _random(seed, arch, prep.crop), True, "random"
+            note = f"ImageNet weights unavailable ({exc.reason}). {offline_hint(arch)}"
         except WeightsError as exc:
-            net, is_random, key = _random(seed), True, "random"
+            net, is_random, key = _random(seed, arch, prep.crop), True, "random"
             note = str(exc)
     elif key == "random":
-        net, is_random = _random(seed), True
+        net, is_random = _random(seed, arch, prep.crop), True
+    elif key.endswith(EXPORTED):
+        net, is_random, arch = _load_exported(Path(weights).expanduser(), prep.crop), False, \
+            "exported"
     else:
-        net, is_random = _load_file(Path(weights).expanduser()), False  # first: its errors
-    wid = weights_identity("imagenet" if key == "auto" else key, seed, evidence_key)
-    backbone = freeze(net).to(device)
+        net, is_random = _load_file(Path(weights).expanduser(), arch, prep.crop), False
+    net = freeze(net)
+    if names is None:
+        if key in ("imagenet", "random") and not is_timm(arch):
+            names = class_names()  # torchvision's ImageNet models: its 1000 categories
+        else:
+            count = _output_width(net, prep.crop)
+            if key in ("imagenet", "random") and count == len(class_names()):
+                names = class_names()  # timm's ImageNet-1k heads use the same order
+            else:
+                names, notes = resolve_classes(count, classes, dataset_classes,
+                                               f"the model in {Path(str(weights)).name}")
+    wid = weights_identity(key if arch != "exported" else str(weights), seed, evidence_key,
+                           arch if arch != "exported" else DEFAULT_ARCH)
+    backbone = net.to(device)
     model = freeze(with_head(backbone, head)).to(device)
     return LoadedModel(model=model, backbone=backbone, head=head, weights_id=wid,
-                       is_random=is_random, note=note,
-                       classes=class_names() if classes is None else classes, report=report)
-
-
-@cache
-def class_names() -> tuple[str, ...]:
-    """The 1000 ImageNet class names in class-index order."""
-    return tuple(IMAGENET_WEIGHTS.meta["categories"])
-
-
-@cache
-def imagenet_synsets() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k WordNet ids in class-index order (``n01440764`` is class 0)."""
-    text = resources.files("pipeline.resources").joinpath("imagenet_synsets.txt").read_text()
-    ids = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if len(ids) != 1000:
-        raise WeightsError(f"Expected 1000 WordNet ids in imagenet_synsets.txt, got {len(ids)}.")
-    return ids
-
-
-@cache
-def synset_to_index() -> dict[str, int]:
-    """Map a WordNet id to its ImageNet class index."""
-    return {wnid: i for i, wnid in enumerate(imagenet_synsets())}
+                       is_random=is_random, note=note, classes=names, report=report,
+                       arch=arch, preprocessing=prep, warnings=notes)

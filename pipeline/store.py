@@ -26,8 +26,11 @@ import zarr
 from pipeline.errors import StoreError
 
 #: 3: ``gap`` (per explainer) and ``mask`` (per image) were added. 4: ``steps`` and
-#: ``residual`` (per explainer: adaptive Integrated Gradients).
-SCHEMA_VERSION = 4
+#: ``residual`` (per explainer: adaptive Integrated Gradients). 5: ``logits`` has a
+#: ``class_name`` axis with the model's class names as its coordinate.
+SCHEMA_VERSION = 5
+#: The coordinate of the class axis: ``ds.logits.sel(class_name="tabby")``.
+CLASS_NAME = "class_name"
 #: The coordinate of the attribution-method axis. Not ``method``: that name collides with
 #: xarray's ``sel(method=...)`` argument, so ``ds.delta.sel(method="x")`` silently returned
 #: every method in schema 1.
@@ -220,7 +223,9 @@ SCHEMA = Schema([
                 "ground-truth evidence pixels (the `evidence` dataset); all False elsewhere"),
     ArrayFamily("status", ("image",), "str", "", "ingest",
                 "`ok`, or why the image could not be used"),
-    ArrayFamily("logits", ("image", "class"), "float32", NAN, "predict",
+    ArrayFamily(CLASS_NAME, (CLASS_NAME,), "str", "", None,
+                "the model's class names, in output order (coordinate)"),
+    ArrayFamily("logits", ("image", CLASS_NAME), "float32", NAN, "predict",
                 "model outputs before softmax"),
     ArrayFamily("pred", ("image",), "int16", -1, "predict", "predicted class"),
     ArrayFamily("prob", ("image",), "float32", NAN, "predict",
@@ -386,6 +391,17 @@ def resize_explainers(group: zarr.Group, names: Sequence[str], schema: Schema = 
             coord[:] = np.asarray(list(names), dtype=object)
 
 
+def write_classes(group: zarr.Group, names: Sequence[str], schema: Schema = SCHEMA) -> None:
+    """The ``class_name`` coordinate: the model's class names (rewritten when they change;
+    ``logits`` is remade by its stage when the count does)."""
+    names = list(names)
+    if CLASS_NAME in group and [str(v) for v in array(group, CLASS_NAME)[:].tolist()] == names:
+        return
+    coord = schema.create(group, CLASS_NAME, {CLASS_NAME: len(names)}, 1)
+    if names:
+        coord[:] = np.asarray(names, dtype=object)
+
+
 def copy_slot(group: zarr.Group, src: int, dst: int, shard_size: int,
               schema: Schema = SCHEMA) -> None:
     """Copy every explainer-split array's slot ``src`` to slot ``dst``, a shard at a time."""
@@ -498,7 +514,9 @@ def schema_problem(group: zarr.Group) -> str | None:
         return None
     old = (" (its attribution axis is called `method`, now `explainer`)" if "method" in group
            else " (it lacks the `gap` and `mask` arrays)" if version == 2
-           else " (it lacks the `steps` and `residual` arrays)" if version == 3 else "")
+           else " (it lacks the `steps` and `residual` arrays)" if version == 3
+           else " (its `logits` axis is `class`, now `class_name` with the class names)"
+           if version == 4 else "")
     return (f"Expected a store of schema version {SCHEMA_VERSION}, got version {version}"
             f"{old}. It was written by an older xai-pipeline and would be misread. Remove it "
             "with `xai clean` (same --dataset/--config/--out) and run again.")

@@ -136,7 +136,9 @@ def test_weights_import_copies_a_matching_file_and_auto_then_uses_it(offline_hub
     digest = _fake_checkpoint(src)
     w = weights_mod()
     # The real file's hash starts f37072fd; stand in a name carrying this file's prefix.
-    monkeypatch.setattr(w, "IMAGENET_FILE", f"resnet18-{digest[:8]}.pth")
+    real = w.published("resnet18")
+    fake = type(real)(real.arch, real.name, real.url.replace("f37072fd", digest[:8]))
+    monkeypatch.setattr(w, "published", lambda arch="resnet18": fake)
     assert load_model("auto").is_random and len(offline_hub) == 1  # failure remembered
     assert "missing" in cli("weights", "status").output  # type: ignore[attr-defined]
     result = cli("weights", "import", str(src))

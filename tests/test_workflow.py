@@ -74,8 +74,10 @@ _arrays = store_arrays
 def test_run_writes_the_contract_store_and_sheets(done):
     _config, tmp, output = done
     ds = xr.open_zarr(_store(tmp), consolidated=False)
-    assert dict(ds.sizes) == {"image": 6, "y": 32, "x": 32, "rgb": 3, "class": 1000,
+    assert dict(ds.sizes) == {"image": 6, "y": 32, "x": 32, "rgb": 3, "class_name": 1000,
                               "explainer": len(METHOD_NAMES), "channel": 3}
+    assert ds["class_name"].values.tolist()[:2] == ["tench", "goldfish"]
+    assert ds["logits"].dims == ("image", "class_name")
     assert ds["explainer"].values.tolist() == METHOD_NAMES
     assert list(ds["image"].values) == ["broken.jpg", "img0.png", "img1.png", "img2.png",
                                         "img3.png", "sub/img4.png"]
@@ -268,7 +270,7 @@ def test_a_schema_1_store_is_refused_not_misread(done):
                     ("verify", "--config", str(config))):
         result = cli(*command)
         assert result.exit_code == 2, (command, result.output)
-        assert "schema version 4" in result.output and "xai clean" in result.output
+        assert "schema version 5" in result.output and "xai clean" in result.output
         assert "`method`" in result.output and "Traceback" not in result.output
     group.attrs["schema_version"] = 2  # the last version, without `gap` and `mask`
     del group["method"]
@@ -277,6 +279,9 @@ def test_a_schema_1_store_is_refused_not_misread(done):
     group.attrs["schema_version"] = 3  # without `steps` and `residual`
     result = cli("run", "--config", str(config))
     assert result.exit_code == 2 and "lacks the `steps` and `residual`" in result.output
+    group.attrs["schema_version"] = 4  # logits over `class`, no class names
+    result = cli("run", "--config", str(config))
+    assert result.exit_code == 2 and "now `class_name`" in " ".join(result.output.split())
     from pipeline.errors import StoreError
     from pipeline.store import open_dataset
 

@@ -110,7 +110,11 @@ def run(
     data_dir: DataDirOpt = None,
     out_dir: OutOpt = None,
     weights: Annotated[str | None, typer.Option(
-        help="imagenet | auto | random | evidence | path to a state-dict file")] = None,
+        help="imagenet | auto | random | evidence | a state-dict file | a .pt2 exported "
+             "program")] = None,
+    arch: Annotated[str | None, typer.Option(
+        help="any torchvision classification model (resnet50, convnext_tiny, vit_b_16, ...) "
+             "or timm:NAME; default resnet18")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
     scheduler: Annotated[str, typer.Option(
         help="threads | processes | synchronous | local:N | local-cuda | tcp://host:port "
@@ -127,9 +131,9 @@ def run(
     (and evaluate, with [evaluate] metrics)."""
     try:
         cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir, weights=weights,
-                      device=device)
-        console.print(f"[bold]{cfg.dataset.name}[/]: methods {', '.join(cfg.method_names)}; "
-                      f"output {cfg.run_dir}")
+                      device=device, arch=arch)
+        console.print(f"[bold]{cfg.dataset.name}[/]: {cfg.model.arch}, methods "
+                      f"{', '.join(cfg.method_names)}; output {cfg.run_dir}")
     except XaiError as exc:
         raise _fail(exc) from None
     _print_summary(_pipeline(cfg, scheduler, force=force, replace=replace))
@@ -418,7 +422,13 @@ def verify(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
 def explain(
     images: Annotated[list[Path], typer.Argument(help="image files")],
     out_file: Annotated[Path, typer.Option("--out", help="PNG to write")] = Path("explain.png"),
-    weights: Annotated[str, typer.Option(help="imagenet | auto | random | FILE")] = "auto",
+    weights: Annotated[str, typer.Option(
+        help="imagenet | auto | random | a state-dict file | a .pt2 exported program")]
+        = "auto",
+    arch: Annotated[str, typer.Option(
+        help="any torchvision classification model, or timm:NAME")] = "resnet18",
+    classes: Annotated[Path | None, typer.Option(
+        help="a checkpoint's class names, one a line")] = None,
     head: Annotated[str, typer.Option(help="softmax | logits")] = "softmax",
     method: Annotated[list[str] | None, typer.Option(
         help=f"repeatable: {', '.join(METHODS)}; default: {', '.join(DEFAULT_METHODS)}")]
@@ -446,7 +456,8 @@ def explain(
 
             result = explain_images(images, out_file, weights=weights, head=head,
                                     methods=names, n_steps=n_steps, nt_samples=nt_samples,
-                                    device=device, seed=seed, progress=advance)
+                                    device=device, seed=seed, progress=advance, arch=arch,
+                                    classes=classes)
     except XaiError as exc:
         raise _fail(exc) from None
     for line in result.lines:
@@ -514,32 +525,44 @@ app.add_typer(weights_app, name="weights")
 
 @weights_app.command("import")
 def weights_import(source: Annotated[Path, typer.Argument(
-        help="resnet18-f37072fd.pth, downloaded on a machine with network")]) -> None:
-    """Check a downloaded ImageNet ResNet18 checkpoint against torchvision's published hash
+        help="the checkpoint torchvision publishes (resnet18-f37072fd.pth for resnet18), "
+             "downloaded on a machine with network")],
+                   arch: Annotated[str, typer.Option(
+                       help="the architecture it is for")] = "resnet18") -> None:
+    """Check a downloaded ImageNet checkpoint against the hash torchvision publishes for it,
     and copy it into torch's cache, where `--weights imagenet` and `auto` find it."""
+    from pipeline.models import check_arch
     from pipeline.weights import import_weights
 
     try:
-        dest = import_weights(source)
+        if problem := check_arch(arch):
+            raise ConfigError(f"--arch: {problem}")
+        dest = import_weights(source, arch)
     except XaiError as exc:
         raise _fail(exc) from None
     out.print(f"imported {source} -> {dest}")
-    out.print("runs with --weights imagenet or auto now use the ImageNet weights")
+    out.print(f"runs of {arch} with --weights imagenet or auto now use the ImageNet weights")
 
 
 @weights_app.command("status")
-def weights_status() -> None:
+def weights_status(arch: Annotated[str, typer.Option(
+        help="the architecture whose checkpoint to look for")] = "resnet18") -> None:
     """Where the ImageNet checkpoint is looked for, whether it is there, and whether a failed
-    download is remembered (``auto`` does not retry the network until then)."""
-    from pipeline.weights import IMAGENET_URL, imagenet_cache_path, recent_failure
+    download is remembered (auto does not retry the network until then)."""
+    from pipeline.models import check_arch
+    from pipeline.weights import cache_path, published, recent_failure
 
-    path = imagenet_cache_path()
+    if problem := check_arch(arch):
+        raise _fail(f"--arch: {problem}")
+    path = cache_path(arch)
     out.print(f"cache: {path}")
     if path.is_file():
         out.print(f"[green]present[/] ({path.stat().st_size / 2**20:.1f} MiB)")
         return
-    out.print(f"[yellow]missing[/]: download {IMAGENET_URL} and run `xai weights import FILE`")
-    failed = recent_failure()
+    where = "" if arch == "resnet18" else f" --arch {arch}"
+    out.print(f"[yellow]missing[/]: download {published(arch).url} and run "
+              f"`xai weights import{where} FILE`")
+    failed = recent_failure(arch=arch)
     if failed is not None:
         retry = time.strftime("%H:%M", time.localtime(failed["retry_at"]))
         out.print(f"last download failed ({escape(failed['reason'])}); `auto` retries after "

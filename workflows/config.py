@@ -203,12 +203,43 @@ class DatasetConfig:
     shortcut_fraction: float = key(0.5, between=(0.0, 1.0))
 
 
+def _arch_problem(arch: str) -> str | None:
+    from pipeline.models import check_arch  # torch-free: torchvision's names are a table
+
+    return check_arch(arch)
+
+
+def _interpolation_problem(name: str) -> str | None:
+    from pipeline.models import INTERPOLATIONS
+
+    if name and name not in INTERPOLATIONS:
+        return f"expected one of {', '.join(INTERPOLATIONS)} (or nothing: the model's), " \
+               f"got {name!r}"
+    return None
+
+
+def _channels_problem(values: tuple[float, ...]) -> str | None:
+    if values and (len(values) != 3 or not all(math.isfinite(v) for v in values)):
+        return f"expected 3 numbers (one per RGB channel), got {list(values)}"
+    return None
+
+
 @dataclass(frozen=True)
 class ModelConfig:
-    """``[model]``: ``weights`` = imagenet | auto | random | a state-dict path; ``head``."""
+    """``[model]``: the architecture (``arch``), its ``weights`` (imagenet | auto | random |
+    evidence | a state-dict file | a ``.pt2`` exported program), the output ``head``, the
+    class names of a checkpoint, and its preprocessing where the architecture's own does
+    not apply (empty: the architecture's; resolved when the config loads)."""
 
+    arch: str = key("resnet18", check=_arch_problem)
     weights: str = "imagenet"
     head: str = key("softmax", choices=HEADS)
+    #: A checkpoint's class names, one a line (else the dataset's class folders, else
+    #: class_0 ...).
+    classes: Path | None = None
+    mean: tuple[float, ...] = key((), check=_channels_problem)
+    std: tuple[float, ...] = key((), check=_channels_problem)
+    interpolation: str = key("", check=_interpolation_problem)
     #: ``weights = "evidence"`` only: images the model trains on, and held-out images its
     #: accuracy is measured on (see pipeline.evidence_model).
     train_images: int = key(3072, minimum=1)
@@ -357,8 +388,23 @@ class Config:
         # Whoever builds a Config, its methods end up read-only and picklable.
         object.__setattr__(self, "methods", _frozen_methods(self.methods))
 
+    def preprocessing(self) -> Any:
+        """What the images go through (:class:`pipeline.models.Preprocessing`), resolved."""
+        from pipeline.models import Preprocessing
+
+        d, m = self.dataset, self.model
+        return Preprocessing(d.resize, d.crop, m.mean, m.std, m.interpolation)  # type: ignore[arg-type]
+
+    def normalization(self) -> Any:
+        """The model's input normalization (:class:`pipeline.data.Normalization`)."""
+        from pipeline.data import Normalization
+
+        return Normalization(self.model.mean, self.model.std)  # type: ignore[arg-type]
+
     def model_classes(self) -> int:
-        """How many classes the configured model has (the store's ``logits`` width)."""
+        """6 for the evidence model, else 1000: part of the ingest hash since stores were
+        made with a ``logits`` of that width (it keeps their hashes). The width itself now
+        follows the loaded model: ``logits`` is remade when it changes."""
         if self.model.weights == "evidence":
             from pipeline.evidence import SHAPES
 
@@ -398,11 +444,9 @@ class Config:
         return tuple(self.methods)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able form (paths as strings), as saved next to the results.
-
-        Its :func:`stable_hash` keys stored results: any change to what this returns
-        invalidates users' runs.
-        """
+        """Plain JSON-able form (paths as strings, tuples as lists), as saved next to the
+        results (the store's ``config`` and ``config_hash``). Stages hash only the parts they
+        depend on (:meth:`workflows.plugin.Stage.depends`)."""
         return {
             "dataset": _plain(dataclasses.asdict(self.dataset)),
             "model": _plain(dataclasses.asdict(self.model)),
@@ -417,7 +461,8 @@ class Config:
 
 
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: str(v) if isinstance(v, Path) else v for k, v in d.items()}
+    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+            for k, v in d.items()}
 
 
 def stable_hash(obj: Any) -> str:
@@ -588,6 +633,10 @@ def _type_problem(annotation: str, value: Any) -> str | None:
     """Why ``value`` does not have a field's type (its annotation as written), or None."""
     if "Path" in annotation:
         ok, expected = isinstance(value, str) and bool(value), "a path string"
+    elif annotation.startswith("tuple[float"):
+        ok = isinstance(value, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        expected = "a list of numbers"
     elif annotation.startswith("tuple"):
         ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
         expected = "a list of strings"
@@ -608,6 +657,8 @@ def _convert(annotation: str, value: Any, base: Path) -> Any:
     if "Path" in annotation:
         path = Path(value).expanduser()
         return path if path.is_absolute() else (base / path).resolve()
+    if annotation.startswith("tuple[float"):
+        return tuple(float(v) for v in value)
     if annotation.startswith("tuple"):
         return tuple(value)
     if annotation == "float":
@@ -734,7 +785,7 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
 
 def _command_line(tables: dict[str, Any], overrides: Sequence[str], env: Mapping[str, str], *,
                   data_dir: Path | None, out: Path | None, weights: str | None,
-                  device: str | None) -> None:
+                  device: str | None, arch: str | None = None) -> None:
     """Write the command-line options and ``$XAI_DATA_DIR`` into the merged tables."""
     cwd = Path.cwd()
     dataset, run, model = (tables.setdefault(s, {}) for s in ("dataset", "run", "model"))
@@ -753,6 +804,8 @@ def _command_line(tables: dict[str, Any], overrides: Sequence[str], env: Mapping
         run["device"] = device
     if weights is not None:
         model["weights"] = weights
+    if arch is not None:
+        model["arch"] = arch
 
 
 def _weights_path(model: ModelConfig, base: Path, from_command_line: bool) -> ModelConfig:
@@ -775,6 +828,7 @@ def load_config(
     weights: str | None = None,
     device: str | None = None,
     env: Mapping[str, str] | None = None,
+    arch: str | None = None,
 ) -> Config:
     """Read, override and validate a config file.
 
@@ -793,12 +847,36 @@ def load_config(
     tables = apply_overrides(written, overrides)
     check_names(tables, where)
     _command_line(tables, overrides, env, data_dir=data_dir, out=out, weights=weights,
-                  device=device)
+                  device=device, arch=arch)
     tables["dataset"].setdefault("name", path.stem)
     base = path.resolve().parent
     sections = {name: _section(cls, tables.get(name, {}), name, where, base)
                 for name, cls in SECTIONS.items()}
     sections["model"] = _weights_path(sections["model"], base, weights is not None)
+    _preprocessing(sections, tables, where)
     methods = _methods(tables.get("methods"), where)
     _check_dataset(sections["dataset"], where)
     return Config(methods=methods, source=path.resolve(), **sections)
+
+
+def _preprocessing(sections: dict[str, Any], tables: Mapping[str, Any], where: Origins
+                   ) -> None:
+    """Fill what the config leaves unsaid of the preprocessing from the model's own:
+    ``[dataset] resize``/``crop`` and ``[model] mean``/``std``/``interpolation`` (torchvision's
+    ``transforms()`` of the architecture's published weights; ImageNet's for an exported
+    program and the evidence model), so that the resolved config says what was done."""
+    from pipeline.models import IMAGENET, default_preprocessing
+
+    dataset, model = sections["dataset"], sections["model"]
+    own = model.weights == "evidence" or model.weights.endswith(".pt2")
+    try:
+        prep = IMAGENET if own else default_preprocessing(model.arch)
+    except ConfigError as exc:
+        raise ConfigError(f"{where('model', 'arch')}: {exc}") from None
+    given = tables.get("dataset", {})
+    sections["dataset"] = dataclasses.replace(
+        dataset, resize=dataset.resize if "resize" in given else prep.resize,
+        crop=dataset.crop if "crop" in given else prep.crop)
+    sections["model"] = dataclasses.replace(
+        model, mean=model.mean or prep.mean, std=model.std or prep.std,
+        interpolation=model.interpolation or prep.interpolation)

@@ -21,7 +21,8 @@ class ExplainResult:
 def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
                    head: str = "softmax", methods: list[str], n_steps: int = 50,
                    nt_samples: int = 10, device: str = "auto", seed: int = 0,
-                   progress: Callable[[str], None] | None = None) -> ExplainResult:
+                   progress: Callable[[str], None] | None = None, arch: str = "resnet18",
+                   classes: Path | None = None) -> ExplainResult:
     """Explain each image with each method; write one PNG with a row per image.
 
     ``progress(what)`` is called after each (image, method), ``len(paths) * len(methods)``
@@ -43,7 +44,9 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
         if name not in METHODS:
             raise DataError(f"Expected methods among {', '.join(METHODS)}, got {name!r}.")
     dev = resolve_device(device)
-    loaded = load_model(weights, head, seed=seed, device=dev)
+    loaded = load_model(weights, head, seed=seed, device=dev, arch=arch, classes=classes)
+    prep = loaded.preprocessing
+    norm = prep.normalization
     fig = Figure(figsize=(2.6 * (len(methods) + 1), 2.9 * len(paths)), layout="constrained")
     rows = fig.subfigures(len(paths), 1, squeeze=False)[:, 0]
     lines = []
@@ -51,10 +54,10 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
 
     for i, path in enumerate(paths):
         try:
-            image = load_tensor(path)
+            image = load_tensor(path, prep.resize, prep.crop, prep.interpolation)
         except ImageDecodeError as exc:
             raise DataError(f"{path}: {exc}") from None
-        x = normalize(image).unsqueeze(0).to(dev)
+        x = normalize(image, norm).unsqueeze(0).to(dev)
         with torch.no_grad():
             probs = loaded.backbone(x).softmax(1)
         target = probs.argmax(1)
@@ -66,7 +69,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
                                    {"n_steps": n_steps, "nt_samples": nt_samples}.items()
                                    if k in spec.params})
             attr, _, _ = attribute(spec, loaded.model, x, target, params, max_batch,
-                                [image_seed(seed, i)])
+                                   [image_seed(seed, i)], norm=norm)
             maps.append(normalize_attribution(aggregate_attribution(attr.cpu())))
             if progress is not None:
                 progress(f"{path.name}: {name}")

@@ -23,6 +23,7 @@ from pipeline.store import (
     open_store,
     resize_explainers,
     schema_problem,
+    write_classes,
 )
 from workflows import faults
 from workflows.config import Config, stable_hash
@@ -274,8 +275,6 @@ def baseline_descriptions(cfg: Config) -> dict[str, str]:
 
 def write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: str) -> None:
     """The store's root attributes: what the run used (only rewritten when they change)."""
-    from pipeline.data import IMAGENET_MEAN, IMAGENET_STD
-
     attrs = {
         "config": cfg.to_dict(),
         "config_hash": stable_hash(cfg.to_dict()),
@@ -287,8 +286,8 @@ def write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: st
         "head": cfg.model.head,
         "precision": cfg.run.precision,
         "device": device,
-        "preprocessing": {"resize": cfg.dataset.resize, "crop": cfg.dataset.crop,
-                          "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)},
+        "arch": cfg.model.arch if not cfg.model.weights.endswith(".pt2") else "exported",
+        "preprocessing": cfg.preprocessing().to_dict(),
         "noise": NOISE_NOTE,
         "target": cfg.run.target,
         "baselines": baseline_descriptions(cfg),
@@ -298,6 +297,7 @@ def write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: st
     current = dict(group.attrs)
     if any(current.get(k) != v for k, v in attrs.items()):
         group.update_attributes(attrs)  # one write (attrs.update writes once per key)
+    write_classes(group, loaded.classes)
 
 
 def write_resolved_config(cfg: Config, hashes: Hashes, weights_id: str, device: str,

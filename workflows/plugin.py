@@ -233,7 +233,8 @@ def store_sizes(group: Any, cfg: Config) -> dict[str, int]:
     """The sizes of the store's dimensions under ``cfg`` (a stage adds its own, e.g. steps)."""
     crop = cfg.dataset.crop
     return {"image": array(group, "image").shape[0], "explainer": len(explainers(group)),
-            "y": crop, "x": crop, "class": cfg.model_classes()}
+            "y": crop, "x": crop,
+            "class_name": len(group.attrs.get("classes") or ()) or cfg.model_classes()}
 
 
 def shard_length(group: Any) -> int:
@@ -255,11 +256,12 @@ def unit_rows(task: Task) -> slice:
     return slice(task.unit.start, task.unit.stop)
 
 
-def to_input(pixels: np.ndarray, device: Any) -> Any:
-    """Stored crops ``(N, H, W, 3)`` uint8 as the model's input ``(N, 3, H, W)``."""
+def to_input(pixels: np.ndarray, device: Any, norm: Any = None) -> Any:
+    """Stored crops ``(N, H, W, 3)`` uint8 as the model's input ``(N, 3, H, W)``: scaled to
+    [0, 1] and normalized with the model's mean and std (``norm``; ImageNet's by default)."""
     from pipeline.data import from_uint8_hwc, normalize
 
-    return normalize(from_uint8_hwc(pixels)).to(device)
+    return normalize(from_uint8_hwc(pixels), norm).to(device)
 
 
 def explained(data: Mapping[str, np.ndarray], target: str) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,7 @@ from typing import Any
 from pipeline.errors import ConfigError, StoreError
 from pipeline.store import open_store
 from workflows import lifecycle
-from workflows.config import Config
+from workflows.config import GENERATED_LAYOUTS, Config
 from workflows.engine import run_units
 from workflows.executors import Executor
 from workflows.plan import Hashes, Plan, Registry, flat_hashes, hash_key
@@ -61,13 +61,14 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     rep = reporter or SilentReporter()
     t_start = time.perf_counter()
     forced = reg.through(force, "--force") if force is not None else ()
-    manifest = _manifest(cfg)
+    _check_dataset(cfg)
     device = _device(cfg, scheduler)
     store_path = cfg.run_dir / "store.zarr"
     if only is not None:
         _check_stage(reg, only, cfg, store_path)
     with RunLock(cfg.run_dir), open_executor(scheduler, cfg.run_dir, cfg.run.device) as pool:
         loaded = _load_weights(cfg, rep)
+        manifest = _manifest(cfg, loaded.classes)
         hashes = reg.hashes(cfg, loaded.weights_id)
         records = Records(cfg.run_dir)
         n = len(manifest)
@@ -77,8 +78,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
                                 replace)
         group = open_store(store_path)
         lifecycle.sync_explainers(reg, group, cfg, records)
-        lifecycle.prepare_arrays(reg, group, cfg)
         lifecycle.write_attrs(group, cfg, hashes, loaded, device)
+        lifecycle.prepare_arrays(reg, group, cfg)
         lifecycle.write_resolved_config(cfg, hashes, loaded.weights_id, device, scheduler)
         plan = _plan(reg, cfg, n, records, hashes, forced)
         if only is not None:
@@ -107,12 +108,22 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     return summary
 
 
-def _manifest(cfg: Config) -> Any:
+def _check_dataset(cfg: Config) -> None:
+    """The dataset's folder exists (before anything is made)."""
+    from pipeline.datasets import check_root
+
+    if cfg.dataset.layout not in GENERATED_LAYOUTS:
+        check_root(cfg.dataset.root, cfg.dataset.name)
+
+
+def _manifest(cfg: Config, classes: tuple[str, ...]) -> Any:
+    """The fixed image list; labels are indices of the model's ``classes``."""
     from pipeline.datasets import build_manifest
 
     d = cfg.dataset
     return build_manifest(d.layout, d.root, labels_csv=d.labels_csv, limit=d.limit,
-                          per_class=d.per_class, count=d.count, dataset_name=d.name)
+                          per_class=d.per_class, count=d.count, dataset_name=d.name,
+                          classes=classes)
 
 
 def _device(cfg: Config, scheduler: str) -> str:
@@ -124,18 +135,24 @@ def _device(cfg: Config, scheduler: str) -> str:
 
 
 def _load_weights(cfg: Config, rep: Reporter) -> Any:
-    """The model on the CPU, only to learn (and check) the weights' identity before any
-    work; ``auto`` falling back to random weights is announced."""
+    """The model on the CPU, only to learn (and check) the weights' identity and classes
+    before any work; ``auto`` falling back to random weights is announced."""
+    from pipeline.datasets import class_folders
     from pipeline.model import load_model
 
-    loaded = load_model(cfg.model.weights, cfg.model.head, seed=cfg.run.seed,
-                        evidence=cfg.evidence_settings()
-                        if cfg.model.weights == "evidence" else None,
-                        progress=rep.training)
-    if loaded.is_random and cfg.model.weights != "random":
+    m, d = cfg.model, cfg.dataset
+    folders = class_folders(d.root) if d.layout in ("auto", "class-folders") and d.root \
+        else ()
+    loaded = load_model(m.weights, m.head, seed=cfg.run.seed,
+                        evidence=cfg.evidence_settings() if m.weights == "evidence" else None,
+                        progress=rep.training, arch=m.arch, classes=m.classes,
+                        dataset_classes=folders, preprocessing=cfg.preprocessing())
+    if loaded.is_random and m.weights != "random":
         rep.warn(RANDOM_WEIGHTS_WARNING)
     if loaded.note:
         rep.info(loaded.note)
+    for message in loaded.warnings:
+        rep.warn(message)
     return loaded
 
 
@@ -148,7 +165,9 @@ def _model_spec(cfg: Config, loaded: Any) -> ModelSpec:
                      seed=r.seed, device=r.device, precision=r.precision,
                      channels_last=r.channels_last, fuse_bn=r.fuse_bn, compile=r.compile,
                      max_batch=r.max_batch, crop=cfg.dataset.crop,
-                     evidence=cfg.evidence_settings() if weights == "evidence" else None)
+                     evidence=cfg.evidence_settings() if weights == "evidence" else None,
+                     arch=cfg.model.arch, classes=tuple(loaded.classes),
+                     preprocessing=cfg.preprocessing())
 
 
 def _plan(reg: Registry, cfg: Config, n: int, records: Records, hashes: Hashes,

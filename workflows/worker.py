@@ -45,6 +45,11 @@ class ModelSpec:
     crop: int
     #: ``weights = "evidence"``: the training settings (a TrainSettings), else None.
     evidence: Any = None
+    arch: str = "resnet18"
+    #: The class names the coordinator resolved (a checkpoint's: the workers use the same).
+    classes: tuple[str, ...] = ()
+    #: :class:`pipeline.models.Preprocessing` (None: the architecture's).
+    preprocessing: Any = None
 
 
 @dataclass
@@ -57,6 +62,7 @@ class WorkerModel:
     device: Any
     max_batch: int
     weights_id: str
+    classes: tuple[str, ...] = ()
 
 
 def set_gpu_slot(index: int | None) -> None:
@@ -111,7 +117,8 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
     from pipeline.planner import plan_max_batch
 
     loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device,
-                        evidence=spec.evidence)
+                        evidence=spec.evidence, arch=spec.arch, classes=spec.classes or None,
+                        preprocessing=spec.preprocessing)
     if loaded.weights_id != spec.weights_id:
         raise WeightsError(
             f"Expected weights {spec.weights_id} on {socket.gethostname()} (as the coordinator "
@@ -129,7 +136,7 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
     loaded = dataclasses.replace(loaded, model=model, backbone=backbone)
     max_batch = spec.max_batch or plan_max_batch(model, (3, spec.crop, spec.crop), device)
     return WorkerModel(model=model, backbone=backbone, device=device, max_batch=max_batch,
-                       weights_id=loaded.weights_id)
+                       weights_id=loaded.weights_id, classes=tuple(loaded.classes))
 
 
 def device_lock(device: Any) -> threading.Lock:

@@ -53,13 +53,15 @@ class Attribute(Stage):
         if ok.size:
             with worker.device_lock(eng.device):
                 t0 = time.perf_counter()
-                x = to_input(data["pixels"][ok], eng.device)
+                norm = cfg.normalization()
+                x = to_input(data["pixels"][ok], eng.device, norm)
                 target = torch.as_tensor(classes[ok].astype(np.int64), device=eng.device)
                 seeds = [image_seed(cfg.run.seed, u.start + int(k)) for k in ok]
                 info: dict[str, Any] = {}
                 with precision_mode(cfg.run.precision, eng.device):
                     attr, d, g = attribute(METHODS[name], eng.model, x, target,
-                                           cfg.methods[name], eng.max_batch, seeds, info=info)
+                                           cfg.methods[name], eng.max_batch, seeds, info=info,
+                                           norm=norm)
                 out["raw"][ok] = attr.cpu().numpy()
                 out["delta"][ok] = d.cpu().numpy()
                 out["gap"][ok] = g.cpu().numpy()

@@ -162,12 +162,13 @@ def _shard_scores(task: Task, eng: Any, store: StoreView, data: Mapping[str, np.
     reps = len(methods) + 1
     masks = np.tile(data["mask"][ok], (reps, 1, 1))
     forward = _forward(eng.backbone)
+    norm = cfg.normalization()
     params = {"steps": ev.steps, "baseline": ev.baseline,
               "baseline_params": {"baseline_sigma": ev.baseline_sigma},
-              "max_batch": max(1, eng.max_batch * 4)}
+              "max_batch": max(1, eng.max_batch * 4), "norm": norm}
     results: dict[str, np.ndarray] = {}
     with worker.device_lock(eng.device), precision_mode(cfg.run.precision, eng.device):
-        x = to_input(data["pixels"][ok], eng.device)
+        x = to_input(data["pixels"][ok], eng.device, norm)
         xs = x.repeat(reps, 1, 1, 1)
         targets = torch.as_tensor(classes[ok].astype(np.int64), device=eng.device)
         ts = targets.repeat(reps)
@@ -204,7 +205,8 @@ def _randomisation(task: Task, eng: Any, methods: Sequence[str], x: Any, targets
         def explain(backbone: Any, imgs: Any, tgt: Any, spec: Any = spec,
                     params: Any = params) -> np.ndarray:
             model = with_head(backbone, cfg.model.head)
-            attr, _, _ = attribute(spec, model, imgs, tgt, params, eng.max_batch, seeds)
+            attr, _, _ = attribute(spec, model, imgs, tgt, params, eng.max_batch, seeds,
+                                   norm=cfg.normalization())
             return attr.sum(dim=1).cpu().numpy()
 
         corr = cascading_randomisation(eng.backbone, _layer_groups(eng.backbone), explain,

@@ -26,7 +26,10 @@ class Ingest(Stage):
                 "crop": d.crop, "max_pixels": d.max_pixels, "shard_size": cfg.run.shard_size,
                 "synthetic_seed": cfg.run.seed if d.layout in GENERATED_LAYOUTS else None,
                 "classes": cfg.model_classes(),
-                **({"shortcut": [d.shortcut, d.shortcut_fraction]} if d.shortcut else {})}
+                **({"shortcut": [d.shortcut, d.shortcut_fraction]} if d.shortcut else {}),
+                # Said only where it differs from the default, so older stores stay current.
+                **({"interpolation": cfg.model.interpolation}
+                   if cfg.model.interpolation != "bilinear" else {})}
 
     def run(self, task: Task) -> dict[str, Any]:
         from pipeline.data import preprocess_transform
@@ -34,7 +37,7 @@ class Ingest(Stage):
         u, d = task.unit, task.cfg.dataset
         store = open_view(task)
         ids = store.array("image")[u.start:u.stop]
-        transform = preprocess_transform(d.resize, d.crop)
+        transform = preprocess_transform(d.resize, d.crop, task.cfg.model.interpolation)
         pixels = np.zeros((u.size, d.crop, d.crop, 3), dtype=np.uint8)
         mask = np.zeros((u.size, d.crop, d.crop), dtype=bool)
         status = np.empty(u.size, dtype=object)

@@ -20,9 +20,14 @@ class Predict(Stage):
     doc = "logits, predicted class and its softmax probability"
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
-        r = cfg.run
+        from pipeline.models import IMAGENET_MEAN, IMAGENET_STD
+
+        r, m = cfg.run, cfg.model
+        imagenet = (tuple(m.mean), tuple(m.std)) == (IMAGENET_MEAN, IMAGENET_STD)
         return {"weights": weights_id, "precision": r.precision,
-                "channels_last": r.channels_last, "fuse_bn": r.fuse_bn, "compile": r.compile}
+                "channels_last": r.channels_last, "fuse_bn": r.fuse_bn, "compile": r.compile,
+                # Said only where it differs from ImageNet's, so older stores stay current.
+                **({} if imagenet else {"mean": list(m.mean), "std": list(m.std)})}
 
     def run(self, task: Task) -> dict[str, Any]:
         import torch
@@ -36,14 +41,15 @@ class Predict(Stage):
         data = store.rows(unit_rows(task), "pixels", "status")
         batch = max(1, eng.max_batch * 4)  # no backward pass: four times the samples fit
         ok = np.flatnonzero(data["status"] == "ok")
-        logits = np.full((u.size, task.cfg.model_classes()), np.nan, dtype=np.float32)
+        logits = np.full((u.size, len(eng.classes) or task.cfg.model_classes()), np.nan,
+                         dtype=np.float32)
         pred = np.full(u.size, -1, dtype=np.int16)
         prob = np.full(u.size, np.nan, dtype=np.float32)
         compute = 0.0
         if ok.size:
             with worker.device_lock(eng.device):
                 t0 = time.perf_counter()
-                x = to_input(data["pixels"][ok], eng.device)
+                x = to_input(data["pixels"][ok], eng.device, task.cfg.normalization())
                 with torch.no_grad(), precision_mode(task.cfg.run.precision, eng.device):
                     out = torch.cat([eng.backbone(x[i:i + batch]).float()
                                      for i in range(0, x.shape[0], batch)])
