@@ -132,3 +132,38 @@ def for_precision(model: torch.nn.Module, mode: str, device: torch.device | str
     if mode == "fp32-fwd" and torch.device(device).type == "cuda":
         return TF32Backward(model)
     return model
+
+
+def compile_state(model: nn.Module) -> str:
+    """``torch.compile`` of an optimized model in words: on, or fallen back to eager (why)."""
+    for module in model.modules():
+        if isinstance(module, CompiledWithFallback):
+            return f"fell back to eager ({module.failed})" if module.failed else "on"
+    return "off"
+
+
+def network_path(model: nn.Module) -> str:
+    """The module name of the network inside the engine's wrappers (``""``: ``model`` is it).
+
+    The wrappers are :class:`ChannelsLast`, :class:`CompiledWithFallback`,
+    :class:`TF32Backward` (``.inner``) and the softmax head ``Sequential(network, Softmax)``
+    (``0``): ``"inner.0"`` for a channels_last softmax model.
+    """
+    path: list[str] = []
+    while True:
+        if isinstance(model, ChannelsLast | CompiledWithFallback | TF32Backward):
+            path.append("inner")
+            model = model.inner
+        elif (isinstance(model, nn.Sequential) and len(model) == 2
+              and isinstance(model[1], nn.Softmax)):
+            path.append("0")
+            model = model[0]
+        else:
+            return ".".join(path)
+
+
+def network(model: nn.Module) -> nn.Module:
+    """The network inside the engine's wrappers (see :func:`network_path`): its module names
+    are the ones a user's config gives (``layer4``, ``features.7``)."""
+    path = network_path(model)
+    return model.get_submodule(path) if path else model

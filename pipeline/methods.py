@@ -83,6 +83,14 @@ class MethodSpec:
         Whether a completeness error ``sum(A) - (F(x) - F(baseline))`` is defined.
     stochastic
         Whether the method draws random numbers (seeded per shard by the workflow).
+    space
+        What the map is: ``"input"`` (an attribution to each input pixel), ``"layer"`` (a
+        map at the resolution of a layer, upsampled to the input: Grad-CAM) or ``"guided"``
+        (an input map weighted by a layer map: Guided Grad-CAM). See :func:`map_space`.
+    hooks
+        Whether the method reads or rewrites the network at its modules (layer hooks,
+        modified gradients): it runs on the engine's model without BatchNorm folding and
+        compilation, whose traced graphs have no module calls to hook.
     """
 
     name: str
@@ -94,6 +102,8 @@ class MethodSpec:
     stochastic: bool = False
     #: ``check(resolved_params) -> why they do not fit together, or None``.
     check: Callable[[Mapping[str, Any]], str | None] | None = None
+    space: str = "input"
+    hooks: bool = False
 
     def resolve(self, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
         """Defaults overlaid with ``given``; unknown or invalid values raise ``ValueError``."""
@@ -179,6 +189,30 @@ def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
         )
         out.append(attr.detach())
     return torch.cat(out)
+
+
+def _grad_cam(*args: Any, **kwargs: Any) -> torch.Tensor:
+    from pipeline.cam import grad_cam
+
+    return grad_cam(*args, **kwargs)
+
+
+def _guided_grad_cam(*args: Any, **kwargs: Any) -> torch.Tensor:
+    from pipeline.cam import guided_grad_cam
+
+    return guided_grad_cam(*args, **kwargs)
+
+
+def _guided_backprop(*args: Any, **kwargs: Any) -> torch.Tensor:
+    from pipeline.propagation import guided_backprop
+
+    return guided_backprop(*args, **kwargs)
+
+
+def _deeplift(*args: Any, **kwargs: Any) -> torch.Tensor:
+    from pipeline.propagation import deeplift
+
+    return deeplift(*args, **kwargs)
 
 
 def image_seed(run_seed: int, index: int) -> int:
@@ -288,6 +322,10 @@ _BASELINE = {
                             minimum=0.1),
 }
 
+#: The layer a layer method reads (see :func:`pipeline.cam.find_layer`).
+_LAYER = Param(str, "", "module name of the layer to read (e.g. layer4, features); empty: "
+               "the last module with a spatial output (N, C, h, w) or a grid of tokens")
+
 METHODS: dict[str, MethodSpec] = {
     spec.name: spec
     for spec in (
@@ -338,6 +376,26 @@ METHODS: dict[str, MethodSpec] = {
             "input_x_gradient", _input_x_gradient,
             "Captum InputXGradient: x * d f_c / d x", "captum",
         ),
+        MethodSpec(
+            "grad_cam", _grad_cam,
+            "Captum LayerGradCam at a layer, upsampled (bilinear) to the input", "captum",
+            {"layer": _LAYER}, space="layer", hooks=True,
+        ),
+        MethodSpec(
+            "guided_grad_cam", _guided_grad_cam,
+            "Captum GuidedGradCam: guided backprop times the upsampled Grad-CAM", "captum",
+            {"layer": _LAYER}, space="guided", hooks=True,
+        ),
+        MethodSpec(
+            "guided_backprop", _guided_backprop,
+            "Captum GuidedBackprop (positive gradients through each ReLU), one ReLU per use",
+            "captum", hooks=True,
+        ),
+        MethodSpec(
+            "deeplift", _deeplift,
+            "Captum DeepLift (rescale rule) from the baseline, one nonlinearity per use",
+            "captum", dict(_BASELINE), has_delta=True, hooks=True,
+        ),
     )
 }
 
@@ -356,6 +414,21 @@ def get_method(name: str) -> MethodSpec:
         raise KeyError(
             f"Expected a method in {', '.join(METHODS)}, got {name!r}."
         ) from None
+
+
+def map_space(spec: MethodSpec, params: Mapping[str, Any], size: int | None = None,
+              grid: tuple[int, int] | None = None) -> str:
+    """What a method's map is, in words, for the store: ``"input"``, or the layer it comes
+    from, e.g. ``"layer:layer4 (7x7), upsampled (bilinear) to 224x224"``."""
+    if spec.space == "input":
+        return "input"
+    where = f"layer:{params.get('layer', '')}"
+    if grid is not None:
+        where += f" ({grid[0]}x{grid[1]})"
+    if size is not None:
+        mode = "bilinear" if spec.space == "layer" else "nearest"  # Captum's GuidedGradCam
+        where += f", upsampled ({mode}) to {size}x{size}"
+    return where if spec.space == "layer" else f"input, weighted by {where}"
 
 
 def completeness_delta(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,

@@ -46,6 +46,49 @@ RESNET_LAYER_GROUPS: tuple[tuple[str, ...], ...] = (
     ("fc",), ("layer4",), ("layer3",), ("layer2",), ("layer1", "conv1", "bn1"),
 )
 
+#: How many layer groups the randomisation test uses (the store's ``layer_group`` axis).
+LAYER_GROUPS = len(RESNET_LAYER_GROUPS)
+
+
+def _has_params(module: nn.Module) -> bool:
+    return any(True for _ in module.parameters())
+
+
+def layer_groups(network: nn.Module, count: int = LAYER_GROUPS) -> list[list[str]]:
+    """Module names of ``network`` in ``count`` groups, top-down, for
+    :func:`cascading_randomisation`.
+
+    A torchvision ResNet gets :data:`RESNET_LAYER_GROUPS`. Any other network is cut into
+    units: its top-level modules with parameters, the largest (by parameter count) opened
+    into its own children until there are at least ``count`` units or none opens further.
+    The last unit (the classifier) is the first group; the others, from the top down, are
+    split into ``count - 1`` contiguous groups of near-equal unit counts. A network with
+    fewer units gets fewer groups. Parameters held directly by an opened container (ViT's
+    class token and position embedding) belong to no group and stay as they are.
+    """
+    names = {name for name, _ in network.named_modules()}
+    if all(n in names for group in RESNET_LAYER_GROUPS for n in group):
+        return [list(g) for g in RESNET_LAYER_GROUPS]
+    units = [(n, m) for n, m in network.named_children() if _has_params(m)]
+    while len(units) < count:
+        opened = False
+        for i, (name, module) in sorted(
+                enumerate(units), key=lambda u: -sum(p.numel() for p in u[1][1].parameters())):
+            children = [(f"{name}.{c}", m) for c, m in module.named_children()
+                        if _has_params(m)]
+            if len(children) > 1:
+                units[i:i + 1] = children
+                opened = True
+                break
+        if not opened:
+            break
+    if not units:
+        return []
+    head, rest = [units[-1][0]], [n for n, _ in reversed(units[:-1])]
+    parts = [list(p) for p in np.array_split(np.asarray(rest, dtype=object), count - 1)
+             if len(p)] if rest else []
+    return [head, *[[str(n) for n in p] for p in parts]]
+
 
 @dataclass(frozen=True)
 class MetricSpec:

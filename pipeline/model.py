@@ -442,7 +442,14 @@ def _random_state(seed: int, arch: str, crop: int) -> dict[str, torch.Tensor]:
     11 M weights took 0.15 s, and every run, worker and test made the model again."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return _network(arch, None, crop).state_dict()
+        state = _network(arch, None, crop).state_dict()
+        # A head initialised to zeros (torchvision's ViT) gives every class the same output
+        # and every map zero: random weights would test nothing. Such a head gets small
+        # seeded normal weights instead.
+        for key in classifier_entries(arch):
+            if key.endswith("weight") and key in state and not state[key].any():
+                state[key] = torch.randn_like(state[key]) * 0.02
+        return state
 
 
 def freeze(model: nn.Module) -> nn.Module:

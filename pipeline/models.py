@@ -69,8 +69,10 @@ class Preprocessing:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Preprocessing:
-        return cls(int(d["resize"]), int(d["crop"]), tuple(d["mean"]),  # type: ignore[arg-type]
-                   tuple(d["std"]), str(d.get("interpolation", "bilinear")))  # type: ignore[arg-type]
+        mean = tuple(float(v) for v in d["mean"])
+        std = tuple(float(v) for v in d["std"])
+        return cls(int(d["resize"]), int(d["crop"]), (mean[0], mean[1], mean[2]),
+                   (std[0], std[1], std[2]), str(d.get("interpolation", "bilinear")))
 
 
 IMAGENET = Preprocessing()

@@ -81,7 +81,8 @@ class AffineStem:
 
 
 _AFFINE_MODULES = (nn.Conv2d, nn.Identity)
-_CACHE: weakref.WeakKeyDictionary[nn.Module, AffineStem | None] = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[AffineStem | None, str]] = \
+    weakref.WeakKeyDictionary()
 
 
 def _attr(root: nn.Module, target: str) -> Any:
@@ -107,6 +108,8 @@ def _stem_chain(gm: fx.GraphModule) -> list[fx.Node] | None:
     placeholders = [n for n in gm.graph.nodes if n.op == "placeholder"]
     if len(placeholders) != 1:
         return None
+    if len(placeholders[0].users) != 1:
+        return None  # the input is read by more than its first layer (e.g. its shape)
     node, chain = placeholders[0], []
     while len(node.users) == 1:
         (user,) = node.users
@@ -164,22 +167,43 @@ def _build_rest(gm: fx.GraphModule, chain: list[fx.Node]) -> fx.GraphModule | No
 
 
 def _split(model: nn.Module) -> AffineStem | None:
+    return _split_why(model)[0]
+
+
+def _split_why(model: nn.Module) -> tuple[AffineStem | None, str]:
+    """The split, and in words what it is or why there is none."""
     if isinstance(model, CompiledWithFallback | TF32Backward):
-        inner = _split(model.inner)
+        inner, why = _split_why(model.inner)
         wrap = type(model)
-        return None if inner is None else AffineStem(inner.stem, wrap(inner.rest))
+        return (None, why) if inner is None else (AffineStem(inner.stem, wrap(inner.rest)),
+                                                  why)
     try:
         gm = fx.symbolic_trace(model)
-    except Exception:  # untraceable models keep the plain engine
-        return None
+    except Exception as exc:  # untraceable models keep the plain engine
+        return None, f"not found: torch.fx cannot trace the model ({type(exc).__name__})"
     chain = _stem_chain(gm)
     if chain is None:
-        return None
+        inputs = [n for n in gm.graph.nodes if n.op == "placeholder"]
+        if len(inputs) == 1 and len(inputs[0].users) > 1:
+            return None, ("not found: the input is read by more than its first layer "
+                          "(e.g. its shape is checked, as ViT's patch embedding does)")
+        return None, ("not found: the input does not go through Conv2d / eval BatchNorm "
+                      "layers first")
     rest = _build_rest(gm, chain)
     if rest is None:
-        return None
+        return None, "not found: the first op after it changes its input in place"
     stem, rest = _build_stem(gm, chain).eval(), rest.eval()
-    return AffineStem(stem, rest)
+    names = " -> ".join(str(n.target) for n in chain if n.op == "call_module")
+    return AffineStem(stem, rest), f"factored out ({names})"
+
+
+def describe_stem(model: nn.Module) -> str:
+    """``factored out (conv1 -> bn1)``, or ``not found: <why>`` (what :func:`affine_stem`
+    found for ``model``): for the run's summary."""
+    if not isinstance(model, nn.Module):
+        return f"not found: expected a torch module, got {type(model).__name__}"
+    affine_stem(model)
+    return _CACHE[model][1]
 
 
 def affine_stem(model: nn.Module) -> AffineStem | None:
@@ -191,8 +215,8 @@ def affine_stem(model: nn.Module) -> AffineStem | None:
         Eval-mode classifier ``(N, 3, H, W) -> (N, classes)``; the split shares its modules.
     """
     if model not in _CACHE:
-        _CACHE[model] = _split(model)
-    split = _CACHE[model]
+        _CACHE[model] = _split_why(model)
+    split = _CACHE[model][0]
     if split is not None and any(m.training for m in split.stem.modules()
                                  if isinstance(m, nn.BatchNorm2d)):
         return None  # switched to training mode since the split was made

@@ -395,7 +395,8 @@ def write_classes(group: zarr.Group, names: Sequence[str], schema: Schema = SCHE
     """The ``class_name`` coordinate: the model's class names (rewritten when they change;
     ``logits`` is remade by its stage when the count does)."""
     names = list(names)
-    if CLASS_NAME in group and [str(v) for v in array(group, CLASS_NAME)[:].tolist()] == names:
+    if CLASS_NAME in group and \
+            [str(v) for v in np.asarray(array(group, CLASS_NAME)[:]).tolist()] == names:
         return
     coord = schema.create(group, CLASS_NAME, {CLASS_NAME: len(names)}, 1)
     if names:

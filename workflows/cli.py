@@ -256,6 +256,10 @@ def _print_summary(summary: Any) -> None:
     out.print(f"sheets: {summary.sheets_dir}")
     out.print(f"summary: {summary.run_dir / 'summary.json'}")
     out.print(f"weights: {summary.weights_id}")
+    if summary.engine:
+        shown = {k: v for k, v in summary.engine.items() if k not in ("arch", "precision")}
+        out.print(f"engine ({escape(summary.engine.get('arch', ''))}): "
+                  + "; ".join(f"{k} {escape(v)}" for k, v in shown.items()))
     _print_completeness(summary.completeness, limit=0)
     _print_evaluation(summary.outputs.get("evaluate"), summary.run_dir)
     _print_report(summary.run_dir, summary.outputs.get("report"))

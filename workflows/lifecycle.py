@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.store import (
     array,
     copy_slot,
@@ -293,11 +293,79 @@ def write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: st
         "baselines": baseline_descriptions(cfg),
         "classes": list(loaded.classes),
         "model_report": loaded.report,
+        "layer_groups": model_layer_groups(loaded.backbone),
+        "map_space": map_spaces(cfg, loaded),
     }
     current = dict(group.attrs)
     if any(current.get(k) != v for k, v in attrs.items()):
         group.update_attributes(attrs)  # one write (attrs.update writes once per key)
     write_classes(group, loaded.classes)
+
+
+def model_layer_groups(backbone: Any) -> list[list[str]]:
+    """The randomisation test's layer groups of the network, top-down
+    (:func:`pipeline.metrics.layer_groups`)."""
+    from pipeline.accel import network
+    from pipeline.metrics import layer_groups
+
+    return layer_groups(network(backbone))
+
+
+def resolve_methods(cfg: Config, loaded: Any) -> Config:
+    """``cfg`` with each layer method's ``layer`` resolved on the loaded model (found when
+    empty, checked when given), so that the hashes, the store and ``config.resolved.json``
+    name the layer read; before any work.
+
+    Raises
+    ------
+    ConfigError
+        A method that hooks modules on an exported program (it has none), or a ``layer``
+        that is not a module with a spatial output (the message lists the candidates).
+    """
+    import dataclasses
+
+    import torch
+
+    from pipeline.cam import find_layer
+    from pipeline.methods import METHODS
+
+    methods = {}
+    for name, params in cfg.methods.items():
+        spec, resolved = METHODS[name], dict(params)
+        if spec.hooks and loaded.arch == "exported":
+            raise ConfigError(
+                f"[methods.{name}]: expected a model with modules to hook, got an exported "
+                f"program ({cfg.model.weights}), which runs operators, not modules. Save a "
+                "state dict (torch.save(model.state_dict(), ...)) and set [model] arch, or "
+                f"drop [methods.{name}].")
+        if "layer" in spec.params:
+            image = torch.zeros(1, 3, cfg.dataset.crop, cfg.dataset.crop)
+            try:
+                resolved["layer"], _ = find_layer(loaded.model, image, params["layer"])
+            except ConfigError as exc:
+                raise ConfigError(f"[methods.{name}] {exc}".replace("[methods] ", "")) \
+                    from None
+        methods[name] = resolved
+    return dataclasses.replace(cfg, methods=methods)
+
+
+def map_spaces(cfg: Config, loaded: Any) -> dict[str, str]:
+    """Per method, what its map is: ``input``, or the layer it comes from and how it was
+    brought to the input's size (:func:`pipeline.methods.map_space`)."""
+    import torch
+
+    from pipeline.cam import find_layer
+    from pipeline.methods import METHODS, map_space
+
+    out = {}
+    crop = cfg.dataset.crop
+    for name, params in cfg.methods.items():
+        spec = METHODS[name]
+        grid = None
+        if spec.space != "input":
+            _, grid = find_layer(loaded.model, torch.zeros(1, 3, crop, crop), params["layer"])
+        out[name] = map_space(spec, params, crop, grid)
+    return out
 
 
 def write_resolved_config(cfg: Config, hashes: Hashes, weights_id: str, device: str,

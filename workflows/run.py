@@ -68,6 +68,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         _check_stage(reg, only, cfg, store_path)
     with RunLock(cfg.run_dir), open_executor(scheduler, cfg.run_dir, cfg.run.device) as pool:
         loaded = _load_weights(cfg, rep)
+        cfg = lifecycle.resolve_methods(cfg, loaded)
         manifest = _manifest(cfg, loaded.classes)
         hashes = reg.hashes(cfg, loaded.weights_id)
         records = Records(cfg.run_dir)
@@ -96,7 +97,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             streaming=cfg.run.streaming, stats=recorder.stats(plan.planned),
             seconds=time.perf_counter() - t_start,
             completeness=completeness_summary(group, cfg.method_names,
-                                              cfg.run.completeness_warning))
+                                              cfg.run.completeness_warning),
+            engine=recorder.engine(plan.planned))
         ctx = Context(cfg, group, cfg.run_dir, records, hashes, reg, plan.planned,
                       plan.pending, only, summary, {}, rep)
         for stage in reg:

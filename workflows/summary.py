@@ -113,6 +113,8 @@ class RunSummary:
     seconds: float = 0.0
     completeness: list[Completeness] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    #: What the engine did on the model (optimisations on, and why others are off).
+    engine: dict[str, str] = field(default_factory=dict)
 
     @property
     def stage_seconds(self) -> float:
@@ -129,6 +131,7 @@ class RunSummary:
             "seconds": round(self.seconds, 3),
             "sum_of_stage_seconds": round(self.stage_seconds, 3),
             "completeness": [c.to_dict() for c in self.completeness],
+            "engine": self.engine,
             **{name: out for name, out in self.outputs.items() if out},
             "stages": [{
                 "stage": st.stage, "units_run": st.units_run, "units_total": st.units_total,
@@ -186,6 +189,19 @@ class Recorder:
         step = int(round(self.shown[unit.stage], 6)) - int(before)
         if step:
             self.rep.advance(unit.stage, step)
+
+    def engine(self, planned: dict[str, list[Unit]]) -> dict[str, str]:
+        """The engine facts a device task reported: this run's, else a record's."""
+        for results in self.results.values():
+            for _, result in results:
+                if result.get("engine"):
+                    return dict(result["engine"])
+        for units in planned.values():
+            for unit in units[:1]:
+                record = self.records.get(unit.key) or {}
+                if record.get("engine"):
+                    return dict(record["engine"])
+        return {}
 
     def stats(self, planned: dict[str, list[Unit]]) -> list[StageStats]:
         out = []

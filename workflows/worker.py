@@ -13,7 +13,7 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,21 @@ class WorkerModel:
     max_batch: int
     weights_id: str
     classes: tuple[str, ...] = ()
+    #: What the engine does on this model, in words: which optimisations are on, and why
+    #: the others are off (kept in every record of a device stage and in the summary).
+    facts: dict[str, str] = field(default_factory=dict)
+    #: ``model`` and ``backbone`` as the methods that hook modules need them (without BatchNorm
+    #: folding and compilation, whose traced graphs call no modules); they are ``model`` and
+    #: ``backbone`` themselves when neither is on.
+    hookable: Any = None
+    hookable_backbone: Any = None
+
+    def for_method(self, hooks: bool, head: bool = True) -> Any:
+        """The model a method runs on: with the head (``model``) or without (``backbone``),
+        hookable when the method ``hooks`` modules."""
+        if hooks:
+            return self.hookable if head else self.hookable_backbone
+        return self.model if head else self.backbone
 
 
 def set_gpu_slot(index: int | None) -> None:
@@ -127,6 +142,7 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
         )
     opts = {"channels_last": spec.channels_last, "fuse_bn": spec.fuse_bn,
             "compile": spec.compile}
+    loaded_model, loaded_backbone = loaded.model, loaded.backbone
     model = optimize(loaded.model, device, **opts)
     # With the logits head they are one network: copy (and compile) it once.
     backbone = model if loaded.backbone is loaded.model else optimize(loaded.backbone, device,
@@ -135,8 +151,36 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
     model = for_precision(model, spec.precision, device)
     loaded = dataclasses.replace(loaded, model=model, backbone=backbone)
     max_batch = spec.max_batch or plan_max_batch(model, (3, spec.crop, spec.crop), device)
+    facts = engine_facts(model, spec, max_batch)
+    hookable, hookable_backbone = model, backbone
+    if spec.fuse_bn or spec.compile:
+        plain = {"channels_last": spec.channels_last}
+        hookable = for_precision(optimize(loaded_model, device, **plain), spec.precision,
+                                 device)
+        hookable_backbone = (hookable if loaded_backbone is loaded_model
+                             else optimize(loaded_backbone, device, **plain))
+        facts["hook methods"] = ("without fuse_bn and compile (Grad-CAM, guided backprop "
+                                 "and DeepLift hook the network's modules)")
     return WorkerModel(model=model, backbone=backbone, device=device, max_batch=max_batch,
-                       weights_id=loaded.weights_id, classes=tuple(loaded.classes))
+                       weights_id=loaded.weights_id, classes=tuple(loaded.classes),
+                       facts=facts, hookable=hookable, hookable_backbone=hookable_backbone)
+
+
+def engine_facts(model: Any, spec: ModelSpec, max_batch: int) -> dict[str, str]:
+    """Each engine option on the model, in words: on, off (why), or fallen back (why)."""
+    from pipeline.accel import compile_state
+    from pipeline.stem import describe_stem
+
+    return {
+        "arch": spec.arch,
+        "affine stem": describe_stem(model),
+        "channels_last": "on" if spec.channels_last else "off ([run] channels_last = false)",
+        "fuse_bn": "on" if spec.fuse_bn else "off ([run] fuse_bn = false)",
+        "compile": compile_state(model) if spec.compile else "off ([run] compile = false)",
+        "precision": spec.precision,
+        "max_batch": f"{max_batch} samples per pass"
+                     + (" ([run] max_batch)" if spec.max_batch else " (planned from memory)"),
+    }
 
 
 def device_lock(device: Any) -> threading.Lock:

@@ -59,7 +59,8 @@ class Attribute(Stage):
                 seeds = [image_seed(cfg.run.seed, u.start + int(k)) for k in ok]
                 info: dict[str, Any] = {}
                 with precision_mode(cfg.run.precision, eng.device):
-                    attr, d, g = attribute(METHODS[name], eng.model, x, target,
+                    spec = METHODS[name]
+                    attr, d, g = attribute(spec, eng.for_method(spec.hooks), x, target,
                                            cfg.methods[name], eng.max_batch, seeds, info=info,
                                            norm=norm)
                 out["raw"][ok] = attr.cpu().numpy()
@@ -78,4 +79,4 @@ class Attribute(Stage):
             for key in ("delta", "gap", "steps", "residual"):
                 store.array(key)[slot, u.start:u.stop] = out[key]
         return done(task, store, eng.device, compute_seconds=compute, max_batch=eng.max_batch,
-                    zero_gap=zero_gap)
+                    zero_gap=zero_gap, engine=eng.facts)

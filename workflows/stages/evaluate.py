@@ -73,12 +73,12 @@ class Evaluate(Stage):
         """Create the arrays of the configured metrics (NaN) and drop those no metric asks
         for any more. A shape change also changes the stage's hash, so its records are
         stale anyway."""
-        from pipeline.metrics import RESNET_LAYER_GROUPS
+        from pipeline.metrics import LAYER_GROUPS
 
         wanted = evaluation_arrays(cfg) if self.enabled(cfg) else []
         drop(group, [k for k in self.schema.instances(group, self.writes) if k not in wanted])
         sizes = {**store_sizes(group, cfg), "step": cfg.evaluate.steps + 1,
-                 "layer_group": len(RESNET_LAYER_GROUPS)}
+                 "layer_group": LAYER_GROUPS}
         for name in wanted:
             self.schema.create(group, name, sizes, shard_length(group))
 
@@ -191,14 +191,14 @@ def _randomisation(task: Task, eng: Any, methods: Sequence[str], x: Any, targets
     import torch
 
     from pipeline.methods import METHODS, attribute, image_seed
-    from pipeline.metrics import RESNET_LAYER_GROUPS, cascading_randomisation
+    from pipeline.metrics import LAYER_GROUPS, cascading_randomisation
     from pipeline.model import with_head
 
     cfg, u = task.cfg, task.unit
     idx = torch.as_tensor(np.flatnonzero(pick), device=x.device)
     images, tg = x[idx], targets[idx]
     seeds = [image_seed(cfg.run.seed, u.start + int(k)) for k in np.flatnonzero(pick)]
-    out = np.full((len(methods), pick.size, len(RESNET_LAYER_GROUPS)), np.nan)
+    out = np.full((len(methods), pick.size, LAYER_GROUPS), np.nan)
     for i, name in enumerate(methods):
         spec, params = METHODS[name], cfg.methods[name]
 
@@ -209,23 +209,23 @@ def _randomisation(task: Task, eng: Any, methods: Sequence[str], x: Any, targets
                                    norm=cfg.normalization())
             return attr.sum(dim=1).cpu().numpy()
 
-        corr = cascading_randomisation(eng.backbone, _layer_groups(eng.backbone), explain,
+        backbone = eng.for_method(spec.hooks, head=False)
+        corr = cascading_randomisation(backbone, _layer_groups(backbone), explain,
                                        images, tg, seed=cfg.run.seed)
-        out[i, pick] = corr.T
+        out[i, pick, :corr.shape[0]] = corr.T
     return out
 
 
 def _layer_groups(backbone: Any) -> list[list[str]]:
-    """:data:`~pipeline.metrics.RESNET_LAYER_GROUPS` under the names the worker's backbone
-    gives them (the engine may wrap the network, e.g. ``inner.layer4``)."""
-    from pipeline.metrics import RESNET_LAYER_GROUPS
+    """:func:`~pipeline.metrics.layer_groups` of the network inside the engine's wrappers,
+    under the names the wrapped model gives them (e.g. ``inner.layer4``)."""
+    from pipeline.accel import network_path
+    from pipeline.metrics import layer_groups
 
-    names = {n for n, _ in backbone.named_modules()}
-    for prefix in ("", "inner.", "0.", "0.inner.", "_orig_mod.", "inner._orig_mod."):
-        if all(prefix + n in names for g in RESNET_LAYER_GROUPS for n in g):
-            return [[prefix + n for n in g] for g in RESNET_LAYER_GROUPS]
-    raise KeyError(f"Expected a torchvision resnet18 inside the engine's model, got modules "
-                   f"{sorted(names)[:8]}...")
+    path = network_path(backbone)
+    inner = backbone.get_submodule(path) if path else backbone
+    prefix = f"{path}." if path else ""
+    return [[prefix + n for n in g] for g in layer_groups(inner)]
 
 
 def _write(store: StoreView, task: Task, methods: Sequence[str], ok: np.ndarray,
@@ -327,7 +327,7 @@ def evaluation_summary(group: Any, cfg: Config) -> dict[str, Any]:
             out["randomisation"][m] = {
                 "+".join(g): bootstrap_mean(corr[names.index(m), :, k], ev.bootstrap,
                                             cfg.run.seed)
-                for k, g in enumerate(RESNET_LAYER_GROUPS)}
+                for k, g in enumerate(group.attrs.get("layer_groups") or RESNET_LAYER_GROUPS)}
     return out
 
 
