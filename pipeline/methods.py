@@ -104,6 +104,9 @@ class MethodSpec:
     check: Callable[[Mapping[str, Any]], str | None] | None = None
     space: str = "input"
     hooks: bool = False
+    #: The fewest samples one of the method's passes holds, whatever ``max_batch`` says
+    #: (DeepLift runs each image with its baseline: 2).
+    min_pass: int = 1
 
     def resolve(self, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
         """Defaults overlaid with ``given``; unknown or invalid values raise ``ValueError``."""
@@ -394,7 +397,7 @@ METHODS: dict[str, MethodSpec] = {
         MethodSpec(
             "deeplift", _deeplift,
             "Captum DeepLift (rescale rule) from the baseline, one nonlinearity per use",
-            "captum", dict(_BASELINE), has_delta=True, hooks=True,
+            "captum", dict(_BASELINE), has_delta=True, hooks=True, min_pass=2,
         ),
     )
 }
@@ -496,6 +499,9 @@ def attribute(spec: MethodSpec, model: nn.Module, images: torch.Tensor, targets:
     with warnings.catch_warnings():
         # Captum warns that it set requires_grad on the input, which is what we want.
         warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
+        # ... and that it hooks the nonlinearities (DeepLift, guided backprop): ours to do.
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks")
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         attr = spec.fn(model, images, targets, params, max_batch, seeds, **extra)
     if isinstance(attr, tuple):  # (maps, per-image facts)
         attr, facts = attr

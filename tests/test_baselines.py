@@ -15,7 +15,7 @@ SEEDS = [11, 22, 33]
 
 
 def test_every_ig_method_offers_every_baseline():
-    assert IG_METHODS == ["integrated_gradients", "custom_integrated_gradients"]
+    assert IG_METHODS == ["integrated_gradients", "custom_integrated_gradients", "deeplift"]
     for name in IG_METHODS:
         assert METHODS[name].params["baseline"].choices == tuple(BASELINES)
         assert METHODS[name].params["baseline"].default == "black"
@@ -81,12 +81,13 @@ def linear() -> nn.Module:
 @pytest.mark.parametrize("baseline", list(BASELINES))
 def test_ig_is_exact_on_a_linear_model_and_delta_uses_the_baseline(linear, images, method,
                                                                   baseline):
-    """Exact answer: ``A = (x - x_bar) * w_c`` and ``sum(A) = F(x) - F(x_bar)``. A delta
+    """Exact answer (IG and DeepLift alike): ``A = (x - x_bar) * w_c`` and ``sum(A) = F(x) - F(x_bar)``. A delta
     computed against the black image instead would be off by ``F(black) - F(x_bar)``."""
     x = images.double()
     target = torch.tensor([0, 3, 9])
     spec = METHODS[method]
-    params = spec.resolve({"n_steps": 3, "baseline": baseline, "baseline_sigma": 2.0})
+    given = {"n_steps": 3, "baseline": baseline, "baseline_sigma": 2.0}
+    params = spec.resolve({k: v for k, v in given.items() if k in spec.params})
     attr, delta, gap = attribute(spec, linear, x, target, params, 8, SEEDS)
     base = make_baseline(baseline, x, params, SEEDS)
     w = linear[1].weight[target].view(3, 3, 32, 32)

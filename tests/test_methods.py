@@ -118,17 +118,25 @@ def test_batch_equals_rows_bitwise_with_one_sample_per_pass(any_method, model, i
 
 @pytest.mark.parametrize("max_batch", [1, 5])
 def test_no_pass_holds_more_than_max_batch_samples(any_method, model, images, max_batch):
+    """Seen at the classifier of any copy a method makes (the modified-gradient methods run on
+    one with a module per nonlinearity use)."""
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
     target = predicted_class(model, images)
     sizes: list[int] = []
-    head = dict(model.named_modules())["0.fc"]
-    handle = head.register_forward_pre_hook(lambda _m, inp: sizes.append(inp[0].shape[0]))
+
+    def count(module, inp):
+        if isinstance(module, torch.nn.Linear) and module.out_features == 1000:
+            sizes.append(inp[0].shape[0])
+
+    handle = register_module_forward_pre_hook(count)
     try:
         any_method.fn(model, images, target, tiny_params(any_method), max_batch,
                       seeds_for(range(3)))
     finally:
         handle.remove()
     assert sizes, "the hook saw no forward pass"
-    assert max(sizes) <= max_batch
+    assert max(sizes) <= max(max_batch, any_method.min_pass)
 
 
 # --- input_x_gradient -----------------------------------------------------------------------
