@@ -82,7 +82,8 @@ def linear() -> nn.Module:
 def test_ig_is_exact_on_a_linear_model_and_delta_uses_the_baseline(linear, images, method,
                                                                   baseline):
     """Exact answer (IG and DeepLift alike): ``A = (x - x_bar) * w_c`` and
-    ``sum(A) = F(x) - F(x_bar)``. A delta computed against the black image instead would be off by ``F(black) - F(x_bar)``."""
+    ``sum(A) = F(x) - F(x_bar)``. A delta computed against the black image instead would be
+    off by ``F(black) - F(x_bar)``."""
     x = images.double()
     target = torch.tensor([0, 3, 9])
     spec = METHODS[method]
