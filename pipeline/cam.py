@@ -115,21 +115,28 @@ def find_layer(model: nn.Module, image: torch.Tensor, name: str = ""
         layer a map can be read from (an exported program runs operators, not modules).
     """
     outputs = _outputs(model, image[:1], backward=not name)
-    candidates = [(n, shape, reach) for n, shape, reach in outputs if layer_grid(shape)]
+    runs: dict[str, int] = {}
+    for n, _shape, _reach in outputs:
+        runs[n] = runs.get(n, 0) + 1
+    # A module that runs more than once (ResNet's shared ReLU) has no one output to read.
+    candidates = [(n, shape, reach) for n, shape, reach in outputs
+                  if layer_grid(shape) and runs[n] == 1]
     last_first = list(dict.fromkeys(n for n, _s, _r in reversed(candidates)))
     shown = ", ".join(last_first[:6]) or "none"
     if name:
         found = [shape for n, shape, _r in outputs if n == name]
-        if name not in named_layers(model) or not found or not layer_grid(found[-1]):
+        if name not in named_layers(model) or len(found) != 1 or not layer_grid(found[0]):
             why = ("is not a module of the model" if name not in named_layers(model) else
                    "never runs as a module (an exported program runs operators: use a state "
                    "dict with [model] arch)" if not found else
-                   f"gives an output of shape {found[-1]}, not a map (N, C, h, w) or a grid "
+                   f"runs {len(found)} times in one forward pass (a module used more than "
+                   "once has no one output: name the block around it)" if len(found) > 1 else
+                   f"gives an output of shape {found[0]}, not a map (N, C, h, w) or a grid "
                    "of tokens")
             raise ConfigError(f"[methods] layer: expected a layer with a spatial output, got "
                               f"{name!r}, which {why}. Layers with a spatial output, last "
                               f"first: {shown}.")
-        grid = layer_grid(found[-1])
+        grid = layer_grid(found[0])
         assert grid is not None
         return name, grid
     # A gradient that reaches no layer at all (a zero classifier head) rules nothing out.

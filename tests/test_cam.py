@@ -34,6 +34,7 @@ def _tiny_vit() -> nn.Module:
     ("resnet18", 64, "layer4", (2, 2)),
     ("resnet18", 32, "layer3", (2, 2)),   # layer4 is 1x1 at 32 px: not a map
     ("mobilenet_v3_small", 64, "features", (2, 2)),
+    ("resnet50", 32, "layer4.0.bn1", (2, 2)),  # not layer4.0.relu: it runs thrice, 2 sizes
 ])
 def test_the_last_spatial_layer_is_found_through_the_engine_wrappers(arch, crop, layer, grid):
     model = optimize(with_head(_net(arch, num_classes=10), "softmax"), "cpu",
@@ -54,6 +55,8 @@ def test_a_bad_layer_name_lists_candidates():
         find_layer(model, torch.zeros(1, 3, 64, 64), "layer9")
     with pytest.raises(ConfigError, match=r"'fc'.*shape \(1, 10\), not a map"):
         find_layer(model, torch.zeros(1, 3, 64, 64), "fc")
+    with pytest.raises(ConfigError, match=r"'layer4.0.relu'.*runs 2 times"):
+        find_layer(model, torch.zeros(1, 3, 64, 64), "layer4.0.relu")
 
 
 def test_grad_cam_equals_captums_layer_grad_cam_on_the_optimized_model():

@@ -1,0 +1,109 @@
+"""Whole runs on other architectures: ingest -> report with every kind of method, each map in
+the store checked against the method run on the plain (unoptimized) model, and the input
+methods against plain Captum."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from captum.attr import IntegratedGradients, Saliency
+
+from pipeline.data import black_baseline
+from pipeline.methods import METHODS
+from pipeline.model import load_model
+from tests.workflow_helpers import cli, make_images, write_config
+from workflows.config import load_config
+
+RUN_METHODS = ("gradient", "integrated_gradients", "grad_cam", "guided_grad_cam",
+               "guided_backprop", "deeplift")
+ARCHS = [
+    pytest.param("mobilenet_v3_small"),
+    pytest.param("resnet50", marks=pytest.mark.slow),
+    pytest.param("efficientnet_b0", marks=pytest.mark.slow),
+    pytest.param("convnext_tiny", marks=pytest.mark.slow),
+    pytest.param("swin_t", marks=pytest.mark.slow),
+    pytest.param("vit_b_16", marks=pytest.mark.slow),
+]
+#: DeepLift divides output by input differences, so the rounding of channels_last
+#: convolutions moves its maps more than the others'.
+TOLERANCE = {"deeplift": 1e-3}
+
+
+def _run(tmp_path: Path, arch: str) -> tuple[Path, object]:
+    images = tmp_path / "images"
+    make_images(images, 3, broken=False)
+    cfg_path = write_config(
+        tmp_path / "c.toml", images, tmp_path / "out", methods=RUN_METHODS, report=True,
+        extra='\n[evaluate]\nmetrics = ["deletion", "sparseness"]\nsteps = 4\n'
+              'randomisation_images = 1\n')
+    text = cfg_path.read_text().replace('weights = "random"',
+                                        f'weights = "random"\narch = "{arch}"')
+    cfg_path.write_text(text)
+    result = cli("run", "--config", str(cfg_path))
+    assert result.exit_code == 0, result.output
+    return cfg_path, result
+
+
+def _reference(name: str, model, x, t, params, norm) -> torch.Tensor:
+    """The method on the plain model: Captum itself for the input-gradient methods, our
+    function (the engine left out) for the layer and modified-gradient ones."""
+    if name == "gradient":
+        return Saliency(model).attribute(x, target=t, abs=params["abs"])
+    if name == "integrated_gradients":
+        return IntegratedGradients(model).attribute(
+            x, baselines=black_baseline(x, norm), target=t, n_steps=params["n_steps"],
+            method=params["method"])
+    kwargs = {"baselines": black_baseline(x, norm)} if "baseline" in params else {}
+    return METHODS[name].fn(model, x, t, params, 8, None, **kwargs)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_whole_run_on_the_architecture_matches_the_plain_model(tmp_path, arch):
+    cfg_path, result = _run(tmp_path, arch)
+    cfg = load_config(cfg_path)
+    group = zarr.open_group(str(cfg.run_dir / "store.zarr"), mode="r")
+    names = [str(v) for v in group["explainer"][:]]
+    assert names == list(RUN_METHODS)
+    assert group.attrs["arch"] == arch
+    spaces = group.attrs["map_space"]
+    layer = group.attrs["config"]["methods"]["grad_cam"]["layer"]
+    assert layer and spaces["grad_cam"].startswith(f"layer:{layer} (")
+    assert spaces["gradient"] == "input"
+    summary = json.loads((cfg.run_dir / "summary.json").read_text())
+    assert summary["engine"]["arch"] == arch and "affine stem" in summary["engine"]
+    assert (cfg.run_dir / "report" / "index.html").is_file()
+
+    norm = cfg.normalization()
+    loaded = load_model("random", cfg.model.head, seed=cfg.run.seed, arch=arch,
+                        preprocessing=cfg.preprocessing())
+    pixels = np.asarray(group["pixels"][:2])
+    from workflows.plugin import to_input
+
+    x = to_input(pixels, "cpu", norm)
+    t = torch.as_tensor(np.asarray(group["pred"][:2]).astype(np.int64))
+    with torch.no_grad():
+        assert torch.equal(loaded.backbone(x).argmax(1), t)
+    for i, name in enumerate(RUN_METHODS):
+        stored = torch.as_tensor(np.asarray(group["raw"][i, :2]))
+        ref = _reference(name, loaded.model, x, t, cfg.methods[name], norm).detach()
+        assert torch.isfinite(stored).all() and stored.abs().sum() > 0, name
+        assert _rel(stored, ref) < TOLERANCE.get(name, 1e-4), (name, _rel(stored, ref))
+    # IG's completeness error, as stored, is sum(A) - (F(x) - F(black)) on the plain model.
+    ig = names.index("integrated_gradients")
+    with torch.no_grad():
+        out = loaded.model(x)[range(2), t].double()
+        base = loaded.model(black_baseline(x, norm))[range(2), t].double()
+    gap = np.asarray(group["gap"][ig, :2], dtype=np.float64)
+    delta = np.asarray(group["delta"][ig, :2], dtype=np.float64)
+    raw_sum = np.asarray(group["raw"][ig, :2], dtype=np.float64).reshape(2, -1).sum(1)
+    np.testing.assert_allclose(gap, (out - base).numpy(), rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(delta, raw_sum - gap, rtol=1e-3, atol=1e-8)
