@@ -256,6 +256,10 @@ def _print_summary(summary: Any) -> None:
     out.print(f"sheets: {summary.sheets_dir}")
     out.print(f"summary: {summary.run_dir / 'summary.json'}")
     out.print(f"weights: {summary.weights_id}")
+    if summary.accuracy:
+        acc = summary.accuracy
+        out.print(f"top-1 accuracy: {acc['accuracy']:.1%} ({acc['correct']} of "
+                  f"{acc['labelled']} labelled images)")
     if summary.engine:
         shown = {k: v for k, v in summary.engine.items() if k not in ("arch", "precision")}
         out.print(f"engine ({escape(summary.engine.get('arch', ''))}): "

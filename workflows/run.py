@@ -30,6 +30,7 @@ from workflows.summary import (
     SilentReporter,
     completeness_summary,
     skipped_images,
+    top1_accuracy,
 )
 from workflows.worker import ModelSpec, resolve_device
 
@@ -98,7 +99,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             seconds=time.perf_counter() - t_start,
             completeness=completeness_summary(group, cfg.method_names,
                                               cfg.run.completeness_warning),
-            engine=recorder.engine(plan.planned))
+            engine=recorder.engine(plan.planned), accuracy=top1_accuracy(group))
         ctx = Context(cfg, group, cfg.run_dir, records, hashes, reg, plan.planned,
                       plan.pending, only, summary, {}, rep)
         for stage in reg:

@@ -115,6 +115,9 @@ class RunSummary:
     outputs: dict[str, Any] = field(default_factory=dict)
     #: What the engine did on the model (optimisations on, and why others are off).
     engine: dict[str, str] = field(default_factory=dict)
+    #: Top-1 accuracy on the labelled images: ``{"correct", "labelled", "accuracy"}``
+    #: (empty when no image has a label).
+    accuracy: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stage_seconds(self) -> float:
@@ -132,6 +135,7 @@ class RunSummary:
             "sum_of_stage_seconds": round(self.stage_seconds, 3),
             "completeness": [c.to_dict() for c in self.completeness],
             "engine": self.engine,
+            "accuracy": self.accuracy or None,
             **{name: out for name, out in self.outputs.items() if out},
             "stages": [{
                 "stage": st.stage, "units_run": st.units_run, "units_total": st.units_total,
@@ -291,6 +295,20 @@ def _adaptive_facts(group: Any, slot: int) -> dict[str, Any] | None:
             "steps_max": int(s.max()), "steps_total": int(s.sum()),
             "residual_median": float(np.median(r)) if r.size else None,
             "zero_gap": int((used & ~np.isfinite(residual)).sum())}
+
+
+def top1_accuracy(group: Any) -> dict[str, Any]:
+    """The model's top-1 accuracy on the ingested images with a label (``label >= 0``) and a
+    prediction: ``{"correct", "labelled", "accuracy"}``, or ``{}`` when none has one."""
+    labels = np.asarray(array(group, "label")[:])
+    pred = np.asarray(array(group, "pred")[:])
+    status = np.asarray(array(group, "status")[:])
+    seen = (labels >= 0) & (pred >= 0) & (status == "ok")
+    if not seen.any():
+        return {}
+    correct = int((pred[seen] == labels[seen]).sum())
+    return {"correct": correct, "labelled": int(seen.sum()),
+            "accuracy": round(correct / int(seen.sum()), 6)}
 
 
 def skipped_images(group: Any, target: str) -> list[tuple[str, str]]:

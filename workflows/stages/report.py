@@ -46,6 +46,7 @@ from workflows.plugin import (
     sheet_style,
 )
 from workflows.state import atomic_write_bytes, disk_errors, read_json
+from workflows.summary import top1_accuracy
 
 PARTS = "report-parts"
 REPORT = "report"
@@ -339,10 +340,14 @@ def _notes(attrs: Mapping[str, Any], missing: Sequence[str], ok: int, n: int) ->
     return notes
 
 
-def run_facts(cfg: Config, attrs: Mapping[str, Any], images: int, ok: int, skipped: int
-              ) -> list[tuple[str, Any]]:
+def run_facts(cfg: Config, attrs: Mapping[str, Any], images: int, ok: int, skipped: int,
+              accuracy: Mapping[str, Any] | None = None) -> list[tuple[str, Any]]:
     """The summary page's run table."""
     report = attrs.get("model_report") or {}
+    prep = attrs.get("preprocessing") or {}
+    spaces = attrs.get("map_space") or {}
+    acc = (f"{accuracy['accuracy']:.1%} ({accuracy['correct']} of {accuracy['labelled']} "
+           "labelled images)") if accuracy else "— (no labels)"
     return [
         ("dataset", cfg.dataset.name), ("layout", cfg.dataset.layout),
         ("images", f"{images} ({ok} explained, {skipped} skipped)"),
@@ -351,9 +356,14 @@ def run_facts(cfg: Config, attrs: Mapping[str, Any], images: int, ok: int, skipp
          else "no"),
         ("model", "; ".join(f"{k}: {v}" for k, v in report.items()
                             if k in ("accuracy", "seconds", "key", "note")) or "—"),
+        ("architecture", attrs.get("arch", "")),
+        ("classes", f"{len(attrs.get('classes') or [])}"),
+        ("top-1 accuracy", acc),
+        ("preprocessing", ", ".join(f"{k} {v}" for k, v in prep.items()) or "—"),
         ("head", attrs.get("head", "")), ("precision", attrs.get("precision", "")),
         ("device", attrs.get("device", "")), ("target", attrs.get("target", "")),
         ("methods", ", ".join(cfg.method_names)),
+        ("maps", "; ".join(f"{m}: {spaces.get(m, 'input')}" for m in cfg.method_names)),
         ("config hash", attrs.get("config_hash", "")),
         ("config file", str(cfg.source or "")),
     ]
@@ -438,7 +448,7 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
     files: dict[str, bytes | str] = {
         "index.html": rp.gallery_html(manifest["title"], colormaps),
         "summary.html": rp.summary_page(
-            cfg.dataset.name, run_facts(cfg, attrs, n, ok, len(skipped)),
+            cfg.dataset.name, run_facts(cfg, attrs, n, ok, len(skipped), top1_accuracy(group)),
             attrs.get("package_versions") or {}, summary, evaluation, notes, sorted(figures),
             skipped),
         "strategies.html": rp.strategies_page(
