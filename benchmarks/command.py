@@ -39,6 +39,9 @@ def bench(
     head: Annotated[str, typer.Option(help="logits (plain torchvision) | softmax")] = "logits",
     out_dir: Annotated[Path, typer.Option("--out", help="where bench-<device>.md/json go")] =
         Path("runs/bench"),
+    arch: Annotated[list[str] | None, typer.Option(
+        help="measure IG against Captum and Grad-CAM against the gradient on this "
+             "architecture instead (repeatable; any torchvision name, or timm:NAME)")] = None,
 ) -> None:
     """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""
     from benchmarks.bench import run_bench, save, to_markdown
@@ -52,6 +55,9 @@ def bench(
         raise _fail(exc) from None
     except RuntimeError:
         raise _fail(f"Expected --device auto, cpu, cuda or cuda:N, got {device!r}.") from None
+    if arch:
+        _bench_archs(arch, dev, images, size, n_steps, quick, head, out_dir, command)
+        return
     try:
         res = run_bench(device=dev, images=images, size=size, n_steps=n_steps,
                         nt_samples=nt_samples, quick=quick, head=head,
@@ -65,3 +71,30 @@ def bench(
     md, js = save(res, out_dir, command)
     out.print(to_markdown(res, command), markup=False, highlight=False)
     out.print(f"wrote {md} and {js}")
+
+
+def _bench_archs(archs: list[str], dev: str, images: int, size: int, n_steps: int,
+                 quick: bool, head: str, out_dir: Path, command: str) -> None:
+    import json
+
+    from benchmarks.bench_arch import measure_arch, to_markdown
+    from pipeline.errors import XaiError
+    from pipeline.models import check_arch
+
+    for name in archs:  # every name before any measurement
+        if (problem := check_arch(name)) is not None:
+            raise _fail(problem)
+    results = []
+    for name in archs:
+        try:
+            results.append(measure_arch(name, dev, images, size, n_steps, quick, head,
+                                        reporter=lambda m: console.print(m, highlight=False)))
+        except XaiError as exc:
+            raise _fail(exc) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"bench-arch-{dev.replace(':', '')}"
+    md = to_markdown(results, command)
+    stem.with_suffix(".md").write_text(md + "\n")
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.print(md, markup=False, highlight=False)
+    out.print(f"wrote {stem}.md and {stem}.json")

@@ -98,3 +98,23 @@ def test_bench_is_a_command_from_outside_the_package():
     text = " ".join(result.output.split())
     assert "Expected benchmarks.gone:register for `xai nobench`" in text
     assert "source checkout" in text and "Traceback" not in text
+
+
+def test_bench_arch_measures_ig_against_captum_and_grad_cam(tmp_path):
+    result = cli("bench", "--arch", "mobilenet_v3_small", "--quick", "--size", "32",
+                 "--images", "2", "--n-steps", "4", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((tmp_path / "bench-arch-cpu.json").read_text())
+    assert entry["arch"] == "mobilenet_v3_small" and entry["ratio seed vs best captum"] > 0
+    names = [r["name"] for r in entry["rows"]]
+    assert any(n.startswith("captum IG") for n in names)
+    assert any(n.startswith("grad_cam at features") for n in names)
+    errors = [r["rel_err"] for r in entry["rows"] if r["section"] == "ig"]
+    assert all(e is not None and e < 1e-4 for e in errors), errors
+    assert "| mobilenet_v3_small |" in (tmp_path / "bench-arch-cpu.md").read_text()
+
+
+def test_bench_arch_refuses_an_unknown_name_before_measuring(tmp_path):
+    result = cli("bench", "--arch", "resnet18", "--arch", "resnt50", "--out", str(tmp_path))
+    assert result.exit_code == 2 and "did you mean resnet50" in result.output
+    assert not (tmp_path / "bench-arch-cpu.json").exists()

@@ -1,0 +1,161 @@
+"""``xai bench --arch NAME``: IG and Grad-CAM on any architecture, against Captum, in one
+process, on the same images.
+
+Rows:
+
+- Captum ``IntegratedGradients`` called per image (as a hand-written loop does) with each
+  ``internal_batch_size`` in (8, 16, 50): the best of them is the baseline;
+- ours, as the attribute stage runs it: the engine's model (channels_last), the planned batch,
+  with the seed rule (``custom_integrated_gradients``: the affine stem factored where found)
+  and with Gauss-Legendre (Captum's rule: the same numbers to compare);
+- the gradient and Grad-CAM on the same batch (the Grad-CAM overhead).
+
+Errors are relative L2 against the same method in float64 on the plain model (first image).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+IBS = (8, 16, 50)
+
+
+def _timed(device: torch.device, fn: Callable[[], torch.Tensor], repeats: int
+           ) -> tuple[torch.Tensor, float]:
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - t0)
+    assert out is not None
+    return out, best
+
+
+def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    a64, r64 = a.detach().double().cpu(), ref.detach().double().cpu()
+    return float((a64 - r64).norm() / r64.norm().clamp_min(1e-300))
+
+
+def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 224,
+                 n_steps: int = 50, quick: bool = False, head: str = "logits",
+                 reporter: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure IG (ours against Captum's best ``internal_batch_size``) and Grad-CAM against
+    the gradient on ``arch`` with random weights; return the rows, the ratios and what the
+    engine did on the model."""
+    from captum.attr import IntegratedGradients
+
+    from pipeline.accel import optimize
+    from pipeline.cam import find_layer
+    from pipeline.custom_explainers import integrated_gradients
+    from pipeline.data import black_baseline, normalize
+    from pipeline.datasets import synthetic_image
+    from pipeline.methods import METHODS, attribute
+    from pipeline.model import load_model
+    from pipeline.models import Preprocessing, check_arch, default_preprocessing
+    from pipeline.planner import plan_max_batch
+    from pipeline.precision import precision_mode
+    from pipeline.stem import describe_stem
+
+    problem = check_arch(arch)
+    if problem:
+        from pipeline.errors import ConfigError
+
+        raise ConfigError(problem)
+    warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
+    dev = torch.device(device)
+    own = default_preprocessing(arch)
+    prep = Preprocessing(size, size, own.mean, own.std, own.interpolation)
+    plain = load_model("random", head, seed=0, device=dev, arch=arch, preprocessing=prep).model
+    fast = optimize(plain, dev, channels_last=True)
+    pix = np.stack([synthetic_image(i, size, 0) for i in range(images)])
+    x = normalize(torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255.0,
+                  prep.normalization).to(dev)
+    base = black_baseline(x, prep.normalization)
+    with torch.no_grad():
+        target = plain(x).argmax(1)
+    mb = plan_max_batch(fast, (3, size, size), dev)
+    repeats = 1 if quick else 2
+    rows: list[dict[str, Any]] = []
+    plain64 = copy.deepcopy(plain).double()
+    x64, b64, t1 = x[:1].double(), base[:1].double(), target[:1]
+    ref_gl = IntegratedGradients(plain64).attribute(x64, b64, target=t1, n_steps=n_steps)
+    ref_seed = integrated_gradients(plain64, x64, t1, b64, n_steps, max_batch=mb)
+
+    def add(section: str, name: str, fn: Callable[[], torch.Tensor],
+            ref: torch.Tensor | None) -> dict[str, Any]:
+        out, seconds = _timed(dev, fn, repeats)
+        row = {"section": section, "name": name, "img_per_s": images / seconds,
+               "seconds": seconds, "rel_err": None if ref is None else _rel(out[:1], ref)}
+        rows.append(row)
+        err = "" if row["rel_err"] is None else f"  err {row['rel_err']:.1e}"
+        reporter(f"  {arch:20s} {name:44s} {row['img_per_s']:8.3f} img/s{err}")
+        return row
+
+    ig = IntegratedGradients(plain)
+    with precision_mode("fp32", dev):
+        integrated_gradients(fast, x[:1], target[:1], base[:1], 2, max_batch=mb)  # warm-up
+        ig.attribute(x[:1], base[:1], target=target[:1], n_steps=2)
+        captum = [add("ig", f"captum IG, internal_batch_size={ibs} (per image)",
+                      lambda ibs=ibs: torch.cat([
+                          ig.attribute(x[i:i + 1], base[i:i + 1], target=target[i:i + 1],
+                                       n_steps=n_steps, internal_batch_size=ibs)
+                          for i in range(images)]), ref_gl)
+                  for ibs in (IBS[:1] if quick else IBS)]
+        seed = add("ig", "ours, seed rule (attribute stage)",
+                   lambda: integrated_gradients(fast, x, target, base, n_steps, max_batch=mb),
+                   ref_seed)
+        gl = add("ig", "ours, gausslegendre (= Captum's rule)",
+                 lambda: integrated_gradients(fast, x, target, base, n_steps,
+                                              rule="gausslegendre", max_batch=mb), ref_gl)
+        grad = add("cam", "gradient (Captum Saliency, batched)",
+                   lambda: attribute(METHODS["gradient"], fast, x, target, {"abs": True},
+                                     mb)[0], None)
+        layer, grid = find_layer(fast, x[:1])
+        cam = add("cam", f"grad_cam at {layer} ({grid[0]}x{grid[1]})",
+                  lambda: attribute(METHODS["grad_cam"], fast, x, target, {"layer": layer},
+                                    mb)[0], None)
+    best = max(captum, key=lambda r: r["img_per_s"])
+    return {
+        "arch": arch, "device": str(dev), "images": images, "size": size, "n_steps": n_steps,
+        "max_batch": mb, "head": head, "affine stem": describe_stem(fast), "rows": rows,
+        "best captum": best["name"],
+        "ratio seed vs best captum": seed["img_per_s"] / best["img_per_s"],
+        "ratio gausslegendre vs best captum": gl["img_per_s"] / best["img_per_s"],
+        "grad_cam vs gradient": cam["img_per_s"] / grad["img_per_s"],
+        "grad_cam ms per image over gradient": 1e3 * (cam["seconds"] - grad["seconds"])
+        / images,
+    }
+
+
+def to_markdown(results: list[dict[str, Any]], command: str) -> str:
+    """One table for all measured architectures."""
+    lines = [f"`{command}`", "",
+             "| arch | affine stem | best Captum IG img/s | ours seed img/s (x) | ours GL img/s "
+             "(x) | err seed / GL vs fp64 | gradient img/s | Grad-CAM img/s (x) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rows = {row["name"]: row for row in r["rows"]}
+        best = rows[r["best captum"]]
+        seed = rows["ours, seed rule (attribute stage)"]
+        gl = rows["ours, gausslegendre (= Captum's rule)"]
+        grad = rows["gradient (Captum Saliency, batched)"]
+        cam = next(row for name, row in rows.items() if name.startswith("grad_cam"))
+        lines.append(
+            f"| {r['arch']} | {r['affine stem'].split(' (')[0]} | {best['img_per_s']:.3f} "
+            f"({r['best captum'].split('=')[1].split(' ')[0]}) | {seed['img_per_s']:.3f} "
+            f"({r['ratio seed vs best captum']:.2f}x) | {gl['img_per_s']:.3f} "
+            f"({r['ratio gausslegendre vs best captum']:.2f}x) | {seed['rel_err']:.1e} / "
+            f"{gl['rel_err']:.1e} | {grad['img_per_s']:.2f} | {cam['img_per_s']:.2f} "
+            f"({r['grad_cam vs gradient']:.2f}x) |")
+    return "\n".join(lines)
