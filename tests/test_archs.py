@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -34,7 +35,7 @@ ARCHS = [
 TOLERANCE = {"deeplift": 1e-3}
 
 
-def _run(tmp_path: Path, arch: str) -> tuple[Path, object]:
+def _run(tmp_path: Path, arch: str) -> tuple[Path, Any]:
     images = tmp_path / "images"
     make_images(images, 3, broken=False)
     cfg_path = write_config(
@@ -81,6 +82,7 @@ def test_a_whole_run_on_the_architecture_matches_the_plain_model(tmp_path, arch)
     summary = json.loads((cfg.run_dir / "summary.json").read_text())
     assert summary["engine"]["arch"] == arch and "affine stem" in summary["engine"]
     assert (cfg.run_dir / "report" / "index.html").is_file()
+    assert f"engine ({arch})" in result.output and "affine stem" in result.output
 
     norm = cfg.normalization()
     loaded = load_model("random", cfg.model.head, seed=cfg.run.seed, arch=arch,
