@@ -22,11 +22,12 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
-    from torch import nn
 
 def named_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The network's modules under its own names (``layer4``, ``features.7``): those of
@@ -140,6 +141,11 @@ def find_layer(model: nn.Module, image: torch.Tensor, name: str = ""
         assert grid is not None
         return name, grid
     # A gradient that reaches no layer at all (a zero classifier head) rules nothing out.
+    # On tokens, a projection's output (a ViT block's qkv) mixes what the block keeps
+    # apart: the block's own outputs and norms are read instead, as pytorch-grad-cam does.
+    modules = named_layers(model)
+    candidates = [(n, shape, reach) for n, shape, reach in candidates
+                  if len(shape) == 4 or not isinstance(modules[n], nn.Linear)]
     reached = [(n, shape) for n, shape, reach in candidates if reach > 1] or \
         ([(n, shape) for n, shape, _r in candidates]
          if all(reach == 0 for _n, _s, reach in candidates) else [])

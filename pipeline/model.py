@@ -211,7 +211,7 @@ def _network(arch: str, num_classes: int | None, crop: int, pretrained: bool = F
     from torchvision.models import get_model
 
     if is_timm(arch):
-        return build(arch, num_classes)
+        return build(arch, num_classes, crop=crop)
     kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
     if arch in ("googlenet", "inception_v3"):
         # Their published weights hold the auxiliary heads and expect transform_input.

@@ -233,16 +233,24 @@ def read_classes_file(path: Any) -> tuple[str, ...]:
 # ------------------------------------------------------------------ building (torch)
 
 
-def build(arch: str, num_classes: int | None = None, *, pretrained: Any = None) -> nn.Module:
+def build(arch: str, num_classes: int | None = None, *, pretrained: Any = None,
+          crop: int | None = None) -> nn.Module:
     """The network of ``arch``: random weights, a ``num_classes``-way classifier (default:
     the published one's), or, with ``pretrained`` (a torchvision weights enum), those
-    weights (their file must be in torch's hub cache, or it is downloaded)."""
+    weights (their file must be in torch's hub cache, or it is downloaded). A timm model
+    whose input size is fixed (ViT, DeiT) is built for ``crop`` px when that differs."""
     import warnings
 
     if is_timm(arch):
         timm = _timm()
-        kwargs = {} if num_classes is None else {"num_classes": num_classes}
-        return timm.create_model(arch[len(TIMM_PREFIX):], pretrained=False, **kwargs)
+        kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+        name = arch[len(TIMM_PREFIX):]
+        if crop is not None and crop != _timm_preprocessing(name).crop:
+            try:
+                return timm.create_model(name, pretrained=False, img_size=crop, **kwargs)
+            except TypeError:  # a model that takes any size (CNNs) has no img_size
+                pass
+        return timm.create_model(name, pretrained=False, **kwargs)
     from torchvision.models import get_model
 
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
@@ -283,6 +291,7 @@ def _timm_check(name: str) -> None:
                           f"{name!r}{hint}")
 
 
+@cache
 def _timm_preprocessing(name: str) -> Preprocessing:
     timm = _timm()
     _timm_check(name)
@@ -298,6 +307,7 @@ def _timm_preprocessing(name: str) -> Preprocessing:
                          interp if interp in INTERPOLATIONS else "bicubic")
 
 
+@cache
 def _timm_classifier_entries(name: str) -> tuple[str, ...]:
     timm = _timm()
     _timm_check(name)

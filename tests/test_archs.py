@@ -4,6 +4,7 @@ methods against plain Captum."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ ARCHS = [
     pytest.param("convnext_tiny", marks=pytest.mark.slow),
     pytest.param("swin_t", marks=pytest.mark.slow),
     pytest.param("vit_b_16", marks=pytest.mark.slow),
+    pytest.param("timm:deit_tiny_patch16_224", marks=[pytest.mark.slow, pytest.mark.skipif(
+        importlib.util.find_spec("timm") is None, reason="timm not installed: make setup "
+        "EXTRAS=timm")]),
 ]
 #: DeepLift divides output by input differences, so the rounding of channels_last
 #: convolutions moves its maps more than the others'.
@@ -109,3 +113,12 @@ def test_a_whole_run_on_the_architecture_matches_the_plain_model(tmp_path, arch)
     raw_sum = np.asarray(group["raw"][ig, :2], dtype=np.float64).reshape(2, -1).sum(1)
     np.testing.assert_allclose(gap, (out - base).numpy(), rtol=1e-4, atol=1e-9)
     np.testing.assert_allclose(delta, raw_sum - gap, rtol=1e-3, atol=1e-8)
+
+
+def test_timm_missing_is_refused_with_the_install_command(monkeypatch):
+    import sys
+
+    from pipeline.errors import ConfigError
+    monkeypatch.setitem(sys.modules, "timm", None)  # import timm now raises ImportError
+    with pytest.raises(ConfigError, match=r"make setup EXTRAS=timm"):
+        load_model("random", arch="timm:some_model_never_cached")
