@@ -187,14 +187,37 @@ def _split_why(model: nn.Module) -> tuple[AffineStem | None, str]:
         if len(inputs) == 1 and len(inputs[0].users) > 1:
             return None, ("not found: the input is read by more than its first layer "
                           "(e.g. its shape is checked, as ViT's patch embedding does)")
+        what = ""
+        if len(inputs) == 1:
+            node = inputs[0]
+            while len(node.users) == 1 and _is_affine(gm, next(iter(node.users)), node):
+                node = next(iter(node.users))  # past the layout conversion
+            ops = ", ".join(_op_name(gm, u) for u in list(node.users)[:3])
+            what = f" (it goes to {ops})" if ops else ""
         return None, ("not found: the input does not go through Conv2d / eval BatchNorm "
-                      "layers first")
+                      f"layers first{what}")
     rest = _build_rest(gm, chain)
     if rest is None:
         return None, "not found: the first op after it changes its input in place"
     stem, rest = _build_stem(gm, chain).eval(), rest.eval()
-    names = " -> ".join(str(n.target) for n in chain if n.op == "call_module")
+    names = " -> ".join(_own_name(str(n.target)) for n in chain if n.op == "call_module")
     return AffineStem(stem, rest), f"factored out ({names})"
+
+
+def _own_name(target: str) -> str:
+    """A module name without the engine's wrapper prefixes (``inner.0.conv1`` -> ``conv1``)."""
+    while target.startswith(("inner.", "0.")):
+        target = target.split(".", 1)[1]
+    return target
+
+
+def _op_name(gm: fx.GraphModule, node: fx.Node) -> str:
+    """What ``node`` does, in words: a module's type and name, or the function's name."""
+    if node.op == "call_module":
+        module = gm.get_submodule(str(node.target))
+        return f"{type(module).__name__} {_own_name(str(node.target))}"
+    name = getattr(node.target, "__name__", str(node.target))
+    return f"{name} ({node.op.replace('_', ' ')})"
 
 
 def describe_stem(model: nn.Module) -> str:
