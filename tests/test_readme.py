@@ -65,6 +65,20 @@ def test_library_example_runs(monkeypatch):
     assert tuple(scope["heat"].shape) == (224, 224)
 
 
+def test_export_example_runs_and_loads(tmp_path, monkeypatch):
+    """The three-line export gives a program the pipeline loads (dynamic batch included)."""
+    import torch
+
+    from pipeline.model import load_model
+
+    monkeypatch.chdir(tmp_path)
+    exec(compile(_block("## Explaining your own model"), "README.md", "exec"), {})
+    loaded = load_model(tmp_path / "model.pt2", "logits")
+    assert loaded.arch == "exported" and len(loaded.classes) == 10
+    with torch.no_grad():
+        assert loaded.backbone(torch.zeros(3, 3, 224, 224)).shape == (3, 10)
+
+
 # ------------------------------------------------------------------ shell commands
 
 #: How a README command line may start: every one of these works without ``uv`` on the PATH.
