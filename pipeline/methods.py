@@ -104,6 +104,9 @@ class MethodSpec:
     check: Callable[[Mapping[str, Any]], str | None] | None = None
     space: str = "input"
     hooks: bool = False
+    #: What to do when the method's maps miss completeness (for methods with a delta).
+    incomplete_hint: str = ('raise its n_steps, or use rule = "gausslegendre" (README, '
+                            'Completeness)')
     #: The fewest samples one of the method's passes holds, whatever ``max_batch`` says
     #: (DeepLift runs each image with its baseline: 2).
     min_pass: int = 1
@@ -398,6 +401,9 @@ METHODS: dict[str, MethodSpec] = {
             "deeplift", _deeplift,
             "Captum DeepLift (rescale rule) from the baseline, one nonlinearity per use",
             "captum", dict(_BASELINE), has_delta=True, hooks=True, min_pass=2,
+            incomplete_hint="DeepLift's rules add up on ReLU and max-pool networks only; "
+                            "GELU, SiLU, Hardswish, LayerNorm and attention pass the plain "
+                            "gradient (README, the methods)",
         ),
     )
 }

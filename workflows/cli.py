@@ -338,13 +338,21 @@ def _print_completeness(rows: Any, limit: int) -> None:
     if flagged:
         threshold = flagged[0].threshold
         out.print(f"[yellow]{sum(len(c.flagged) for c in flagged)} maps miss completeness by "
-                  f"more than {100 * threshold:g}% (\\[run] completeness_warning)[/]: raise the "
-                  "method's n_steps, or use rule = \"gausslegendre\" (README, Completeness)")
+                  f"more than {100 * threshold:g}% (\\[run] completeness_warning)[/]")
+        for c in flagged:
+            out.print(f"  {c.method}: {escape(_incomplete_hint(c.method))}")
         for c in flagged:
             for image, rel in c.flagged[:limit]:
                 out.print(f"  {c.method} {image}: {100 * rel:.1f}%")
             if len(c.flagged) > limit > 0:
                 out.print(f"  ... {c.method}: {len(c.flagged) - limit} more")
+
+
+def _incomplete_hint(method: str) -> str:
+    from pipeline.methods import METHODS
+
+    spec = METHODS.get(method)
+    return spec.incomplete_hint if spec is not None else ""
 
 
 @app.command()
