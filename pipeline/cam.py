@@ -19,6 +19,7 @@ reaches the head).
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -93,8 +94,30 @@ def _outputs(model: nn.Module, image: torch.Tensor, backward: bool
     return [(n, tuple(t.shape), r) for (n, t), r in zip(seen, reach, strict=True)]
 
 
+_FOUND: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], Any]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _cached(model: nn.Module, key: tuple[Any, ...], make: Any) -> Any:
+    """``make()`` once per model and key: the layer checks run a forward pass, and a batch
+    method calls them on every chunk."""
+    per_model = _FOUND.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = make()
+    return per_model[key]
+
+
 def find_layer(model: nn.Module, image: torch.Tensor, name: str = ""
                ) -> tuple[str, tuple[int, int]]:
+    """:func:`search_layer`, once per model, name and image size."""
+    result: tuple[str, tuple[int, int]] = _cached(
+        model, ("find", name, tuple(image.shape[1:]), image.dtype, str(image.device)),
+        lambda: search_layer(model, image, name))
+    return result
+
+
+def search_layer(model: nn.Module, image: torch.Tensor, name: str = ""
+                 ) -> tuple[str, tuple[int, int]]:
     """The network's module a layer method reads, and its grid ``(h, w)``.
 
     ``name`` is checked: a module of the network that runs as one, with a feature map or a
@@ -186,18 +209,24 @@ def layer_cam(model: nn.Module, images: torch.Tensor, targets: torch.Tensor, lay
     from captum.attr import LayerGradCam
 
     module = named_layers(model)[layer]
-    probe: dict[str, tuple[int, ...]] = {}
 
-    def shape_hook(_m: Any, _i: Any, out: Any) -> None:
-        probe["shape"] = tuple(out.shape)
+    def probe_ndim() -> int:
+        seen: dict[str, int] = {}
 
-    handle = module.register_forward_hook(shape_hook)
-    try:
-        with torch.no_grad():
-            model(images[:1])
-    finally:
-        handle.remove()
-    if len(probe["shape"]) == 4:
+        def hook(_m: Any, _i: Any, out: Any) -> None:  # returns None: keeps the output
+            seen.setdefault("ndim", out.ndim)
+
+        handle = module.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                model(images[:1])
+        finally:
+            handle.remove()
+        return seen["ndim"]
+
+    ndim = _cached(model, ("ndim", layer, tuple(images.shape[1:]), images.dtype,
+                           str(images.device)), probe_ndim)
+    if ndim == 4:
         cam = LayerGradCam(model, module).attribute(images, target=targets,
                                                     relu_attributions=True)
         return cam.detach()
