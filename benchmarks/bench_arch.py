@@ -22,7 +22,6 @@ Errors are relative L2 against the same method in float64 on the plain model (fi
 from __future__ import annotations
 
 import copy
-import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -30,27 +29,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmarks.bench import _measure, _rel
+
 IBS = (8, 16, 50)
-
-
-def _timed(device: torch.device, fn: Callable[[], torch.Tensor], repeats: int
-           ) -> tuple[torch.Tensor, float]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - t0)
-    assert out is not None
-    return out, best
-
-
-def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
-    a64, r64 = a.detach().double().cpu(), ref.detach().double().cpu()
-    return float((a64 - r64).norm() / r64.norm().clamp_min(1e-300))
 
 
 def _bare_passes(net: torch.nn.Module, x: torch.Tensor, split: Any, samples: int, mb: int
@@ -155,7 +136,7 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
         # and interleaving puts the drift on every row alike.
         for _ in range(repeats):
             for name, (_section, fn, _ref) in variants.items():
-                out, took = _timed(dev, fn, 1)
+                out, took = _measure(dev, fn, 1)
                 outputs[name], seconds[name] = out, min(seconds[name], took)
     for name, (section, _fn, ref) in variants.items():
         row = {"section": section, "name": name, "img_per_s": images / seconds[name],

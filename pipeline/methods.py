@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.baselines import BASELINES
+from pipeline.batching import chunk_slices
 from pipeline.quadrature import QUADRATURE_RULES
 
 if TYPE_CHECKING:  # torch and captum load when a method runs, not when the registry is read
@@ -133,11 +134,6 @@ class MethodSpec:
         return resolved
 
 
-def _groups(n: int, size: int) -> list[slice]:
-    size = max(1, size)
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
 def _gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
               params: Mapping[str, Any], max_batch: int,
               _seeds: Sequence[int] | None = None) -> torch.Tensor:
@@ -147,7 +143,7 @@ def _gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     sal = Saliency(model)
     return torch.cat([
         sal.attribute(images[s], target=targets[s], abs=params["abs"]).detach()
-        for s in _groups(images.shape[0], max_batch)
+        for s in chunk_slices(images.shape[0], max_batch)
     ])
 
 
@@ -160,7 +156,7 @@ def _input_x_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Ten
     ixg = InputXGradient(model)
     return torch.cat([
         ixg.attribute(images[s], target=targets[s]).detach()
-        for s in _groups(images.shape[0], max_batch)
+        for s in chunk_slices(images.shape[0], max_batch)
     ])
 
 
@@ -187,7 +183,7 @@ def _captum_ig(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     # Captum splits along steps only, so each call gets at most max_batch images.
     per_call = max(1, min(images.shape[0], max_batch))
     out = []
-    for s in _groups(images.shape[0], per_call):
+    for s in chunk_slices(images.shape[0], per_call):
         x = images[s]
         attr = ig.attribute(
             x, baselines=base[s], target=targets[s], n_steps=steps,
@@ -286,7 +282,7 @@ def _custom_gradient(model: nn.Module, images: torch.Tensor, targets: torch.Tens
 
     grads = torch.cat([
         input_gradient(model, images[s], targets[s])
-        for s in _groups(images.shape[0], max_batch)
+        for s in chunk_slices(images.shape[0], max_batch)
     ])
     return grads.abs() if params["absolute"] else grads
 

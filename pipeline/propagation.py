@@ -32,6 +32,7 @@ import torch
 from torch import fx, nn
 
 from pipeline.accel import network_path
+from pipeline.batching import chunk_slices
 
 #: Module types whose gradient Captum's DeepLift and Guided Backprop rewrite: each use needs
 #: a module of its own.
@@ -254,11 +255,6 @@ def for_deeplift(model: nn.Module) -> nn.Module:
     return _DEEPLIFT[model]
 
 
-def _chunks(n: int, size: int) -> list[slice]:
-    size = max(1, size)
-    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
-
-
 def guided_backprop(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
                     _params: Mapping[str, Any], max_batch: int,
                     _seeds: Sequence[int] | None = None) -> torch.Tensor:
@@ -268,7 +264,7 @@ def guided_backprop(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
 
     explainer = GuidedBackprop(unshared(model)[0])
     return torch.cat([explainer.attribute(images[s], target=targets[s]).detach()
-                      for s in _chunks(images.shape[0], max_batch)])
+                      for s in chunk_slices(images.shape[0], max_batch)])
 
 
 def deeplift(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
@@ -287,4 +283,4 @@ def deeplift(model: nn.Module, images: torch.Tensor, targets: torch.Tensor,
     explainer = DeepLift(for_deeplift(model), multiply_by_inputs=True)
     return torch.cat([
         explainer.attribute(images[s], baselines=baselines[s], target=targets[s]).detach()
-        for s in _chunks(images.shape[0], max(1, max_batch // 2))])
+        for s in chunk_slices(images.shape[0], max(1, max_batch // 2))])
