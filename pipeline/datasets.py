@@ -7,9 +7,11 @@ Layouts
     model's, as torchvision's ``ImageFolder`` numbers them) or by ImageNet WordNet id
     (``root/n01440764/...``: the prepared ImageNet val folder, Imagenette).
 ``flat-csv``
-    ``root/<ImageId>.<ext>`` with a CSV ``ImageId,PredictionString`` whose first token is the
-    label, a WordNet id (ImageNet's ``LOC_val_solution.csv``) or a class name; images missing
-    from the CSV get label -1.
+    Images below ``root`` with a CSV beside them, in one of two forms: ``path,label``
+    (``path`` relative to the CSV's folder, ``label`` a class name of the model, matched
+    without regard to case, or a WordNet id), or ImageNet's ``ImageId,PredictionString``
+    (``root/<ImageId>.<ext>``; the first token is the label). Images the CSV does not name
+    get label -1.
 ``plain``
     Every image below ``root``, recursively, no labels.
 ``synthetic``
@@ -18,8 +20,9 @@ Layouts
     ``count`` generated images with known evidence (:mod:`pipeline.evidence`): a shape on a
     background cut from the photos in ``root``; the shape is the class, its pixels the mask.
 ``auto``
-    ``flat-csv`` when the CSV exists, ``class-folders`` when the sub-folders are WordNet ids or
-    all classes of the model, otherwise ``plain``.
+    ``flat-csv`` when the CSV exists (``labels_csv``, else the one ``*.csv`` in ``root``),
+    ``class-folders`` when the sub-folders are WordNet ids or all classes of the model,
+    otherwise ``plain``.
 """
 
 from __future__ import annotations
@@ -45,8 +48,13 @@ LAYOUT_HELP = (
     " as in the prepared ImageNet val folder or Imagenette)\n"
     "  flat + CSV:     <root>/ILSVRC2012_val_00000001.JPEG ... and <root>/LOC_val_solution.csv"
     " (columns ImageId,PredictionString; the first token is the WordNet id)\n"
+    "  path + label:   <root>/cats/1.jpg ... and <root>/labels.csv (columns path,label; a label"
+    " is one of the model's class names)\n"
     "  plain:          any images below <root> (no labels)"
 )
+#: The columns of the free-form label CSV (the other form is ImageNet's).
+PATH_LABEL = ("path", "label")
+IMAGENET_CSV = ("ImageId", "PredictionString")
 
 
 @dataclass(frozen=True)
@@ -78,30 +86,53 @@ class Labels:
     def __init__(self, classes: Sequence[str] | None, where: Path) -> None:
         self.classes = tuple(classes) if classes is not None else imagenet_classes()
         self.by_name = {name: i for i, name in enumerate(self.classes)}
+        # Free-form labels ("Cat" for a model's "cat") match without regard to case, where
+        # that names one class only.
+        folded: dict[str, list[int]] = defaultdict(list)
+        for i, name in enumerate(self.classes):
+            folded[name.casefold()].append(i)
+        self.by_folded = {k: v[0] for k, v in folded.items() if len(v) == 1}
         self.imagenet = self.classes == imagenet_classes()
         self.where = where
 
     def knows(self, name: str) -> bool:
-        return name in self.by_name or (self.imagenet and name in synset_to_index())
+        return (name in self.by_name or name.casefold() in self.by_folded
+                or (self.imagenet and name in synset_to_index()))
 
     def index(self, name: str) -> int:
         if name in self.by_name:
             return self.by_name[name]
+        if name.casefold() in self.by_folded:
+            return self.by_folded[name.casefold()]
         if self.imagenet and name in synset_to_index():
             return synset_to_index()[name]
         raise self.error([name])
+
+    def suggestions(self, names: Sequence[str]) -> list[str]:
+        """Classes close to ``names`` (by spelling, or containing the name), a few."""
+        import difflib
+
+        out: list[str] = []
+        for name in names:
+            low = name.casefold()
+            out += [c for c in self.classes if low and low in c.casefold()][:3]
+            out += difflib.get_close_matches(name, self.classes, n=3, cutoff=0.6)
+        return list(dict.fromkeys(out))[:5]
 
     def error(self, names: Sequence[str]) -> DataError:
         shown = ", ".join(repr(n) for n in sorted(set(names))[:5])
         if self.imagenet and all(WNID.match(n) for n in names):
             return DataError(f"Expected ImageNet-1k WordNet ids as labels in {self.where}, got "
                              f"{shown}, which are not among the 1000 classes.")
-        valid = ", ".join(self.classes[:6]) + (" ..." if len(self.classes) > 6 else "")
+        close = self.suggestions(sorted(set(names))[:5])
+        valid = ", ".join(repr(c) for c in close) if close else \
+            ", ".join(self.classes[:6]) + (" ..." if len(self.classes) > 6 else "")
+        which = "close ones" if close else "for example"
         return DataError(
             f"Expected labels in {self.where} that are classes of the model, got {shown}, "
-            f"which are not among its {len(self.classes)} classes ({valid}). Name the folders "
-            "(or CSV labels) after the model's classes ([model] classes), or WordNet ids for "
-            "an ImageNet model.")
+            f"which are not among its {len(self.classes)} classes ({which}: {valid}). Name "
+            "the folders (or CSV labels) after the model's classes ([model] classes), or "
+            "WordNet ids for an ImageNet model.")
 
 
 def class_folders(root: Path) -> tuple[str, ...]:
@@ -131,42 +162,78 @@ def _class_folders(root: Path, labels_of: Labels) -> tuple[list[str], list[int]]
     return ids, labels
 
 
-def _read_label_csv(path: Path) -> dict[str, str]:
+def _read_label_csv(path: Path) -> tuple[str, dict[str, str]]:
+    """The CSV's form (``"path"`` or ``"imagenet"``) and its table: image path (relative to
+    the CSV's folder, POSIX) or ImageId (a file stem) -> label name."""
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh)
-            fields = reader.fieldnames or []
-            if "ImageId" not in fields or "PredictionString" not in fields:
-                raise DataError(
-                    f"Expected columns ImageId,PredictionString in {path}, got {fields}."
-                )
-            return {row["ImageId"]: (row["PredictionString"] or "").split(" ")[0]
-                    for row in reader}
+            fields = [f.strip() for f in reader.fieldnames or []]
+            reader.fieldnames = fields
+            if set(PATH_LABEL) <= set(fields):
+                return "path", {Path(row["path"].strip()).as_posix(): (row["label"] or "").strip()
+                                for row in reader if row.get("path")}
+            if set(IMAGENET_CSV) <= set(fields):
+                return "imagenet", {row["ImageId"]: (row["PredictionString"] or "").split(" ")[0]
+                                    for row in reader}
+            raise DataError(
+                f"Expected the columns path,label (or ImageNet's ImageId,PredictionString) in "
+                f"{path}, got {fields}. Put a header line `path,label` first; path is relative "
+                "to the CSV's folder.")
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"Cannot read the label CSV {path}: {exc}") from exc
 
 
 def _flat_csv(root: Path, csv_path: Path, labels_of: Labels) -> tuple[list[str], list[int]]:
-    table = _read_label_csv(csv_path)
-    ids = [p.name for p in sorted(root.iterdir()) if is_image_file(p) and p.is_file()]
+    form, table = _read_label_csv(csv_path)
+    if form == "path":
+        base = csv_path.parent
+        ids = discover_images(root)
+        prefix = root.relative_to(base).as_posix() + "/" if root != base else ""
+        missing = [p for p in table if not (base / p).is_file()]
+        if missing:
+            raise DataError(
+                f"Expected the images {csv_path} names, but {len(missing)} are missing (e.g. "
+                f"{missing[0]!r}). Paths are relative to the CSV's folder {base}.")
+
+        def name_of(rel: str) -> str:
+            return table.get(prefix + rel, "")
+    else:
+        ids = [p.name for p in sorted(root.iterdir()) if is_image_file(p) and p.is_file()]
+
+        def name_of(rel: str) -> str:
+            return table.get(Path(rel).stem, "")
     labels: list[int] = []
+    unknown: list[str] = []
     for rel in ids:
-        name = table.get(Path(rel).stem, "")
+        name = name_of(rel)
         if name and not labels_of.knows(name):
-            if labels_of.imagenet and WNID.match(name):
+            if form == "imagenet" and labels_of.imagenet and WNID.match(name):
                 raise DataError(f"Expected an ImageNet-1k WordNet id for {rel} in {csv_path}, "
                                 f"got {name!r}.")
-            raise labels_of.error([name])
+            unknown.append(name)
+            continue
         labels.append(labels_of.index(name) if name else -1)
+    if unknown:
+        labels_of.where = csv_path
+        raise labels_of.error(unknown)
     return ids, labels
 
 
 def _label_csv_path(root: Path, labels_csv: str) -> Path | None:
+    """``labels_csv`` in ``root`` or its parent; else the one ``*.csv`` in ``root`` (None
+    when there is none; an error when there are several and none is named)."""
     for folder in (root, root.parent):
         candidate = folder / labels_csv
         if candidate.is_file():
             return candidate
-    return None
+    found = sorted(p for p in root.glob("*.csv") if p.is_file())
+    if len(found) > 1:
+        raise DataError(
+            f"Expected one label CSV in {root}, found {len(found)} "
+            f"({', '.join(p.name for p in found[:4])}). Name the one to use with "
+            "--set dataset.labels_csv=NAME.")
+    return found[0] if found else None
 
 
 def detect_layout(root: Path, labels_csv: str, classes: Sequence[str] | None = None) -> str:
@@ -257,6 +324,13 @@ def build_manifest(
 def check_root(root: Path | None, dataset_name: str = "dataset") -> None:
     """The dataset's folder exists; else a :class:`DataError` saying which layouts to put
     there (checked before anything else of a run)."""
+    if root is not None and root.is_file():
+        csv_hint = (" A label CSV is found by itself beside the images (columns path,label or "
+                    "ImageId,PredictionString); to pick one of several, add --set "
+                    f"dataset.labels_csv={root.name}." if root.suffix.lower() == ".csv" else "")
+        raise DataError(
+            f"Expected a folder of images for dataset '{dataset_name}', got the file {root}. "
+            f"Pass the folder that holds the images: --data-dir {root.parent}.{csv_hint}")
     if root is None or not root.is_dir():
         raise DataError(
             f"Expected the images of dataset '{dataset_name}' in {root}, but that folder does "

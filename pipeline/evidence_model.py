@@ -76,6 +76,8 @@ def train(settings: TrainSettings, progress: Progress | None = None
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=steps,
                                                 pct_start=0.25)
     net.train()
+    if progress is not None:  # announced before the first batch, which times the estimate
+        progress("training", 0, steps * settings.batch)
     for step in range(steps):
         idx = range(step * settings.batch, (step + 1) * settings.batch)
         pixels, _, labels = evidence_batch(idx, settings.seed, settings.size,

@@ -332,12 +332,41 @@ def fmt(v: Any, digits: int = 4) -> str:
     return str(v)
 
 
+def _timings(summary: Mapping[str, Any]) -> str:
+    """Per stage, the figures of the last run that computed it: busy seconds (the tasks'
+    own work) with img/s from them, the span, and when that run was."""
+    def busy(s: Mapping[str, Any]) -> Any:  # summary.json of an older run: span only
+        return s.get("busy_seconds", s.get("seconds"))
+
+    rows = [(s["stage"], f"{s['units_run']}/{s['units_total']}", s["images"],
+             fmt(busy(s)), fmt(s.get("img_per_s")), fmt(s.get("span_seconds")),
+             "" if s.get("device_idle") is None else f"{100 * s['device_idle']:.0f}%",
+             s.get("computed_by_run", ""), ", ".join(s.get("workers") or ()))
+            for s in summary["stages"]]
+    runs = summary.get("history") or []
+    last = runs[-1] if runs else {}
+    did = sum((last.get("units_run") or {}).values()) if last else None
+    this = ("" if did is None else
+            " This command recomputed nothing: the figures are those of the runs that did "
+            "the work." if did == 0 else "")
+    return ("<h2>Stage timings</h2>"
+            f"<p class=muted>Per stage, the last run that computed it. Busy: the tasks' own "
+            f"work, which img/s comes from; span: first start to last end, which covers "
+            f"waiting when stages stream. This command took {fmt(summary.get('seconds'))} s "
+            f"of wall time.{this}</p>"
+            + table(rows, ["stage", "units run", "images", "busy s", "img/s", "span s",
+                           "device idle", "computed by the run of", "workers"]))
+
+
 def summary_page(title: str, facts: Sequence[tuple[str, Any]], versions: Mapping[str, str],
                  summary: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
                  notes: Sequence[str], plots: Sequence[str],
-                 skipped: Sequence[tuple[str, str]]) -> str:
-    """``summary.html``: run facts, package versions, stage timings, completeness, metrics,
-    plots and the skipped images.
+                 skipped: Sequence[tuple[str, str]], signs: Mapping[str, str] | None = None,
+                 sanity_plot: str | None = None) -> str:
+    """``summary.html``: which method to trust first (:func:`trust_sections`: the methods ×
+    metrics overview, the signed-map caveat, the sanity check), then run facts, package
+    versions, stage timings, completeness, every metric in detail, plots and the skipped
+    images.
 
     Parameters
     ----------
@@ -349,22 +378,19 @@ def summary_page(title: str, facts: Sequence[tuple[str, Any]], versions: Mapping
         The evaluation summary (empty: no evaluation).
     plots
         Relative paths of the plot images, shown in this order.
+    signs
+        Per method, ``"signed"``, ``"absolute"`` or ``"non-negative"`` (None: unknown).
+    sanity_plot
+        The randomisation curves' figure (relative path), shown in the sanity section.
     """
     e = esc
     parts = [f'<div class="banner bad">{e(note)}</div>' for note in notes]
+    parts += trust_sections(evaluation, signs or {}, sanity_plot)
     parts.append("<h2>Run</h2>" + table(facts))
     if versions:
         parts.append("<h2>Package versions</h2>" + table(sorted(versions.items())))
     if summary and summary.get("stages"):
-        rows = [(s["stage"], f"{s['units_run']}/{s['units_total']}", s["images"],
-                 fmt(s["seconds"]), fmt(s.get("img_per_s")), ", ".join(s["workers"]))
-                for s in summary["stages"]]
-        parts.append("<h2>Stage timings</h2>"
-                     f"<p class=muted>Whole run: {fmt(summary.get('seconds'))} s "
-                     f"(stages add up to {fmt(summary.get('sum_of_stage_seconds'))} s; "
-                     "they overlap when streaming).</p>"
-                     + table(rows, ["stage", "units run", "images", "seconds", "img/s",
-                                    "workers"]))
+        parts.append(_timings(summary))
     comp = (summary or {}).get("completeness") or []
     if comp:
         rows_c = [(c["method"], c["images"], f"{100 * c['median']:.3g}%",
@@ -395,11 +421,359 @@ def _evaluation_sections(evaluation: Mapping[str, Any]) -> list[str]:
             ci = "—" if b["mean"] is None else \
                 f"{b['mean']:.4g} [{b['low']:.4g}, {b['high']:.4g}]"
             rows.append((name, entry["better"], m, ci, b["n"]))
-    out = ["<h2>Evaluation</h2><p class=muted>Means with 95% bootstrap intervals; random maps "
-           "are the floor.</p>"
-           + table(rows, ["metric", "better", "method", "mean [95% CI]", "images"])]
+    return [f"<details id=evaluation-detail><summary><h2>Evaluation, metric by metric "
+            f"({len(rows)} rows)</h2></summary><p class=muted>Means with 95% bootstrap "
+            "intervals; random maps are the floor.</p>"
+            + table(rows, ["metric", "better", "method", "mean [95% CI]", "images"])
+            + "</details>"]
+
+
+# --------------------------------------------------------------------------- which method
+
+
+#: The sanity check's line: a method's maps depend on the model where the mean |Spearman|
+#: between the randomised and the trained model's maps falls below this. Above it, the maps
+#: still rank the pixels mostly as before, whatever the weights (Adebayo et al. 2018). The
+#: absolute value: a map whose sign flips with a random classifier keeps its structure.
+SANITY_THRESHOLD = 0.5
+
+#: Short names of the metrics on the gallery's tiles (the full name is on hover and in the
+#: legend); a metric not listed shows its first six letters.
+SHORT_METRIC_NAMES: dict[str, str] = {
+    "deletion": "del", "insertion": "ins", "relevance_mass_accuracy": "mass",
+    "relevance_rank_accuracy": "rank", "pointing_game": "point", "sparseness": "sparse",
+}
+
+#: How each kind of map treats negative attribution (see :func:`sign_caveat`).
+SIGN_WORDS: dict[str, str] = {
+    "signed": "signed", "absolute": "absolute (|·|)", "non-negative": "non-negative (ReLU)",
+}
+
+
+def short_metric(name: str) -> str:
+    """A metric's short name for the gallery's tiles."""
+    return SHORT_METRIC_NAMES.get(name, name[:6])
+
+
+def arrow(better: str) -> str:
+    """``↑`` where higher is better, ``↓`` where lower is."""
+    return "↑" if better == "higher" else "↓"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the randomisation test says of one method's maps.
+
+    Attributes
+    ----------
+    method
+        The method.
+    kind
+        ``"depends"`` (|ρ| below :data:`SANITY_THRESHOLD` once the top layer group is
+        randomised), ``"lower"`` (only once lower groups are randomised too),
+        ``"independent"`` (never) or ``"untested"``.
+    short
+        A few words for the overview table.
+    sentence
+        One sentence for the sanity section.
+    """
+
+    method: str
+    kind: str
+    short: str
+    sentence: str
+
+
+def _group_words(group: str) -> str:
+    return ", ".join(group.split("+"))
+
+
+def _rho(b: Mapping[str, Any]) -> str:
+    return f"{b['mean']:.2f} [{b['low']:.2f}, {b['high']:.2f}]"
+
+
+def sanity_verdict(method: str, curve: Mapping[str, Mapping[str, Any]],
+                   threshold: float = SANITY_THRESHOLD) -> Verdict:
+    """The verdict of one method's cascading-randomisation curve.
+
+    Parameters
+    ----------
+    method
+        The method's name (for the sentence).
+    curve
+        Per layer group, top-down, in the order they were randomised (e.g. ``fc``,
+        ``layer4``, ...): the mean Spearman correlation to the trained model's maps with its
+        95% interval (``mean``, ``low``, ``high``; ``mean`` None where no image was tested).
+    threshold
+        The line on the mean ``|ρ|`` (:data:`SANITY_THRESHOLD`).
+    """
+    points = [(g, b) for g, b in curve.items() if b.get("mean") is not None]
+    if not points:
+        return Verdict(method, "untested", "not tested",
+                       f"{method}: not tested (no image took part in the randomisation test; "
+                       "raise [evaluate] randomisation_images).")
+    first_group, first = points[0]
+    below = next((k for k, (_g, b) in enumerate(points) if abs(b["mean"]) < threshold), None)
+    if below == 0:
+        return Verdict(method, "depends", "depends on the model",
+                       f"{method}: its maps depend on the model. Once the top layer group "
+                       f"({_group_words(first_group)}) is randomised, their Spearman "
+                       f"correlation with the trained model's maps is {_rho(first)}, "
+                       f"below |ρ| = {threshold:g}.")
+    if below is not None:
+        group, b = points[below]
+        return Verdict(method, "lower", "lower layers only",
+                       f"{method}: its maps depend on the lower layers only. They keep a "
+                       f"Spearman correlation of {_rho(first)} after the top layer group "
+                       f"({_group_words(first_group)}) is randomised, and fall below "
+                       f"|ρ| = {threshold:g} only once {_group_words(group)} is randomised "
+                       f"too ({_rho(b)}): they show what the features respond to more than "
+                       "what the classifier decided.")
+    last_group, last = points[-1]
+    return Verdict(method, "independent", "does not depend on the model",
+                   f"{method}: its maps do not depend on the model. With every layer group "
+                   f"randomised (down to {_group_words(last_group)}) they keep a Spearman "
+                   f"correlation of {_rho(last)} with the trained model's maps (|ρ| ≥ "
+                   f"{threshold:g}): do not read them as explanations of this model.")
+
+
+def sanity_verdicts(evaluation: Mapping[str, Any], threshold: float = SANITY_THRESHOLD
+                    ) -> dict[str, Verdict]:
+    """:func:`sanity_verdict` of every method in the evaluation's randomisation test."""
+    return {m: sanity_verdict(m, curve, threshold)
+            for m, curve in (evaluation.get("randomisation") or {}).items()}
+
+
+def sign_caveat(signs: Mapping[str, str]) -> str | None:
+    """The warning for a ranking that mixes signed maps with absolute (or non-negative)
+    ones, or None when all the maps are of one kind.
+
+    Parameters
+    ----------
+    signs
+        Per method: ``"signed"``, ``"absolute"`` or ``"non-negative"``.
+    """
+    signed = [m for m, s in signs.items() if s == "signed"]
+    unsigned = [m for m, s in signs.items() if s != "signed"]
+    if not signed or not unsigned:
+        return None
+    kinds = ", ".join(f"{m}: {SIGN_WORDS.get(signs[m], signs[m])}" for m in unsigned)
+    return (f"Signed and unsigned maps are ranked side by side. The signed maps "
+            f"({', '.join(signed)}) are scored by their signed value: deletion, insertion, "
+            "rank accuracy and the pointing game order the pixels by it, and relevance mass "
+            "counts positive attribution only, so evidence against the class ranks last. The "
+            f"unsigned maps ({kinds}) rank strong evidence either way first. A difference "
+            "between the two groups can be this convention rather than the method: compare "
+            "within a group, or make a signed method absolute where it has the parameter "
+            "(custom_gradient: absolute = true).")
+
+
+def _stat(b: Mapping[str, Any] | None) -> tuple[float, float, float] | None:
+    if not b or b.get("mean") is None:
+        return None
+    return float(b["mean"]), float(b["low"]), float(b["high"])
+
+
+def _cell(b: Mapping[str, Any] | None, classes: Sequence[str] = (), mark: str = "",
+          title: str = "") -> str:
+    s = _stat(b)
+    if s is None:
+        return '<td class="na">—</td>'
+    mean, low, high = s
+    cls = f' class="{" ".join(classes)}"' if classes else ""
+    tip = f' title="{esc(title)}"' if title else ""
+    n = (b or {}).get("n")
+    return (f"<td{cls}{tip} data-n=\"{esc(n)}\">{mark}<span class=mean>{mean:.3g}</span> "
+            f"<span class=ci>[{low:.3g}, {high:.3g}]</span></td>")
+
+
+def _best(values: Mapping[str, tuple[float, float, float] | None], higher: bool) -> set[str]:
+    means = {m: v[0] for m, v in values.items() if v is not None}
+    if not means:
+        return set()
+    top = max(means.values()) if higher else min(means.values())
+    return {m for m, v in means.items() if v == top}
+
+
+def _beats_floor(v: tuple[float, float, float], floor: tuple[float, float, float] | None,
+                 higher: bool) -> bool:
+    """Whether a method's mean lies beyond the random floor's 95% interval."""
+    if floor is None:
+        return True
+    return v[0] > floor[2] if higher else v[0] < floor[1]
+
+
+def overview_table(evaluation: Mapping[str, Any], signs: Mapping[str, str],
+                   verdicts: Mapping[str, Verdict]) -> str:
+    """The methods × metrics table: per method (and the random floor, its own row) each
+    metric's mean with its 95% interval; the best mean per column marked (``class=best``,
+    ★), means inside the floor's interval muted (``class=chance``); the map's sign and the
+    sanity check's verdict per method.
+
+    Parameters
+    ----------
+    evaluation
+        The evaluation summary: ``metrics[name]`` with ``better``, ``description``,
+        ``methods[method]`` and ``random`` (``mean``, ``low``, ``high``, ``n``).
+    signs
+        Per method, how its maps treat negative attribution (:func:`sign_caveat`).
+    verdicts
+        Per method, the sanity check (:func:`sanity_verdicts`); empty: no column.
+    """
+    metrics = evaluation["metrics"]
+    methods = list(dict.fromkeys(m for e in metrics.values() for m in e["methods"]))
+    head = ["<th>method</th><th>map</th>"]
+    for name, entry in metrics.items():
+        better = entry["better"]
+        head.append(f'<th title="{esc(entry.get("description", ""))}">{esc(name)}<br>'
+                    f"<small>{arrow(better)} {esc(better)} is better</small></th>")
+    if verdicts:
+        head.append("<th>model randomisation<br><small>sanity check</small></th>")
+    rows = ["<tr>" + "".join(head) + "</tr>"]
+    best = {name: _best({m: _stat(e["methods"].get(m)) for m in methods},
+                        e["better"] == "higher") for name, e in metrics.items()}
+    for m in methods:
+        cells = [f"<th scope=row>{esc(m)}</th><td>{esc(signs.get(m, '—'))}</td>"]
+        for name, entry in metrics.items():
+            higher = entry["better"] == "higher"
+            b = entry["methods"].get(m)
+            s = _stat(b)
+            classes, mark, title = [], "", ""
+            if s is not None and m in best[name]:
+                classes.append("best")
+                mark, title = "★ ", f"best {name} of the methods ({entry['better']} is better)"
+            if s is not None and not _beats_floor(s, _stat(entry["random"]), higher):
+                classes.append("chance")
+                title = ((title + "; " if title else "")
+                         + "does not beat the random floor's 95% interval")
+            cells.append(_cell(b, classes, mark, title))
+        if verdicts:
+            v = verdicts.get(m)
+            cells.append(f'<td class="verdict {v.kind}">{esc(v.short)}</td>' if v
+                         else '<td class="na">—</td>')
+        rows.append(f'<tr data-method="{esc(m)}">' + "".join(cells) + "</tr>")
+    floor = ["<th scope=row>random maps (floor)</th><td>—</td>"]
+    floor += [_cell(e["random"], ["floor"]) for e in metrics.values()]
+    if verdicts:
+        floor.append('<td class="na">—</td>')
+    rows.append('<tr class="floor-row" data-method="random">' + "".join(floor) + "</tr>")
+    return "<table class=overview>" + "".join(rows) + "</table>"
+
+
+def _sanity_table(evaluation: Mapping[str, Any], threshold: float) -> str:
+    randomisation = evaluation.get("randomisation") or {}
+    groups = list(dict.fromkeys(g for curve in randomisation.values() for g in curve))
+    head = "".join(f"<th>{'' if k == 0 else '+ '}{esc(_group_words(g))}</th>"
+                   for k, g in enumerate(groups))
+    rows = [f"<tr><th>method</th><th>trained</th>{head}</tr>"]
+    for m, curve in randomisation.items():
+        cells = []
+        for g in groups:
+            b = curve.get(g)
+            s = _stat(b)
+            cls = ["changed"] if s is not None and abs(s[0]) < threshold else []
+            cells.append(_cell(b, cls))
+        rows.append(f'<tr data-method="{esc(m)}"><th scope=row>{esc(m)}</th><td>1</td>'
+                    + "".join(cells) + "</tr>")
+    return "<table class=sanity>" + "".join(rows) + "</table>"
+
+
+def trust_sections(evaluation: Mapping[str, Any], signs: Mapping[str, str],
+                   sanity_plot: str | None = None, threshold: float = SANITY_THRESHOLD
+                   ) -> list[str]:
+    """The summary page's answer first: the methods × metrics overview, the signed-map
+    caveat, and the sanity section (the randomisation curves and one verdict per method).
+
+    Parameters
+    ----------
+    evaluation
+        The evaluation summary (empty: the run was not evaluated; the section says how to).
+    signs
+        Per method, ``"signed"``, ``"absolute"`` or ``"non-negative"``.
+    sanity_plot
+        The randomisation curves' figure, relative to the report folder.
+    threshold
+        The sanity check's line (:data:`SANITY_THRESHOLD`).
+    """
+    if not evaluation.get("metrics"):
+        return ["<section id=trust><h2>Which method to trust</h2><p class=muted>Not "
+                "evaluated: add an <code>[evaluate]</code> table with metrics to the config "
+                "(configs/evidence.toml has one) to compare the methods here.</p></section>"]
+    verdicts = sanity_verdicts(evaluation, threshold)
+    out = ["<section id=trust><h2>Which method to trust</h2>"
+           "<p class=muted>Rows: methods; columns: metrics, each with its direction. Each "
+           "cell is the mean over the images with its 95% bootstrap interval; ★ marks the "
+           "best mean of a column; a greyed mean does not beat the random maps' 95% interval, "
+           "the floor every method must beat. The last column is the sanity check below.</p>"
+           + overview_table(evaluation, signs, verdicts)]
+    caveat = sign_caveat(signs)
+    if caveat:
+        out.append(f'<div class="banner caveat" id=sign-caveat>{esc(caveat)}</div>')
     out += [f"<p class=muted>{esc(note)}</p>" for note in evaluation.get("notes", [])]
+    out.append("</section>")
+    out.append(_sanity_section(evaluation, verdicts, sanity_plot, threshold))
     return out
+
+
+def _sanity_section(evaluation: Mapping[str, Any], verdicts: Mapping[str, Verdict],
+                    sanity_plot: str | None, threshold: float) -> str:
+    parts = ["<section id=sanity><h2>Sanity check: model randomisation</h2>"]
+    if not verdicts:
+        parts.append("<p class=muted>Not run: set [evaluate] randomisation_images above 0 "
+                     "to test whether the maps depend on the model.</p></section>")
+        return "".join(parts)
+    parts.append(
+        "<p>Cascading randomisation (Adebayo et al. 2018): the model's layer groups are "
+        "re-initialised from the top down (the classifier first, the earlier groups staying "
+        "random), each method's maps are recomputed, and the curve is their mean Spearman "
+        "correlation with the trained model's maps (95% intervals). Maps that explain the "
+        "model change once it does. The line: a method depends on the model where the mean "
+        f"|ρ| falls below {threshold:g} (|ρ|, as a map whose sign flips keeps its "
+        "structure).</p>")
+    if sanity_plot:
+        parts.append(f'<p class=plots><img src="{esc(sanity_plot)}" '
+                     'alt="cascading randomisation curves"></p>')
+    parts.append(_sanity_table(evaluation, threshold))
+    parts.append("<ul class=verdicts>" + "".join(
+        f'<li class="verdict {v.kind}" data-method="{esc(m)}">{esc(v.sentence)}</li>'
+        for m, v in verdicts.items()) + "</ul></section>")
+    return "".join(parts)
+
+
+def mask_outline(mask: np.ndarray, width: int | None = None) -> np.ndarray:
+    """The outline of a ground-truth mask ``(H, W)`` bool: the mask's pixels with a
+    neighbour outside it, thickened to ``width`` pixels (default: 1 per 112 of the side)."""
+    m = np.asarray(mask, dtype=bool)
+    width = width or max(1, round(m.shape[0] / 112))
+    padded = np.pad(m, 1, constant_values=False)
+    inner = (padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:])
+    edge = m & ~inner
+    for _ in range(width - 1):
+        p = np.pad(edge, 1, constant_values=False)
+        edge = edge | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:]
+    return edge
+
+
+#: The mask outline's colour on the gallery's tiles (absent from the offered colormaps'
+#: dark ends and from most photos).
+OUTLINE_RGBA = (0, 229, 255, 255)
+
+
+def outline_png(mask: np.ndarray) -> bytes:
+    """A mask's outline (:func:`mask_outline`) as a transparent RGBA PNG, to lay on a tile."""
+    from PIL import Image
+
+    edge = mask_outline(mask)
+    rgba = np.zeros((*edge.shape, 4), dtype=np.uint8)
+    rgba[edge] = OUTLINE_RGBA
+    buf = io.BytesIO()
+    Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def outline_path(shard: int, index: int) -> str:
+    """The mask outline of image ``index``, relative to the report folder."""
+    return f"img/o/{shard:06d}/{index:06d}.png"
 
 
 @dataclass(frozen=True)

@@ -144,3 +144,52 @@ def _randomisation_panel(ax: Any, randomisation: Mapping[str, Mapping[str, Any]]
     ax.set_ylabel("Spearman vs original map", fontsize=8)
     ax.set_title("cascading randomisation (top-down)", fontsize=9)
     ax.legend(fontsize=6)
+
+
+def randomisation_figure(randomisation: Mapping[str, Mapping[str, Mapping[str, Any]]],
+                         threshold: float) -> Any | None:
+    """The cascading-randomisation curves, one per method: the mean Spearman correlation
+    between the randomised and the trained model's maps, with its 95% interval, as the layer
+    groups are randomised from the top down (the trained model: 1).
+
+    Parameters
+    ----------
+    randomisation
+        Per method, per layer group in the order randomised: ``mean``, ``low``, ``high``
+        (None where untested), as in the evaluation summary's ``randomisation``.
+    threshold
+        The sanity check's line on ``|ρ|`` (:data:`pipeline.pages.SANITY_THRESHOLD`): the
+        band ``|ρ| < threshold`` is shaded.
+
+    Returns
+    -------
+    The figure, or None when no method has a tested group.
+    """
+    groups = list(dict.fromkeys(g for curve in randomisation.values() for g in curve))
+    if not groups or not any(b.get("mean") is not None for curve in randomisation.values()
+                             for b in curve.values()):
+        return None
+    fig = _figure(6.4, 3.6)
+    ax = fig.subplots()
+    x = np.arange(len(groups) + 1)
+    ax.axhspan(-threshold, threshold, color="#2a9d4b", alpha=0.08,
+               label=f"|ρ| < {threshold:g}: the maps changed")
+    for method, curve in randomisation.items():
+        stats = [curve.get(g) or {} for g in groups]
+        mean = np.array([1.0] + [np.nan if s.get("mean") is None else s["mean"]
+                                 for s in stats])
+        low = np.array([1.0] + [np.nan if s.get("low") is None else s["low"] for s in stats])
+        high = np.array([1.0] + [np.nan if s.get("high") is None else s["high"]
+                                 for s in stats])
+        (line,) = ax.plot(x, mean, marker="o", label=method)
+        ax.fill_between(x, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
+    labels = ["trained"] + [("" if k == 0 else "+") + g.replace("+", ", ")
+                            for k, g in enumerate(groups)]
+    ax.set_xticks(x, labels, fontsize=7, rotation=20)
+    ax.set_xlabel("layer groups randomised, top down (cumulative)", fontsize=8)
+    ax.set_ylabel("Spearman ρ with the trained model's maps", fontsize=8)
+    ax.set_ylim(-1.05, 1.05)
+    ax.axhline(0, color="#888", linewidth=0.6)
+    ax.set_title("cascading model randomisation (sanity check)", fontsize=9)
+    ax.legend(fontsize=6, loc="lower left")
+    return fig

@@ -1,9 +1,11 @@
 """Heat maps and contact sheets: colormap lookups on uint8 tiles, composed with Pillow.
 
-A contact sheet has one row per explained image: the image, then one heat map per method on
-one shared colour scale, with the image id, the predicted class and its probability, and the
-true label when known, in green (right) or red (wrong). Method headers, one colour bar, the
-random-weights banner and a footer listing skipped images complete it.
+A contact sheet has one row per explained image: its caption (the image id, the predicted
+class and its probability, and the true label when known, in green (right) or red (wrong)),
+then the image and one heat map per method. Each map is scaled and clipped on its own (at its
+``clip_percentile``), so the colour bar reads as a fraction of each map's own clipped maximum.
+Method headers, the colour bar, the random-weights banner and a footer listing skipped images
+complete it. :func:`explain_figure` draws one image's row the same way (``xai explain``).
 
 A figure library is only used for what needs one: matplotlib's colormaps (as 256-entry lookup
 tables) and its DejaVu fonts. ``save_figure_atomic`` remains for the seed's matplotlib figure.
@@ -27,6 +29,8 @@ from pipeline.files import write_atomic
 
 RIGHT, WRONG, UNKNOWN = "#1a7f37", "#cf222e", "#24292f"
 BACKGROUND = (255, 255, 255)
+#: The thin rule between two rows of a sheet.
+RULE = (208, 215, 222)
 
 
 @dataclass(frozen=True)
@@ -169,13 +173,66 @@ def _fit(draw: Any, text: str, font: Any, width: int) -> str:
     return text[:4] + "…"
 
 
-def _header_lines(draw: Any, name: str, font: Any, width: int) -> list[str]:
-    """A method name on one line, or split at the underscore nearest its middle into two."""
-    if _text_width(draw, name, font) <= width or "_" not in name:
-        return [_fit(draw, name, font, width)]
-    cuts = [i for i, ch in enumerate(name) if ch == "_"]
-    cut = min(cuts, key=lambda i: abs(i - len(name) / 2))
-    return [_fit(draw, name[:cut + 1], font, width), _fit(draw, name[cut + 1:], font, width)]
+#: A method header wraps at its underscores onto at most this many lines; a name that needs
+#: more (or a word wider than the tile) is numbered, and the legend above the sheet names it.
+MAX_HEADER_LINES = 3
+
+
+def wrap_text(draw: Any, text: str, font: Any, width: int, breaks: str = "_ ") -> list[str]:
+    """``text`` in lines of at most ``width`` pixels, broken after any of ``breaks`` (a word
+    wider than ``width`` is broken between characters). Nothing is dropped:
+    ``"".join(lines) == text``; a line may end with the break character (drawn, or for a
+    space, not visible)."""
+    words: list[str] = []
+    start = 0
+    for i, ch in enumerate(text):
+        if ch in breaks:
+            words.append(text[start:i + 1])
+            start = i + 1
+    if start < len(text):
+        words.append(text[start:])
+    lines: list[str] = []
+    current = ""
+    for word in words:
+        if _text_width(draw, (current + word).rstrip(), font) <= width:
+            current += word
+            continue
+        if current:
+            lines.append(current)
+            current = ""
+        while word and _text_width(draw, word.rstrip(), font) > width:
+            cut = max(1, next((k for k in range(len(word), 0, -1)
+                               if _text_width(draw, word[:k], font) <= width), 1))
+            lines.append(word[:cut])
+            word = word[cut:]
+        current = word
+    if current or not lines:
+        lines.append(current)
+    return lines
+
+
+def header_lines(draw: Any, name: str, font: Any, width: int) -> list[str] | None:
+    """A method's header, wrapped at its underscores within ``width`` pixels, or None when it
+    would need more than :data:`MAX_HEADER_LINES` lines or a word broken in two (then the
+    sheet numbers the column and its legend names the method)."""
+    lines = wrap_text(draw, name, font, width, breaks="_")
+    whole = all(line.endswith("_") for line in lines[:-1])  # broken at underscores only
+    return lines if len(lines) <= MAX_HEADER_LINES and whole else None
+
+
+def colour_bar_label(style: SheetStyle) -> str:
+    """What the sheet's colour means, in words: each map is scaled and clipped on its own."""
+    top = (f"its {style.clip_percentile:g}th percentile" if style.clip_percentile < 100
+           else "its maximum")
+    if style.signed:
+        text = ("colour = summed attribution as a fraction of each map's own clipped maximum "
+                f"of |A| ({top}), zero at the centre")
+    else:
+        text = f"colour = fraction of each map's own clipped maximum ({top})"
+    text += "; each map has its own scale, so colours are not comparable across maps"
+    if style.overlay:
+        text += "; blended on the image"
+    return text
 
 
 def _caption_lines(row: SheetRow) -> list[tuple[str, str]]:
@@ -187,10 +244,45 @@ def _caption_lines(row: SheetRow) -> list[tuple[str, str]]:
     return lines
 
 
+#: Caption lines each row reserves (id, prediction, true label).
+CAPTION_LINES = 3
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where things go on a sheet (pixels)."""
+
+    tile: int
+    pad: int
+    gap: int       # between columns
+    row_gap: int   # between one row's tiles and the next row's caption
+    cap_gap: int   # between a caption and its own tiles
+    line: int
+    caption_h: int
+
+    @property
+    def pitch(self) -> int:
+        """From one row's caption to the next one's."""
+        return self.caption_h + self.cap_gap + self.tile + self.row_gap
+
+
+def _layout(tile: int, font_size: int) -> _Layout:
+    gap = max(4, tile // 28)
+    line = round(font_size * 1.3)
+    return _Layout(tile=tile, pad=max(8, tile // 16), gap=gap, row_gap=max(3 * gap, line),
+                   cap_gap=max(2, gap // 2), line=line, caption_h=CAPTION_LINES * line)
+
+
 def contact_sheet(rows: Sequence[SheetRow], methods: Sequence[str], *,
                   style: SheetStyle | None = None, banner: str | None = None,
                   title: str | None = None) -> Any:
     """Compose a contact sheet as a ``PIL.Image`` (RGB).
+
+    Each row is its caption (id, prediction, true label), just above its tiles, then a wider
+    gap and a thin rule before the next row, so a caption reads with its own row. Method
+    headers wrap at underscores; one that would not fit in :data:`MAX_HEADER_LINES` lines
+    is numbered (``[2]``) and named in full in a legend under the title. The colour bar's
+    label says what the colour means (:func:`colour_bar_label`).
 
     Parameters
     ----------
@@ -199,8 +291,20 @@ def contact_sheet(rows: Sequence[SheetRow], methods: Sequence[str], *,
         footer instead of taking a row.
     methods
         Column headers, one per map (``row.maps`` has one map per method).
+    style
+        How maps are shown (:class:`SheetStyle`; default: its defaults).
     banner
         A warning printed in red across the top (e.g. random weights).
+    title
+        A line under the banner (e.g. ``images 1-8``).
+
+    Returns
+    -------
+    PIL.Image.Image
+        The sheet. ``info["tiles"]``: each (shown row, column) tile's top-left corner
+        (column 0 is the image); ``info["headers"]``: each method's header lines;
+        ``info["legend"]``: the legend's lines (empty when every header fits);
+        ``info["colour_bar"]``: the colour bar label's lines.
     """
     from PIL import Image, ImageDraw
 
@@ -208,101 +312,196 @@ def contact_sheet(rows: Sequence[SheetRow], methods: Sequence[str], *,
     shown = [r for r in rows if r.status == "ok"]
     skipped = [r for r in rows if r.status != "ok"]
     tile = max([r.pixels.shape[0] for r in rows] or [224])
-    gap, pad = max(4, tile // 28), max(8, tile // 16)
     fs = style.font_size
+    lay = _layout(tile, fs)
+    pad, gap, line = lay.pad, lay.gap, lay.line
     small, bold = load_font(fs), load_font(round(fs * 1.15), bold=True)
-    line = round(fs * 1.3)
-    draw_probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    caption_h = 3 * line + gap
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     cols = len(methods) + 1
     width = 2 * pad + cols * tile + (cols - 1) * gap
-    head = [t for t in (banner, title) if t]
-    header_rows = max([len(_header_lines(draw_probe, m, bold, tile)) for m in methods] or [1])
-    top = pad + len(head) * round(line * 1.2) + header_rows * line + gap
-    bar_h = round(tile * 0.09) + 2 * line + gap
+    text_w = width - 2 * pad
+    # The banner (bold, red) and the title wrap at spaces rather than being shortened.
+    head = [(text, k == 0 and banner is not None)
+            for k, t in enumerate(t for t in (banner, title) if t)
+            for text in wrap_text(probe, t, bold if (k == 0 and banner) else small, text_w,
+                                  breaks=" ")]
+    headers: dict[str, list[str]] = {}
+    legend_entries: list[str] = []
+    for c, name in enumerate(methods):
+        lines = header_lines(probe, name, bold, tile)
+        if lines is None:
+            lines = [f"[{c + 1}]"]
+            legend_entries.append(f"[{c + 1}] {name}")
+        headers[name] = lines
+    legend = [ln for entry in legend_entries for ln in wrap_text(probe, entry, small, text_w)]
+    header_rows = max([len(v) for v in headers.values()] or [1])
+    top = (pad + len(head) * round(line * 1.2) + len(legend) * line + header_rows * line
+           + lay.row_gap)
+    label = wrap_text(probe, colour_bar_label(style), small, text_w, breaks=" ")
+    bar_hh = max(round(tile * 0.09), 6)
+    bar_h = bar_hh + 5 + line + len(label) * line + gap
     footer = len(skipped) + (1 if skipped else 0)
-    height = top + max(1, len(shown)) * (caption_h + tile + gap) + bar_h + footer * line + pad
+    body = max(1, len(shown)) * lay.pitch
+    height = top + body + bar_h + footer * line + pad
     # Tiles and the colour bar go into one array; text is drawn on it afterwards.
     canvas = np.empty((height, width, 3), dtype=np.uint8)
     canvas[...] = BACKGROUND
-    boxes = _tile_boxes(len(shown), len(methods), top, pad, gap, tile, caption_h)
+    boxes = _tile_boxes(len(shown), len(methods), top, lay)
     for r, row in enumerate(shown):
         x, y0 = boxes[(r, 0)]
         canvas[y0:y0 + tile, x:x + tile] = row.pixels[..., :3]
         for c in range(len(methods)):
             x, y0 = boxes[(r, c + 1)]
             canvas[y0:y0 + tile, x:x + tile] = heatmap_tile(row.maps[c], style, row.pixels)
-    bar_y = top + max(1, len(shown)) * (caption_h + tile + gap)
-    bar_x, bar_w, bar_hh = pad + tile + gap, width - 2 * pad - tile - gap, round(tile * 0.09)
+        if r + 1 < len(shown):  # a thin rule between this row and the next one's caption
+            rule = y0 + tile + lay.row_gap // 2
+            canvas[rule, pad:width - pad] = RULE
+    bar_y = top + body
+    bar_x, bar_w = pad + tile + gap, width - 2 * pad - tile - gap
     lut = colormap_lut(style.signed_colormap if style.signed else style.colormap)
-    canvas[bar_y:bar_y + max(bar_hh, 1), bar_x:bar_x + bar_w] = \
+    canvas[bar_y:bar_y + bar_hh, bar_x:bar_x + bar_w] = \
         lut[np.linspace(0, 255, max(bar_w, 2)).round().astype(int)][None]
     sheet = Image.fromarray(canvas)
     draw = ImageDraw.Draw(sheet)
     y = pad
-    for k, text in enumerate(head):
-        colour = WRONG if banner and k == 0 else UNKNOWN
-        font = bold if banner and k == 0 else small
-        text = _fit(draw, text, font, width - 2 * pad)
-        draw.text(((width - _text_width(draw, text, font)) // 2, y), text, fill=colour,
-                  font=font)
+    for text, is_banner in head:
+        font = bold if is_banner else small
+        text = text.rstrip()
+        draw.text(((width - _text_width(draw, text, font)) // 2, y), text,
+                  fill=WRONG if is_banner else UNKNOWN, font=font)
         y += round(line * 1.2)
+    for text in legend:
+        draw.text((pad, y), text, fill=UNKNOWN, font=small)
+        y += line
     for c, name in enumerate(methods):
         x = pad + (c + 1) * (tile + gap)
-        for k, label in enumerate(_header_lines(draw, name, bold, tile)):
-            draw.text((x + (tile - _text_width(draw, label, bold)) // 2, y + k * line), label,
+        for k, text in enumerate(headers[name]):
+            draw.text((x + (tile - _text_width(draw, text, bold)) // 2, y + k * line), text,
                       fill=UNKNOWN, font=bold)
-    y = top
     if not shown:
-        draw.text((pad, y + tile // 2), "no explained images on this sheet", fill=UNKNOWN,
-                  font=small)
-    for row in shown:
+        draw.text((pad, top + lay.caption_h + tile // 2), "no explained images on this sheet",
+                  fill=UNKNOWN, font=small)
+    for r, row in enumerate(shown):
+        y = top + r * lay.pitch
         for k, (text, colour) in enumerate(_caption_lines(row)):
-            draw.text((pad, y + k * line), _fit(draw, text, small, width - 2 * pad),
-                      fill=colour, font=small)
-        y += caption_h + tile + gap
-    y = max(y, top + caption_h + tile + gap)
-    _colour_bar_labels(draw, style, bar_x, y, bar_w, bar_hh, small, line)
-    y += bar_h
+            draw.text((pad, y + k * line), _fit(draw, text, small, text_w), fill=colour,
+                      font=small)
+    _colour_bar_labels(draw, style, bar_x, bar_y, bar_w, bar_hh, small)
+    y = bar_y + bar_hh + 5 + line
+    for text in label:
+        draw.text((pad, y), text.rstrip(), fill=UNKNOWN, font=small)
+        y += line
+    y = bar_y + bar_h
     if skipped:
         draw.text((pad, y), f"skipped ({len(skipped)}):", fill=UNKNOWN, font=bold)
         for k, row in enumerate(skipped):
             draw.text((pad, y + (k + 1) * line),
-                      _fit(draw, f"{row.image_id}: {row.status}", small, width - 2 * pad),
+                      _fit(draw, f"{row.image_id}: {row.status}", small, text_w),
                       fill=UNKNOWN, font=small)
     # Where each (shown row, column) tile's top-left corner is: for tests and for callers
     # that crop the sheet. Column 0 is the image.
     sheet.info["tiles"] = boxes
+    sheet.info["headers"] = headers
+    sheet.info["legend"] = legend
+    sheet.info["colour_bar"] = label
     return sheet
 
 
-def _tile_boxes(rows: int, methods: int, top: int, pad: int, gap: int, tile: int,
-                caption_h: int) -> dict[tuple[int, int], tuple[int, int]]:
+def _tile_boxes(rows: int, methods: int, top: int, lay: _Layout
+                ) -> dict[tuple[int, int], tuple[int, int]]:
     """Top-left corner of each (row, column) tile; column 0 is the image."""
-    return {(r, c): (pad + c * (tile + gap), top + r * (caption_h + tile + gap) + caption_h)
+    return {(r, c): (lay.pad + c * (lay.tile + lay.gap),
+                     top + r * lay.pitch + lay.caption_h + lay.cap_gap)
             for r in range(rows) for c in range(methods + 1)}
 
 
 def _colour_bar_labels(draw: Any, style: SheetStyle, x: int, y: int, width: int,
-                       height: int, font: Any, line: int) -> None:
-    ticks = ("−max", "0", "+max") if style.signed else ("0", "0.5", f"≥ p{style.clip_percentile:g}"
-                                                          if style.clip_percentile < 100
-                                                          else "1")
+                       height: int, font: Any) -> None:
+    """The colour bar's ticks: fractions of each map's own clipped maximum."""
+    ticks = ("−1", "0", "+1") if style.signed else ("0", "0.5", "1")
     for k, tick in enumerate(ticks):
         tx = x + round(k * (width - 1) / (len(ticks) - 1))
         draw.line([(tx, y + height), (tx, y + height + 4)], fill=UNKNOWN)
         w = _text_width(draw, tick, font)
         draw.text((min(max(tx - w // 2, x), x + width - w), y + height + 5), tick,
                   fill=UNKNOWN, font=font)
-    if style.signed:
-        label = "summed attribution per map, zero at the centre"
-    else:
-        label = "normalized attribution (one scale for every map)"
-    if style.clip_percentile < 100:
-        label += f", clipped at each map's {style.clip_percentile:g}th percentile for display"
-    if style.overlay:
-        label += "; blended on the image"
-    draw.text((x, y + height + 5 + line), label, fill=UNKNOWN, font=font)
+
+
+def explain_figure(pixels: np.ndarray, maps: np.ndarray | Sequence[np.ndarray],
+                   methods: Sequence[str], *, image_id: str, pred_name: str, prob: float,
+                   true_name: str | None = None, style: SheetStyle | None = None,
+                   banner: str | None = None, title: str | None = None,
+                   path: Path | str | None = None) -> Any:
+    """One image's figure, drawn exactly as a contact sheet's row: the image, then one map
+    per method, each clipped at its own ``style.clip_percentile`` (99 by default), with
+    the headers, the caption and the colour bar of the sheets.
+
+    Parameters
+    ----------
+    pixels
+        The image that was explained: ``(H, W, 3)`` uint8, or ``(3, H, W)`` float in [0, 1]
+        (an unnormalized tensor's ``.numpy()``).
+    maps
+        One map per method, in ``methods``' order: ``(M, H, W)`` channel-summed maps (what
+        the store's ``aggregated`` holds, :func:`pipeline.explainers.aggregate_attribution`)
+        or ``(M, 3, H, W)`` raw attributions (summed here). Unless ``style.signed``, each is
+        normalized like the pipeline's normalize stage (``|A|`` scaled to [0, 1]) first.
+    methods
+        The method names (the column headers).
+    image_id, pred_name, prob, true_name
+        The caption: the image's name, the predicted class and its probability, the true
+        class when known (then green when right, red when wrong).
+    style
+        :class:`SheetStyle` (the run's ``[render]`` settings; default: its defaults).
+    banner, title
+        As in :func:`contact_sheet` (e.g. the random-weights warning).
+    path
+        Where to also write the figure as PNG (atomically); None: only return it.
+
+    Returns
+    -------
+    PIL.Image.Image
+        The figure (RGB).
+
+    Raises
+    ------
+    ValueError
+        When the shapes do not fit together (what was expected and what was given).
+    """
+    from pipeline.postprocess import normalize_block
+
+    style = style or SheetStyle()
+    image = _as_uint8_hwc(pixels)
+    stack = np.asarray(maps, dtype=np.float32)
+    if stack.ndim == 4:
+        stack = stack.sum(axis=1, dtype=np.float64).astype(np.float32)
+    if stack.ndim != 3 or stack.shape[0] != len(methods):
+        raise ValueError(f"Expected maps of shape ({len(methods)}, H, W) or "
+                         f"({len(methods)}, 3, H, W), one per method, got "
+                         f"{tuple(np.shape(maps))}: pass one map per name in methods.")
+    if stack.shape[1:] != image.shape[:2]:
+        raise ValueError(f"Expected maps of the image's size {image.shape[:2]}, got "
+                         f"{stack.shape[1:]}: pass the crop that was explained.")
+    if not style.signed:
+        stack = normalize_block(stack[:, None])[:, 0]
+    row = SheetRow(image_id, image, stack, "ok", pred_name, float(prob), true_name)
+    figure = contact_sheet([row], methods, style=style, banner=banner, title=title)
+    if path is not None:
+        save_image_atomic(figure, Path(path))
+    return figure
+
+
+def _as_uint8_hwc(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 from itself or from ``(3, H, W)`` floats in [0, 1]."""
+    a = np.asarray(pixels)
+    if a.ndim == 3 and a.shape[0] == 3 and a.shape[-1] != 3:
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim != 3 or a.shape[-1] != 3:
+        raise ValueError(f"Expected an image of shape (H, W, 3) or (3, H, W), got "
+                         f"{tuple(np.shape(pixels))}.")
+    if a.dtype != np.uint8:
+        a = (np.clip(a.astype(np.float32), 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return a
 
 
 def encode_png(rgb: np.ndarray, level: int = 2) -> bytes:

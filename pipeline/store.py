@@ -159,17 +159,15 @@ class Schema:
     def create(self, group: zarr.Group, array_name: str, sizes: Mapping[str, int],
                shard: int) -> zarr.Array:
         """Make ``array_name`` with the shape ``sizes`` gives its dimensions, unless the store
-        has it with that shape already (then it is left as it is, data and all).
+        has it with that shape and chunking already (then it is left as it is, data and all).
 
         ``shard`` is the chunk length along ``image``; along ``explainer`` the chunk is one
-        slot (``split_explainer``) or the whole axis.
+        slot (``split_explainer``) or the whole axis. An array chunked otherwise (made before
+        its family was split by explainer) is made again: its writer's tasks rely on the
+        chunks.
         """
         fam = self._family(array_name)
         shape = self.shape(array_name, sizes)
-        if array_name in group:
-            existing = array(group, array_name)
-            if existing.shape == shape:
-                return existing
         chunks = []
         for dim, size in zip(fam.dims, shape, strict=True):
             if dim == "image":
@@ -178,8 +176,13 @@ class Schema:
                 chunks.append(1)
             else:
                 chunks.append(size)
+        chunking = tuple(max(1, c) for c in chunks)
+        if array_name in group:
+            existing = array(group, array_name)
+            if existing.shape == shape and existing.chunks == chunking:
+                return existing
         return group.create_array(
-            array_name, shape=shape, chunks=tuple(max(1, c) for c in chunks),
+            array_name, shape=shape, chunks=chunking,
             dtype=str if fam.dtype == "str" else fam.dtype, fill_value=fam.fill,
             dimension_names=fam.dims, overwrite=True)
 
@@ -255,19 +258,20 @@ SCHEMA = Schema([
                 "abs, minus min, over max: in [0, 1]", split_explainer=True),
     ArrayFamily("metric_", (EXPLAINER, "image"), "float32", NAN, "evaluate",
                 "`[evaluate] metrics`: one score per map (NaN where undefined, e.g. "
-                "localisation without a mask)", prefix=True, entry="<metric>"),
+                "localisation without a mask)", prefix=True, entry="<metric>",
+                split_explainer=True),
     ArrayFamily("random_", ("image",), "float32", NAN, "evaluate",
                 "the same metric on uniform random maps: the floor", prefix=True,
                 entry="<metric>"),
     ArrayFamily("curve_", (EXPLAINER, "image", "step"), "float32", NAN, "evaluate",
                 "deletion / insertion: target-class probability after each step",
-                prefix=True, entry="<metric>"),
+                prefix=True, entry="<metric>", split_explainer=True),
     ArrayFamily("random_curve_", ("image", "step"), "float32", NAN, "evaluate",
                 "the same curve for the random maps", prefix=True, entry="<metric>"),
     ArrayFamily("randomisation", (EXPLAINER, "image", "layer_group"), "float32", NAN,
                 "evaluate", "Spearman correlation of each map with the map after cascading "
                 "parameter randomisation down to each layer group (first "
-                "`randomisation_images` images; NaN elsewhere)"),
+                "`randomisation_images` images; NaN elsewhere)", split_explainer=True),
     ArrayFamily("strategy", (EXPLAINER, "image"), "int16", -1, "report",
                 "the image's explanation strategy (SpRAy cluster of its class, 0 = the "
                 "class's largest), −1 where not clustered"),
@@ -376,8 +380,8 @@ def resize_explainers(group: zarr.Group, names: Sequence[str], schema: Schema = 
 
     The arrays split by explainer are resized along it (new slots read as their fill); the
     coordinate is written last, so a crash part-way leaves the old coordinate (the next call
-    redoes it). Arrays written per shard across every explainer (metrics, strategies) are
-    remade by their stage, whose hash changes with the methods. Moving slots is the caller's
+    redoes it). Arrays written per shard across every explainer (the report's strategies)
+    are remade by their stage, whose hash changes with the methods. Moving slots is the caller's
     job (:func:`copy_slot`).
     """
     m = len(names)

@@ -1,10 +1,13 @@
 """The evaluate stage through the CLI: stored metrics equal the library's on the stored maps,
 random maps give the floor, localisation without masks is NaN with a note, and a change of
-[evaluate] settings recomputes evaluate alone."""
+[evaluate] settings recomputes evaluate alone. Its units are per (method, shard), with the
+random floor one shared unit per shard: a change to one method re-evaluates that method
+alone, and the floor never."""
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,12 +15,22 @@ import torch
 import xarray as xr
 
 from pipeline import metrics as M
-from tests.workflow_helpers import ROOT, cli, make_images, records, run_ok, write_config
+from tests.workflow_helpers import (
+    ROOT,
+    cli,
+    finished,
+    make_images,
+    records,
+    run_ok,
+    write_config,
+)
 from workflows.stages.evaluate import random_maps
 
 ALL = ["deletion", "insertion", "relevance_mass_accuracy", "relevance_rank_accuracy",
        "pointing_game", "sparseness"]
 METHODS = ("gradient", "integrated_gradients")
+#: The evaluate records of the six-image, two-shard run: the floor's, then each method's.
+UNITS = ["000000.json", "000001.json"] + [f"{m}/{i:06d}.json" for m in METHODS for i in (0, 1)]
 
 
 def _evaluate_table(metrics, steps=4, randomisation=2) -> str:
@@ -122,7 +135,7 @@ def test_changing_evaluate_settings_recomputes_only_evaluate(evidence_run):
     assert records(run_dir, "attribute") == before
     ds = _ds(run_dir)
     assert ds.curve_deletion.shape[-1] == 3
-    assert len(records(run_dir, "evaluate")) == 2
+    assert sorted(records(run_dir, "evaluate")) == UNITS  # every unit, the floor's too
 
 
 def test_localisation_without_masks_is_nan_with_one_note(tmp_path):
@@ -170,3 +183,195 @@ def test_xai_evaluate_runs_only_evaluate_and_refuses_stale_maps(evidence_run, tm
     missing = cli("evaluate", "--config", str(cfg), "--out", str(tmp_path / "nothing"))
     assert missing.exit_code == 2 and "there is no store" in missing.output  # type: ignore
     assert not (tmp_path / "nothing").exists()
+
+
+# ------------------------------------------------------------------ units per (method, shard)
+
+
+@pytest.fixture()
+def ev_copy(evidence_run, tmp_path):
+    """A copy of the evidence run for one test, its config pointing at the copy, brought up
+    to date with that config (earlier tests ran it with other settings)."""
+    cfg, run_dir, _ = evidence_run
+    shutil.copytree(run_dir.parent, tmp_path / "runs", symlinks=True)
+    copy = tmp_path / "ev.toml"
+    copy.write_text(cfg.read_text().replace(str(run_dir.parent), str(tmp_path / "runs")))
+    run_ok(copy)
+    return copy, tmp_path / "runs" / "ev"
+
+
+def _evaluation(run_dir) -> xr.Dataset:
+    """The evaluate stage's arrays, loaded."""
+    ds = _ds(run_dir)
+    names = [v for v in ds.data_vars if str(v).startswith(EVALUATION_PREFIXES)]
+    return ds[names].load()
+
+
+EVALUATION_PREFIXES = ("metric_", "random_", "curve_", "randomisation")
+
+
+def test_one_unit_per_method_and_shard_and_one_floor_per_shard(evidence_run):
+    _, run_dir, _ = evidence_run
+    recs = records(run_dir, "evaluate")
+    assert sorted(recs) == UNITS
+    for key, rec in recs.items():
+        assert rec["images"] == 3 and rec["checksum"] and rec["compute_seconds"] > 0, key
+
+
+def test_changing_one_method_re_evaluates_that_method_alone(ev_copy):
+    cfg, run_dir = ev_copy
+    before, old = finished(run_dir, "evaluate"), _evaluation(run_dir)
+    run_ok(cfg, "--set", "methods.integrated_gradients.n_steps=3")
+    after, new = finished(run_dir, "evaluate"), _evaluation(run_dir)
+    assert sorted(after) == UNITS
+    assert sorted(k for k in after if after[k] != before[k]) == [
+        "integrated_gradients/000000.json", "integrated_gradients/000001.json"]
+    for name in old.data_vars:
+        if "explainer" in old[name].dims:
+            np.testing.assert_array_equal(new[name].sel(explainer="gradient"),
+                                          old[name].sel(explainer="gradient"), err_msg=name)
+        else:  # the random floor: not recomputed, not touched
+            np.testing.assert_array_equal(new[name], old[name], err_msg=name)
+    ig = {"explainer": "integrated_gradients"}
+    assert not np.array_equal(new.metric_sparseness.sel(ig), old.metric_sparseness.sel(ig))
+
+
+def test_removing_a_method_moves_the_others_evaluation_and_reruns_nothing(ev_copy):
+    cfg, run_dir = ev_copy
+    before, old = finished(run_dir, "evaluate"), _evaluation(run_dir)
+    cfg.write_text(cfg.read_text().replace("[methods.gradient]\n", ""))
+    run_ok(cfg)
+    new = _evaluation(run_dir)
+    assert new.explainer.values.tolist() == ["integrated_gradients"]  # moved to slot 0
+    assert finished(run_dir, "evaluate") == {k: v for k, v in before.items()
+                                             if not k.startswith("gradient/")}
+    for name in old.data_vars:
+        kept = old[name].sel(explainer=["integrated_gradients"]) \
+            if "explainer" in old[name].dims else old[name]
+        np.testing.assert_array_equal(new[name], kept, err_msg=name)
+    check = cli("verify", "--config", str(cfg))
+    assert check.exit_code == 0, check.output  # type: ignore[attr-defined]
+
+
+def test_the_evaluation_equals_the_all_at_once_evaluation(evidence_run, monkeypatch):
+    """What the stage computed per shard for all methods and the random maps at once (one
+    call of each metric on every map), the per-(method, shard) units store too."""
+    cfg_path, run_dir, _ = evidence_run
+    from pipeline.data import from_uint8_hwc, normalize
+    from pipeline.model import load_model
+    from workflows.config import load_config
+
+    cfg = load_config(cfg_path)
+    monkeypatch.setenv("XAI_CACHE_DIR", str(run_dir.parent.parent / "cache"))
+    net = load_model("evidence", "softmax", evidence=cfg.evidence_settings()).backbone
+    ds = _ds(run_dir)
+    steps = ds.curve_deletion.shape[-1] - 1  # whichever earlier test ran last
+    reps = len(METHODS) + 1
+    maps = np.concatenate([ds.aggregated.sel(explainer=m).values for m in METHODS]
+                          + [random_maps(range(6), (32, 32), cfg.run.seed)])
+    masks = np.tile(ds.mask.values, (reps, 1, 1))
+    x = normalize(from_uint8_hwc(ds.pixels.values), cfg.normalization()).repeat(reps, 1, 1, 1)
+    targets = torch.as_tensor(np.tile(ds.pred.values.astype(np.int64), reps))
+    for name in ALL:
+        spec = M.METRICS[name]
+        stored = np.concatenate([ds[f"metric_{name}"].sel(explainer=m).values for m in METHODS]
+                                + [ds[f"random_{name}"].values])
+        if spec.needs_model:
+            score, curves = spec.fn(lambda z: net(z).float().softmax(1), x, maps, targets,
+                                    steps=steps, baseline="black", max_batch=32)
+            stored_curves = np.concatenate(
+                [ds[f"curve_{name}"].sel(explainer=m).values for m in METHODS]
+                + [ds[f"random_curve_{name}"].values])
+            np.testing.assert_allclose(stored_curves, curves, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(stored, score, rtol=1e-5, atol=1e-6, err_msg=name)
+        else:
+            score = spec.fn(maps, masks) if spec.needs_mask else spec.fn(maps)
+            np.testing.assert_array_equal(stored, score.astype(np.float32), err_msg=name)
+
+
+def test_planning_one_method_change_touches_that_methods_units_alone(evidence_run):
+    from workflows.config import load_config
+    from workflows.plugin import Unit
+    from workflows.stages import REGISTRY
+
+    path = evidence_run[0]
+
+    def changed(*sets: str, weights: str = "w") -> list[str | None]:
+        a = REGISTRY.hashes(load_config(path), "w")
+        b = REGISTRY.hashes(load_config(path, sets), weights)
+        return [m for (s, m) in a if s == "evaluate" and a[(s, m)] != b[(s, m)]]
+
+    assert changed("methods.integrated_gradients.n_steps=3") == ["integrated_gradients"]
+    assert changed("evaluate.randomisation_images=1") == list(METHODS)  # not the floor
+    assert changed("evaluate.steps=2") == [None, *METHODS]
+    assert changed(weights="other") == [None, *METHODS]  # the model: through predict
+    cfg = load_config(path)
+    floor = REGISTRY.dependencies(Unit("evaluate", None, 1, 3, 6), cfg, 6)
+    assert sorted(u.key for u in floor) == ["ingest/000001", "predict/000001"]
+    unit = REGISTRY.dependencies(Unit("evaluate", "gradient", 1, 3, 6), cfg, 6)
+    assert sorted(u.key for u in unit) == ["aggregate/gradient/000001", "ingest/000001",
+                                           "predict/000001"]
+    report = REGISTRY.dependencies(Unit("report", None, 0, 0, 3), cfg, 6)
+    assert {u.key for u in report if u.stage == "evaluate"} == {
+        "evaluate/000000", "evaluate/gradient/000000", "evaluate/integrated_gradients/000000"}
+
+
+def test_a_per_method_stage_writing_per_shard_arrays_needs_a_shared_unit():
+    from pipeline.store import SCHEMA, ArrayFamily
+    from workflows.plan import Registry, RegistryError
+    from workflows.plugin import Stage, Unit
+
+    schema = SCHEMA.extended(
+        ArrayFamily("x_floor", ("image",), "float32", np.nan, "permethod", "per shard"),
+        ArrayFamily("x_score", ("explainer", "image"), "float32", np.nan, "permethod",
+                    "per method", split_explainer=True))
+
+    class PerMethod(Stage):
+        name = "permethod"
+        per_method = True
+
+    with pytest.raises(RegistryError, match=r"\['x_floor'\], which have no explainer axis"):
+        Registry([PerMethod()], schema)
+
+    class Shared(PerMethod):
+        shared = True
+
+    stage = Registry([Shared()], schema)["permethod"]
+    assert [f.name for f in stage.unit_families(Unit("permethod", None, 0, 0, 1))] == \
+        ["x_floor"]
+    assert [f.name for f in stage.unit_families(Unit("permethod", "gradient", 0, 0, 1))] == \
+        ["x_score"]
+
+    class SharedAlone(Stage):
+        name = "alone"
+        shared = True
+
+    with pytest.raises(RegistryError, match="shared = True only with per_method = True"):
+        Registry([SharedAlone()], schema)
+
+
+def test_status_and_the_report_read_the_per_method_evaluation(ev_copy):
+    from workflows.config import load_config
+    from workflows.status import run_status
+
+    cfg, run_dir = ev_copy
+    rows = {(s.stage, s.method): s for s in run_status(load_config(cfg)).stages}
+    for method in (None, *METHODS):  # the floor's row, then one per method
+        row = rows[("evaluate", method)]
+        assert row.done == row.total > 0 and row.stale == 0, method
+    stale = {(s.stage, s.method): s for s in run_status(
+        load_config(cfg, ["methods.integrated_gradients.n_steps=3"])).stages}
+    for method in (None, "gradient"):
+        row = stale[("evaluate", method)]
+        assert row.done == row.total and row.stale == 0, method
+    row = stale[("evaluate", "integrated_gradients")]
+    assert row.done == 0 and row.stale == row.total
+    result = cli("report", "--config", str(cfg), "--set", "report.enabled=true",
+                 "--scheduler", "synchronous")
+    assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
+    page = (run_dir / "report" / "summary.html").read_text()
+    summary = json.loads((run_dir / "evaluation.json").read_text())
+    for name in ALL:
+        assert name in page
+        assert all(summary["metrics"][name]["methods"][m]["n"] > 0 for m in METHODS)
+        assert summary["metrics"][name]["random"]["n"] == 6

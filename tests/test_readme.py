@@ -137,7 +137,7 @@ def test_readme_make_commands_work_without_uv_on_the_path(tmp_path):
     assert "images: 2 (2 explained" in make("run", "DATASET=tiny", "ARGS=--scheduler synchronous")
     assert "done" in make("status", "DATASET=tiny")
     assert "cache:" in make("xai", "ARGS=weights status")
-    make("clean", "DATASET=tiny")
+    make("clean", "DATASET=tiny", "ARGS=--yes")
     assert not (tmp_path / "runs" / "tiny" / "store.zarr").exists()
 
 

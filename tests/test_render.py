@@ -131,8 +131,12 @@ def test_odd_ids_and_long_method_names_fit_the_sheet():
     methods = ["custom_integrated_gradients", "x"]
     wide, plain = contact_sheet([long], methods), contact_sheet([short], methods)
     assert wide.size == plain.size, "text never changes the layout"
-    one_line = contact_sheet([short], ["ab", "x"])
-    assert plain.size[1] == one_line.size[1] + round(SheetStyle().font_size * 1.3)
+    big = _row(0, size=112)
+    two = contact_sheet([big], ["custom_integrated_gradients", "x"])
+    one_line = contact_sheet([big], ["ab", "x"])
+    lines = two.info["headers"]["custom_integrated_gradients"]
+    assert len(lines) > 1
+    assert two.size[1] == one_line.size[1] + (len(lines) - 1) * round(SheetStyle().font_size * 1.3)
     draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     room = wide.size[0] - 2 * max(8, 16 // 16)
     fitted = render._fit(draw, odd, render.load_font(14), room)
@@ -161,3 +165,127 @@ def test_encode_png_round_trips_through_pillow():
     decoded.load()
     assert decoded.mode == "RGB" and decoded.size == (23, 17)
     np.testing.assert_array_equal(np.asarray(decoded), rgb)
+
+
+# --------------------------------------------------------------------------- sheet layout
+
+LONG_METHODS = ["gradient", "integrated_gradients", "smoothgrad", "custom_gradient",
+                "custom_integrated_gradients"]
+
+
+def _probe():
+    from PIL import ImageDraw
+
+    return ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+
+def test_wrap_text_keeps_every_character_and_fits_the_width():
+    font = render.load_font(16, bold=True)
+    for text, width in (("custom_integrated_gradients", 90), ("a_b", 500),
+                        ("supercalifragilistic_x", 30), ("", 50)):
+        lines = render.wrap_text(_probe(), text, font, width)
+        assert "".join(lines) == text
+        assert all(render._text_width(_probe(), ln.rstrip(), font) <= width for ln in lines)
+
+
+def test_headers_wrap_whole_at_underscores_and_are_never_cut():
+    """At the evidence run's 112-px tiles every default method's header is the name itself,
+    on one to three lines broken after an underscore (no ellipsis)."""
+    rows = [_row(0, size=112, methods=len(LONG_METHODS))]
+    sheet = contact_sheet(rows, LONG_METHODS)
+    bold = render.load_font(round(SheetStyle().font_size * 1.15), bold=True)
+    assert sheet.info["legend"] == []
+    for name in LONG_METHODS:
+        lines = sheet.info["headers"][name]
+        assert "".join(lines) == name, lines
+        assert 1 <= len(lines) <= render.MAX_HEADER_LINES
+        assert all("…" not in ln for ln in lines)
+        assert all(render._text_width(_probe(), ln, bold) <= 112 for ln in lines)
+    assert sheet.info["headers"]["custom_integrated_gradients"] == [
+        "custom_", "integrated_", "gradients"]
+
+
+def test_a_header_too_long_for_a_tiny_tile_is_numbered_and_named_in_the_legend():
+    sheet = contact_sheet([_row(0, size=24, methods=2)], ["ig", "custom_integrated_gradients"])
+    assert sheet.info["headers"]["ig"] == ["ig"]
+    assert sheet.info["headers"]["custom_integrated_gradients"] == ["[2]"]
+    assert "".join(sheet.info["legend"]) == "[2] custom_integrated_gradients"
+    width = sheet.size[0] - 2 * 8
+    small = render.load_font(SheetStyle().font_size)
+    assert all(render._text_width(_probe(), ln, small) <= width for ln in sheet.info["legend"])
+
+
+def _ink_rows(pixels: np.ndarray, y0: int, y1: int) -> np.ndarray:
+    """Rows in ``[y0, y1)`` holding text: neither background nor the rule between rows."""
+    band = pixels[y0:y1].astype(int)
+    plain = (band == render.BACKGROUND).all(-1) | (band == render.RULE).all(-1)
+    return y0 + np.flatnonzero(~plain.all(axis=1))
+
+
+def test_each_caption_is_nearer_its_own_row_than_the_row_above():
+    rows = [_row(k, size=112, methods=2) for k in range(3)]
+    sheet = contact_sheet(rows, ["gradient", "integrated_gradients"])
+    pixels, boxes = np.asarray(sheet), sheet.info["tiles"]
+    for r in (1, 2):
+        above = boxes[(r - 1, 0)][1] + 112   # the previous row's tiles end here
+        own = boxes[(r, 0)][1]               # this row's tiles start here
+        ink = _ink_rows(pixels, above, own)
+        assert ink.size, "the caption is drawn between the rows"
+        to_own, to_above = own - (ink.max() + 1), ink.min() - above
+        assert to_own < to_above, (to_own, to_above)
+        assert to_above >= 2 * to_own
+        rule = [y for y in range(above, ink.min())
+                if (pixels[y, 20:-20] == render.RULE).all()]
+        assert rule, "a thin rule separates the rows"
+
+
+def test_the_colour_bar_says_each_map_has_its_own_clipped_scale():
+    text = render.colour_bar_label(SheetStyle())
+    assert "fraction of each map's own clipped maximum" in text
+    assert "99th percentile" in text and "one scale for every map" not in text
+    assert "its maximum" in render.colour_bar_label(SheetStyle(clip_percentile=100))
+    signed = render.colour_bar_label(SheetStyle(signed=True, clip_percentile=95))
+    assert "zero at the centre" in signed and "95th percentile" in signed
+    assert "blended on the image" in render.colour_bar_label(SheetStyle(overlay=True))
+    sheet = contact_sheet([_row(0, size=16)], ["a", "b"])  # a narrow sheet wraps the label
+    lines = sheet.info["colour_bar"]
+    assert len(lines) > 1 and "".join(lines) == text
+
+
+def test_explain_figure_is_the_sheets_row_with_its_clipping(tmp_path):
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+    raw = rng.normal(size=(2, 3, 32, 32)).astype(np.float32)
+    raw[1, :, 0, 0] = 1e4  # one outlier: without clipping the rest of the map would be black
+    path = tmp_path / "out" / "explain.png"
+    fig = render.explain_figure(pixels, raw, ["gradient", "integrated_gradients"],
+                                image_id="junco.jpg", pred_name="junco", prob=0.9,
+                                path=path)
+    from pipeline.postprocess import normalize_block
+
+    shown = normalize_block(raw.sum(axis=1)[:, None])[:, 0]
+    row = SheetRow("junco.jpg", pixels, shown, "ok", "junco", 0.9, None)
+    np.testing.assert_array_equal(np.asarray(fig), np.asarray(contact_sheet(
+        [row], ["gradient", "integrated_gradients"])))
+    x, y = fig.info["tiles"][(0, 2)]
+    tile = np.asarray(fig)[y:y + 32, x:x + 32]
+    np.testing.assert_array_equal(tile, heatmap_tile(shown[1], SheetStyle()))
+    assert (tile.sum(-1) > 100).mean() > 0.3, "clipped at p99: the map is not black"
+    assert Image.open(path).size == fig.size
+    chw = pixels.transpose(2, 0, 1) / 255.0  # a (3, H, W) float image is the same picture
+    same = render.explain_figure(chw, raw.sum(axis=1), ["gradient", "integrated_gradients"],
+                                 image_id="junco.jpg", pred_name="junco", prob=0.9)
+    np.testing.assert_array_equal(np.asarray(same), np.asarray(fig))
+
+
+def test_explain_figure_says_what_shape_it_expected():
+    pixels = np.zeros((8, 8, 3), dtype=np.uint8)
+    with pytest.raises(ValueError, match=r"Expected maps of shape \(2, H, W\)"):
+        render.explain_figure(pixels, np.zeros((3, 8, 8)), ["a", "b"], image_id="x",
+                              pred_name="p", prob=0.5)
+    with pytest.raises(ValueError, match="Expected maps of the image's size"):
+        render.explain_figure(pixels, np.zeros((2, 4, 4)), ["a", "b"], image_id="x",
+                              pred_name="p", prob=0.5)
+    with pytest.raises(ValueError, match=r"Expected an image of shape \(H, W, 3\)"):
+        render.explain_figure(np.zeros((8, 8)), np.zeros((2, 8, 8)), ["a", "b"],
+                              image_id="x", pred_name="p", prob=0.5)

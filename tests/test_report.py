@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -150,7 +151,7 @@ def tiny_report(tmp_path_factory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("report")
     config, run_dir = _tiny(tmp, [XSS, "quote\"d 'é' 猫.png"], methods=DEFAULT_METHODS)
     result = run_ok(config)
-    assert "report:" in result.output  # type: ignore[attr-defined]
+    assert "report: clustering" in result.output  # type: ignore[attr-defined]
     return config, run_dir
 
 
@@ -285,10 +286,10 @@ def test_a_report_killed_while_publishing_leaves_the_old_one(tmp_path: Path) -> 
     assert list(run_dir.glob(".report.build-*")), "the killed build's folder is left over"
     assert len(Records(run_dir).in_folder("report")) == 3, "its shards were recorded"
     result = run_ok(config, *change)  # nothing left to compute, but the report is old
-    assert "report:" in result.output  # type: ignore[attr-defined]
+    assert "report: clustering" in result.output  # type: ignore[attr-defined]
     assert _stamp(run_dir) != old_stamp
     assert not list(run_dir.glob(".report*")), "the left-over build folder is removed"
-    assert "report:" not in run_ok(config, *change).output  # type: ignore[attr-defined]
+    assert "report: clustering" not in run_ok(config, *change).output  # type: ignore[attr-defined]
 
 
 def test_the_report_command_refuses_a_config_that_changes_the_run(tmp_path: Path) -> None:
@@ -304,3 +305,242 @@ def test_the_report_command_refuses_a_config_that_changes_the_run(tmp_path: Path
     assert before == after, "nothing was purged"
     ok = cli("report", "--config", str(config), "--set", "report.max_clusters=3")
     assert ok.exit_code == 0, ok.output
+
+
+# --------------------------------------------------------------------------- which method
+
+
+class _Tables(HTMLParser):
+    """Every ``<table>`` of a page as rows of ``(tag, attrs, text)`` cells, with each row's
+    attributes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[tuple[dict, list[tuple[str, dict, str]]]]] = []
+        self._cell: list | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr" and self.tables:
+            self.tables[-1].append((dict(attrs), []))
+        elif tag in ("td", "th") and self.tables and self.tables[-1]:
+            self._cell = [tag, dict(attrs), ""]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1][1].append((self._cell[0], self._cell[1], self._cell[2].strip()))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell[2] += data
+
+
+def _tables(text: str) -> list:
+    parser = _Tables()
+    parser.feed(text)
+    return parser.tables
+
+
+def _stat(mean: float | None, half: float = 0.01, n: int = 6) -> dict:
+    if mean is None:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
+
+
+def _curve(*means: float) -> dict:
+    groups = ["fc", "layer4", "layer3", "layer2", "layer1+conv1+bn1"]
+    return {g: _stat(m, 0.05) for g, m in zip(groups, means, strict=False)}
+
+
+EVALUATION = {
+    "metrics": {
+        "deletion": {"better": "lower", "description": "AUC as pixels are removed",
+                     "methods": {"gradient": _stat(0.30), "custom_gradient": _stat(0.20),
+                                 "integrated_gradients": _stat(0.25)},
+                     "random": _stat(0.31, 0.02)},
+        "sparseness": {"better": "higher", "description": "Gini index",
+                       "methods": {"gradient": _stat(0.40), "custom_gradient": _stat(0.60),
+                                   "integrated_gradients": _stat(None)},
+                       "random": _stat(0.35)},
+    },
+    "randomisation": {"gradient": _curve(0.64, 0.6, 0.55, 0.52, 0.51),
+                      "custom_gradient": _curve(-0.8, 0.6, 0.2, 0.1, 0.0),
+                      "integrated_gradients": _curve(-0.10, 0.0, 0.0, 0.0, 0.0)},
+    "notes": [],
+}
+SIGNS = {"gradient": "absolute", "custom_gradient": "signed", "integrated_gradients": "signed"}
+
+
+def test_the_overview_has_a_row_per_method_the_floor_and_the_best_per_column() -> None:
+    verdicts = rp.sanity_verdicts(EVALUATION)
+    rows = _tables(rp.overview_table(EVALUATION, SIGNS, verdicts))[0]
+    header = [c[2] for c in rows[0][1]]
+    assert header[:2] == ["method", "map"]
+    assert header[2].startswith("deletion") and "↓ lower is better" in header[2]
+    assert header[3].startswith("sparseness") and "↑ higher is better" in header[3]
+    assert header[4].startswith("model randomisation")
+    body = {r[0]["data-method"]: r[1] for r in rows[1:]}
+    assert list(body) == ["gradient", "custom_gradient", "integrated_gradients", "random"]
+    assert body["random"][0][2] == "random maps (floor)"
+    best = {h: [m for m, cells in body.items() if "best" in cells[k][1].get("class", "")]
+            for k, h in ((2, "deletion"), (3, "sparseness"))}
+    assert best == {"deletion": ["custom_gradient"], "sparseness": ["custom_gradient"]}
+    assert body["custom_gradient"][2][2].startswith("★ 0.2 [0.19, 0.21]")
+    assert "chance" in body["gradient"][2][1]["class"], "0.30 lies in the floor's interval"
+    assert body["integrated_gradients"][3][2] == "—"
+    assert [body[m][1][2] for m in SIGNS] == ["absolute", "signed", "signed"]
+    assert body["gradient"][4][2] == "does not depend on the model"
+    assert body["custom_gradient"][4][2] == "lower layers only"
+    assert body["integrated_gradients"][4][2] == "depends on the model"
+
+
+def test_the_sanity_verdict_uses_the_absolute_correlation_and_a_documented_line() -> None:
+    assert rp.SANITY_THRESHOLD == 0.5
+    v = rp.sanity_verdicts(EVALUATION)
+    assert v["integrated_gradients"].kind == "depends"
+    assert "-0.10 [-0.15, -0.05]" in v["integrated_gradients"].sentence
+    assert "(fc)" in v["integrated_gradients"].sentence
+    # A map that flips its sign (-0.8) keeps its structure: it falls below the line later.
+    assert v["custom_gradient"].kind == "lower" and "layer3" in v["custom_gradient"].sentence
+    assert v["gradient"].kind == "independent"
+    stuck = rp.sanity_verdict("guided_backprop", _curve(0.9, 0.9, 0.8, 0.7, 0.6))
+    assert stuck.kind == "independent" and "do not depend on the model" in stuck.sentence
+    assert "layer1, conv1, bn1" in stuck.sentence and "0.60 [0.55, 0.65]" in stuck.sentence
+    assert rp.sanity_verdict("x", {"fc": _stat(None)}).kind == "untested"
+    assert rp.sanity_verdict("x", _curve(0.64), threshold=0.7).kind == "depends"
+    for m, verdict in v.items():
+        assert verdict.sentence.startswith(f"{m}: ")
+
+
+def test_the_sign_caveat_appears_only_where_signed_and_unsigned_maps_are_mixed() -> None:
+    caveat = rp.sign_caveat(SIGNS)
+    assert caveat is not None
+    assert "custom_gradient, integrated_gradients" in caveat and "gradient: absolute" in caveat
+    assert rp.sign_caveat({"a": "signed", "b": "signed"}) is None
+    assert rp.sign_caveat({"a": "absolute", "b": "non-negative"}) is None
+    page = rp.summary_page("t", [], {}, None, EVALUATION, [], [], [], SIGNS)
+    assert 'id=sign-caveat' in page
+    alone = rp.summary_page("t", [], {}, None, EVALUATION, [], [], [],
+                            dict.fromkeys(SIGNS, "signed"))
+    assert "sign-caveat" not in alone
+
+
+def test_the_summary_page_puts_the_answer_before_the_run_facts() -> None:
+    page = rp.summary_page("t", [("dataset", "d")], {}, None, EVALUATION, [], [], [], SIGNS,
+                           "plots/randomisation.png")
+    order = [page.index(s) for s in ("Which method to trust", "Sanity check: model "
+                                     "randomisation", "<h2>Run</h2>", "metric by metric")]
+    assert order == sorted(order)
+    assert '<img src="plots/randomisation.png"' in page
+    sentences = re.findall(r'<li class="verdict (\w+)" data-method="(\w+)">', page)
+    assert sorted(m for _k, m in sentences) == sorted(SIGNS)
+    sanity = _tables(page)[1]
+    assert [c[2] for c in sanity[0][1]][:3] == ["method", "trained", "fc"]
+    assert [c[2] for c in sanity[0][1]][-1] == "+ layer1, conv1, bn1"
+    bare = rp.summary_page("t", [], {}, None, {}, [], [], [], SIGNS)
+    assert "Not evaluated" in bare and "[evaluate]" in bare
+
+
+def test_method_signs_follow_each_methods_parameters(tmp_path: Path) -> None:
+    from workflows.config import load_config
+    from workflows.stages.report import method_signs
+
+    methods = ("gradient", "smoothgrad", "custom_gradient", "integrated_gradients", "grad_cam")
+    path = write_config(tmp_path / "s.toml", tmp_path, tmp_path / "runs", methods=methods)
+    signs = method_signs(load_config(path))
+    assert signs == {"gradient": "absolute", "smoothgrad": "absolute",
+                     "custom_gradient": "signed", "integrated_gradients": "signed",
+                     "grad_cam": "non-negative"}
+    path.write_text(path.read_text().replace("[methods.custom_gradient]",
+                                             "[methods.custom_gradient]\nabsolute = true"))
+    assert method_signs(load_config(path))["custom_gradient"] == "absolute"
+
+
+def test_a_mask_outline_is_the_masks_border() -> None:
+    from io import BytesIO
+
+    from PIL import Image
+
+    mask = np.zeros((8, 8), dtype=bool)
+    mask[2:6, 2:6] = True
+    edge = rp.mask_outline(mask)
+    ring = mask.copy()
+    ring[3:5, 3:5] = False
+    np.testing.assert_array_equal(edge, ring)
+    assert rp.mask_outline(mask, width=2)[2:6, 2:6].all()
+    img = Image.open(BytesIO(rp.outline_png(mask)))
+    assert img.mode == "RGBA"
+    alpha = np.asarray(img)[..., 3]
+    np.testing.assert_array_equal(alpha > 0, ring)
+
+
+def test_the_randomisation_figure_draws_every_method_or_nothing() -> None:
+    from pipeline.plots import randomisation_figure
+
+    fig = randomisation_figure(EVALUATION["randomisation"], 0.5)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert all(m in labels for m in EVALUATION["randomisation"])
+    assert randomisation_figure({}, 0.5) is None
+    assert randomisation_figure({"a": {"fc": _stat(None)}}, 0.5) is None
+
+
+def evaluated_config(tmp: Path) -> tuple[Path, Path]:
+    """Six 32-px evidence images (masks), random weights, an absolute and two signed
+    methods, three metrics and the randomisation test on two images, with the report."""
+    from tests.workflow_helpers import ROOT
+
+    extra = ('\n[evaluate]\nmetrics = ["deletion", "relevance_mass_accuracy", "sparseness"]\n'
+             "steps = 4\nrandomisation_images = 2\nbootstrap = 100\n")
+    cfg = write_config(tmp / "ev.toml", ROOT / "data" / "sample", tmp / "runs", shard_size=3,
+                       methods=("gradient", "integrated_gradients", "custom_gradient"),
+                       extra=extra, report=True)
+    cfg.write_text(cfg.read_text().replace('layout = "plain"', 'layout = "evidence"\ncount = 6')
+                   .replace("resize = 40", "resize = 32"))
+    return cfg, tmp / "runs" / "ev"
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    config, run_dir = evaluated_config(tmp_path_factory.mktemp("evaluated"))
+    run_ok(config)
+    return run_dir
+
+
+def test_the_evaluated_runs_summary_says_which_method_to_trust(evaluated) -> None:
+    report = evaluated / "report"
+    page = (report / "summary.html").read_text()
+    methods = ["gradient", "integrated_gradients", "custom_gradient"]
+    overview = _tables(page)[0]
+    assert [r[0]["data-method"] for r in overview[1:]] == [*methods, "random"]
+    evaluation = json.loads((evaluated / "evaluation.json").read_text())
+    for k, name in enumerate(evaluation["metrics"]):
+        column = [cells[2 + k] for _attrs, cells in overview[1:-1]]
+        marked = [c for c in column if "best" in c[1].get("class", "")]
+        assert marked, name
+        means = [evaluation["metrics"][name]["methods"][m]["mean"] for m in methods]
+        top = max(means) if evaluation["metrics"][name]["better"] == "higher" else min(means)
+        assert all(c[2].startswith(f"★ {top:.3g}") for c in marked)
+    verdicts = re.findall(r'<li class="verdict \w+" data-method="(\w+)">\1: ', page)
+    assert verdicts == methods, "one sentence per method"
+    assert "id=sign-caveat" in page, "gradient (absolute) beside custom_gradient (signed)"
+    assert (report / "plots" / "randomisation.png").read_bytes()[:4] == b"\x89PNG"
+    assert page.index("Which method to trust") < page.index("<h2>Run</h2>")
+    assert "metric by metric (12 rows)" in page, "the detail is kept"
+
+
+def test_evidence_images_get_a_mask_outline_and_compact_metric_names(evaluated) -> None:
+    report = evaluated / "report"
+    manifest = _payload(report / "data" / "manifest.js")
+    assert [m["short"] for m in manifest["metrics"]] == ["del", "mass", "sparse"]
+    assert [m["sign"] for m in manifest["methods"]] == ["absolute", "signed", "signed"]
+    rows = [r for s in manifest["shards"] for r in _payload(report / s["file"])["rows"]]
+    assert len(rows) == 6 and all(r["o"] for r in rows)
+    group = zarr.open_group(str(evaluated / "store.zarr"), mode="r")
+    mask = np.asarray(group["mask"][:])
+    from PIL import Image
+
+    for r in rows:
+        outline = np.asarray(Image.open(report / rp.outline_path(r["i"] // 3, r["i"])))
+        np.testing.assert_array_equal(outline[..., 3] > 0, rp.mask_outline(mask[r["i"]]))

@@ -7,6 +7,7 @@ Skipped, with the reason, where no Chromium is installed (``make browser`` insta
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -186,3 +187,100 @@ def test_screenshots_are_saved(driver, report, tmp_path) -> None:
         with Image.open(shot) as img:
             assert img.size[0] >= 1000
             assert len(np.unique(np.asarray(img.convert("L")))) > 20, "the screenshot is not blank"
+
+
+# --------------------------------------------------------------------------- an evaluated run
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory) -> Path:
+    """Evidence images (with masks), three methods, three metrics, the randomisation test."""
+    from tests.test_report import evaluated_config
+
+    config, run_dir = evaluated_config(tmp_path_factory.mktemp("evaluated"))
+    run_ok(config)
+    return run_dir / "report" / "index.html"
+
+
+def _displayed(driver, selector: str) -> list[bool]:
+    return driver.execute_script(
+        "return Array.from(document.querySelectorAll(arguments[0]))"
+        ".map(function (e) { return getComputedStyle(e).display !== 'none'; })", selector)
+
+
+def test_mask_outlines_show_on_every_tile_and_toggle(driver, evaluated, report) -> None:
+    _open(driver, evaluated)
+    box = driver.find_element("id", "outlines")
+    assert box.is_selected()
+    shown = _displayed(driver, "#cards .tile .pic img.outline")
+    assert len(shown) == 6 * 4 and all(shown), "the image and its three maps, per card"
+    loaded = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#cards .card:first-child img.outline'))"
+        ".every(function (i) { return i.complete && i.naturalWidth > 0; })")
+    assert loaded
+    box.click()
+    assert not any(_displayed(driver, "#cards .tile .pic img.outline"))
+    box.click()
+    assert all(_displayed(driver, "#cards .tile .pic img.outline"))
+    _open(driver, report[0])  # no masks: no toggle, no outline
+    assert not driver.find_elements("id", "outlines")
+    assert not driver.find_elements("css selector", "img.outline")
+
+
+def test_tile_scores_never_overflow_and_are_named_in_full(driver, evaluated) -> None:
+    _open(driver, evaluated)
+    geometry = driver.execute_script("""
+        return Array.from(document.querySelectorAll('#cards .tiles')).map(function (row) {
+          return Array.from(row.querySelectorAll('.tile')).map(function (t) {
+            var r = t.getBoundingClientRect();
+            var parts = Array.from(t.querySelectorAll('dl.scores dt, dl.scores dd'))
+              .map(function (e) { var b = e.getBoundingClientRect();
+                return {left: b.left, right: b.right, cut: e.scrollWidth > e.clientWidth,
+                        title: e.title, text: e.textContent}; });
+            return {left: r.left, right: r.right, parts: parts};
+          });
+        });""")
+    scored = 0
+    for row in geometry:
+        for a, b in itertools.pairwise(row):
+            assert a["right"] <= b["left"], "a tile ends before the next one starts"
+        for tile in row:
+            for part in tile["parts"]:
+                scored += 1
+                assert tile["left"] <= part["left"] and part["right"] <= tile["right"] + 0.5
+                assert not part["cut"], part
+    assert scored >= 6 * 3 * 3 * 2
+    titles = {p["text"]: p["title"] for row in geometry for t in row for p in t["parts"]}
+    assert titles["mass↑"] == "relevance_mass_accuracy (higher is better)"
+    assert titles["del↓"] == "deletion (lower is better)"
+    legend = driver.find_element("id", "legend").text
+    for name in ("deletion", "relevance_mass_accuracy", "sparseness", "ground-truth mask"):
+        assert name in legend
+
+
+def test_the_summary_shows_the_overview_first_and_the_sanity_check(driver, evaluated,
+                                                                     tmp_path) -> None:
+    driver.get(evaluated.with_name("summary.html").as_uri())
+    top = driver.execute_script("""
+        var h = Array.from(document.querySelectorAll('h2'));
+        function at(t) { var e = h.find(function (x) { return x.textContent.startsWith(t); });
+                         return e ? e.getBoundingClientRect().top : null; }
+        return [at('Which method'), at('Sanity check'), at('Run')];""")
+    assert None not in top and top == sorted(top)
+    assert driver.find_elements("css selector", "table.overview td.best")
+    rows = driver.find_elements("css selector", "table.overview tr[data-method]")
+    assert [r.get_attribute("data-method") for r in rows] == [
+        "gradient", "integrated_gradients", "custom_gradient", "random"]
+    assert len(driver.find_elements("css selector", "ul.verdicts li")) == 3
+    assert driver.find_element("id", "sign-caveat").is_displayed()
+    plot = driver.find_element("css selector", '#sanity img[src="plots/randomisation.png"]')
+    assert driver.execute_script("return arguments[0].naturalWidth", plot) > 100
+    overview = driver.find_element("css selector", "table.overview").rect
+    assert overview["x"] + overview["width"] <= 1400, "the overview fits the window"
+    folder = Path(os.environ.get("XAI_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("summary", "index"):
+        page = evaluated.with_name(f"{name}.html")
+        _open(driver, page) if name == "index" else driver.get(page.as_uri())
+        time.sleep(0.5)
+        assert driver.save_screenshot(str(folder / f"evaluated-{name}.png"))

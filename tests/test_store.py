@@ -64,7 +64,13 @@ def test_create_makes_the_declared_shape_chunks_and_fill(tmp_path):
     assert tuple(raw.metadata.dimension_names) == ("explainer", "image", "channel", "y", "x")
     assert np.isnan(raw[:]).all()
     metric = SCHEMA.create(group, "metric_sparseness", sizes, 2)
-    assert metric.chunks == (2, 2), "written per shard: every explainer in one chunk"
+    assert metric.chunks == (1, 2), "written per (method, shard): one explainer a chunk"
+    strategy = SCHEMA.create(group, "strategy", sizes, 2)
+    assert strategy.chunks == (2, 2), "written per shard: every explainer in one chunk"
+    group.create_array("metric_pointing_game", shape=(2, 5), chunks=(2, 2), dtype="float32",
+                       fill_value=0.0, dimension_names=("explainer", "image"))
+    remade = SCHEMA.create(group, "metric_pointing_game", sizes, 2)
+    assert remade.chunks == (1, 2) and np.isnan(remade[:]).all(), "chunked otherwise: remade"
     pred = SCHEMA.create(group, "pred", sizes, 2)
     assert pred.dtype == np.int16 and (pred[:] == -1).all()
     raw[0, :2] = 1.0

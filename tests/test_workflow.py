@@ -287,7 +287,7 @@ def test_a_schema_1_store_is_refused_not_misread(done):
 
     with pytest.raises(StoreError, match="xai clean"):
         open_dataset(_store(tmp))
-    assert cli("clean", "--config", str(config)).exit_code == 0
+    assert cli("clean", "--config", str(config), "--yes").exit_code == 0
     _run(config)
 
 
@@ -449,7 +449,7 @@ def test_status_and_clean(done):
     units = units_run(rerun.output)
     assert units == {"normalize": f"{3 * len(METHOD_NAMES)}/{3 * len(METHOD_NAMES)}",
                      "render": "2/2"}, units
-    assert cli("clean", "--config", str(config)).exit_code == 0
+    assert cli("clean", "--config", str(config), "--yes").exit_code == 0
     assert not _store(tmp).exists()
 
 
@@ -594,7 +594,7 @@ def test_random_weights_warning_is_whole_at_80_columns():
     from rich.console import Console
     from rich.progress import Progress
 
-    from workflows.cli import RichReporter
+    from workflows.progress import RichReporter
     from workflows.run import RANDOM_WEIGHTS_WARNING
 
     buf = io.StringIO()
@@ -618,7 +618,7 @@ def test_status_verify_clean_take_data_dir(tmp_path):
     status = cli("status", "--config", str(config), "--data-dir", str(root))
     assert status.exit_code == 0 and "done" in status.output, status.output
     assert cli("verify", "--config", str(config), "--data-dir", str(root)).exit_code == 0
-    cleaned = cli("clean", "--config", str(config), "--data-dir", str(root))
+    cleaned = cli("clean", "--config", str(config), "--data-dir", str(root), "--yes")
     assert cleaned.exit_code == 0 and not (tmp_path / "runs" / "c" / "store.zarr").exists()
 
 

@@ -1,6 +1,10 @@
 """Orchestration of the pipeline: config, stage plugins, planning, executors, the run, CLI."""
 
 import os
+import time
+
+#: When the package loaded (time.time()): the process start where /proc cannot say it.
+LOADED_AT: float = time.time()
 
 # MKL's results depend on the memory alignment of its inputs unless conditional numerical
 # reproducibility is on (STRICT: whatever the alignment); with it off, two runs of the same

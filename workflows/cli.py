@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,82 +16,46 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.panel import Panel
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
-    Task,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
-from rich.text import Text
 
 from pipeline.errors import ConfigError, XaiError
 from pipeline.methods import DEFAULT_METHODS, METHODS
+from workflows.progress import make_reporter
 from workflows.stages import REGISTRY
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Batch gradient-based explanations of an ImageNet ResNet18.")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 DataDirOpt = Annotated[Path | None, typer.Option(
-    "--data-dir", help="image folder (else $XAI_DATA_DIR, else the config's root)")]
-DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d",
+    "--data-dir", metavar="DIR", help="image folder (else $XAI_DATA_DIR, else the config's root)")]
+DatasetOpt = Annotated[str | None, typer.Option("--dataset", "-d", metavar="NAME",
                                                 help="configs/<NAME>.toml (default: sample)")]
-ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="a config file")]
-OutOpt = Annotated[Path | None, typer.Option("--out", help="output root (run dir: OUT/NAME)")]
+ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", metavar="FILE",
+                                                help="a config file")]
+OutOpt = Annotated[Path | None, typer.Option("--out", metavar="DIR",
+                                             help="output root (run folder: DIR/NAME)")]
 SetOpt = Annotated[list[str] | None, typer.Option(
-    "--set", help="override a config value: section.key=value (value read as TOML)")]
-
-
-class SpeedColumn(ProgressColumn):
-    """Images per second."""
-
-    def render(self, task: Task) -> Text:
-        # Over the whole stage, counting only images done in this run (not resumed ones).
-        done = task.completed - task.fields.get("resumed", 0)
-        elapsed = task.finished_time if task.finished else task.elapsed
-        if not elapsed or done <= 0:
-            return Text("      - img/s", style="cyan")
-        return Text(f"{done / elapsed:6.1f} img/s", style="cyan")
-
-
-class RichReporter:
-    """Draws one progress bar per stage."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, Any] = {}
-
-    def stage_start(self, stage: str, total_images: int, done_images: int) -> None:
-        self.tasks[stage] = self.progress.add_task(stage, total=total_images,
-                                                   completed=done_images, resumed=done_images)
-
-    def advance(self, stage: str, images: int) -> None:
-        self.progress.advance(self.tasks[stage], images)
-
-    def stage_end(self, stage: str) -> None:
-        self.progress.stop_task(self.tasks[stage])
-
-    def warn(self, message: str) -> None:
-        # soft_wrap=False: the console soft-wraps (long paths stay copyable), which would cut
-        # a panel to one line; a warning must wrap inside its box at any width.
-        self.progress.console.print(Panel(message, title="warning", style="bold red"),
-                                    soft_wrap=False)
-
-    def info(self, message: str) -> None:
-        self.progress.console.print(f"[dim]{message}[/]")
-
-    def training(self, what: str, done: int, total: int) -> None:
-        """The evidence model's training (first use only), as its own bar."""
-        if what not in self.tasks:
-            self.tasks[what] = self.progress.add_task(what[:10], total=total)
-        self.progress.update(self.tasks[what], completed=done, total=total)
+    "--set", metavar="SECTION.KEY=VALUE",
+    help="override a config value (the value is read as TOML)")]
+DeviceOpt = Annotated[str | None, typer.Option(metavar="DEVICE",
+                                               help="auto | cpu | cuda | cuda:N")]
+SchedulerOpt = Annotated[str, typer.Option(metavar="SCHEDULER", help="as for `xai run`")]
+RunDirArg = Annotated[Path | None, typer.Argument(
+    metavar="[RUN_DIR]", help="a run folder (runs/NAME): its saved config.toml says the rest",
+    show_default=False)]
+NameOpt = Annotated[str | None, typer.Option(
+    "--name", metavar="NAME", help="the run's name, its folder under --out (default: the "
+    "dataset's name; with --data-dir alone, the folder's)")]
 
 
 def _fail(exc: BaseException | str, code: int = 2) -> typer.Exit:
@@ -96,42 +64,89 @@ def _fail(exc: BaseException | str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _config(dataset: str | None, config: Path | None, sets: list[str] | None, **kw: Any) -> Any:
-    from workflows.config import load_config, resolve_config_path
+@contextlib.contextmanager
+def _gentle_ctrl_c(stop: Any) -> Iterator[None]:
+    """SIGINT requests a gentle stop the first time and interrupts the second time."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
-    path = resolve_config_path(dataset, config)
-    return load_config(path, sets or [], **kw)
+    def on_sigint(signum: int, frame: Any) -> None:
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.request()
+        n = stop.in_flight()
+        tasks = f"the {n} running task{'s' if n != 1 else ''}" if n else "the running tasks"
+        console.print(f"[bold yellow]stopping after {tasks}[/] (they finish and are "
+                      "recorded); Ctrl-C again to stop now")
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _config(dataset: str | None, config: Path | None, sets: list[str] | None,
+            run_dir: Path | None = None, **kw: Any) -> Any:
+    """The config of a run folder, ``--config``, ``--dataset``, or (``--data-dir`` alone)
+    your own images, named after their folder unless ``name`` says otherwise."""
+    from workflows.config import load_config, own_images_config, resolve_config_path
+
+    if run_dir is not None:
+        if dataset is not None or config is not None:
+            raise ConfigError(f"Expected either a run folder ({run_dir}) or --dataset/--config, "
+                              "got both. The run folder's config.toml already says which "
+                              "dataset; drop one of them.")
+        path = resolve_config_path(None, None, run_dir)
+        # The folder is the run, wherever it was moved to.
+        kw.setdefault("out", run_dir.resolve().parent)
+        kw["name"] = kw.get("name") or run_dir.resolve().name
+        return load_config(path, sets or [], **kw)
+    data_dir = kw.get("data_dir")
+    if dataset is None and config is None and data_dir is not None:
+        path = own_images_config()
+        kw["name"] = kw.get("name") or data_dir.expanduser().resolve().name
+        return load_config(path, sets or [], **kw)
+    return load_config(resolve_config_path(dataset, config), sets or [], **kw)
 
 
 @app.command()
 def run(
+    run_dir: RunDirArg = None,
     dataset: DatasetOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     out_dir: OutOpt = None,
-    weights: Annotated[str | None, typer.Option(
+    weights: Annotated[str | None, typer.Option(metavar="WEIGHTS",
         help="imagenet | auto | random | evidence | a state-dict file | a .pt2 exported "
              "program")] = None,
-    arch: Annotated[str | None, typer.Option(
+    arch: Annotated[str | None, typer.Option(metavar="ARCH",
         help="any torchvision classification model (resnet50, convnext_tiny, vit_b_16, ...) "
              "or timm:NAME; default resnet18")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
-    scheduler: Annotated[str, typer.Option(
+    device: DeviceOpt = None,
+    scheduler: Annotated[str, typer.Option(metavar="SCHEDULER",
         help="threads | processes | synchronous | local:N | local-cuda | tcp://host:port "
              "(see README, Several GPUs and machines)")] = "threads",
     sets: SetOpt = None,
-    force: Annotated[str | None, typer.Option(
+    name: NameOpt = None,
+    force: Annotated[str | None, typer.Option(metavar="STAGE",
         help=f"recompute this stage and the ones after it: {', '.join(REGISTRY.names())}")] = None,
     replace: Annotated[bool, typer.Option(
         "--replace", help="discard an existing store made with other dataset settings or "
                           "shard_size (without it, such a run stops and changes nothing)")]
         = False,
 ) -> None:
-    """Run (or resume) the pipeline: ingest, predict, attribute, aggregate, normalize, render
-    (and evaluate, with [evaluate] metrics)."""
+    """Run (or resume) the pipeline: ingest, predict, attribute, aggregate, normalize, render,
+    evaluate (when [evaluate] metrics names some) and report.
+
+    Your own images: `xai run --data-dir DIR` finds their layout by itself (class folders, a
+    CSV beside them, or plain files) and names the run after the folder. Later commands take
+    the run folder: `xai status runs/NAME`.
+    """
     try:
-        cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir, weights=weights,
-                      device=device, arch=arch)
+        cfg = _config(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir,
+                      weights=weights, device=device, arch=arch, name=name)
         console.print(f"[bold]{cfg.dataset.name}[/]: {cfg.model.arch}, methods "
                       f"{', '.join(cfg.method_names)}; output {cfg.run_dir}")
     except XaiError as exc:
@@ -140,16 +155,24 @@ def run(
 
 
 def _pipeline(cfg: Any, scheduler: str, **kw: Any) -> Any:
-    """``run_pipeline`` with progress bars; Ctrl-C and user errors end it cleanly."""
+    """``run_pipeline`` with progress; Ctrl-C and user errors end it cleanly.
+
+    The first Ctrl-C is acknowledged at once and lets the running tasks finish and be
+    recorded; the second stops at once (what is recorded stays; the rest is recomputed).
+    """
+    from workflows.engine import RunStopped, Stop
     from workflows.run import run_pipeline
     from workflows.scheduler import validate
 
-    columns = (TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-               SpeedColumn(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    stop = Stop()
     try:
         validate(scheduler)
-        with Progress(*columns, console=console) as progress:
-            return run_pipeline(cfg, scheduler=scheduler, reporter=RichReporter(progress), **kw)
+        with make_reporter(console) as reporter, _gentle_ctrl_c(stop):
+            return run_pipeline(cfg, scheduler=scheduler, reporter=reporter, stop=stop, **kw)
+    except RunStopped as stopped:
+        console.print(f"[bold yellow]Stopped.[/] {stopped.recorded} tasks finished and were "
+                      "recorded; run the same command again to resume where it stopped.")
+        raise typer.Exit(130) from None
     except KeyboardInterrupt:
         console.print("[bold yellow]Interrupted.[/] Finished shards are kept; run the same "
                       "command again to resume where it stopped.")
@@ -160,12 +183,13 @@ def _pipeline(cfg: Any, scheduler: str, **kw: Any) -> Any:
 
 @app.command()
 def evaluate(
+    run_dir: RunDirArg = None,
     dataset: DatasetOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     out_dir: OutOpt = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda | cuda:N")] = None,
-    scheduler: Annotated[str, typer.Option(help="as for `xai run`")] = "threads",
+    device: DeviceOpt = None,
+    scheduler: SchedulerOpt = "threads",
     sets: SetOpt = None,
 ) -> None:
     """Run only the evaluate stage ([evaluate] metrics) on an existing run's maps.
@@ -174,7 +198,8 @@ def evaluate(
     it stops and names the stage to run. `xai run` runs evaluate too, after the maps.
     """
     try:
-        cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir, device=device)
+        cfg = _config(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir,
+                      device=device)
     except XaiError as exc:
         raise _fail(exc) from None
     summary = _pipeline(cfg, scheduler, only="evaluate")
@@ -183,23 +208,24 @@ def evaluate(
 
 @app.command()
 def report(
+    run_dir: RunDirArg = None,
     dataset: DatasetOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     out_dir: OutOpt = None,
-    scheduler: Annotated[str, typer.Option(help="as for `xai run`")] = "threads",
+    scheduler: SchedulerOpt = "threads",
     open_: Annotated[bool, typer.Option("--open", help="open it in the default browser")]
     = False,
     sets: SetOpt = None,
 ) -> None:
-    """Build (or bring up to date) the run's static HTML report, runs/<name>/report/.
+    """Build (or bring up to date) the run's static HTML report in runs/NAME/report/.
 
-    Only shards whose inputs changed are rebuilt. A run with stages missing gets a report of
-    what is there, which says what is missing. The folder opens from the disk (index.html),
-    needs no server and can be moved or zipped.
+    Only shards whose inputs changed are rebuilt. A run with stages missing gets a report
+    of what is there, which says what is missing. The folder opens from the disk
+    (index.html), needs no server, and can be moved or zipped.
     """
     try:
-        cfg = _config(dataset, config, sets, data_dir=data_dir, out=out_dir)
+        cfg = _config(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir)
         if not cfg.report.enabled:
             raise ConfigError(f"{cfg.source}: [report] enabled = false turns the report off; "
                               "set it to true (or pass --set report.enabled=true).")
@@ -227,22 +253,26 @@ def _print_report(run_dir: Path, facts: Any) -> None:
 
 
 def _print_summary(summary: Any) -> None:
-    table = Table(title="run summary", title_justify="left")
-    for col in ("stage", "units run", "images", "seconds", "img/s", "device idle", "workers"):
-        table.add_column(col, justify="left" if col in ("stage", "workers") else "right")
+    table = Table(title="run summary (busy: the tasks' own work, img/s from it; span: first "
+                        "start to last end; idle: the device waiting)", title_justify="left")
+    for col in ("stage", "units", "images", "busy s", "img/s", "span s", "idle", "workers"):
+        table.add_column(col, justify="left" if col in ("stage", "workers") else "right",
+                         no_wrap=col == "stage")
     for st in summary.stats:
-        rate = f"{st.images_run / st.seconds:.1f}" if st.images_run and st.seconds else "-"
+        rate = f"{st.img_per_s:.1f}" if st.img_per_s else "-"
         idle = f"{100 * st.device_idle:.0f}%" if st.device_idle is not None else ""
         table.add_row(st.stage, f"{st.units_run}/{st.units_total}", str(st.images_run),
-                      f"{st.seconds:.1f}", rate, idle, str(len(st.workers) or ""))
+                      f"{st.busy_seconds:.1f}", rate, f"{st.seconds:.1f}", idle,
+                      str(len(st.workers) or ""))
     out.print(table)
     device_span = max((st.seconds for st in summary.stats if st.device_idle is not None),
                       default=0.0)
     if device_span:
-        out.print(f"whole run {summary.seconds:.1f}s = {summary.seconds / device_span:.2f}x the "
-                  f"longest device stage ({device_span:.1f}s); the stages' spans add up to "
-                  f"{summary.stage_seconds:.1f}s (streaming "
-                  f"{'on: they overlap' if summary.streaming else 'off'}, scheduler "
+        out.print(f"whole run {summary.seconds:.1f}s (wall time of this command) = "
+                  f"{summary.seconds / device_span:.2f}x the longest device stage "
+                  f"({device_span:.1f}s); busy time adds up to "
+                  f"{sum(st.busy_seconds for st in summary.stats):.1f}s (streaming "
+                  f"{'on: stages overlap' if summary.streaming else 'off'}, scheduler "
                   f"{summary.scheduler})")
     if not any(st.units_run for st in summary.stats):
         out.print("[green]everything was already up to date: nothing was recomputed[/]")
@@ -356,17 +386,22 @@ def _incomplete_hint(method: str) -> str:
 
 
 @app.command()
-def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
-           sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Per stage and method: units done/total and whether the config made them stale."""
+def status(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: ConfigOpt = None,
+           out_dir: OutOpt = None, sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Per stage and method: images done of the total, and whether the config made them
+    stale; and whether a run is in progress."""
     from workflows.status import run_status
 
     try:
-        cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
+        cfg = _config(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
         st = run_status(cfg)
     except XaiError as exc:
         raise _fail(exc) from None
     out.print(f"run: {st.run_dir}")
+    if st.running:
+        r = st.running
+        out.print(f"[bold yellow]a run is in progress[/]: pid {r['pid']} on {r['host']}, "
+                  f"since {r['started']} (the counts below grow as it records its work)")
     if not st.exists:
         for note in st.notes:
             out.print(note)
@@ -375,7 +410,7 @@ def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
         out.print(f"[bold red]this run used random weights ({st.weights_id}): its maps say "
                   "nothing about a real model[/]")
     table = Table()
-    for col in ("stage", "explainer", "done", "total", "stale", "state"):
+    for col in ("stage", "explainer", "images done", "of", "stale", "state"):
         table.add_column(col)
     for s in st.stages:
         state = ("done" if s.done == s.total else "stale" if s.stale else
@@ -391,23 +426,63 @@ def status(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
 
 
 @app.command()
-def clean(stage: Annotated[str | None, typer.Argument(
-              help="clear this stage and the ones after it; none: remove the whole run")] = None,
+def clean(first: Annotated[str | None, typer.Argument(
+              metavar="[RUN_DIR]", show_default=False,
+              help="a run folder (runs/NAME); or leave it out and name the run with "
+                   "--dataset or --config")] = None,
+          second: Annotated[str | None, typer.Argument(
+              metavar="[STAGE]", show_default=False,
+              help="clear this stage and every stage after it, the report included; none: "
+                   "remove the whole run")] = None,
           dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
-          sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
-    """Remove a run's outputs, or mark one stage (and those after it) for recomputation."""
-    from workflows.clean import clean as clean_run
+          sets: SetOpt = None, data_dir: DataDirOpt = None,
+          yes: Annotated[bool, typer.Option(
+              "--yes", "-y", help="remove a whole run without asking (for scripts)")]
+          = False) -> None:
+    """Remove a run, or clear one stage and those after it for recomputation.
 
+    Removing a whole run asks first; without a terminal to ask on, it needs --yes.
+    """
+    from workflows.clean import clean as clean_run
+    from workflows.clean import run_size
+
+    run_dir, stage = _clean_arguments(first, second)
     try:
-        cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
+        cfg = _config(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
+        if stage is None and cfg.run_dir.exists() and not yes:
+            files, size = run_size(cfg.run_dir)
+            question = (f"Remove the whole run at {cfg.run_dir} ({files} files, "
+                        f"{size / 2**20:.1f} MiB)?")
+            if not sys.stdin.isatty():
+                raise ConfigError(f"Expected --yes to remove the whole run at {cfg.run_dir} "
+                                  f"({files} files) without a terminal to ask on. Pass --yes, "
+                                  "or name a STAGE to clear only that stage and those after "
+                                  "it.")
+            if not typer.confirm(question, default=False):
+                out.print("kept the run")
+                raise typer.Exit(1)
         out.print(clean_run(cfg, stage))
     except XaiError as exc:
         raise _fail(exc) from None
 
 
+def _clean_arguments(first: str | None, second: str | None) -> tuple[Path | None, str | None]:
+    """``[RUN_DIR] [STAGE]``: one argument is a stage when it names one and no folder of
+    that name exists; else a run folder."""
+    if second is not None:
+        return (Path(first) if first is not None else None), second
+    if first is None:
+        return None, None
+    if first in REGISTRY.names() and not Path(first).is_dir():
+        return None, first
+    if Path(first).exists() or "/" in first or first.startswith("."):
+        return Path(first), None
+    return None, first  # neither: the stage check names the argument and the stages
+
+
 @app.command()
-def verify(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
-           sets: SetOpt = None, data_dir: DataDirOpt = None,
+def verify(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: ConfigOpt = None,
+           out_dir: OutOpt = None, sets: SetOpt = None, data_dir: DataDirOpt = None,
            check_only: Annotated[bool, typer.Option(
                "--check-only", help="report damage without dropping records")] = False) -> None:
     """Re-read every finished shard and sheet against its record's checksum.
@@ -418,7 +493,7 @@ def verify(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
     from workflows.verify import verify as verify_run
 
     try:
-        cfg = _config(dataset, config, sets, out=out_dir, data_dir=data_dir)
+        cfg = _config(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
         report = verify_run(cfg, repair=not check_only)
     except XaiError as exc:
         raise _fail(exc) from None
@@ -437,22 +512,24 @@ def verify(dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt
 @app.command()
 def explain(
     images: Annotated[list[Path], typer.Argument(help="image files")],
-    out_file: Annotated[Path, typer.Option("--out", help="PNG to write")] = Path("explain.png"),
-    weights: Annotated[str, typer.Option(
+    out_file: Annotated[Path, typer.Option("--out", metavar="FILE", help="PNG to write")]
+        = Path("explain.png"),
+    weights: Annotated[str, typer.Option(metavar="WEIGHTS",
         help="imagenet | auto | random | a state-dict file | a .pt2 exported program")]
         = "auto",
-    arch: Annotated[str, typer.Option(
+    arch: Annotated[str, typer.Option(metavar="ARCH",
         help="any torchvision classification model, or timm:NAME")] = "resnet18",
-    classes: Annotated[Path | None, typer.Option(
+    classes: Annotated[Path | None, typer.Option(metavar="FILE",
         help="a checkpoint's class names, one a line")] = None,
-    head: Annotated[str, typer.Option(help="softmax | logits")] = "softmax",
-    method: Annotated[list[str] | None, typer.Option(
+    head: Annotated[str, typer.Option(metavar="HEAD", help="softmax | logits")] = "softmax",
+    method: Annotated[list[str] | None, typer.Option(metavar="METHOD",
         help=f"repeatable: {', '.join(METHODS)}; default: {', '.join(DEFAULT_METHODS)}")]
         = None,
-    n_steps: Annotated[int, typer.Option(help="path steps for the IG methods")] = 50,
-    nt_samples: Annotated[int, typer.Option(help="SmoothGrad samples")] = 10,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda")] = "auto",
-    seed: Annotated[int, typer.Option(help="seed for random weights and SmoothGrad")] = 0,
+    n_steps: Annotated[int, typer.Option(metavar="N", help="path steps for the IG methods")] = 50,
+    nt_samples: Annotated[int, typer.Option(metavar="N", help="SmoothGrad samples")] = 10,
+    device: Annotated[str, typer.Option(metavar="DEVICE", help="auto | cpu | cuda")] = "auto",
+    seed: Annotated[int, typer.Option(
+        metavar="N", help="seed for random weights and SmoothGrad")] = 0,
 ) -> None:
     """One PNG for a few image files: per image, the photo and one heat map per method.
 
@@ -534,17 +611,18 @@ def _last_run(run_dir: Path) -> str:
     return f"the run in {where} used {escape(str(attrs.get('weights_id', '?')))}"
 
 
-weights_app = typer.Typer(no_args_is_help=True,
+weights_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                           help="The ImageNet checkpoint on machines without network.")
 app.add_typer(weights_app, name="weights")
 
 
 @weights_app.command("import")
 def weights_import(source: Annotated[Path, typer.Argument(
+        metavar="FILE", show_default=False,
         help="the checkpoint torchvision publishes (resnet18-f37072fd.pth for resnet18), "
              "downloaded on a machine with network")],
                    arch: Annotated[str, typer.Option(
-                       help="the architecture it is for")] = "resnet18") -> None:
+                       metavar="ARCH", help="the architecture it is for")] = "resnet18") -> None:
     """Check a downloaded ImageNet checkpoint against the hash torchvision publishes for it,
     and copy it into torch's cache, where `--weights imagenet` and `auto` find it."""
     from pipeline.models import check_arch
@@ -562,7 +640,8 @@ def weights_import(source: Annotated[Path, typer.Argument(
 
 @weights_app.command("status")
 def weights_status(arch: Annotated[str, typer.Option(
-        help="the architecture whose checkpoint to look for")] = "resnet18") -> None:
+        metavar="ARCH", help="the architecture whose checkpoint to look for")]
+        = "resnet18") -> None:
     """Where the ImageNet checkpoint is looked for, whether it is there, and whether a failed
     download is remembered (auto does not retry the network until then)."""
     from pipeline.models import check_arch

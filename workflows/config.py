@@ -460,6 +460,34 @@ class Config:
         }
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))  # a TOML basic string: JSON's escapes are TOML's
+
+
+def config_toml(cfg: Config) -> str:
+    """The resolved config as TOML that :func:`load_config` reads back to an equal Config
+    (what a run saves as ``config.toml``; unset keys, None, are left out)."""
+    plain = cfg.to_dict()
+    lines = [f"# The resolved config of this run, from {plain.pop('source')}: what every "
+             "later command (xai status/report/clean RUN_DIR) reads.", ""]
+    methods = plain.pop("methods")
+    for section, table in plain.items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in table.items() if v is not None]
+        lines.append("")
+    for name, params in methods.items():
+        lines.append(f"[methods.{name}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in params.items() if v is not None]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _plain(d: dict[str, Any]) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
             for k, v in d.items()}
@@ -755,8 +783,36 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str]) -> dict[str, 
     return out
 
 
-def resolve_config_path(dataset: str | None, config: Path | None) -> Path:
-    """The config file for ``--dataset NAME`` or ``--config FILE``."""
+#: The resolved config a run saves in its folder; later commands read it back.
+RUN_CONFIG = "config.toml"
+#: The config for ``xai run --data-dir DIR`` without ``--dataset`` or ``--config`` (not a
+#: dataset of its own: it has no folder until ``--data-dir`` gives one).
+OWN_IMAGES = "own"
+
+
+def own_images_config() -> Path:
+    """``configs/templates/own.toml``."""
+    return config_dir() / "templates" / f"{OWN_IMAGES}.toml"
+
+
+def run_config_path(run_dir: Path) -> Path:
+    """The saved config of the run in ``run_dir``; a :class:`ConfigError` when it is no run."""
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        why = "that folder does not exist" if not run_dir.exists() else (
+            "it is a file" if run_dir.is_file() else f"it holds no {RUN_CONFIG}")
+        raise ConfigError(
+            f"Expected a run folder at {run_dir} (one that `xai run` made, with its "
+            f"{RUN_CONFIG}), but {why}. Pass a folder under runs/, e.g. runs/sample, or name "
+            "the dataset with --dataset NAME.")
+    return path
+
+
+def resolve_config_path(dataset: str | None, config: Path | None,
+                        run_dir: Path | None = None) -> Path:
+    """The config file for a run folder, ``--config FILE`` or ``--dataset NAME``."""
+    if run_dir is not None:
+        return run_config_path(run_dir)
     if config is not None:
         if not config.is_file():
             raise ConfigError(f"Expected a config file at {config}, but there is none.")
@@ -785,7 +841,8 @@ def _read(path: Path) -> tuple[str, dict[str, Any]]:
 
 def _command_line(tables: dict[str, Any], overrides: Sequence[str], env: Mapping[str, str], *,
                   data_dir: Path | None, out: Path | None, weights: str | None,
-                  device: str | None, arch: str | None = None) -> None:
+                  device: str | None, arch: str | None = None, name: str | None = None
+                  ) -> None:
     """Write the command-line options and ``$XAI_DATA_DIR`` into the merged tables."""
     cwd = Path.cwd()
     dataset, run, model = (tables.setdefault(s, {}) for s in ("dataset", "run", "model"))
@@ -806,6 +863,8 @@ def _command_line(tables: dict[str, Any], overrides: Sequence[str], env: Mapping
         model["weights"] = weights
     if arch is not None:
         model["arch"] = arch
+    if name is not None:
+        dataset["name"] = name
 
 
 def _weights_path(model: ModelConfig, base: Path, from_command_line: bool) -> ModelConfig:
@@ -829,6 +888,7 @@ def load_config(
     device: str | None = None,
     env: Mapping[str, str] | None = None,
     arch: str | None = None,
+    name: str | None = None,
 ) -> Config:
     """Read, override and validate a config file.
 
@@ -847,7 +907,7 @@ def load_config(
     tables = apply_overrides(written, overrides)
     check_names(tables, where)
     _command_line(tables, overrides, env, data_dir=data_dir, out=out, weights=weights,
-                  device=device, arch=arch)
+                  device=device, arch=arch, name=name)
     tables["dataset"].setdefault("name", path.stem)
     base = path.resolve().parent
     sections = {name: _section(cls, tables.get(name, {}), name, where, base)

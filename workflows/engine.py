@@ -8,6 +8,7 @@ once: no two tasks ever write one shard.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -21,6 +22,35 @@ class TaskFailed(XaiError):
     """A shard task raised; the message names the unit and the worker's error."""
 
 
+class Stop:
+    """A request to stop a run gently (the first Ctrl-C): tasks already running finish and
+    are recorded, nothing new starts. Safe to set from a signal handler."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._in_flight: Callable[[], int] = lambda: 0
+
+    def request(self) -> None:
+        self._event.set()
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set()
+
+    def in_flight(self) -> int:
+        """Tasks running now (the ones a gentle stop waits for)."""
+        return self._in_flight()
+
+
+class RunStopped(Exception):
+    """The run stopped on request after recording its running tasks; ``recorded`` counts
+    the units it recorded in all."""
+
+    def __init__(self, recorded: int) -> None:
+        super().__init__(f"stopped on request after recording {recorded} units")
+        self.recorded = recorded
+
+
 def shard_first(unit: Unit) -> int:
     """The default priority: earlier shards first."""
     return unit.start
@@ -29,13 +59,16 @@ def shard_first(unit: Unit) -> int:
 def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Unit]],
               make_task: Callable[[Unit], Task], executor: Executor,
               on_result: Callable[[Unit, dict[str, Any]], None],
-              priority: Callable[[Unit], int] = shard_first) -> None:
+              priority: Callable[[Unit], int] = shard_first, stop: Stop | None = None) -> None:
     """Run ``pending`` units in dependency order, streaming, and record each as it returns.
 
     ``depends_on(u)`` names the units whose output ``u`` reads; those not in ``pending`` are
     taken as done. ``priority(u)``: lower is submitted (and, on Dask, run) first. On the
     first failure nothing more is submitted or recorded, queued tasks are dropped, and the
     task's error is raised (a :class:`TaskFailed` for a worker that kept dying).
+
+    When ``stop`` is requested, tasks not started are dropped, the running ones are waited
+    for and recorded, and :class:`RunStopped` is raised.
     """
     todo = set(pending)
     waiting = {u: {d for d in depends_on(u) if d in todo and d != u} for u in pending}
@@ -45,22 +78,36 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
             dependents[d].append(u)
     running: dict[Any, Unit] = {}
     failure: tuple[Unit, BaseException] | None = None
+    recorded = 0
+    stopping = False
+    if stop is not None:
+        stop._in_flight = executor.in_flight
 
     def submit(units: Iterable[Unit]) -> None:
         for u in sorted(units, key=priority):
+            if stop is not None and stop.requested:
+                return
             running[executor.submit(make_task(u), priority(u))] = u
 
     try:
         submit(u for u in pending if not waiting[u])
         while running and failure is None:
+            if stop is not None and stop.requested and not stopping:
+                stopping = True
+                executor.cancel_queued()
             for handle, result, exc in executor.wait():
                 unit = running.pop(handle)
                 if exc is not None:
-                    failure = failure or (unit, exc)
+                    if not (stopping and _cancelled(exc)):
+                        failure = failure or (unit, exc)
                     continue
                 assert result is not None
                 on_result(unit, result)
-                if failure is None:
+                recorded += 1
+                if stop is not None and stop.requested and not stopping:
+                    stopping = True
+                    executor.cancel_queued()
+                if failure is None and not stopping:
                     ready = []
                     for d in dependents[unit]:
                         waiting[d].discard(unit)
@@ -72,6 +119,8 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
             # Queued tasks are dropped; in-process ones already running finish when the
             # executor shuts down, unrecorded (they are recomputed on the next run).
             executor.cancel()
+    if failure is None and stop is not None and stop.requested:
+        raise RunStopped(recorded)
     if failure is not None:
         unit, exc = failure
         if isinstance(exc, XaiError):
@@ -82,3 +131,11 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
                 "worker logs (out of memory?), then run the same command again: finished "
                 "shards are kept.") from exc
         raise exc
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """A task dropped before it started (by a gentle stop), not one that failed."""
+    import asyncio
+    import concurrent.futures as cf
+
+    return isinstance(exc, cf.CancelledError | asyncio.CancelledError)

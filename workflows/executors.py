@@ -29,6 +29,11 @@ class Executor(Protocol):
     def wait(self) -> list[Finished]: ...
     def cancel(self) -> None:
         """Drop submitted tasks that have not started (after a failure or an interrupt)."""
+    def cancel_queued(self) -> None:
+        """Drop tasks not started, keep running ones (a gentle stop); they are reported by
+        :meth:`wait` as cancelled."""
+    def in_flight(self) -> int:
+        """Tasks running now."""
 
 
 class InlineExecutor:
@@ -39,6 +44,8 @@ class InlineExecutor:
     def __init__(self) -> None:
         self._queue: list[tuple[int, int, Task]] = []
         self._seq = 0
+        self._busy = False
+        self._dropped: list[int] = []
 
     def submit(self, task: Task, priority: int) -> Any:
         self._seq += 1
@@ -46,15 +53,28 @@ class InlineExecutor:
         return self._seq
 
     def wait(self) -> list[Finished]:
+        if self._dropped:
+            dropped, self._dropped = self._dropped, []
+            return [(h, None, cf.CancelledError("dropped by a stop")) for h in dropped]
         self._queue.sort(key=lambda item: (item[0], item[1]))
         _prio, handle, task = self._queue.pop(0)
+        self._busy = True
         try:
             return [(handle, execute(task), None)]
         except Exception as exc:
             return [(handle, None, exc)]
+        finally:
+            self._busy = False
 
     def cancel(self) -> None:
         self._queue.clear()
+
+    def cancel_queued(self) -> None:
+        self._dropped += [handle for _p, handle, _t in self._queue]
+        self._queue.clear()
+
+    def in_flight(self) -> int:
+        return int(self._busy)
 
 
 class _Tracked:
@@ -128,6 +148,12 @@ class PoolExecutor(_Tracked):
         for fut in self._futures:
             fut.cancel()
 
+    def cancel_queued(self) -> None:
+        self.cancel()  # a future that has started cannot be cancelled: it runs to its end
+
+    def in_flight(self) -> int:
+        return sum(1 for fut in list(self._futures) if fut.running())
+
     def shutdown(self) -> None:
         """Wait for running tasks (no writer outlives the run), drop queued ones."""
         self._device.shutdown(wait=True, cancel_futures=True)
@@ -168,6 +194,13 @@ class DaskExecutor(_Tracked):
         if self._futures:
             self.client.cancel(list(self._futures))
             self._futures.clear()
+
+    def cancel_queued(self) -> None:
+        """Dask does not say which tasks have started: every submitted one runs and is
+        recorded (streaming submits only the units whose inputs are done)."""
+
+    def in_flight(self) -> int:
+        return len(self._futures)
 
 
 def _drain(done: queue.SimpleQueue[Any]) -> list[Any]:

@@ -370,7 +370,12 @@ def map_spaces(cfg: Config, loaded: Any) -> dict[str, str]:
 
 def write_resolved_config(cfg: Config, hashes: Hashes, weights_id: str, device: str,
                           scheduler: str) -> None:
-    """``config.resolved.json``: the config as resolved, with the hashes and versions."""
+    """``config.resolved.json``: the config as resolved, with the hashes and versions; and
+    ``config.toml``, the same config as a file that later commands load (``xai status
+    RUN_DIR``)."""
+    from workflows.config import RUN_CONFIG, config_toml
+
+    atomic_write_bytes(cfg.run_dir / RUN_CONFIG, config_toml(cfg).encode())
     atomic_write_json(cfg.run_dir / "config.resolved.json",
                       {**cfg.to_dict(), "stage_hashes": flat_hashes(hashes),
                        "weights_id": weights_id, "device": device, "scheduler": scheduler,

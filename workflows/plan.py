@@ -53,8 +53,9 @@ class Registry:
         RegistryError
             A name used twice, an instance another registry holds, unknown crash points or
             unit, a read that no earlier stage writes (the message names the stage and the
-            array), or a per-method stage whose arrays are not split by explainer (two tasks
-            would write one chunk).
+            array), a per-method stage whose arrays are not split by explainer (two tasks
+            would write one chunk), or whose arrays without an explainer axis no
+            :attr:`~workflows.plugin.Stage.shared` unit writes.
         """
         name = stage.name
         if stage.registered:
@@ -80,6 +81,17 @@ class Registry:
                     f"Stage {name!r} runs per method, but the schema chunks {shared} across "
                     "every explainer, so two of its tasks would write one chunk. Declare "
                     "them with split_explainer=True.")
+            per_shard = [f.name for f in writes if f.dims[:1] != (EXPLAINER,)]
+            if per_shard and not stage.shared:
+                raise RegistryError(
+                    f"Stage {name!r} runs per method, but the schema says it writes "
+                    f"{per_shard}, which have no explainer axis, so every method's task would "
+                    "write them. Set shared = True on the stage (one unit per shard writes "
+                    "them), or give them an explainer axis.")
+        elif stage.shared:
+            raise RegistryError(f"Stage {name!r}: expected shared = True only with "
+                                "per_method = True (a per-shard stage's units are shared "
+                                "already), got per_method = False.")
         stage.after = self._writers(stage)
         stage.writes = writes
         stage.schema = self.schema
@@ -171,7 +183,9 @@ class Registry:
         """Per (stage, method): the hash of its own config values chained with its inputs'.
 
         Changing one method's ``n_steps`` changes that method's ``attribute`` hash and those
-        that read it (its ``aggregate`` and ``normalize``, and ``render``), and nothing else.
+        that read it (its ``aggregate``, ``normalize`` and ``evaluate``, and ``render`` and
+        ``report``), and nothing else: not evaluate's random floor (see
+        :meth:`upstream_methods`).
         """
         out: Hashes = {}
         for stage in self:
@@ -181,11 +195,8 @@ class Registry:
                     up_stage = self[up]
                     if not up_stage.methods(cfg):
                         continue  # turned off under this config: nothing to read
-                    if up_stage.per_method:
-                        ms = [method] if method is not None else list(cfg.method_names)
-                        upstream += [out[(up, m)] for m in ms]
-                    else:
-                        upstream.append(out[(up, None)])
+                    upstream += [out[(up, m)]
+                                 for m in self.upstream_methods(stage, method, up_stage, cfg)]
                 own = stage.depends(cfg, method, weights_id)
                 out[(stage.name, method)] = stable_hash([stage.name, method, own, upstream])
         return out
@@ -209,15 +220,29 @@ class Registry:
                 continue
             size = up_stage.unit_size(cfg)
             first, last = unit.start // size, (unit.stop - 1) // size
-            if up_stage.per_method:
-                methods: Iterable[str | None] = (
-                    [unit.method] if unit.method is not None else cfg.method_names)
-            else:
-                methods = [None]
-            for m in methods:
+            for m in self.upstream_methods(stage, unit.method, up_stage, cfg):
                 for i in range(first, last + 1):
                     out.append(Unit(up, m, i, i * size, min((i + 1) * size, n)))
         return out
+
+    @staticmethod
+    def upstream_methods(stage: Stage, method: str | None, up: Stage, cfg: Config
+                         ) -> tuple[str | None, ...]:
+        """Which of ``up``'s units (by method) a unit of ``stage`` for ``method`` reads.
+
+        A per-shard upstream: its one unit. A per-method upstream: the same method's; for a
+        per-shard stage, every unit of it (the shared one too); for the :attr:`shared
+        <workflows.plugin.Stage.shared>` unit of a per-method stage, only the upstream's own
+        shared unit, if any: what every method shares never waits for (or is made stale by)
+        one method.
+        """
+        if not up.per_method:
+            return (None,)
+        if method is not None:
+            return (method,)
+        if stage.per_method:
+            return (None,) if up.shared else ()
+        return up.methods(cfg)
 
     def priority(self, unit: Unit, method_order: tuple[str, ...]) -> int:
         """Lower runs first: shard by shard, earlier stages first within a shard."""

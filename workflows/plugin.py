@@ -76,6 +76,12 @@ class Stage:
         the ones it runs after (:attr:`after`, set on registration).
     per_method
         True: one unit per (method, shard) and one record each.
+    shared
+        With ``per_method``: also one unit per shard without a method (its record
+        ``state/<name>/<index>``), for the work every method's units share (evaluate's random
+        floor). It writes the families without an explainer axis, the method units the
+        explainer-split ones (:meth:`unit_families`), and it depends on the per-shard inputs
+        only: a change to one method never makes it stale.
     unit
         ``"shard"`` (``run.shard_size`` images) or ``"sheet"`` (``render.images_per_sheet``).
     device
@@ -100,6 +106,7 @@ class Stage:
     name: ClassVar[str] = ""
     reads: ClassVar[tuple[str, ...]] = ()
     per_method: ClassVar[bool] = False
+    shared: ClassVar[bool] = False
     unit: ClassVar[str] = "shard"
     device: ClassVar[bool] = False
     crash_points: ClassVar[tuple[str, ...]] = CRASH_POINTS
@@ -131,10 +138,22 @@ class Stage:
         return None
 
     def methods(self, cfg: Config) -> tuple[str | None, ...]:
-        """The methods it has units for: every configured one, or ``(None,)``; ``()`` off."""
+        """The methods it has units for: every configured one (after ``None``, the shared
+        unit's, for a :attr:`shared` stage), or ``(None,)``; ``()`` off."""
         if not self.enabled(cfg):
             return ()
-        return tuple(cfg.method_names) if self.per_method else (None,)
+        if not self.per_method:
+            return (None,)
+        return ((None,) if self.shared else ()) + tuple(cfg.method_names)
+
+    def unit_families(self, unit: Unit) -> tuple[ArrayFamily, ...]:
+        """The families ``unit`` writes: all of :attr:`writes`, except in a per-method stage
+        with a :attr:`shared` unit, where a method's unit writes the explainer-split ones
+        (its slot) and the shared unit the others."""
+        if not (self.per_method and self.shared):
+            return self.writes
+        split = unit.method is not None
+        return tuple(f for f in self.writes if f.split_explainer == split)
 
     def unit_size(self, cfg: Config) -> int:
         return cfg.render.images_per_sheet if self.unit == "sheet" else cfg.run.shard_size
@@ -304,15 +323,16 @@ def unit_checksum(stage: Stage, store_path: Path | str, run_dir: Path | str, uni
 
     Records carry it (read back after the write), so ``xai verify`` can tell a deleted or
     damaged chunk from a legitimately empty one: Zarr reads a missing chunk as fill values.
-    The arrays are read in schema order; a stage that writes families of arrays (one per
-    metric) reads all of its arrays in name order.
+    The arrays are the unit's (:meth:`Stage.unit_families`), read in schema order; a stage
+    that writes families of arrays (one per metric) reads all of them in name order.
     """
     path = stage.output_file(Path(run_dir), unit)
     if path is not None:
         return file_checksum(path) if path.is_file() else "missing"
     store = view or StoreView(store_path, mode="r")
-    names = stage.schema.instances(store, stage.writes)
-    if any(f.prefix for f in stage.writes):
+    families = stage.unit_families(unit)
+    names = stage.schema.instances(store, families)
+    if any(f.prefix for f in families):
         names = sorted(names)
     slot = store.slot(unit.method) if unit.method else None
     return store.checksum(names, slice(unit.start, unit.stop), slot)

@@ -17,18 +17,19 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.store import open_store
 from workflows import lifecycle
 from workflows.config import GENERATED_LAYOUTS, Config
-from workflows.engine import run_units
+from workflows.engine import Stop, run_units
 from workflows.executors import Executor
 from workflows.plan import Hashes, Plan, Registry, flat_hashes, hash_key
 from workflows.plugin import Context, Task, Unit
 from workflows.scheduler import open_executor
-from workflows.state import Records, RunLock, atomic_write_json, disk_errors
+from workflows.state import Records, RunLock, atomic_write_json, disk_errors, read_json
 from workflows.summary import (
     Recorder,
     Reporter,
     RunSummary,
     SilentReporter,
     completeness_summary,
+    process_seconds,
     skipped_images,
     top1_accuracy,
 )
@@ -47,11 +48,14 @@ def default_registry() -> Registry:
 
 def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None = None,
                  reporter: Reporter | None = None, replace: bool = False,
-                 only: str | None = None, registry: Registry | None = None) -> RunSummary:
+                 only: str | None = None, registry: Registry | None = None,
+                 stop: Stop | None = None) -> RunSummary:
     """Run (or resume) every stage of ``cfg``; return what happened.
 
     ``only``: run just this stage on an existing store (``xai evaluate``); every stage it
     reads must be complete and current, else a :class:`StoreError` names the one to run.
+    ``stop``: requested (by the first Ctrl-C), the running tasks finish and are recorded and
+    :class:`~workflows.engine.RunStopped` is raised.
 
     Raises
     ------
@@ -88,7 +92,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             plan = plan.only(only)
         recorder = Recorder(reg, cfg, records, hashes, rep)
         recorder.start(plan.planned, plan.pending, n)
-        _execute(reg, cfg, plan, records, pool, recorder, _model_spec(cfg, loaded), n)
+        _execute(reg, cfg, plan, records, pool, recorder, _model_spec(cfg, loaded), n, stop)
         recorder.end(plan.planned)
         skipped = skipped_images(group, cfg.run.target)
         summary = RunSummary(
@@ -97,6 +101,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             random_weights=loaded.is_random, device=device, scheduler=scheduler,
             streaming=cfg.run.streaming, stats=recorder.stats(plan.planned),
             seconds=time.perf_counter() - t_start,
+            previous=read_json(cfg.run_dir / "summary.json"),
             completeness=completeness_summary(group, cfg.method_names,
                                               cfg.run.completeness_warning),
             engine=recorder.engine(plan.planned), accuracy=top1_accuracy(group))
@@ -106,6 +111,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
             if stage.enabled(cfg) and (out := stage.finalize(ctx)) is not None:
                 ctx.outputs[stage.name] = out
         summary.outputs = ctx.outputs
+        summary.seconds = process_seconds()  # the whole command, as a user's clock says
     if only is None or not reg[only].partial_inputs:  # a stage built alone keeps the run's
         atomic_write_json(cfg.run_dir / "summary.json", summary.to_dict())
     return summary
@@ -189,7 +195,7 @@ def _plan(reg: Registry, cfg: Config, n: int, records: Records, hashes: Hashes,
 
 
 def _execute(reg: Registry, cfg: Config, plan: Plan, records: Records, executor: Executor,
-             recorder: Recorder, spec: ModelSpec, n: int) -> None:
+             recorder: Recorder, spec: ModelSpec, n: int, stop: Stop | None = None) -> None:
     """Submit every pending unit (streaming, or one stage after another) and record each as
     it returns."""
     queued = set(plan.queue())
@@ -211,7 +217,7 @@ def _execute(reg: Registry, cfg: Config, plan: Plan, records: Records, executor:
         for batch in batches:
             if batch:
                 run_units(batch, lambda u: reg.dependencies(u, cfg, n), make_task, executor,
-                          recorder, lambda u: reg.priority(u, cfg.method_names))
+                          recorder, lambda u: reg.priority(u, cfg.method_names), stop)
 
 
 # ------------------------------------------------------------------------ one stage alone

@@ -127,6 +127,28 @@ class RunLock:
         os.pwrite(fd, info.encode(), 0)
         self._fd = fd
 
+    def holder(self) -> dict[str, str] | None:
+        """Who holds the lock now (``pid``, ``host``, ``started``), or None when nobody
+        does. Only looks: never takes the lock from a running run."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+                try:
+                    info = json.loads(text)
+                except ValueError:
+                    info = {}
+                return {k: str(info.get(k, "?")) for k in ("pid", "host", "started")}
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
     def release(self) -> None:
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)

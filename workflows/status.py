@@ -1,4 +1,5 @@
-"""``xai status``: per stage (and method), how many units are done, stale or pending."""
+"""``xai status``: per stage (and method), how many images are done, stale or pending, and
+whether a run is in progress."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from pipeline.store import array, explainers, open_store
 from workflows.config import Config
 from workflows.lifecycle import config_changes, expected_weights_id
 from workflows.plan import Registry
-from workflows.state import Records
+from workflows.state import Records, RunLock
 from workflows.summary import Completeness, completeness_summary, skipped_images
 
 
 @dataclass
 class StageStatus:
+    """One stage (and method): images whose units are done, of the total, and images whose
+    records are stale (made under other settings). Images, as the progress bars count."""
+
     stage: str
     method: str | None
     done: int
@@ -33,6 +37,8 @@ class RunStatus:
     completeness: list[Completeness] = field(default_factory=list)
     random_weights: bool = False
     weights_id: str = ""
+    #: The run holding the lock now (``pid``, ``host``, ``started``), or None.
+    running: dict[str, str] | None = None
 
 
 def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
@@ -42,8 +48,10 @@ def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
     reg = registry or REGISTRY
     run_dir = cfg.run_dir
     store_path = run_dir / "store.zarr"
+    running = RunLock(run_dir).holder()
     if not (store_path / "zarr.json").is_file():
-        return RunStatus(run_dir, False, [], 0, [], ["no run yet: `xai run` starts one"])
+        return RunStatus(run_dir, False, [], 0, [], ["no run yet: `xai run` starts one"],
+                         running=running)
     group = open_store(store_path, mode="r")
     n = array(group, "image").shape[0]
     hashes = reg.hashes(cfg, expected_weights_id(cfg))
@@ -60,10 +68,11 @@ def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
                 if rec is None:
                     continue
                 if rec.get("hash") == hashes[(stage.name, method)]:
-                    done += 1
+                    done += u.size
                 else:
-                    stale += 1
-            rows.append(StageStatus(stage.name, method, done, len(mine), stale))
+                    stale += u.size
+            rows.append(StageStatus(stage.name, method, done, sum(u.size for u in mine),
+                                    stale))
     first_stale = next((s for s in rows if s.stale), None)
     if first_stale:
         changed = config_changes(group.attrs.get("config", {}), cfg.to_dict())
@@ -80,4 +89,4 @@ def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
                                         cfg.run.completeness_warning)
     return RunStatus(run_dir, True, rows, n, skipped, notes, completeness,
                      bool(group.attrs.get("random_weights", False)),
-                     str(group.attrs.get("weights_id", "")))
+                     str(group.attrs.get("weights_id", "")), running)

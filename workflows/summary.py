@@ -7,6 +7,7 @@ tests may ignore them).
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,7 +54,13 @@ class SilentReporter:
 
 @dataclass
 class StageStats:
-    """What one stage did in a run: counts, wall span and per-worker device use."""
+    """What one stage did in a run: counts, busy time, wall span and device use.
+
+    ``busy_seconds`` is the work: the sum of the tasks' compute seconds (a device task's time
+    on the device, a CPU task's own time), and img/s comes from it. ``seconds`` is the span
+    from the first task's start to the last one's end: with streaming, a CPU stage's span
+    covers the whole run while it waits for the device, so it says nothing of its speed.
+    """
 
     stage: str
     units_total: int = 0
@@ -63,6 +70,42 @@ class StageStats:
     busy_seconds: float = 0.0
     device_idle: float | None = None
     workers: list[str] = field(default_factory=list)
+
+    @property
+    def img_per_s(self) -> float | None:
+        """Images per busy second."""
+        return self.images_run / self.busy_seconds if self.images_run and self.busy_seconds \
+            else None
+
+    def to_dict(self, run_at: str) -> dict[str, Any]:
+        return {"stage": self.stage, "units_run": self.units_run,
+                "units_total": self.units_total, "images": self.images_run,
+                "busy_seconds": round(self.busy_seconds, 3),
+                "span_seconds": round(self.seconds, 3),
+                "img_per_s": None if self.img_per_s is None else round(self.img_per_s, 3),
+                "device_idle": None if self.device_idle is None else round(self.device_idle, 4),
+                "workers": self.workers, "computed_by_run": run_at}
+
+
+#: Runs kept in ``summary.json``'s ``history`` (the newest last).
+HISTORY: int = 50
+
+
+def process_seconds() -> float:
+    """Wall seconds since this process started (start-up and imports included): what a
+    user's clock says the command took. From ``/proc``; else since :mod:`workflows` loaded."""
+    import os
+
+    try:
+        ticks = os.sysconf("SC_CLK_TCK")
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / ticks
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return max(0.0, uptime - started)
+    except (OSError, ValueError, IndexError):
+        import workflows
+
+        return time.time() - workflows.LOADED_AT
 
 
 @dataclass
@@ -118,14 +161,42 @@ class RunSummary:
     #: Top-1 accuracy on the labelled images: ``{"correct", "labelled", "accuracy"}``
     #: (empty when no image has a label).
     accuracy: dict[str, Any] = field(default_factory=dict)
+    #: When this run started (local time, ISO), the key of its figures in ``summary.json``.
+    run_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
+    #: The ``summary.json`` this run found: stages it did not compute keep their figures.
+    previous: dict[str, Any] | None = None
 
     @property
     def stage_seconds(self) -> float:
         """The sum of the stages' own wall times (what a run without overlap would take)."""
         return sum(st.seconds for st in self.stats)
 
+    def stage_entries(self) -> list[dict[str, Any]]:
+        """Per stage, the figures of the last run that computed any of its units: this
+        run's where it computed some, else those ``summary.json`` kept."""
+        kept = {e.get("stage"): e for e in (self.previous or {}).get("stages", [])
+                if isinstance(e, dict) and e.get("units_run")}
+        out = []
+        for st in self.stats:
+            entry = st.to_dict(self.run_at)
+            if not st.units_run and st.stage in kept:
+                entry = {**kept[st.stage], "units_total": st.units_total}
+            out.append(entry)
+        return out
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every run's own figures, oldest first (at most :data:`HISTORY`), this one last."""
+        old = [h for h in (self.previous or {}).get("history", []) if isinstance(h, dict)]
+        mine = {"run_at": self.run_at, "seconds": round(self.seconds, 3),
+                "scheduler": self.scheduler, "device": self.device,
+                "units_run": {st.stage: st.units_run for st in self.stats},
+                "busy_seconds": {st.stage: round(st.busy_seconds, 3) for st in self.stats}}
+        return [*old, mine][-HISTORY:]
+
     def to_dict(self) -> dict[str, Any]:
-        """``summary.json``: the same numbers as the console table."""
+        """``summary.json``: the same numbers as the console table. ``stages`` keeps, per
+        stage, the figures of the last run that computed it (a no-op rerun does not erase
+        them); ``seconds`` is this command's wall time; ``history`` lists every run."""
         return {
             "run_dir": str(self.run_dir), "images": self.images, "ok": self.ok,
             "skipped": len(self.skipped), "weights_id": self.weights_id,
@@ -137,13 +208,9 @@ class RunSummary:
             "engine": self.engine,
             "accuracy": self.accuracy or None,
             **{name: out for name, out in self.outputs.items() if out},
-            "stages": [{
-                "stage": st.stage, "units_run": st.units_run, "units_total": st.units_total,
-                "images": st.images_run, "seconds": round(st.seconds, 3),
-                "img_per_s": round(st.images_run / st.seconds, 3) if st.seconds else None,
-                "device_idle": None if st.device_idle is None else round(st.device_idle, 4),
-                "workers": st.workers,
-            } for st in self.stats],
+            "run_at": self.run_at,
+            "stages": self.stage_entries(),
+            "history": self.history(),
         }
 
 
@@ -219,12 +286,19 @@ class Recorder:
             if done:
                 st.seconds = (max(r["ended"] for _, r in done)
                               - min(r["started"] for _, r in done))
-                st.busy_seconds = sum(r["ended"] - r["started"] for _, r in done)
+                st.busy_seconds = sum(_busy(r) for _, r in done)
                 st.workers = sorted({worker_name(r["worker"]) for _, r in done})
                 if stage.device:
                     st.device_idle = _device_idle(done)
             out.append(st)
         return out
+
+
+def _busy(result: dict[str, Any]) -> float:
+    """A task's work: its compute seconds where it reports them (a device task: time on the
+    device, not waiting for it), else its own wall time."""
+    compute = result.get("compute_seconds")
+    return float(compute) if compute else float(result["ended"] - result["started"])
 
 
 def worker_name(w: dict[str, Any]) -> str:

@@ -1,17 +1,24 @@
 """``evaluate``: attribution-quality metrics on the stored maps, with a random floor.
 
-Per shard, for every configured method and for uniform random maps (the floor every number is
-compared with), the metrics of ``[evaluate] metrics`` (:data:`pipeline.metrics.METRICS`) are
-computed on the ``aggregated`` maps and written to the schema's evaluation arrays
-(``metric_<name>``, ``random_<name>``, ``curve_<name>``, ``random_curve_<name>``,
-``randomisation``). Localisation metrics are NaN for images without a mask.
+The metrics of ``[evaluate] metrics`` (:data:`pipeline.metrics.METRICS`) are computed on the
+``aggregated`` maps in one unit per (method, shard), recorded like ``attribute``'s: a unit
+writes its method's slot of ``metric_<name>``, ``curve_<name>`` and ``randomisation`` (the
+randomisation test, for the shard's images among the first ``randomisation_images``). The
+floor every number is compared with, the same metrics on uniform random maps, is the stage's
+shared unit per shard (``random_<name>``, ``random_curve_<name>``): computed once per shard,
+whatever the methods. A unit's hash holds the ``[evaluate]`` settings, the target, seed and
+head, and for a method's unit that method's parameters; the chain adds the data, the model
+and that method's maps (:meth:`workflows.plan.Registry.upstream_methods`). So a change to one
+method re-evaluates that method alone, and never the floor. Localisation metrics are NaN for
+images without a mask.
 
-After the shards, :meth:`Evaluate.finalize` writes ``evaluation.json`` (means with 95%
+After the units, :meth:`Evaluate.finalize` writes ``evaluation.json`` (means with 95%
 bootstrap intervals, the random row, the randomisation test) and ``evaluation.png``.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,6 +42,10 @@ from workflows.plugin import (
 )
 from workflows.state import atomic_write_bytes, atomic_write_json, disk_errors
 
+#: The ``[evaluate]`` settings the random floor does not use (the randomisation test re-runs
+#: the methods; the floor has none).
+FLOOR_IGNORES = ("randomisation_images",)
+
 
 def evaluation_arrays(cfg: Config) -> list[str]:
     """The arrays the stage writes under ``cfg``."""
@@ -53,6 +64,8 @@ def evaluation_arrays(cfg: Config) -> list[str]:
 class Evaluate(Stage):
     name = "evaluate"
     reads = ("pixels", "status", "pred", "label", "mask", "aggregated", "explainer")
+    per_method = True
+    shared = True  # the random floor: one unit per shard
     device = True
     doc = ("metrics of every method's maps and of random maps: deletion, insertion, "
            "localisation, sparseness, randomisation")
@@ -64,14 +77,19 @@ class Evaluate(Stage):
         return bool(cfg.evaluate.metrics)
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
-        return {"evaluate": cfg.to_dict()["evaluate"], "target": cfg.run.target,
-                "methods": list(cfg.method_names), "seed": cfg.run.seed,
-                "head": cfg.model.head,
-                "params": {m: dict(p) for m, p in cfg.methods.items()}}
+        """The ``[evaluate]`` settings, target, seed and head; a method's unit adds that
+        method's parameters. The floor's (``method`` None) leaves out
+        :data:`FLOOR_IGNORES`."""
+        settings = cfg.to_dict()["evaluate"]
+        common = {"target": cfg.run.target, "seed": cfg.run.seed, "head": cfg.model.head}
+        if method is None:
+            return {"floor": {k: v for k, v in settings.items() if k not in FLOOR_IGNORES},
+                    **common}
+        return {"evaluate": settings, **common, "params": dict(cfg.methods[method])}
 
     def prepare(self, group: Any, cfg: Config) -> None:
         """Create the arrays of the configured metrics (NaN) and drop those no metric asks
-        for any more. A shape change also changes the stage's hash, so its records are
+        for any more. A shape change also changes the stage's hashes, so its records are
         stale anyway."""
         from pipeline.metrics import LAYER_GROUPS
 
@@ -83,21 +101,31 @@ class Evaluate(Stage):
             self.schema.create(group, name, sizes, shard_length(group))
 
     def run(self, task: Task) -> dict[str, Any]:
-        """Every configured metric for every method's maps and the random maps of one shard,
-        and the randomisation test for the shard's images among the first N."""
+        """One shard: every configured metric on one method's maps (and the randomisation
+        test for the shard's images among the first N), or on the random maps (the shared
+        unit, ``method`` None)."""
         assert task.model is not None
         eng = worker.model_for(task.model)
-        cfg = task.cfg
+        cfg, u = task.cfg, task.unit
         store = open_view(task)
         data = store.rows(unit_rows(task), "pixels", "status", "pred", "label", "mask")
-        methods = [m for m in store.explainers if m in cfg.methods]
         ok, classes = explained(data, cfg.run.target)
+        crop = data["pixels"].shape[1]
+        if u.method is None:
+            maps = random_maps(u.start + ok, (crop, crop), cfg.run.seed)
+        else:
+            agg = store.array("aggregated")
+            maps = np.asarray(agg[store.slot(u.method), u.start:u.stop])[ok]
         results: dict[str, np.ndarray] = {}
+        compute = 0.0
         if ok.size:
-            results = _shard_scores(task, eng, store, data, methods, ok, classes)
+            with worker.device_lock(eng.device):
+                t0 = time.perf_counter()
+                results = unit_scores(task, eng, data, maps, ok, classes)
+                compute = time.perf_counter() - t0
         faults.point("evaluate:before-write")
-        _write(store, task, methods, ok, results)
-        return done(task, store, eng.device)
+        _write(store, task, ok, results)
+        return done(task, store, eng.device, compute_seconds=compute)
 
     def finalize(self, ctx: Context) -> dict[str, Any] | None:
         """``evaluation.json`` and ``evaluation.png`` from the store's evaluation arrays."""
@@ -118,12 +146,15 @@ def _forward(backbone: Any) -> Any:
     return lambda x: backbone(x).float().softmax(dim=1)
 
 
-def random_maps(indices: Sequence[int], shape: tuple[int, int], seed: int) -> np.ndarray:
+def random_maps(indices: Sequence[int] | np.ndarray, shape: tuple[int, int], seed: int
+                ) -> np.ndarray:
     """The random maps of images ``indices`` ``(K, H, W)``: seeded per image, so the floor is
     the same for any shard size or resume."""
     from pipeline.methods import image_seed
     from pipeline.metrics import random_attribution
 
+    if not len(indices):
+        return np.zeros((0, *shape), np.float32)
     return np.concatenate([random_attribution((1, *shape), image_seed(seed + 7919, int(i)))
                            for i in indices]).astype(np.float32)
 
@@ -141,11 +172,12 @@ def _scores(spec: Any, maps: np.ndarray, masks: np.ndarray, forward: Any, x: Any
     return np.asarray(spec.fn(maps), dtype=np.float64), None
 
 
-def _shard_scores(task: Task, eng: Any, store: StoreView, data: Mapping[str, np.ndarray],
-                  methods: Sequence[str], ok: np.ndarray, classes: np.ndarray
-                  ) -> dict[str, np.ndarray]:
-    """Per metric ``(M + 1, K)`` scores (the last row: the random maps), per curve metric
-    ``(M + 1, K, steps + 1)`` curves, and ``(M, K, G)`` randomisation correlations."""
+def unit_scores(task: Task, eng: Any, data: Mapping[str, np.ndarray], maps: np.ndarray,
+                ok: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
+    """The scores of one unit's ``maps`` ``(K, H, W)`` (the shard's explained images ``ok``):
+    per metric ``(K,)``, per curve metric ``curve:<name>`` ``(K, steps + 1)``, and for a
+    method's unit with images among the first ``randomisation_images`` the randomisation
+    correlations ``(K, G)`` (NaN rows for the others). The caller holds the device lock."""
     import torch
 
     from pipeline.metrics import METRICS
@@ -153,41 +185,32 @@ def _shard_scores(task: Task, eng: Any, store: StoreView, data: Mapping[str, np.
 
     u, cfg = task.unit, task.cfg
     ev = cfg.evaluate
-    crop = data["pixels"].shape[1]
-    agg = store.array("aggregated")
-    maps = np.stack([np.asarray(agg[store.slot(m), u.start:u.stop])[ok]
-                     for m in methods])                            # (M, K, H, W)
-    rand = random_maps(u.start + ok, (crop, crop), cfg.run.seed)   # (K, H, W)
-    rows = np.concatenate([maps.reshape(-1, crop, crop), rand])    # (M*K + K, H, W)
-    reps = len(methods) + 1
-    masks = np.tile(data["mask"][ok], (reps, 1, 1))
+    masks = data["mask"][ok]
     forward = _forward(eng.backbone)
     norm = cfg.normalization()
     params = {"steps": ev.steps, "baseline": ev.baseline,
               "baseline_params": {"baseline_sigma": ev.baseline_sigma},
               "max_batch": max(1, eng.max_batch * 4), "norm": norm}
     results: dict[str, np.ndarray] = {}
-    with worker.device_lock(eng.device), precision_mode(cfg.run.precision, eng.device):
+    with precision_mode(cfg.run.precision, eng.device):
         x = to_input(data["pixels"][ok], eng.device, norm)
-        xs = x.repeat(reps, 1, 1, 1)
         targets = torch.as_tensor(classes[ok].astype(np.int64), device=eng.device)
-        ts = targets.repeat(reps)
         for name in ev.metrics:
             faults.delay("evaluate")
-            score, curve = _scores(METRICS[name], rows, masks, forward, xs, ts, params)
-            results[name] = score.reshape(reps, ok.size)
+            score, curve = _scores(METRICS[name], maps, masks, forward, x, targets, params)
+            results[name] = score
             if curve is not None:
-                results[f"curve:{name}"] = curve.reshape(reps, ok.size, -1)
-        chosen = ok[(u.start + ok) < ev.randomisation_images]
-        if chosen.size:
-            results["randomisation"] = _randomisation(task, eng, methods, x, targets,
-                                                      np.isin(ok, chosen))
+                results[f"curve:{name}"] = curve
+        pick = (u.start + ok) < ev.randomisation_images
+        if u.method is not None and pick.any():
+            results["randomisation"] = _randomisation(task, eng, u.method, x, targets, pick)
     return results
 
 
-def _randomisation(task: Task, eng: Any, methods: Sequence[str], x: Any, targets: Any,
+def _randomisation(task: Task, eng: Any, method: str, x: Any, targets: Any,
                    pick: np.ndarray) -> np.ndarray:
-    """(M, K, G) Spearman correlations for the picked images (NaN for the others)."""
+    """(K, G) Spearman correlations of ``method``'s maps for the picked images (NaN for the
+    others)."""
     import torch
 
     from pipeline.methods import METHODS, attribute, image_seed
@@ -197,22 +220,21 @@ def _randomisation(task: Task, eng: Any, methods: Sequence[str], x: Any, targets
     cfg, u = task.cfg, task.unit
     idx = torch.as_tensor(np.flatnonzero(pick), device=x.device)
     images, tg = x[idx], targets[idx]
+    # As the stage always has: positions among the explained images, not image indices.
     seeds = [image_seed(cfg.run.seed, u.start + int(k)) for k in np.flatnonzero(pick)]
-    out = np.full((len(methods), pick.size, LAYER_GROUPS), np.nan)
-    for i, name in enumerate(methods):
-        spec, params = METHODS[name], cfg.methods[name]
+    spec, params = METHODS[method], cfg.methods[method]
 
-        def explain(backbone: Any, imgs: Any, tgt: Any, spec: Any = spec,
-                    params: Any = params) -> np.ndarray:
-            model = with_head(backbone, cfg.model.head)
-            attr, _, _ = attribute(spec, model, imgs, tgt, params, eng.max_batch, seeds,
-                                   norm=cfg.normalization())
-            return attr.sum(dim=1).cpu().numpy()
+    def explain(backbone: Any, imgs: Any, tgt: Any) -> np.ndarray:
+        model = with_head(backbone, cfg.model.head)
+        attr, _, _ = attribute(spec, model, imgs, tgt, params, eng.max_batch, seeds,
+                               norm=cfg.normalization())
+        return attr.sum(dim=1).cpu().numpy()
 
-        backbone = eng.for_method(spec.hooks, head=False)
-        corr = cascading_randomisation(backbone, _layer_groups(backbone), explain,
-                                       images, tg, seed=cfg.run.seed)
-        out[i, pick, :corr.shape[0]] = corr.T
+    backbone = eng.for_method(spec.hooks, head=False)
+    corr = cascading_randomisation(backbone, _layer_groups(backbone), explain, images, tg,
+                                   seed=cfg.run.seed)
+    out = np.full((pick.size, LAYER_GROUPS), np.nan)
+    out[pick, :corr.shape[0]] = corr.T
     return out
 
 
@@ -228,35 +250,39 @@ def _layer_groups(backbone: Any) -> list[list[str]]:
     return [[prefix + n for n in g] for g in layer_groups(inner)]
 
 
-def _write(store: StoreView, task: Task, methods: Sequence[str], ok: np.ndarray,
+def _write(store: StoreView, task: Task, ok: np.ndarray,
            results: Mapping[str, np.ndarray]) -> None:
+    """The unit's region: its method's slot of ``metric_*``, ``curve_*`` and
+    ``randomisation``, or (the floor) ``random_*`` and ``random_curve_*``; NaN for the images
+    without a score."""
     u = task.unit
     rows = slice(u.start, u.stop)
-    n_explainers = len(store.explainers)
+    slot = store.slot(u.method) if u.method is not None else None
+    prefixes = ("metric_", "curve_") if slot is not None else ("random_", "random_curve_")
     with disk_errors(task.store_path):
         for name in task.cfg.evaluate.metrics:
-            for target, floor, key in ((f"metric_{name}", f"random_{name}", name),
-                                       (f"curve_{name}", f"random_curve_{name}",
-                                        f"curve:{name}")):
-                if target not in store:
-                    continue
-                arr = store.array(target)
-                block = np.full((n_explainers, u.size, *arr.shape[2:]), np.nan, np.float32)
-                rand = np.full((u.size, *arr.shape[2:]), np.nan, np.float32)
-                if key in results:
-                    for i, m in enumerate(methods):
-                        block[store.slot(m), ok] = results[key][i]
-                    rand[ok] = results[key][-1]
-                arr[:, rows] = block
-                store.array(floor)[rows] = rand
+            for prefix, key in zip(prefixes, (name, f"curve:{name}"), strict=True):
+                _write_rows(store, f"{prefix}{name}", rows, slot, ok, results.get(key))
             faults.point("evaluate:mid-write")
-        if "randomisation" in store:
-            arr = store.array("randomisation")
-            block = np.full((n_explainers, u.size, arr.shape[2]), np.nan, np.float32)
-            if "randomisation" in results:
-                for i, m in enumerate(methods):
-                    block[store.slot(m), ok] = results["randomisation"][i]
-            arr[:, rows] = block
+        if slot is not None:
+            _write_rows(store, "randomisation", rows, slot, ok, results.get("randomisation"))
+
+
+def _write_rows(store: StoreView, name: str, rows: slice, slot: int | None, ok: np.ndarray,
+                values: np.ndarray | None) -> None:
+    """Images ``rows`` of array ``name`` (of explainer ``slot``, if any): ``values`` at the
+    positions ``ok``, NaN elsewhere; nothing when the store has no such array."""
+    if name not in store:
+        return
+    arr = store.array(name)
+    inner = arr.shape[1:] if slot is None else arr.shape[2:]
+    block = np.full((rows.stop - rows.start, *inner), np.nan, np.float32)
+    if values is not None:
+        block[ok] = values
+    if slot is None:
+        arr[rows] = block
+    else:
+        arr[slot, rows] = block
 
 
 # ------------------------------------------------------------------------ the summary

@@ -71,8 +71,8 @@ def part_features(run_dir: Path | str, index: int) -> Path:
 
 class Report(Stage):
     name = "report"
-    reads = ("image", "status", "pixels", "pred", "prob", "label", "normalized", "delta", "gap",
-             "metric_", "random_", "curve_", "random_curve_", "randomisation")
+    reads = ("image", "status", "pixels", "mask", "pred", "prob", "label", "normalized", "delta",
+             "gap", "metric_", "random_", "curve_", "random_curve_", "randomisation")
     partial_inputs = True
     output_dirs = (PARTS, REPORT)
     doc = "the static HTML report report/index.html: gallery, summary, explanation strategies"
@@ -83,7 +83,7 @@ class Report(Stage):
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
         r = cfg.render
-        return {"version": 1, "target": cfg.run.target, "methods": list(cfg.method_names),
+        return {"version": 2, "target": cfg.run.target, "methods": list(cfg.method_names),
                 "clip_percentile": r.clip_percentile, "downsample": cfg.report.downsample,
                 "metrics": list(cfg.evaluate.metrics)}
 
@@ -130,7 +130,41 @@ class Report(Stage):
         ctx.reporter.info("report: clustering the maps and writing the pages")
         skipped = [(i, reason) for i, reason in ctx.summary.skipped if reason]  # "": not yet
         return build_report(ctx.group, ctx.cfg, ctx.run_dir, units, missing, facts,
-                            ctx.outputs.get("evaluate") or {}, skipped, stamp)
+                            evaluation_of(ctx), skipped, stamp)
+
+
+def evaluation_of(ctx: Context) -> dict[str, Any]:
+    """The evaluation summary the pages show (the one place the report reads it): what the
+    evaluate stage's finalize returned in this process, else its ``evaluation.json`` when
+    evaluate is on, else empty. Its shape: ``metrics[name]`` with ``better``,
+    ``description``, ``methods[method]`` and ``random`` (``mean``, ``low``, ``high``, ``n``);
+    ``randomisation[method][layer group]`` (the same statistics); ``notes``."""
+    found = ctx.outputs.get("evaluate")
+    if isinstance(found, Mapping) and found:
+        return dict(found)
+    if not ctx.cfg.evaluate.metrics:
+        return {}
+    data = read_json(ctx.run_dir / "evaluation.json")
+    return data if isinstance(data, dict) else {}
+
+
+def method_signs(cfg: Config) -> dict[str, str]:
+    """How each of the run's methods' maps (the stored ``aggregated``, which the metrics
+    score) treat negative attribution: ``"absolute"`` where the method takes ``|·|``
+    (its ``abs`` or ``absolute`` parameter is true), ``"non-negative"`` for a layer map
+    (Grad-CAM keeps the positive part), else ``"signed"``."""
+    from pipeline.methods import METHODS
+
+    out = {}
+    for m in cfg.method_names:
+        spec, params = METHODS[m], cfg.methods.get(m) or {}
+        flag = next((k for k in ("abs", "absolute") if k in spec.params), None)
+        if flag is not None:
+            out[m] = "absolute" if bool(params.get(flag, spec.params[flag].default)) \
+                else "signed"
+        else:
+            out[m] = "non-negative" if spec.space == "layer" else "signed"
+    return out
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -154,9 +188,10 @@ def report_shard(task: Task) -> dict[str, Any]:
     missing = set(task.extra.get("missing", ()))  # "stage" or "stage/method" not complete
     store = open_view(task, mode="r")
     sl = slice(u.start, u.stop)
-    data = store.rows(sl, "image", "status", "pred", "prob", "label", "pixels")
+    data = store.rows(sl, "image", "status", "pred", "prob", "label", "pixels", "mask")
     ids, status = data["image"].tolist(), data["status"].tolist()
     pred, prob, label, pixels = data["pred"], data["prob"], data["label"], data["pixels"]
+    masks = np.asarray(data["mask"], dtype=bool)
     methods = list(cfg.method_names)
     slots = [store.slot(m) for m in methods]
     norm = store.array("normalized")
@@ -189,6 +224,10 @@ def report_shard(task: Task) -> dict[str, Any]:
             crop = str(status[k]) == "ok" and not lacks("ingest")
             if crop:
                 _write(parts_dir(run_dir) / rp.crop_path(u.index, i), rp.crop_jpeg(pixels[k]))
+            outline = crop and bool(masks[k].any())
+            if outline:
+                _write(parts_dir(run_dir) / rp.outline_path(u.index, i),
+                       rp.outline_png(masks[k]))
             have = []
             for j in range(len(methods)):
                 m = maps[j, k]
@@ -199,12 +238,12 @@ def report_shard(task: Task) -> dict[str, Any]:
                     features[j, k] = downsample(m[None], size)[0]
                 have.append(good)
             # One gallery row (gallery.js reads these keys; short, as there are thousands):
-            # i index, id image id, st status, c has a crop, m has a map (per method),
-            # p predicted class, pr its probability, t label, d relative completeness
-            # error (per method; None: not an IG method or not current), s metric scores
-            # (per metric, per method).
+            # i index, id image id, st status, c has a crop, o has a mask outline, m has a
+            # map (per method), p predicted class, pr its probability, t label, d relative
+            # completeness error (per method; None: not an IG method or not current), s
+            # metric scores (per metric, per method).
             rows.append({
-                "i": i, "id": str(ids[k]), "st": st, "c": crop, "m": have,
+                "i": i, "id": str(ids[k]), "st": st, "c": crop, "o": outline, "m": have,
                 "p": int(pred[k]), "pr": rp.finite(prob[k]), "t": int(label[k]),
                 "d": [rp.finite(rel[j, k]) if ig[j] and deltas_ok[j] else None
                       for j in range(len(methods))],
@@ -369,13 +408,17 @@ def run_facts(cfg: Config, attrs: Mapping[str, Any], images: int, ok: int, skipp
     ]
 
 
+#: The sanity section's figure, relative to the report folder.
+SANITY_PLOT = "plots/randomisation.png"
+
+
 def plots(group: Any, cfg: Config, run_dir: Path, evaluation: Mapping[str, Any]
           ) -> dict[str, bytes]:
     """``plots/*.png``: the completeness errors of the IG methods, and, when the run was
     evaluated, the evaluation figure (``evaluation.png``, which the evaluate stage has just
-    drawn)."""
+    drawn) and the randomisation curves of the sanity section (:data:`SANITY_PLOT`)."""
     from pipeline.methods import METHODS, relative_completeness_error
-    from pipeline.plots import completeness_figure, png
+    from pipeline.plots import completeness_figure, png, randomisation_figure
 
     names = explainers(group)
     ig = [m for m in cfg.method_names if m in names and METHODS[m].has_delta]
@@ -390,6 +433,9 @@ def plots(group: Any, cfg: Config, run_dir: Path, evaluation: Mapping[str, Any]
     figure = run_dir / "evaluation.png"
     if evaluation.get("metrics") and figure.is_file():
         out["plots/evaluation.png"] = figure.read_bytes()
+    sanity = randomisation_figure(evaluation.get("randomisation") or {}, rp.SANITY_THRESHOLD)
+    if sanity is not None:
+        out[SANITY_PLOT] = png(sanity)
     return out
 
 
@@ -427,6 +473,8 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
     ok = n - len(skipped)
     notes = _notes(attrs, missing, ok, n)
     figures = plots(group, cfg, run_dir, evaluation)
+    signs = method_signs(cfg)
+    sanity_plot = SANITY_PLOT if SANITY_PLOT in figures else None
     colormaps = list(dict.fromkeys([cfg.render.colormap, *rp.COLORMAPS]))
     strategy_data = {"methods": {m: labels[j].tolist() for j, m in enumerate(methods)
                                  if clusters.get(m)}}
@@ -435,8 +483,10 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
         "images": n, "classes": classes, "colormaps": colormaps,
         "colormap": cfg.render.colormap, "target": cfg.run.target, "notes": notes,
         "bad": bool(attrs.get("random_weights") or missing),
-        "methods": [{"name": m, "ig": bool(METHODS[m].has_delta)} for m in methods],
-        "metrics": [{"name": m, "higher": METRICS[m].higher_is_better}
+        "methods": [{"name": m, "ig": bool(METHODS[m].has_delta), "sign": signs[m]}
+                    for m in methods],
+        "metrics": [{"name": m, "higher": METRICS[m].higher_is_better,
+                     "short": rp.short_metric(m), "description": METRICS[m].description}
                     for m in cfg.evaluate.metrics if f"metric_{m}" in group],
         "shards": [{"index": u.index, "file": rp.shard_data_path(u.index)} for u in units
                    if part_data(run_dir, u.index).is_file()],
@@ -449,8 +499,8 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
         "index.html": rp.gallery_html(manifest["title"], colormaps),
         "summary.html": rp.summary_page(
             cfg.dataset.name, run_facts(cfg, attrs, n, ok, len(skipped), top1_accuracy(group)),
-            attrs.get("package_versions") or {}, summary, evaluation, notes, sorted(figures),
-            skipped),
+            attrs.get("package_versions") or {}, summary, evaluation, notes,
+            sorted(f for f in figures if f != SANITY_PLOT), skipped, signs, sanity_plot),
         "strategies.html": rp.strategies_page(
             cfg.dataset.name, clusters, facts, methods, classes, cfg.run.shard_size, notes,
             settings, cfg.render.colormap, cfg.shortcut().label),
@@ -477,7 +527,7 @@ def _publish(run_dir: Path, target: Path, shards: Sequence[Mapping[str, Any]], n
         (build / "data").mkdir(parents=True, exist_ok=True)
         for shard in shards:
             rp.link_tree_file(parts / shard["file"], build / shard["file"])
-            for f in ["c", *(f"m{j}" for j in range(n_methods))]:
+            for f in ["c", "o", *(f"m{j}" for j in range(n_methods))]:
                 src = parts / "img" / f / f"{shard['index']:06d}"
                 if src.is_dir():
                     rp.link_tree(src, build / "img" / f / src.name)

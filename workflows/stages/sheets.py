@@ -15,6 +15,9 @@ from workflows.state import disk_errors
 
 #: Stamped on every sheet of a run with random weights.
 RANDOM_BANNER = "RANDOM WEIGHTS: results are meaningless"
+#: The contact sheet's layout version (2: captions with their own row, wrapped headers or a
+#: legend, the colour bar's label per map).
+SHEET_LAYOUT = 2
 
 
 def sheet_path(run_dir: Path, index: int) -> Path:
@@ -41,8 +44,9 @@ class Render(Stage):
     doc = "contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
+        # SHEET_LAYOUT: sheets drawn by an older layout are drawn again.
         return [cfg.render.images_per_sheet, sheet_style(cfg).__dict__, cfg.render.tiles,
-                cfg.run.target]
+                cfg.run.target, {"layout": SHEET_LAYOUT}]
 
     def output_file(self, run_dir: Path, unit: Unit) -> Path:
         return sheet_path(run_dir, unit.index)

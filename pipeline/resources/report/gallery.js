@@ -117,6 +117,15 @@
       document.documentElement.style.setProperty("--overlay", alpha.value); });
     ov.appendChild(alpha);
     c.appendChild(ov);
+    if (rows.some(function (r) { return r.o; })) {  // ground-truth masks: their outlines
+      var ol = el("label", null, "mask outline ");
+      var obox = el("input"); obox.type = "checkbox"; obox.id = "outlines"; obox.checked = true;
+      obox.addEventListener("change", function () {
+        document.body.classList.toggle("outlines", obox.checked); });
+      ol.prepend(obox);
+      c.appendChild(ol);
+      document.body.classList.add("outlines");
+    }
     var fs = el("fieldset");
     fs.appendChild(el("span", null, "Methods:"));
     M.methods.forEach(function (m, j) {
@@ -131,6 +140,37 @@
       fs.appendChild(lab);
     });
     c.appendChild(fs);
+  }
+  // The tiles show short metric names; this line spells them out (and their direction).
+  function legend() {
+    var items = [];
+    if (M.methods.some(function (m) { return m.ig; }))
+      items.push(["compl", "relative completeness error |δ| / |F(x) − F(baseline)|, ↓"]);
+    M.metrics.forEach(function (met) {
+      items.push([met.short || met.name, met.name + " " + (met.higher ? "↑" : "↓") +
+                  (met.description ? " (" + met.description + ")" : "")]);
+    });
+    if (Object.keys(strategies).length) items.push(["strat", "explanation strategy (cluster)"]);
+    if (!items.length) return;
+    var p = el("p", "muted");
+    p.id = "legend";
+    p.appendChild(el("span", null, "Tile scores: "));
+    items.forEach(function (it, k) {
+      if (k) p.appendChild(document.createTextNode(" · "));
+      p.appendChild(el("b", null, it[0]));
+      p.appendChild(document.createTextNode(" " + it[1]));
+    });
+    if (rows.some(function (r) { return r.o; }))
+      p.appendChild(document.createTextNode(" · cyan outline: the ground-truth mask"));
+    $("controls").after(p);
+  }
+  function scoreRow(box, short, title, value) {
+    var dt = el("dt", null, short);
+    dt.title = title;
+    var dd = el("dd", null, value);
+    dd.title = title + ": " + value;
+    box.appendChild(dt);
+    box.appendChild(dd);
   }
   function setColormap(name) {
     document.documentElement.style.setProperty("--cmap", "url(#cmap-" + name + ")");
@@ -181,6 +221,9 @@
     img.src = src;
     return img;
   }
+  function outline(pic, r) {
+    if (r.o) pic.appendChild(image("img/o/" + pad(r.sh) + "/" + pad(r.i) + ".png", "outline", ""));
+  }
   function card(r) {
     var ok = r.st === "ok";
     var verdict = !ok ? "skipped" : (r.t < 0 || r.p < 0 ? "" : (r.p === r.t ? "right" : "wrong"));
@@ -213,6 +256,7 @@
       var t0 = el("div", "tile");
       var p0 = el("div", "pic");
       p0.appendChild(image(crop, "crop", "image " + (r.i + 1)));
+      outline(p0, r);
       t0.appendChild(p0);
       t0.appendChild(el("div", "name", "image"));
       tiles.appendChild(t0);
@@ -226,20 +270,27 @@
           pic.appendChild(image(crop, "under", ""));
           pic.appendChild(image("img/m" + j + "/" + pad(r.sh) + "/" + pad(r.i) + ".png", "map",
                                 m.name + " map"));
+          outline(pic, r);
         } else {
           pic.appendChild(el("div", "missing", "no map (stage not run)"));
         }
         t.appendChild(pic);
-        t.appendChild(el("div", "name", m.name));
-        var lines = [];
-        if (m.ig) lines.push("completeness error " + (r.d[j] === null ? "—" : fmt(100 * r.d[j], 2) + "%"));
+        var name = el("div", "name", m.name);
+        name.title = m.name + (m.sign ? " (" + m.sign + " maps)" : "");
+        t.appendChild(name);
+        var box = el("dl", "scores");
+        if (m.ig) scoreRow(box, "compl", "relative completeness error",
+                           r.d[j] === null ? "—" : fmt(100 * r.d[j], 2) + "%");
         M.metrics.forEach(function (met) {
           var s = r.s[met.name];
-          if (s) lines.push(met.name + " " + fmt(s[j]));
+          if (s) scoreRow(box, (met.short || met.name) + (met.higher ? "↑" : "↓"),
+                          met.name + " (" + (met.higher ? "higher" : "lower") + " is better)",
+                          fmt(s[j]));
         });
         var strat = strategies[m.name];
-        if (strat && strat[r.i] >= 0) lines.push("strategy " + strat[r.i]);
-        lines.forEach(function (line) { t.appendChild(el("div", "scores", line)); });
+        if (strat && strat[r.i] >= 0) scoreRow(box, "strat", "explanation strategy",
+                                               String(strat[r.i]));
+        if (box.childNodes.length) t.appendChild(box);
         tiles.appendChild(t);
       });
     }
@@ -273,6 +324,7 @@
     rows.sort(function (a, b) { return a.i - b.i; });
     strategies = (window.XAI_STRATEGIES && window.XAI_STRATEGIES.methods) || {};
     controls();
+    legend();
     setColormap(M.colormap);
     apply();
     if ("IntersectionObserver" in window) {
