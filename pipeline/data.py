@@ -16,15 +16,14 @@ import torch
 from PIL import Image, ImageOps
 from torchvision import transforms
 
+# Image discovery is torch-free (a no-op rerun plans without importing torch); kept
+# importable from here.
+from pipeline.discovery import IMAGE_EXTENSIONS, discover_images, is_image_file  # noqa: F401
+
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 RESIZE: int = 256
 CROP: int = 224
-
-#: File extensions (lower case) treated as images during discovery.
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-)
 
 
 class ImageDecodeError(Exception):
@@ -173,28 +172,6 @@ def from_uint8_hwc(pixels: np.ndarray) -> torch.Tensor:
     """Inverse of :func:`to_uint8_hwc`: ``(..., H, W, 3)`` uint8 to ``(..., 3, H, W)`` float."""
     t = torch.from_numpy(np.ascontiguousarray(pixels)).to(torch.float32) / 255.0
     return t.movedim(-1, -3)
-
-
-def is_image_file(path: Path) -> bool:
-    """True for visible files whose extension is a known image type."""
-    return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
-
-
-def discover_images(root: Path, exclude_hidden_dirs: bool = True) -> list[str]:
-    """All image files below ``root``, as sorted POSIX paths relative to ``root``.
-
-    Hidden files and folders (``.DS_Store``, ``.git``) are skipped; symlinked files are
-    followed, and a broken link is still listed (so the run reports it instead of silently
-    dropping it); the order is fixed so that shards never move between runs.
-    """
-    found: list[str] = []
-    for path in root.rglob("*"):
-        rel = path.relative_to(root)
-        if exclude_hidden_dirs and any(part.startswith(".") for part in rel.parts):
-            continue
-        if is_image_file(path) and (path.is_file() or path.is_symlink()):
-            found.append(rel.as_posix())
-    return sorted(found)
 
 
 def stack(images: Sequence[torch.Tensor]) -> torch.Tensor:

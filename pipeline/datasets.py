@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data import discover_images, is_image_file
+from pipeline.discovery import discover_images, is_image_file
 from pipeline.errors import DataError
 from pipeline.models import imagenet_classes, synset_to_index
 

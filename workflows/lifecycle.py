@@ -64,7 +64,7 @@ def expected_weights_id(cfg: Config) -> str:
     from pipeline.weights import weights_identity
 
     key = cfg.evidence_settings().key() if cfg.model.weights == "evidence" else ""
-    return weights_identity(cfg.model.weights, cfg.run.seed, key)
+    return weights_identity(cfg.model.weights, cfg.run.seed, key, cfg.model.arch)
 
 
 def config_changes(old: Any, new: Any) -> list[str]:
@@ -368,8 +368,16 @@ def map_spaces(cfg: Config, loaded: Any) -> dict[str, str]:
     return out
 
 
+def requested_key(cfg: Config) -> str:
+    """A hash of the config as asked for (before the model resolved anything), where it came
+    from left out: what tells a rerun that it asks for what the last run resolved."""
+    from workflows.config import stable_hash
+
+    return stable_hash({k: v for k, v in cfg.to_dict().items() if k != "source"})
+
+
 def write_resolved_config(cfg: Config, hashes: Hashes, weights_id: str, device: str,
-                          scheduler: str) -> None:
+                          scheduler: str, requested: str = "") -> None:
     """``config.resolved.json``: the config as resolved, with the hashes and versions; and
     ``config.toml``, the same config as a file that later commands load (``xai status
     RUN_DIR``)."""
@@ -377,6 +385,7 @@ def write_resolved_config(cfg: Config, hashes: Hashes, weights_id: str, device: 
 
     atomic_write_bytes(cfg.run_dir / RUN_CONFIG, config_toml(cfg).encode())
     atomic_write_json(cfg.run_dir / "config.resolved.json",
-                      {**cfg.to_dict(), "stage_hashes": flat_hashes(hashes),
+                      {**cfg.to_dict(), "requested": requested,
+                       "stage_hashes": flat_hashes(hashes),
                        "weights_id": weights_id, "device": device, "scheduler": scheduler,
                        "package_versions": package_versions()})

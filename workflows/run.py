@@ -67,10 +67,16 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     t_start = time.perf_counter()
     forced = reg.through(force, "--force") if force is not None else ()
     _check_dataset(cfg)
+    if not forced and only is None:
+        with RunLock(cfg.run_dir):
+            quick = _nothing_to_do(reg, cfg, rep, scheduler, t_start)
+        if quick is not None:
+            return quick
     device = _device(cfg, scheduler)
     store_path = cfg.run_dir / "store.zarr"
     if only is not None:
         _check_stage(reg, only, cfg, store_path)
+    requested = lifecycle.requested_key(cfg)
     with RunLock(cfg.run_dir), open_executor(scheduler, cfg.run_dir, cfg.run.device) as pool:
         loaded = _load_weights(cfg, rep)
         cfg = lifecycle.resolve_methods(cfg, loaded)
@@ -86,7 +92,8 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         lifecycle.sync_explainers(reg, group, cfg, records)
         lifecycle.write_attrs(group, cfg, hashes, loaded, device)
         lifecycle.prepare_arrays(reg, group, cfg)
-        lifecycle.write_resolved_config(cfg, hashes, loaded.weights_id, device, scheduler)
+        lifecycle.write_resolved_config(cfg, hashes, loaded.weights_id, device, scheduler,
+                                        requested)
         plan = _plan(reg, cfg, n, records, hashes, forced)
         if only is not None:
             plan = plan.only(only)
@@ -94,27 +101,81 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         recorder.start(plan.planned, plan.pending, n)
         _execute(reg, cfg, plan, records, pool, recorder, _model_spec(cfg, loaded), n, stop)
         recorder.end(plan.planned)
-        skipped = skipped_images(group, cfg.run.target)
-        summary = RunSummary(
-            run_dir=cfg.run_dir, store_path=store_path, sheets_dir=cfg.run_dir / "sheets",
-            images=n, ok=n - len(skipped), skipped=skipped, weights_id=loaded.weights_id,
-            random_weights=loaded.is_random, device=device, scheduler=scheduler,
-            streaming=cfg.run.streaming, stats=recorder.stats(plan.planned),
-            seconds=time.perf_counter() - t_start,
-            previous=read_json(cfg.run_dir / "summary.json"),
-            completeness=completeness_summary(group, cfg.method_names,
-                                              cfg.run.completeness_warning),
-            engine=recorder.engine(plan.planned), accuracy=top1_accuracy(group))
-        ctx = Context(cfg, group, cfg.run_dir, records, hashes, reg, plan.planned,
-                      plan.pending, only, summary, {}, rep)
-        for stage in reg:
-            if stage.enabled(cfg) and (out := stage.finalize(ctx)) is not None:
-                ctx.outputs[stage.name] = out
-        summary.outputs = ctx.outputs
-        summary.seconds = process_seconds()  # the whole command, as a user's clock says
+        return _summarize(reg, cfg, group, store_path, n, loaded.weights_id, loaded.is_random,
+                          device, scheduler, recorder, plan, t_start, only, rep, records,
+                          hashes)
+
+
+def _summarize(reg: Registry, cfg: Config, group: Any, store_path: Path, n: int,
+               weights_id: str, random_weights: bool, device: str, scheduler: str,
+               recorder: Recorder, plan: Plan, t_start: float, only: str | None,
+               rep: Reporter, records: Records, hashes: Hashes) -> RunSummary:
+    """The run's summary, after each stage's ``finalize``; written to ``summary.json``."""
+    skipped = skipped_images(group, cfg.run.target)
+    summary = RunSummary(
+        run_dir=cfg.run_dir, store_path=store_path, sheets_dir=cfg.run_dir / "sheets",
+        images=n, ok=n - len(skipped), skipped=skipped, weights_id=weights_id,
+        random_weights=random_weights, device=device, scheduler=scheduler,
+        streaming=cfg.run.streaming, stats=recorder.stats(plan.planned),
+        seconds=time.perf_counter() - t_start,
+        previous=read_json(cfg.run_dir / "summary.json"),
+        completeness=completeness_summary(group, cfg.method_names,
+                                          cfg.run.completeness_warning),
+        engine=recorder.engine(plan.planned), accuracy=top1_accuracy(group))
+    ctx = Context(cfg, group, cfg.run_dir, records, hashes, reg, plan.planned,
+                  plan.pending, only, summary, {}, rep)
+    for stage in reg:
+        if stage.enabled(cfg) and (out := stage.finalize(ctx)) is not None:
+            ctx.outputs[stage.name] = out
+    summary.outputs = ctx.outputs
+    summary.seconds = process_seconds()  # the whole command, as a user's clock says
     if only is None or not reg[only].partial_inputs:  # a stage built alone keeps the run's
         atomic_write_json(cfg.run_dir / "summary.json", summary.to_dict())
     return summary
+
+
+def _nothing_to_do(reg: Registry, cfg: Config, rep: Reporter, scheduler: str,
+                   t_start: float) -> RunSummary | None:
+    """A rerun's summary when every record is current, found without loading the model (so
+    without importing torch): the config is the one the last run resolved, the weights'
+    identity (a file's hash, the cache's checkpoint) is unchanged, and the images are the
+    store's. None when anything is left to do or cannot be known this way."""
+    import dataclasses
+
+    from workflows.lifecycle import expected_weights_id, requested_key
+
+    prev = read_json(cfg.run_dir / "config.resolved.json")
+    store_path = cfg.run_dir / "store.zarr"
+    if not isinstance(prev, dict) or prev.get("requested") != requested_key(cfg) \
+            or not (store_path / "zarr.json").is_file():
+        return None
+    weights_id = expected_weights_id(cfg)
+    if weights_id != prev.get("weights_id"):
+        return None
+    device = str(prev.get("device") or cfg.run.device)  # nothing runs: the last run's
+    resolved = dataclasses.replace(cfg, methods=prev.get("methods") or {})
+    hashes = reg.hashes(resolved, weights_id)
+    if flat_hashes(hashes) != prev.get("stage_hashes"):
+        return None
+    group = open_store(store_path, mode="r")
+    classes = tuple(group.attrs.get("classes") or ())
+    manifest = _manifest(cfg, classes or None)
+    stored = [str(i) for i in group["image"][:].tolist()] if "image" in group else []
+    if list(manifest.ids) != stored:
+        return None
+    records = Records(cfg.run_dir)
+    plan = Plan.make(reg, resolved, len(manifest), records, hashes)
+    if any(plan.pending.values()):
+        return None
+    recorder = Recorder(reg, resolved, records, hashes, rep)
+    recorder.start(plan.planned, plan.pending, len(manifest))
+    recorder.end(plan.planned)
+    random_weights = bool(group.attrs.get("random_weights", False))
+    if random_weights and cfg.model.weights != "random":
+        rep.warn(RANDOM_WEIGHTS_WARNING)
+    return _summarize(reg, resolved, group, store_path, len(manifest), weights_id,
+                      random_weights, device, scheduler, recorder, plan, t_start, None, rep,
+                      records, hashes)
 
 
 def _check_dataset(cfg: Config) -> None:
