@@ -133,9 +133,12 @@ def _offline_message(reason: str, arch: str) -> str:
         f"and could not be downloaded ({reason}).\n"
         "Ways out:\n"
         f"  1. on a machine with network, download {pub.url}, then: "
-        f"xai weights import{where} FILE (checks it and copies it to {path})\n"
-        f"  2. point to a local state-dict file: --weights /path/to/{arch}.pth\n"
-        "  3. run with seeded random weights (results are meaningless): --weights random"
+        f"xai weights import{where} FILE, or in Python pipeline.weights.import_weights(FILE"
+        f"{', arch=' + repr(arch) if where else ''}) (checks it and copies it to {path})\n"
+        f"  2. point to a local state-dict file: --weights /path/to/{arch}.pth, or "
+        f"load_model(weights='/path/to/{arch}.pth')\n"
+        "  3. run with seeded random weights (results are meaningless): --weights random, or "
+        "load_model(weights='random')"
     )
 
 
@@ -184,7 +187,7 @@ def _load_imagenet(arch: str, crop: int, remember: bool = False, timeout_s: floa
             f"Expected a state-dict file for {arch}: timm's pretrained weights download from "
             "the Hugging Face hub on first use, which this pipeline does not do. Save "
             "timm.create_model(name, pretrained=True).state_dict() on a machine with network "
-            "and pass it with --weights FILE.")
+            "and pass it with --weights FILE (load_model(weights=FILE) in Python).")
     path = cache_path(arch)
     if not path.exists():
         _download(arch, path, remember, timeout_s)
@@ -197,7 +200,8 @@ def _load_imagenet(arch: str, crop: int, remember: bool = False, timeout_s: floa
         raise WeightsError(
             f"Expected a valid checkpoint at {path}, but it could not be read "
             f"({type(exc).__name__}). Delete the file and run again to download it, or "
-            f"`xai weights import{where} FILE` a good copy, or pass --weights with a local "
+            f"`xai weights import{where} FILE` (pipeline.weights.import_weights) a good copy, "
+            "or pass --weights (load_model(weights=...)) with a local "
             "file."
         ) from exc
     return _after_pretrained(arch, net)
@@ -246,6 +250,15 @@ def describe_file(path: Path) -> str:
     if not head:
         return "it is empty"
     if head.startswith(b"PK\x03\x04"):
+        objects = pickled_objects(path)
+        if any(".modules." in name for name in objects):
+            # The model's own classes first (ResNet before torch.nn's Conv2d).
+            shown = ", ".join(sorted(objects, key=lambda n: (n.startswith("torch."), n))[:3])
+            return ("it holds a whole pickled model (torch.save(model): it names the classes "
+                    f"{shown}), which is refused because loading it would run their code. "
+                    "Save model.state_dict() instead (torch.save(model.state_dict(), path)) "
+                    "and set the architecture, or export the model with torch.export "
+                    "(README, Explaining your own model) and pass the .pt2")
         return ("it is a zip archive like a torch.save() file, but not a readable one "
                 "(truncated, or it holds objects other than tensors, which are refused "
                 "because loading them could run code)")
@@ -260,6 +273,38 @@ def describe_file(path: Path) -> str:
         first = text.splitlines()[0][:40] if text.strip() else ""
         return f"not a torch.save() file: it starts with text ({first!r})"
     return f"it starts with the bytes {head[:8].hex(' ')}, not a torch.save() file"
+
+
+#: What a tensor-only ``torch.save()`` pickle names; anything else is an object of code.
+_TENSOR_GLOBALS = ("torch._utils.", "torch.", "collections.OrderedDict", "builtins.",
+                   "__builtin__.")
+
+
+def pickled_objects(path: Path) -> set[str]:
+    """The classes a ``torch.save()`` zip's pickle would import (other than tensors'), read
+    from its opcodes without running them (empty when it cannot be read)."""
+    import pickletools
+    import zipfile
+
+    names: set[str] = set()
+    try:
+        with zipfile.ZipFile(path) as archive:
+            member = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if member is None:
+                return names
+            data = archive.read(member)
+        strings: list[str] = []
+        for op, arg, _pos in pickletools.genops(data):
+            if op.name == "GLOBAL" and isinstance(arg, str):
+                names.add(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.add(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError):
+        return names
+    return {n for n in names if not n.startswith(_TENSOR_GLOBALS) or ".modules." in n
+            or n.startswith("torch.nn.")}
 
 
 def read_state_dict(path: Path, arch: str = DEFAULT_ARCH) -> dict[str, torch.Tensor]:

@@ -171,8 +171,9 @@ def offline_hint(arch: str = DEFAULT_ARCH) -> str:
     """One line: how to put the checkpoint in place on a machine without network."""
     where = "" if arch == DEFAULT_ARCH else f" --arch {arch}"
     return (f"Put the file in place with `xai weights import{where} FILE` "
-            f"({published(arch).file} from {published(arch).url}), or pass --weights with a "
-            "state-dict file.")
+            f"({published(arch).file} from {published(arch).url}; in Python: "
+            "pipeline.weights.import_weights(FILE)), or pass a state-dict file as the weights "
+            "(--weights FILE; load_model(weights=FILE)).")
 
 
 def import_weights(source: Path, arch: str = DEFAULT_ARCH) -> Path:

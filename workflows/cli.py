@@ -16,14 +16,6 @@ import typer
 from rich import box
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from pipeline.errors import ConfigError, XaiError
@@ -533,24 +525,30 @@ def explain(
 ) -> None:
     """One PNG for a few image files: per image, the photo and one heat map per method.
 
-    Each row shows the image with its predicted class and probability, then one normalized
-    heat map per method."""
-    from workflows.explain import explain_images
+    Each row shows the image with its predicted class and probability, then one heat map per
+    method, drawn as the contact sheets are: each map scaled to its own maximum and clipped
+    at its 99th percentile, with a colour bar. Arguments are checked before any model loads.
+    """
+    from workflows.explain import check_request, explain_images
 
     names = method or list(DEFAULT_METHODS)
-    columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console) as bar:
-            task = bar.add_task("explaining", total=len(images) * len(names))
+        check_request(images, names, weights=weights, arch=arch, head=head, classes=classes,
+                      n_steps=n_steps, nt_samples=nt_samples, device=device,
+                      out_file=out_file)
+        with make_reporter(console) as reporter:
+            reporter.stage_start("explain", len(images), 0)
+            calls = iter(range(1, len(images) * len(names) + 1))
 
             def advance(what: str) -> None:
-                bar.update(task, advance=1, description=what[:40])
+                if next(calls) % len(names) == 0:  # an image has all its maps
+                    reporter.advance("explain", 1)
 
             result = explain_images(images, out_file, weights=weights, head=head,
                                     methods=names, n_steps=n_steps, nt_samples=nt_samples,
                                     device=device, seed=seed, progress=advance, arch=arch,
                                     classes=classes)
+            reporter.stage_end("explain")
     except XaiError as exc:
         raise _fail(exc) from None
     for line in result.lines:

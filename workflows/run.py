@@ -78,7 +78,9 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         _check_stage(reg, only, cfg, store_path)
     requested = lifecycle.requested_key(cfg)
     with RunLock(cfg.run_dir), open_executor(scheduler, cfg.run_dir, cfg.run.device) as pool:
-        loaded = _load_weights(cfg, rep)
+        # A CPU stage run alone (xai report) computes nothing with the model: no warning.
+        quiet = only is not None and not reg[only].device
+        loaded = _load_weights(cfg, SilentReporter() if quiet else rep)
         cfg = lifecycle.resolve_methods(cfg, loaded)
         manifest = _manifest(cfg, loaded.classes)
         hashes = reg.hashes(cfg, loaded.weights_id)
