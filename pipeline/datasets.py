@@ -117,6 +117,9 @@ class Labels:
             low = name.casefold()
             out += [c for c in self.classes if low and low in c.casefold()][:3]
             out += difflib.get_close_matches(name, self.classes, n=3, cutoff=0.6)
+            words = {w for w in re.split(r"[\W_]+", low) if len(w) >= 3}
+            out += [c for c in self.classes
+                    if words & set(re.split(r"[\W_]+", c.casefold()))][:5]
         return list(dict.fromkeys(out))[:5]
 
     def error(self, names: Sequence[str]) -> DataError:

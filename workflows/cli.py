@@ -23,6 +23,15 @@ from pipeline.methods import DEFAULT_METHODS, METHODS
 from workflows.progress import make_reporter
 from workflows.stages import REGISTRY
 
+def _argument_type(self: Any, ctx: Any) -> str | None:
+    """An argument's help shows its metavar alone ("RUN_DIR", "IMAGE..."), not typer's
+    ``<path>`` or ``<list[Path]>`` after it."""
+    return None if self.metavar else _typer_argument_type(self, ctx)
+
+
+_typer_argument_type = typer.core.TyperArgument.display_type_rich
+typer.core.TyperArgument.display_type_rich = _argument_type  # type: ignore[method-assign]
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Batch gradient-based explanations of an ImageNet ResNet18.")
 console = Console(stderr=True, soft_wrap=True)
@@ -43,7 +52,7 @@ DeviceOpt = Annotated[str | None, typer.Option(metavar="DEVICE",
                                                help="auto | cpu | cuda | cuda:N")]
 SchedulerOpt = Annotated[str, typer.Option(metavar="SCHEDULER", help="as for `xai run`")]
 RunDirArg = Annotated[Path | None, typer.Argument(
-    metavar="[RUN_DIR]", help="a run folder (runs/NAME): its saved config.toml says the rest",
+    metavar="RUN_DIR", help="a run folder (runs/NAME): its saved config.toml says the rest",
     show_default=False)]
 NameOpt = Annotated[str | None, typer.Option(
     "--name", metavar="NAME", help="the run's name, its folder under --out (default: the "
@@ -92,7 +101,8 @@ def _config(dataset: str | None, config: Path | None, sets: list[str] | None,
                               "dataset; drop one of them.")
         path = resolve_config_path(None, None, run_dir)
         # The folder is the run, wherever it was moved to.
-        kw.setdefault("out", run_dir.resolve().parent)
+        if kw.get("out") is None:
+            kw["out"] = run_dir.resolve().parent
         kw["name"] = kw.get("name") or run_dir.resolve().name
         return load_config(path, sets or [], **kw)
     data_dir = kw.get("data_dir")
@@ -419,11 +429,11 @@ def status(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: Config
 
 @app.command()
 def clean(first: Annotated[str | None, typer.Argument(
-              metavar="[RUN_DIR]", show_default=False,
+              metavar="RUN_DIR", show_default=False,
               help="a run folder (runs/NAME); or leave it out and name the run with "
                    "--dataset or --config")] = None,
           second: Annotated[str | None, typer.Argument(
-              metavar="[STAGE]", show_default=False,
+              metavar="STAGE", show_default=False,
               help="clear this stage and every stage after it, the report included; none: "
                    "remove the whole run")] = None,
           dataset: DatasetOpt = None, config: ConfigOpt = None, out_dir: OutOpt = None,
@@ -503,7 +513,7 @@ def verify(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: Config
 
 @app.command()
 def explain(
-    images: Annotated[list[Path], typer.Argument(help="image files")],
+    images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="image files")],
     out_file: Annotated[Path, typer.Option("--out", metavar="FILE", help="PNG to write")]
         = Path("explain.png"),
     weights: Annotated[str, typer.Option(metavar="WEIGHTS",
