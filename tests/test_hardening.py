@@ -185,6 +185,66 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
     _assert_equals_reference(run_dir, reference)
 
 
+def _interrupted_run(tmp_path):
+    make_images(tmp_path / "images")
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
+                          params={"integrated_gradients": {"n_steps": 4}}, report=True)
+    run_dir = tmp_path / "runs" / "tiny"
+    proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
+                          env={"XAI_SLOW_SHARD_S": "1.0"})
+    folder = run_dir / "state" / "attribute"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not list(folder.rglob("*.json")):
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        time.sleep(0.02)
+    return config, run_dir, proc
+
+
+def _said(proc, text: str, within: float) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if text in proc._output.read_text(errors="replace"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _records_now(run_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(run_dir)): p.read_text()
+            for p in (run_dir / "state").rglob("*.json")}
+
+
+def test_first_ctrl_c_is_acknowledged_and_finishes_the_running_task(tmp_path, reference):
+    config, run_dir, proc = _interrupted_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert _said(proc, "Ctrl-C again to stop now", within=2.0), \
+        proc._output.read_text(errors="replace")
+    output = proc.communicate(timeout=120)[0].decode()
+    assert proc.returncode == 130, output
+    assert "stopping after the 1 running task" in output
+    assert "Stopped." in output and "run the same command again" in output
+    assert "Traceback" not in output
+    kept = _records_now(run_dir)
+    rerun = _run(config)
+    after = _records_now(run_dir)
+    # What the stopped run recorded is not recomputed: the same records, byte for byte.
+    assert {k: after[k] for k in kept} == kept
+    assert len(after) > len(kept), rerun.output
+    _assert_equals_reference(run_dir, reference)
+
+
+def test_second_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, reference):
+    config, run_dir, proc = _interrupted_run(tmp_path)
+    proc.send_signal(signal.SIGINT)
+    assert _said(proc, "Ctrl-C again to stop now", within=2.0)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 130, output
+    assert "Interrupted." in output and "Traceback" not in output
+    _run(config)
+    _assert_equals_reference(run_dir, reference)
+
+
 # --------------------------------------------------------------------------- full disk
 
 
