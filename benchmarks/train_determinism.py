@@ -1,0 +1,8 @@
+import sys, torch
+from pipeline.evidence import TrainSettings
+from pipeline.evidence_model import train
+torch.set_num_threads(int(sys.argv[1]))
+s = TrainSettings(images=64, val_images=16, size=64, seed=0, backgrounds="data/sample")
+state, rep = train(s)
+torch.save(state, f"/tmp/train_{sys.argv[1]}.pt")
+print(rep["accuracy"])
