@@ -1,3 +1,8 @@
+"""Is the evidence model's training bit-reproducible across thread counts? Train the same
+settings with ``torch.set_num_threads(N)`` (``python benchmarks/train_determinism.py N``)
+and compare ``/tmp/train_<N>.pt`` between two values of N (docs/benchmarks.md, "Why the
+evidence numbers differ between machines")."""
+
 import sys, torch
 from pipeline.evidence import TrainSettings
 from pipeline.evidence_model import train
