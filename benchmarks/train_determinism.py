@@ -3,9 +3,13 @@ settings with ``torch.set_num_threads(N)`` (``python benchmarks/train_determinis
 and compare ``/tmp/train_<N>.pt`` between two values of N (docs/benchmarks.md, "Why the
 evidence numbers differ between machines")."""
 
-import sys, torch
+import sys
+
+import torch
+
 from pipeline.evidence import TrainSettings
 from pipeline.evidence_model import train
+
 torch.set_num_threads(int(sys.argv[1]))
 s = TrainSettings(images=64, val_images=16, size=64, seed=0, backgrounds="data/sample")
 state, rep = train(s)
