@@ -138,3 +138,65 @@ def plan_max_batch(
         if total is not None and CPU_FLOOR * per_sample <= total * CPU_FLOOR_SHARE:
             planned = CPU_FLOOR
     return planned
+
+
+#: Pass sizes the CPU planner times (those the memory plan allows, at least the floor).
+CPU_CANDIDATES: tuple[int, ...] = (4, 8, 16, 32)
+
+
+def measure_pass_size(model: nn.Module, sample_shape: tuple[int, ...], device: torch.device | str,
+                      candidates: tuple[int, ...], *, rounds: int = 2, seed: int = 0,
+                      ) -> tuple[int, dict[int, float]]:
+    """The pass size whose one Integrated Gradients pass costs least per sample, timed.
+
+    On a CPU the per-sample cost of a pass does not follow its memory: ConvNeXt-T ran IG at
+    0.92x Captum's speed with 4 samples a pass and 1.09x with 8, ViT-B/16 0.6x and 1.07x with
+    16, ResNet50 best with 4 (docs/benchmarks.md), and some sizes hit slow kernels. So each
+    candidate runs one pass of the engine's own IG (``n_steps = size``: one chunk) on a
+    seeded image, in ``rounds`` interleaved rounds after a warm-up; the best of each counts.
+
+    Parameters
+    ----------
+    model
+        The network as the run uses it (optimized, precision-wrapped).
+    sample_shape
+        ``(3, H, W)``.
+    candidates
+        Pass sizes to time, ascending.
+
+    Returns
+    -------
+    tuple
+        The fastest size per sample, and seconds per sample for each candidate.
+    """
+    import time
+
+    from pipeline.custom_explainers import integrated_gradients
+
+    dev = torch.device(device)
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn((1, *sample_shape), generator=gen).to(dev)
+    base = torch.zeros_like(x)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    integrated_gradients(model, x, target, base, candidates[0], max_batch=candidates[0])
+    best = {c: float("inf") for c in candidates}
+    for _ in range(rounds):
+        for size in candidates:
+            t0 = time.perf_counter()
+            integrated_gradients(model, x, target, base, size, max_batch=size)
+            best[size] = min(best[size], (time.perf_counter() - t0) / size)
+    return min(candidates, key=lambda c: best[c]), best
+
+
+def cpu_candidates(model: nn.Module, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The :data:`CPU_CANDIDATES` whose pass fits :data:`CPU_FLOOR_SHARE` of this machine's
+    memory (at least the memory plan), or the memory plan alone when no more is known."""
+    planned = plan_max_batch(model, sample_shape, "cpu")
+    total = physical_memory()
+    if total is None:
+        return (planned,)
+    per_sample = _cache[model][(tuple(sample_shape), "cpu", torch.float32)] * BACKWARD_FACTOR
+    limit = max(planned, int(total * CPU_FLOOR_SHARE // per_sample))
+    fits = tuple(c for c in CPU_CANDIDATES if c <= limit)
+    return fits or (planned,)

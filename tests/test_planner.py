@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import torch
 
+from torchvision.models import resnet18
+
 from pipeline.planner import bytes_per_sample, cpu_budget, plan_max_batch
 
 
@@ -22,3 +24,40 @@ def test_cpu_budget_from_environment(monkeypatch):
     assert cpu_budget() == 512 << 20
     monkeypatch.setenv("XAI_CPU_MEMORY_BUDGET", "2G")
     assert cpu_budget() == 2 << 30
+
+
+def test_measure_pass_size_times_every_candidate_and_picks_the_cheapest(monkeypatch):
+    import pipeline.planner as planner
+
+    model = resnet18(num_classes=4).eval()
+    best, seconds = planner.measure_pass_size(model, (3, 32, 32), "cpu", (4, 8), rounds=1)
+    assert set(seconds) == {4, 8} and all(s > 0 for s in seconds.values())
+    assert best == min(seconds, key=seconds.get)
+
+
+def test_the_timed_pass_size_is_recorded_once_per_model_and_machine(tmp_path, monkeypatch):
+    from workflows import worker
+
+    monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("XAI_CPU_MEMORY_BUDGET", raising=False)
+    calls = []
+
+    def fake_measure(model, shape, device, candidates, **_kw):
+        calls.append(candidates)
+        return candidates[1], {c: 1.0 / c for c in candidates}
+
+    monkeypatch.setattr("pipeline.planner.measure_pass_size", fake_measure)
+    spec = worker.ModelSpec(weights="random", weights_id="random:seed=0", head="softmax",
+                            seed=0, device="cpu", precision="fp32", channels_last=True,
+                            fuse_bn=False, compile=False, max_batch=0, crop=32)
+    model = resnet18(num_classes=4).eval()
+    import torch
+
+    first, how = worker.planned_pass(spec, model, torch.device("cpu"))
+    again, how_again = worker.planned_pass(spec, model, torch.device("cpu"))
+    assert len(calls) == 1 and first == again == calls[0][1]
+    assert "recorded in" in how and "timed, from" in how_again
+    records = list((tmp_path / "passes").glob("*.json"))
+    assert len(records) == 1 and '"max_batch"' in records[0].read_text()
+    monkeypatch.setenv("XAI_CPU_MEMORY_BUDGET", "64M")  # a budget set: memory decides
+    assert worker.planned_pass(spec, model, torch.device("cpu"))[1] == "planned from memory"

@@ -146,3 +146,13 @@ def test_the_guarantees_count_every_crash_point_of_the_registry():
 
     points = sum(len(stage.crash_points) for stage in REGISTRY)
     assert f"every crash point the stage registry declares, {points} in all" in README.read_text()
+
+
+def test_every_root_attribute_of_the_store_is_in_the_readme(sample_store):
+    import zarr
+
+    attrs = set(zarr.open_group(str(sample_store), mode="r").attrs)
+    text = README.read_text()
+    paragraph = text[text.index("Root\nattributes:"):text.index("## Analysing the results")]
+    missing = sorted(a for a in attrs if f"`{a}`" not in paragraph)
+    assert not missing, f"root attributes the README does not describe: {missing}"

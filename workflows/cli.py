@@ -23,6 +23,7 @@ from pipeline.methods import DEFAULT_METHODS, METHODS
 from workflows.progress import make_reporter
 from workflows.stages import REGISTRY
 
+
 def _argument_type(self: Any, ctx: Any) -> str | None:
     """An argument's help shows its metavar alone ("RUN_DIR", "IMAGE..."), not typer's
     ``<path>`` or ``<list[Path]>`` after it."""

@@ -129,8 +129,6 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
 
     from pipeline.accel import for_precision, optimize
     from pipeline.model import load_model
-    from pipeline.planner import plan_max_batch
-
     loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device,
                         evidence=spec.evidence, arch=spec.arch, classes=spec.classes or None,
                         preprocessing=spec.preprocessing)
@@ -150,8 +148,9 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
     # fp32-fwd: forward strict, backward TF32 (attribution only; predict has no backward).
     model = for_precision(model, spec.precision, device)
     loaded = dataclasses.replace(loaded, model=model, backbone=backbone)
-    max_batch = spec.max_batch or plan_max_batch(model, (3, spec.crop, spec.crop), device)
-    facts = engine_facts(model, spec, max_batch)
+    max_batch, how = (spec.max_batch, "[run] max_batch") if spec.max_batch else \
+        planned_pass(spec, model, device)
+    facts = engine_facts(model, spec, max_batch, how)
     hookable, hookable_backbone = model, backbone
     if spec.fuse_bn or spec.compile:
         plain = {"channels_last": spec.channels_last}
@@ -166,7 +165,53 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
                        facts=facts, hookable=hookable, hookable_backbone=hookable_backbone)
 
 
-def engine_facts(model: Any, spec: ModelSpec, max_batch: int) -> dict[str, str]:
+def planned_pass(spec: ModelSpec, model: Any, device: Any) -> tuple[int, str]:
+    """Samples per pass, and how they were chosen: on a CPU (no budget set) timed among the
+    sizes that fit an eighth of the machine's memory, once per model and machine, and
+    recorded in the cache (``$XAI_CACHE_DIR/passes/``; the first worker measures under a file
+    lock, the others and every later run and resume read its record); elsewhere planned from
+    memory."""
+    import fcntl
+    import hashlib
+    import json
+
+    import torch
+
+    from pipeline.evidence_model import cache_dir
+    from pipeline.planner import cpu_candidates, measure_pass_size, plan_max_batch
+
+    shape = (3, spec.crop, spec.crop)
+    if device.type != "cpu" or os.environ.get("XAI_CPU_MEMORY_BUDGET"):
+        return plan_max_batch(model, shape, device), "planned from memory"
+    candidates = cpu_candidates(model, shape)
+    if len(candidates) < 2:
+        return candidates[0], "planned from memory"
+    facts = {"arch": spec.arch, "weights_id": spec.weights_id, "head": spec.head,
+             "precision": spec.precision, "channels_last": spec.channels_last,
+             "fuse_bn": spec.fuse_bn, "compile": spec.compile, "shape": list(shape),
+             "host": socket.gethostname(), "threads": torch.get_num_threads(),
+             "candidates": list(candidates)}
+    key = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+    folder = cache_dir() / "passes"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{spec.arch.replace(':', '-')}-{key}.json"
+    with open(folder / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return int(json.loads(path.read_text())["max_batch"]), f"timed, from {path}"
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        best, seconds = measure_pass_size(model, shape, device, candidates)
+        from workflows.state import atomic_write_json
+
+        atomic_write_json(path, {**facts, "max_batch": best, "seconds_per_sample": {
+            str(k): round(v, 6) for k, v in seconds.items()},
+            "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    return best, f"timed among {', '.join(map(str, candidates))}, recorded in {path}"
+
+
+def engine_facts(model: Any, spec: ModelSpec, max_batch: int,
+                 how: str = "planned from memory") -> dict[str, str]:
     """Each engine option on the model, in words: on, off (why), or fallen back (why)."""
     from pipeline.accel import compile_state
     from pipeline.stem import describe_stem
@@ -178,8 +223,7 @@ def engine_facts(model: Any, spec: ModelSpec, max_batch: int) -> dict[str, str]:
         "fuse_bn": "on" if spec.fuse_bn else "off ([run] fuse_bn = false)",
         "compile": compile_state(model) if spec.compile else "off ([run] compile = false)",
         "precision": spec.precision,
-        "max_batch": f"{max_batch} samples per pass"
-                     + (" ([run] max_batch)" if spec.max_batch else " (planned from memory)"),
+        "max_batch": f"{max_batch} samples per pass ({how})",
     }
 
 
