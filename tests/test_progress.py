@@ -106,3 +106,11 @@ def test_a_run_without_a_terminal_prints_each_stage(tmp_path):
     for stage in ("ingest", "predict", "attribute", "aggregate", "normalize", "render"):
         assert f"{stage}: 3 of 3 images to do" in result.output, stage
         assert f"{stage}: finished, 3/3 images after" in result.output, stage
+
+
+def test_a_training_of_one_batch_still_says_it_finished():
+    rep, clock, console = _reporter()
+    rep.training("training", 0, 32)
+    clock.now += 3
+    rep.training("training", 32, 32)
+    assert _lines(console)[-1] == "training: finished, 32/32 images in 3.0 s"

@@ -143,12 +143,12 @@ class LineReporter:
             if done == 0:
                 return
         previous, st.done, st.total = st.done, done, total
-        if not st.extra.get("estimated") and done > 0:
-            st.extra["estimated"] = True
-            self._print(training_estimate(now - st.started, done, total))
-        elif done >= total > previous:
+        if done >= total > previous:
             self._print(f"training: finished, {done}/{total} images in "
                         f"{duration(now - st.started)}")
+        elif not st.extra.get("estimated") and done > 0:
+            st.extra["estimated"] = True
+            self._print(training_estimate(now - st.started, done, total))
         elif now - st.last_line >= self.every:
             st.last_line = now
             self._print(f"training: {st.line(now)}")
