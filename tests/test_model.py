@@ -125,6 +125,28 @@ def test_file_with_code_is_refused(tmp_path, capsys):
     assert "pwned" not in capsys.readouterr().out
 
 
+def test_a_whole_pickled_model_is_named_with_the_fix(tmp_path):
+    """torch.save(model): refused (loading it would run code), and the message says to save
+    the state dict or export the model, naming the classes the file holds."""
+    from torchvision.models import resnet18
+
+    path = tmp_path / "whole.pth"
+    torch.save(resnet18(num_classes=3), path)
+    with pytest.raises(WeightsError) as err:
+        load_model(path)
+    message = str(err.value)
+    assert "whole pickled model" in message and "torchvision.models.resnet.ResNet" in message
+    assert "model.state_dict()" in message and "torch.export" in message
+
+
+def test_the_library_offline_error_names_the_library_calls():
+    from pipeline.model import _offline_message
+
+    message = _offline_message("no network", "resnet18")
+    assert "pipeline.weights.import_weights(FILE" in message
+    assert "load_model(weights='random')" in message
+
+
 def test_class_names_and_synsets():
     assert len(class_names()) == 1000
     assert len(imagenet_synsets()) == 1000
