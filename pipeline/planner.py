@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
@@ -144,23 +144,20 @@ def plan_max_batch(
 CPU_CANDIDATES: tuple[int, ...] = (4, 8, 16, 32)
 
 
-def measure_pass_size(model: nn.Module, sample_shape: tuple[int, ...], device: torch.device | str,
-                      candidates: tuple[int, ...], *, rounds: int = 2, seed: int = 0,
-                      ) -> tuple[int, dict[int, float]]:
-    """The pass size whose one Integrated Gradients pass costs least per sample, timed.
+def measure_pass_size(run_pass: Callable[[int], object], candidates: tuple[int, ...], *,
+                      rounds: int = 2) -> tuple[int, dict[int, float]]:
+    """The pass size that costs least per sample, timed.
 
     On a CPU the per-sample cost of a pass does not follow its memory: ConvNeXt-T ran IG at
     0.92x Captum's speed with 4 samples a pass and 1.09x with 8, ViT-B/16 0.6x and 1.07x with
     16, ResNet50 best with 4 (docs/benchmarks.md), and some sizes hit slow kernels. So each
-    candidate runs one pass of the engine's own IG (``n_steps = size``: one chunk) on a
-    seeded image, in ``rounds`` interleaved rounds after a warm-up; the best of each counts.
+    candidate runs ``run_pass(size)`` (one pass of that many samples) in ``rounds``
+    interleaved rounds after a warm-up; the best of each counts.
 
     Parameters
     ----------
-    model
-        The network as the run uses it (optimized, precision-wrapped).
-    sample_shape
-        ``(3, H, W)``.
+    run_pass
+        Runs one pass of ``size`` samples (e.g. the engine's IG with ``n_steps = size``).
     candidates
         Pass sizes to time, ascending.
 
@@ -171,20 +168,12 @@ def measure_pass_size(model: nn.Module, sample_shape: tuple[int, ...], device: t
     """
     import time
 
-    from pipeline.custom_explainers import integrated_gradients
-
-    dev = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, *sample_shape), generator=gen).to(dev)
-    base = torch.zeros_like(x)
-    with torch.no_grad():
-        target = model(x).argmax(1)
-    integrated_gradients(model, x, target, base, candidates[0], max_batch=candidates[0])
+    run_pass(candidates[0])  # warm-up: first-call allocations and kernel choices
     best = {c: float("inf") for c in candidates}
     for _ in range(rounds):
         for size in candidates:
             t0 = time.perf_counter()
-            integrated_gradients(model, x, target, base, size, max_batch=size)
+            run_pass(size)
             best[size] = min(best[size], (time.perf_counter() - t0) / size)
     return min(candidates, key=lambda c: best[c]), best
 

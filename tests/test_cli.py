@@ -204,7 +204,7 @@ def test_explain_draws_with_the_sheets_renderer(tmp_path):
     assert "explain: finished, 1/1 images" in result.output
 
 
-def SheetStyleDefaults():  # noqa: N802 - reads as the value it stands for
+def SheetStyleDefaults():
     from pipeline.render import SheetStyle
 
     return SheetStyle()

@@ -201,13 +201,31 @@ def planned_pass(spec: ModelSpec, model: Any, device: Any) -> tuple[int, str]:
             return int(json.loads(path.read_text())["max_batch"]), f"timed, from {path}"
         except (OSError, ValueError, KeyError, TypeError):
             pass
-        best, seconds = measure_pass_size(model, shape, device, candidates)
+        best, seconds = measure_pass_size(_ig_pass(model, shape, device), candidates)
         from workflows.state import atomic_write_json
 
         atomic_write_json(path, {**facts, "max_batch": best, "seconds_per_sample": {
             str(k): round(v, 6) for k, v in seconds.items()},
             "measured": time.strftime("%Y-%m-%dT%H:%M:%S")})
     return best, f"timed among {', '.join(map(str, candidates))}, recorded in {path}"
+
+
+def _ig_pass(model: Any, shape: tuple[int, ...], device: Any) -> Any:
+    """``run(size)``: one pass of ``size`` samples of the engine's IG on a seeded image (one
+    image, ``n_steps = size``: one chunk), what the attribute stage's passes are."""
+    import torch
+
+    from pipeline.custom_explainers import integrated_gradients
+
+    x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0)).to(device)
+    base = torch.zeros_like(x)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+
+    def run(size: int) -> Any:
+        return integrated_gradients(model, x, target, base, size, max_batch=size)
+
+    return run
 
 
 def engine_facts(model: Any, spec: ModelSpec, max_batch: int,
