@@ -174,7 +174,10 @@ def test_deeplifts_softmax_rule_keeps_rows_apart():
     batch = deeplift(model, x, t, {}, max_batch=8, baselines=base)
     rows = torch.cat([deeplift(model, x[i:i + 1], t[i:i + 1], {}, 8, baselines=base[i:i + 1])
                       for i in range(3)])
-    assert torch.equal(batch, rows)
+    # Equal up to the batch-size dependence of the convolutions themselves (bit for bit on
+    # Intel's MKL; 1.7e-9 of 2.2e-3 on an AMD EPYC, where the forward pass alone differs by
+    # 1.5e-7 between a batch and its rows), far below Captum's mixing (about 0.2%).
+    torch.testing.assert_close(batch, rows, rtol=1e-5, atol=1e-5 * float(batch.abs().max()))
     free = unshared(model)[0]
     theirs = DeepLift(free).attribute(x, baselines=base, target=t)
     alone = DeepLift(free).attribute(x[:1], baselines=base[:1], target=t[:1])

@@ -174,7 +174,11 @@ def _nothing_to_do(reg: Registry, cfg: Config, rep: Reporter, scheduler: str,
     recorder.end(plan.planned)
     random_weights = bool(group.attrs.get("random_weights", False))
     if random_weights and cfg.model.weights != "random":
+        from pipeline.weights import offline_hint
+
         rep.warn(RANDOM_WEIGHTS_WARNING)
+        if cfg.model.weights == "auto" and ":" not in cfg.model.arch:
+            rep.info(offline_hint(cfg.model.arch))
     return _summarize(reg, resolved, group, store_path, len(manifest), weights_id,
                       random_weights, device, scheduler, recorder, plan, t_start, None, rep,
                       records, hashes)
