@@ -26,21 +26,26 @@ def _fail(message: object) -> typer.Exit:
 
 def register(app: Any) -> None:
     """Add ``xai bench`` to ``app``."""
-    app.command()(bench)
+    app.command(short_help="our engine against Captum: speed, memory, error")(bench)
 
 
 def bench(
-    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:N | auto")] = "cpu",
-    images: Annotated[int, typer.Option(min=1, help="images per measurement")] = 4,
-    size: Annotated[int, typer.Option(min=8, help="crop size (224 for the real model)")] = 224,
-    n_steps: Annotated[int, typer.Option(min=2, help="IG steps")] = 50,
-    nt_samples: Annotated[int, typer.Option(min=1, help="SmoothGrad samples")] = 10,
-    quick: Annotated[bool, typer.Option(help="tiny settings, seconds (smoke test)")] = False,
-    head: Annotated[str, typer.Option(help="logits (plain torchvision) | softmax")] = "logits",
-    out_dir: Annotated[Path, typer.Option("--out", help="where bench-<device>.md/json go")] =
+    device: Annotated[str, typer.Option(
+        metavar="DEVICE", help="cpu | cuda | cuda:N | auto")] = "cpu",
+    images: Annotated[int, typer.Option(min=1, metavar="N", help="images per measurement")] = 4,
+    size: Annotated[int, typer.Option(
+        min=8, metavar="PX", help="crop size (224 for the real model)")] = 224,
+    n_steps: Annotated[int, typer.Option(min=2, metavar="N", help="IG steps")] = 50,
+    nt_samples: Annotated[int, typer.Option(min=1, metavar="N", help="SmoothGrad samples")] = 10,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="tiny settings, seconds (smoke test)")] = False,
+    head: Annotated[str, typer.Option(
+        metavar="HEAD", help="logits (plain torchvision) | softmax")] = "logits",
+    out_dir: Annotated[Path, typer.Option(
+        "--out", metavar="DIR", help="where bench-DEVICE.md/json go")] =
         Path("runs/bench"),
     arch: Annotated[list[str] | None, typer.Option(
-        help="measure IG against Captum and Grad-CAM against the gradient on this "
+        metavar="ARCH", help="measure IG against Captum and Grad-CAM against the gradient on this "
              "architecture instead (repeatable; any torchvision name, or timm:NAME)")] = None,
 ) -> None:
     """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""

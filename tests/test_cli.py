@@ -17,7 +17,7 @@ from tests.workflow_helpers import cli
 
 COMMANDS = [[], ["run"], ["evaluate"], ["report"], ["status"], ["clean"], ["verify"],
             ["explain"], ["datasets"], ["weights"], ["weights", "import"],
-            ["weights", "status"]]
+            ["weights", "status"], ["bench"]]
 
 
 def _help(args: list[str]) -> str:
@@ -52,7 +52,8 @@ def test_help_reads_whole_at_80_columns(args):
     for sentence in re.split(r"(?<=[.:;])\s+", _words(_docstring(args))):
         assert sentence in flat, sentence  # no sentence cut, no [markup] swallowed
     assert "``" not in text  # reST quotes
-    assert not re.search(r"<(str|int|path|bool|list\[[^\]]*\])>", text, re.I), text
+    assert not re.search(r"<(str|int|float|path|bool|list\[[^\]]*\])( range)?>", text,
+                         re.I), text
 
 
 def test_help_keeps_square_brackets_and_shows_readable_metavars():
@@ -208,3 +209,10 @@ def SheetStyleDefaults():
     from pipeline.render import SheetStyle
 
     return SheetStyle()
+
+
+def test_the_command_list_never_cuts_a_sentence():
+    for args in ([], ["weights"]):
+        listing = _help(args).split("Commands:")[1]
+        cut = [line for line in listing.splitlines() if line.rstrip().endswith("...")]
+        assert not cut, cut

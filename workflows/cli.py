@@ -34,7 +34,8 @@ _typer_argument_type = typer.core.TyperArgument.display_type_rich
 typer.core.TyperArgument.display_type_rich = _argument_type  # type: ignore[method-assign]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Batch gradient-based explanations of an ImageNet ResNet18.")
+                  help="Batch gradient-based explanations of an image classifier (ImageNet "
+                       "ResNet18 by default) over whole datasets.")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -114,7 +115,7 @@ def _config(dataset: str | None, config: Path | None, sets: list[str] | None,
     return load_config(resolve_config_path(dataset, config), sets or [], **kw)
 
 
-@app.command()
+@app.command(short_help="run or resume the pipeline (any folder: --data-dir DIR)")
 def run(
     run_dir: RunDirArg = None,
     dataset: DatasetOpt = None,
@@ -184,7 +185,7 @@ def _pipeline(cfg: Any, scheduler: str, **kw: Any) -> Any:
         raise _fail(exc) from None
 
 
-@app.command()
+@app.command(short_help="only the evaluate stage, on an existing run")
 def evaluate(
     run_dir: RunDirArg = None,
     dataset: DatasetOpt = None,
@@ -209,7 +210,7 @@ def evaluate(
     _print_evaluation(summary.outputs.get("evaluate"), summary.run_dir)
 
 
-@app.command()
+@app.command(short_help="build or update the run's HTML report")
 def report(
     run_dir: RunDirArg = None,
     dataset: DatasetOpt = None,
@@ -388,7 +389,7 @@ def _incomplete_hint(method: str) -> str:
     return spec.incomplete_hint if spec is not None else ""
 
 
-@app.command()
+@app.command(short_help="what is done, stale or running")
 def status(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: ConfigOpt = None,
            out_dir: OutOpt = None, sets: SetOpt = None, data_dir: DataDirOpt = None) -> None:
     """Per stage and method: images done of the total, and whether the config made them
@@ -428,7 +429,7 @@ def status(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: Config
     _print_completeness(st.completeness, limit=20)
 
 
-@app.command()
+@app.command(short_help="remove a run, or clear a stage and those after it")
 def clean(first: Annotated[str | None, typer.Argument(
               metavar="RUN_DIR", show_default=False,
               help="a run folder (runs/NAME); or leave it out and name the run with "
@@ -483,7 +484,7 @@ def _clean_arguments(first: str | None, second: str | None) -> tuple[Path | None
     return None, first  # neither: the stage check names the argument and the stages
 
 
-@app.command()
+@app.command(short_help="re-read finished shards against their checksums")
 def verify(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: ConfigOpt = None,
            out_dir: OutOpt = None, sets: SetOpt = None, data_dir: DataDirOpt = None,
            check_only: Annotated[bool, typer.Option(
@@ -512,7 +513,7 @@ def verify(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: Config
     raise typer.Exit(1)
 
 
-@app.command()
+@app.command(short_help="one PNG of heat maps for a few image files")
 def explain(
     images: Annotated[list[Path], typer.Argument(metavar="IMAGE...", help="image files")],
     out_file: Annotated[Path, typer.Option("--out", metavar="FILE", help="PNG to write")]
@@ -569,7 +570,7 @@ def explain(
     out.print(f"wrote {out_file}")
 
 
-@app.command()
+@app.command(short_help="the known datasets and whether their images are there")
 def datasets() -> None:
     """The datasets that `--dataset NAME` (and `make run DATASET=NAME`) knows."""
     from workflows.config import available_datasets, config_dir, load_config
@@ -622,10 +623,11 @@ def _last_run(run_dir: Path) -> str:
 
 weights_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                           help="The ImageNet checkpoint on machines without network.")
-app.add_typer(weights_app, name="weights")
+app.add_typer(weights_app, name="weights",
+              short_help="the ImageNet checkpoint on machines without network")
 
 
-@weights_app.command("import")
+@weights_app.command("import", short_help="check a downloaded checkpoint and cache it")
 def weights_import(source: Annotated[Path, typer.Argument(
         metavar="FILE", show_default=False,
         help="the checkpoint torchvision publishes (resnet18-f37072fd.pth for resnet18), "
@@ -647,7 +649,7 @@ def weights_import(source: Annotated[Path, typer.Argument(
     out.print(f"runs of {arch} with --weights imagenet or auto now use the ImageNet weights")
 
 
-@weights_app.command("status")
+@weights_app.command("status", short_help="where the checkpoint is looked for, and if it is there")
 def weights_status(arch: Annotated[str, typer.Option(
         metavar="ARCH", help="the architecture whose checkpoint to look for")]
         = "resnet18") -> None:
