@@ -159,7 +159,7 @@ def _nothing_to_do(reg: Registry, cfg: Config, rep: Reporter, scheduler: str,
     hashes = reg.hashes(resolved, weights_id)
     if flat_hashes(hashes) != prev.get("stage_hashes"):
         return None
-    group = open_store(store_path, mode="r")
+    group = open_store(store_path)  # the finalize hooks may still write (a report rebuilt)
     classes = tuple(group.attrs.get("classes") or ())
     manifest = _manifest(cfg, classes or None)
     stored = [str(i) for i in group["image"][:].tolist()] if "image" in group else []

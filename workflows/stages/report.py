@@ -208,8 +208,12 @@ def report_shard(task: Task) -> dict[str, Any]:
     usable = [not (lacks("ingest") or lacks("predict") or lacks("attribute", m)
                    or lacks("normalize", m)) for m in methods]
     deltas_ok = [not (lacks("predict") or lacks("attribute", m)) for m in methods]
-    scores = {m: np.stack([np.asarray(store.array(f"metric_{m}")[j, sl]) for j in slots])
-              for m in metrics}
+    scores = {m: np.stack([np.asarray(store.array(f"metric_{m}")[j, sl], dtype=np.float32)
+                           for j in slots]) for m in metrics}
+    for i, method in enumerate(methods):  # a method's evaluation not current: not shown
+        if lacks("evaluate", method):
+            for values in scores.values():
+                values[i] = np.nan
     size = cfg.report.downsample
     style = dataclasses.replace(sheet_style(cfg), signed=False)
     features = np.full((len(methods), u.size, size * size), np.nan, dtype=np.float32)
