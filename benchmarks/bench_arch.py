@@ -52,6 +52,20 @@ def _bare_passes(net: torch.nn.Module, x: torch.Tensor, split: Any, samples: int
     return run
 
 
+def _pass_size(model: torch.nn.Module, shape: tuple[int, ...], dev: torch.device) -> int:
+    """The attribute stage's pass size on this device: timed on a CPU (as a run's workers
+    do, :func:`workflows.worker.planned_pass`, without its cache), else planned from memory."""
+    from pipeline.planner import cpu_candidates, measure_pass_size, plan_max_batch
+    from workflows.worker import _ig_pass
+
+    if dev.type != "cpu":
+        return plan_max_batch(model, shape, dev)
+    candidates = cpu_candidates(model, shape)
+    if len(candidates) < 2:
+        return candidates[0]
+    return measure_pass_size(_ig_pass(model, shape, dev), candidates)[0]
+
+
 def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 224,
                  n_steps: int = 50, quick: bool = False, head: str = "logits",
                  reporter: Callable[[str], None] = print, rounds: int = 3) -> dict[str, Any]:
@@ -68,7 +82,6 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
     from pipeline.methods import METHODS, attribute
     from pipeline.model import load_model
     from pipeline.models import Preprocessing, check_arch, default_preprocessing
-    from pipeline.planner import plan_max_batch
     from pipeline.precision import precision_mode
     from pipeline.stem import affine_stem, describe_stem
 
@@ -89,7 +102,7 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
     base = black_baseline(x, prep.normalization)
     with torch.no_grad():
         target = plain(x).argmax(1)
-    mb = plan_max_batch(fast, (3, size, size), dev)
+    mb = _pass_size(fast, (3, size, size), dev)
     repeats = 1 if quick else rounds
     rows: list[dict[str, Any]] = []
     plain64 = copy.deepcopy(plain).double()
