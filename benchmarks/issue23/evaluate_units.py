@@ -2,7 +2,7 @@
 (method, shard) + a shared floor), in one process,
 on the same upstream maps: a full evaluation, then one method's parameters changed.
 
-usage: .venv/bin/python benchmarks/issue23/evaluate_units.py COUNT SHARD [--reuse]
+usage: .venv/bin/python benchmarks/issue23/evaluate_units.py COUNT SHARD [--reuse] [--full]
 """
 from __future__ import annotations
 
@@ -26,14 +26,14 @@ from workflows.plan import Registry  # noqa: E402
 from workflows.run import run_pipeline  # noqa: E402
 from workflows.stages import STAGES  # noqa: E402
 
-OLD = WORK / "old_evaluate.py"  # the all-at-once stage, as committed before issue 23
-if not OLD.is_file():
+OLD_STAGE = WORK / "old_evaluate.py"  # the all-at-once stage, as committed before issue 23
+if not OLD_STAGE.is_file():
     import subprocess
 
     WORK.mkdir(parents=True, exist_ok=True)
-    OLD.write_text(subprocess.run(["git", "show", "f20f799:workflows/stages/evaluate.py"],
+    OLD_STAGE.write_text(subprocess.run(["git", "show", "f20f799:workflows/stages/evaluate.py"],
                                   cwd=ROOT, capture_output=True, text=True, check=True).stdout)
-spec = importlib.util.spec_from_file_location("old_evaluate", OLD)
+spec = importlib.util.spec_from_file_location("old_evaluate", OLD_STAGE)
 old_mod = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(old_mod)
 NEW = Registry([type(s)() for s in STAGES])
@@ -128,6 +128,13 @@ old, new = WORK / "runs" / "old", WORK / "runs" / "new"
 for d in (old, new):
     shutil.rmtree(d, ignore_errors=True)
     shutil.copytree(base, d)
+if "--full" in sys.argv:  # interleaved pairs of full evaluations only
+    rows = [timed("before: full evaluate (1)", OLD, old, force="evaluate"),
+            timed("after: full evaluate (1)", NEW, new, force="evaluate"),
+            timed("after: full evaluate (2)", NEW, new, force="evaluate"),
+            timed("before: full evaluate (2)", OLD, old, force="evaluate")]
+    print(json.dumps(rows))
+    sys.exit(0)
 rows = [timed("before: full evaluate", OLD, old, force="evaluate"),
         timed("after: full evaluate", NEW, new, force="evaluate")]
 print("full evaluation, before vs after:", compare(old / "evidence", new / "evidence"), flush=True)
