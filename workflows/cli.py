@@ -419,7 +419,10 @@ def status(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: Config
     for s in st.stages:
         state = ("done" if s.done == s.total else "stale" if s.stale else
                  "partial" if s.done else "pending")
-        table.add_row(s.stage, s.method or "", str(s.done), str(s.total), str(s.stale), state)
+        shared = REGISTRY[s.stage].shared_label if s.method is None and \
+            REGISTRY[s.stage].per_method else ""
+        table.add_row(s.stage, s.method or shared, str(s.done), str(s.total), str(s.stale),
+                      state)
     out.print(table)
     out.print(f"images: {st.images}, skipped: {len(st.skipped)}")
     for image_id, reason in st.skipped:

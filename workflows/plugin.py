@@ -107,6 +107,8 @@ class Stage:
     reads: ClassVar[tuple[str, ...]] = ()
     per_method: ClassVar[bool] = False
     shared: ClassVar[bool] = False
+    #: What the shared unit computes, in words (``xai status`` shows it as its explainer).
+    shared_label: ClassVar[str] = "shared"
     unit: ClassVar[str] = "shard"
     device: ClassVar[bool] = False
     crash_points: ClassVar[tuple[str, ...]] = CRASH_POINTS

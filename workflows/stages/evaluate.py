@@ -66,6 +66,7 @@ class Evaluate(Stage):
     reads = ("pixels", "status", "pred", "label", "mask", "aggregated", "explainer")
     per_method = True
     shared = True  # the random floor: one unit per shard
+    shared_label = "random maps (floor)"
     device = True
     doc = ("metrics of every method's maps and of random maps: deletion, insertion, "
            "localisation, sparseness, randomisation")
