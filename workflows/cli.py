@@ -564,6 +564,9 @@ def explain(
                                     device=device, seed=seed, progress=advance, arch=arch,
                                     classes=classes)
             reporter.stage_end("explain")
+    except KeyboardInterrupt:
+        console.print("[bold yellow]Interrupted.[/] Nothing was written.")
+        raise typer.Exit(130) from None
     except XaiError as exc:
         raise _fail(exc) from None
     for line in result.lines:
