@@ -366,6 +366,10 @@ def test_status_and_the_report_read_the_per_method_evaluation(ev_copy):
         assert row.done == row.total and row.stale == 0, method
     row = stale[("evaluate", "integrated_gradients")]
     assert row.done == 0 and row.stale == row.total
+    shown = cli("status", "--config", str(cfg))
+    floor = [line for line in shown.output.splitlines()  # type: ignore[attr-defined]
+             if "evaluate" in line and "random maps (floor)" in line]
+    assert len(floor) == 1, shown.output  # type: ignore[attr-defined]
     result = cli("report", "--config", str(cfg), "--set", "report.enabled=true",
                  "--scheduler", "synchronous")
     assert result.exit_code == 0, result.output  # type: ignore[attr-defined]
