@@ -164,18 +164,25 @@ def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, request, fault):
     assert check.exit_code == 0, check.output
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
+def _interrupted_run(tmp_path, slow: str = "1.0"):
+    """A run in a subprocess with shards slowed by ``slow`` seconds, once its first attribute
+    record is written: ``(config, run_dir, process)``."""
     make_images(tmp_path / "images")
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
                           params={"integrated_gradients": {"n_steps": 4}}, report=True)
     run_dir = tmp_path / "runs" / "tiny"
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
-                          env={"XAI_SLOW_SHARD_S": "0.5"})
+                          env={"XAI_SLOW_SHARD_S": slow})
     folder = run_dir / "state" / "attribute"
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and not list(folder.rglob("*.json")):
         assert proc.poll() is None, "the run ended before it could be interrupted"
         time.sleep(0.02)
+    return config, run_dir, proc
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
+    config, run_dir, proc = _interrupted_run(tmp_path, slow="0.5")
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 130, output
@@ -183,21 +190,6 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, reference):
     assert "Traceback" not in output
     _run(config)
     _assert_equals_reference(run_dir, reference)
-
-
-def _interrupted_run(tmp_path):
-    make_images(tmp_path / "images")
-    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
-                          params={"integrated_gradients": {"n_steps": 4}}, report=True)
-    run_dir = tmp_path / "runs" / "tiny"
-    proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
-                          env={"XAI_SLOW_SHARD_S": "1.0"})
-    folder = run_dir / "state" / "attribute"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(folder.rglob("*.json")):
-        assert proc.poll() is None, "the run ended before it could be interrupted"
-        time.sleep(0.02)
-    return config, run_dir, proc
 
 
 def _said(proc, text: str, within: float) -> bool:

@@ -33,6 +33,10 @@ class Stop:
     def request(self) -> None:
         self._event.set()
 
+    def watch(self, in_flight: Callable[[], int]) -> None:
+        """Count the running tasks with ``in_flight`` (the executor's)."""
+        self._in_flight = in_flight
+
     @property
     def requested(self) -> bool:
         return self._event.is_set()
@@ -81,7 +85,15 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
     recorded = 0
     stopping = False
     if stop is not None:
-        stop._in_flight = executor.in_flight
+        stop.watch(executor.in_flight)
+
+    def stop_now() -> bool:
+        """Whether a stop was requested; the first time, drop the tasks not started."""
+        nonlocal stopping
+        if stop is not None and stop.requested and not stopping:
+            stopping = True
+            executor.cancel_queued()
+        return stopping
 
     def submit(units: Iterable[Unit]) -> None:
         for u in sorted(units, key=priority):
@@ -92,9 +104,7 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
     try:
         submit(u for u in pending if not waiting[u])
         while running and failure is None:
-            if stop is not None and stop.requested and not stopping:
-                stopping = True
-                executor.cancel_queued()
+            stop_now()
             for handle, result, exc in executor.wait():
                 unit = running.pop(handle)
                 if exc is not None:
@@ -104,10 +114,7 @@ def run_units(pending: Sequence[Unit], depends_on: Callable[[Unit], Iterable[Uni
                 assert result is not None
                 on_result(unit, result)
                 recorded += 1
-                if stop is not None and stop.requested and not stopping:
-                    stopping = True
-                    executor.cancel_queued()
-                if failure is None and not stopping:
+                if failure is None and not stop_now():
                     ready = []
                     for d in dependents[unit]:
                         waiting[d].discard(unit)

@@ -9,7 +9,6 @@ or prints: a :class:`~workflows.summary.Reporter` receives progress and warnings
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +63,11 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     """
     reg = registry or default_registry()
     rep = reporter or SilentReporter()
-    t_start = time.perf_counter()
     forced = reg.through(force, "--force") if force is not None else ()
     _check_dataset(cfg)
     if not forced and only is None:
         with RunLock(cfg.run_dir):
-            quick = _nothing_to_do(reg, cfg, rep, scheduler, t_start)
+            quick = _nothing_to_do(reg, cfg, rep, scheduler)
         if quick is not None:
             return quick
     device = _device(cfg, scheduler)
@@ -104,14 +102,13 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
         _execute(reg, cfg, plan, records, pool, recorder, _model_spec(cfg, loaded), n, stop)
         recorder.end(plan.planned)
         return _summarize(reg, cfg, group, store_path, n, loaded.weights_id, loaded.is_random,
-                          device, scheduler, recorder, plan, t_start, only, rep, records,
-                          hashes)
+                          device, scheduler, recorder, plan, only, rep, records, hashes)
 
 
 def _summarize(reg: Registry, cfg: Config, group: Any, store_path: Path, n: int,
                weights_id: str, random_weights: bool, device: str, scheduler: str,
-               recorder: Recorder, plan: Plan, t_start: float, only: str | None,
-               rep: Reporter, records: Records, hashes: Hashes) -> RunSummary:
+               recorder: Recorder, plan: Plan, only: str | None, rep: Reporter,
+               records: Records, hashes: Hashes) -> RunSummary:
     """The run's summary, after each stage's ``finalize``; written to ``summary.json``."""
     skipped = skipped_images(group, cfg.run.target)
     summary = RunSummary(
@@ -119,7 +116,6 @@ def _summarize(reg: Registry, cfg: Config, group: Any, store_path: Path, n: int,
         images=n, ok=n - len(skipped), skipped=skipped, weights_id=weights_id,
         random_weights=random_weights, device=device, scheduler=scheduler,
         streaming=cfg.run.streaming, stats=recorder.stats(plan.planned),
-        seconds=time.perf_counter() - t_start,
         previous=read_json(cfg.run_dir / "summary.json"),
         completeness=completeness_summary(group, cfg.method_names,
                                           cfg.run.completeness_warning),
@@ -136,8 +132,8 @@ def _summarize(reg: Registry, cfg: Config, group: Any, store_path: Path, n: int,
     return summary
 
 
-def _nothing_to_do(reg: Registry, cfg: Config, rep: Reporter, scheduler: str,
-                   t_start: float) -> RunSummary | None:
+def _nothing_to_do(reg: Registry, cfg: Config, rep: Reporter, scheduler: str
+                   ) -> RunSummary | None:
     """A rerun's summary when every record is current, found without loading the model (so
     without importing torch): the config is the one the last run resolved, the weights'
     identity (a file's hash, the cache's checkpoint) is unchanged, and the images are the
@@ -180,8 +176,8 @@ def _nothing_to_do(reg: Registry, cfg: Config, rep: Reporter, scheduler: str,
         if cfg.model.weights == "auto" and ":" not in cfg.model.arch:
             rep.info(offline_hint(cfg.model.arch))
     return _summarize(reg, resolved, group, store_path, len(manifest), weights_id,
-                      random_weights, device, scheduler, recorder, plan, t_start, None, rep,
-                      records, hashes)
+                      random_weights, device, scheduler, recorder, plan, None, rep, records,
+                      hashes)
 
 
 def _check_dataset(cfg: Config) -> None:

@@ -129,6 +129,7 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
 
     from pipeline.accel import for_precision, optimize
     from pipeline.model import load_model
+
     loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device,
                         evidence=spec.evidence, arch=spec.arch, classes=spec.classes or None,
                         preprocessing=spec.preprocessing)
