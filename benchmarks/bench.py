@@ -317,6 +317,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     _pixel_flipping(res, reporter, quick)
     _report(res, reporter, quick)
     _adaptive(res, reporter, quick, dev)
+    _user_setup(res, reporter, quick, dev)
     _memory(res, dev, size, mb, quick, reporter)
     _checks(res)
     return res
@@ -632,6 +633,26 @@ def _adaptive(res: BenchResult, reporter: Callable[[str], None], quick: bool,
             res.params[f"oracle_placement_vs_uniform_{case}"] = round(ceiling, 3)
 
 
+def _user_setup(res: BenchResult, reporter: Callable[[str], None], quick: bool,
+                dev: torch.device) -> None:
+    """The seed function as a user measures it (:mod:`benchmarks.bench_user`): a fresh
+    trainable ResNet18 + softmax, ``randn`` input, the median of timed pairs; 1, 2, 4 images."""
+    from benchmarks.bench_user import measure_user_setup
+
+    reporter("user setup (issue 25)")
+    sizes, size, steps = ((1, 2), 32, 4) if quick else ((1, 2, 4), 224, 50)
+    for r in measure_user_setup(str(dev), sizes, pairs=1 if quick else 3, size=size,
+                                n_steps=steps, reporter=reporter):
+        n = r["images"]
+        note = "median of pairs; fresh resnet18(weights=None) + Softmax, randn, trainable"
+        res.rows.append(Row("user-setup", f"captum IG, defaults, {n} image(s)",
+                            n / r["captum_s"], r["captum_s"], None, None, note,
+                            method="captum", variant=f"defaults-{n}"))
+        res.rows.append(Row("user-setup", f"get_custom_integrated_gradients, {n} image(s)",
+                            n / r["ours_s"], r["ours_s"], None, None, note,
+                            method="seed-function", variant=f"defaults-{n}"))
+
+
 def _ratio(res: BenchResult, a: tuple[str, str, str], b: tuple[str, str, str]) -> float:
     return (res.row(*a).images_per_s or 0.0) / (res.row(*b).images_per_s or float("nan"))
 
@@ -652,6 +673,11 @@ def _checks(res: BenchResult) -> None:
     add(("seed_function_vs_captum_defaults_batch",
          _ratio(res, ("ig", "seed-function", "default"), ("ig", "captum", "defaults-batch")),
          "x"))
+    for row in (r for r in res.rows if r.section == "user-setup" and r.method == "captum"):
+        n = row.variant.split("-")[1]
+        add((f"seed_function_vs_captum_defaults_user_setup_{n}img",
+             _ratio(res, ("user-setup", "seed-function", row.variant),
+                    ("user-setup", "captum", row.variant)), "x"))
     add((f"ig_vs_captum_best ({captum_best.variant})",
          _ratio(res, ("ig", "ours", "seed"), ("ig", captum_best.method, captum_best.variant)),
          "x"))

@@ -1,72 +1,79 @@
-"""Issue 25, first look: the README's seed-function claim under the user's setup (a fresh
-``resnet18(weights=None)`` + ``nn.Softmax(1)``, seed 0, eval; Captum's default call with the
-normalized black baseline, target the argmax, ``n_steps=50``; one warm-up call each, the
-median of 2 timed pairs), with its parameters trainable (as a user's) or frozen (as
-``load_model`` returns them), on ``randn`` or the bench's synthetic images.
+"""Issue 25: the README's seed-function claim, from the user's setup to the bench's, one
+factor at a time.
 
-usage: .venv/bin/python benchmarks/issue25_user_setup.py N_IMAGES
+The user's setup: a fresh ``resnet18(weights=None)`` (seed 0) followed by ``nn.Softmax(1)``,
+in eval mode, trainable parameters; ``x = torch.randn(N, 3, 224, 224)``; Captum's
+``IntegratedGradients.attribute`` with its defaults (the normalized black baseline, target the
+argmax, ``n_steps=50``, no ``internal_batch_size``) against
+``get_custom_integrated_gradients(model, x, 50)``; one warm-up call each, then the median of
+timed pairs. Each further variant changes one thing towards what ``xai bench`` measured for
+its ``seed_function_vs_captum_defaults_batch`` row (the logits head, the bench's synthetic
+images, frozen parameters as ``load_model`` returns them, and the bench's timing: the best of
+3 calls of each, one after the other, instead of the median of interleaved pairs).
+
+usage: .venv/bin/python benchmarks/issue25_user_setup.py [N ...] [--pairs P]
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
 import torch
-from captum.attr import IntegratedGradients
-from torch import nn
-from torchvision.models import resnet18
 
-from pipeline.custom_explainers import get_custom_integrated_gradients
-from pipeline.data import black_baseline, normalize
+from benchmarks.bench_user import calls, median_of_pairs, seconds, user_input, user_model
+from pipeline.data import normalize
 from pipeline.datasets import synthetic_image
-
-
-def user_model(frozen: bool) -> nn.Module:
-    torch.manual_seed(0)
-    model = nn.Sequential(resnet18(weights=None), nn.Softmax(1)).eval()
-    for param in model.parameters():
-        param.requires_grad_(not frozen)
-    return model
 
 
 def inputs(kind: str, n: int) -> torch.Tensor:
     if kind == "randn":
-        torch.manual_seed(0)
-        return torch.randn(n, 3, 224, 224)
+        return user_input(n)
     pix = np.stack([synthetic_image(i, 224, 0) for i in range(n)])
     return normalize(torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255.0)
 
 
-def pair(model: nn.Module, x: torch.Tensor) -> tuple[float, float]:
-    """Seconds of Captum's default call and of the seed function, on the same batch."""
-    base = black_baseline(x)
-    with torch.no_grad():
-        target = model(x).argmax(1)
-    ig = IntegratedGradients(model)
-    t0 = time.perf_counter()
-    ig.attribute(x, base, target=target, n_steps=50)
-    captum = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    get_custom_integrated_gradients(model, x, 50)
-    return captum, time.perf_counter() - t0
+def best_of_each(model: torch.nn.Module, x: torch.Tensor, repeats: int = 3
+                 ) -> tuple[float, float]:
+    """The bench's timing: the best of ``repeats`` calls of Captum's, then of ours."""
+    captum, ours = calls(model, x)
+    captum(), ours()
+    cpu = torch.device("cpu")
+    return (min(seconds(captum, cpu) for _ in range(repeats)),
+            min(seconds(ours, cpu) for _ in range(repeats)))
+
+
+VARIANTS: dict[str, tuple[str, str, bool, bool]] = {
+    # name: (head, input, frozen, bench timing)
+    "user's setup (softmax, randn, trainable, median of pairs)": ("softmax", "randn", False,
+                                                                  False),
+    "  logits head": ("logits", "randn", False, False),
+    "  synthetic images": ("softmax", "synthetic", False, False),
+    "  frozen parameters": ("softmax", "randn", True, False),
+    "  bench timing (best of 3 each)": ("softmax", "randn", False, True),
+    "bench's setup (logits, synthetic, frozen, best of 3)": ("logits", "synthetic", True,
+                                                             True),
+}
 
 
 def main() -> None:  # pragma: no cover - a measurement script
     warnings.filterwarnings("ignore")
-    n = int(sys.argv[1])
-    for frozen in (False, True):
-        for kind in ("randn", "synthetic"):
-            model, x = user_model(frozen), inputs(kind, n)
-            pair(model, x[:1])  # warm-up: one call each
-            runs = [pair(model, x) for _ in range(2)]
-            captum = statistics.median(r[0] for r in runs)
-            ours = statistics.median(r[1] for r in runs)
-            print(f"n={n} frozen={frozen} input={kind}: captum {captum:.2f}s ours "
-                  f"{ours:.2f}s ratio {captum / ours:.2f}x", flush=True)
+    args = sys.argv[1:]
+    pairs = 3
+    if "--pairs" in args:
+        i = args.index("--pairs")
+        pairs = int(args[i + 1])
+        del args[i:i + 2]
+    sizes = [int(a) for a in args] or [1, 2, 4]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, pairs {pairs}")
+    for n in sizes:
+        for name, (head, kind, frozen, bench) in VARIANTS.items():
+            model, x = user_model(head, frozen), inputs(kind, n)
+            captum, ours = (best_of_each(model, x) if bench
+                            else median_of_pairs(model, x, pairs))
+            print(f"n={n} {name:56s} captum {captum:6.2f}s ours {ours:6.2f}s "
+                  f"ratio {captum / ours:.2f}x", flush=True)
 
 
 if __name__ == "__main__":

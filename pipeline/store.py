@@ -23,6 +23,14 @@ from typing import Any
 import numpy as np
 import zarr
 
+from pipeline.encoding import (
+    BFLOAT16_NAN,
+    SCALE_SUFFIX,
+    STORED_DTYPES,
+    decode_maps,
+    encode_maps,
+    rel_l2,
+)
 from pipeline.errors import StoreError
 
 #: 3: ``gap`` (per explainer) and ``mask`` (per image) were added. 4: ``steps`` and
@@ -35,6 +43,21 @@ CLASS_NAME = "class_name"
 #: xarray's ``sel(method=...)`` argument, so ``ds.delta.sel(method="x")`` silently returned
 #: every method in schema 1.
 EXPLAINER = "explainer"
+
+
+def attribution_codecs() -> list[Any]:
+    """The codec of the attribution arrays: blosc zstd with bit shuffle, 2-8% smaller than
+    Zarr's default zstd on every dtype and as fast to decode (docs/benchmarks.md, "Storing
+    attributions")."""
+    from zarr.codecs import BloscCodec
+
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")]
+
+
+def attributions_dtype(group: Any) -> str:
+    """The store's ``[store] attributions`` choice (float32 for stores made before it)."""
+    attrs = group.attrs if not isinstance(group, StoreView) else group.group.attrs
+    return str(attrs.get("attributions", "float32"))
 
 
 @dataclass(frozen=True)
@@ -76,6 +99,13 @@ class ArrayFamily:
     prefix: bool = False
     entry: str = ""
     split_explainer: bool = False
+    #: True: an attribution array whose stored dtype is the store's ``[store] attributions``
+    #: choice (:data:`pipeline.encoding.ATTRIBUTION_DTYPES`); read it through
+    #: :meth:`StoreView.read_maps`.
+    encoded: bool = False
+    #: The attribution array this one is the float16 scale of (it exists only in float16
+    #: stores), else "".
+    scale_of: str = ""
 
     @property
     def shown(self) -> str:
@@ -167,6 +197,13 @@ class Schema:
         chunks.
         """
         fam = self._family(array_name)
+        choice = attributions_dtype(group)
+        if fam.scale_of and choice != "float16":
+            raise StoreError(f"Expected a float16 store for {array_name!r} (the scale of "
+                             f"{fam.scale_of!r}), got a {choice} one.")
+        dtype = ("str" if fam.dtype == "str" else STORED_DTYPES[choice] if fam.encoded
+                 else fam.dtype)
+        fill = BFLOAT16_NAN if fam.encoded and choice == "bfloat16" else fam.fill
         shape = self.shape(array_name, sizes)
         chunks = []
         for dim, size in zip(fam.dims, shape, strict=True):
@@ -179,12 +216,22 @@ class Schema:
         chunking = tuple(max(1, c) for c in chunks)
         if array_name in group:
             existing = array(group, array_name)
-            if existing.shape == shape and existing.chunks == chunking:
+            if existing.shape == shape and existing.chunks == chunking and \
+                    (dtype == "str" or existing.dtype == np.dtype(dtype)):
                 return existing
+        attributes = ({"encoding": choice, **({"scale": fam.name + SCALE_SUFFIX}
+                                              if choice == "float16" else {})}
+                      if fam.encoded else {})
         return group.create_array(
             array_name, shape=shape, chunks=chunking,
-            dtype=str if fam.dtype == "str" else fam.dtype, fill_value=fam.fill,
-            dimension_names=fam.dims, overwrite=True)
+            dtype=str if dtype == "str" else dtype, fill_value=fill,
+            dimension_names=fam.dims, overwrite=True, attributes=attributes,
+            compressors=attribution_codecs() if fam.encoded else "auto")
+
+    def wanted(self, group: zarr.Group, fam: ArrayFamily) -> bool:
+        """Whether this store holds ``fam`` at all: the scale arrays exist only in float16
+        stores."""
+        return not fam.scale_of or attributions_dtype(group) == "float16"
 
     def markdown_rows(self) -> list[str]:
         """The README's store table: one row per family."""
@@ -236,8 +283,12 @@ SCHEMA = Schema([
     ArrayFamily(EXPLAINER, (EXPLAINER,), "str", "", None,
                 "attribution method names (coordinate)"),
     ArrayFamily("raw", (EXPLAINER, "image", "channel", "y", "x"), "float32", NAN,
-                "attribute", "raw attributions w.r.t. the normalized input",
-                split_explainer=True),
+                "attribute", "raw attributions w.r.t. the normalized input (stored as "
+                "`[store] attributions`: read through `open_dataset`)",
+                split_explainer=True, encoded=True),
+    ArrayFamily("raw_scale", (EXPLAINER, "image"), "float32", NAN, "attribute",
+                "float16 stores only: the power of two each stored `raw` map is multiplied "
+                "by on reading", split_explainer=True, scale_of="raw"),
     ArrayFamily("delta", (EXPLAINER, "image"), "float32", NAN, "attribute",
                 "completeness error sum(A) − (F(x) − F(baseline)), against the baseline "
                 "actually used; NaN where undefined", split_explainer=True),
@@ -253,7 +304,11 @@ SCHEMA = Schema([
                 "\\|F(x) − F(baseline)\\|; NaN for other methods and where that gap is 0",
                 split_explainer=True),
     ArrayFamily("aggregated", (EXPLAINER, "image", "y", "x"), "float32", NAN, "aggregate",
-                "channel sum", split_explainer=True),
+                "channel sum (stored as `[store] attributions`)", split_explainer=True,
+                encoded=True),
+    ArrayFamily("aggregated_scale", (EXPLAINER, "image"), "float32", NAN, "aggregate",
+                "float16 stores only: the scale of each stored `aggregated` map",
+                split_explainer=True, scale_of="aggregated"),
     ArrayFamily("normalized", (EXPLAINER, "image", "y", "x"), "float32", NAN, "normalize",
                 "abs, minus min, over max: in [0, 1]", split_explainer=True),
     ArrayFamily("metric_", (EXPLAINER, "image"), "float32", NAN, "evaluate",
@@ -504,6 +559,33 @@ class StoreView:
             return np.asarray(arr[slot, rows] if slot is not None else arr[:, rows])
         return np.asarray(arr[rows])
 
+    def read_maps(self, name: str, slot: int, rows: slice) -> np.ndarray:
+        """Explainer ``slot``'s maps of images ``rows`` in attribution array ``name``, as
+        float32 whatever the store's ``[store] attributions`` (see :func:`decode_maps`)."""
+        arr = self.array(name)
+        stored = np.asarray(arr[slot, rows])
+        choice = str(arr.attrs.get("encoding", "float32"))
+        if choice == "float32":
+            return stored
+        scale = (np.asarray(self.array(str(arr.attrs["scale"]))[slot, rows])
+                 if choice == "float16" else None)
+        return decode_maps(stored, choice, scale)
+
+    def write_maps(self, name: str, slot: int, rows: slice, values: np.ndarray
+                   ) -> float | None:
+        """Write float32 ``values`` ``(rows, ...)`` to explainer ``slot`` of array ``name``
+        as the store keeps them (the scale first: a crash between the two leaves a unit
+        without its record, redone on the next run). Returns the relative L2 error of the
+        16-bit encoding against ``values``, None for a float32 array."""
+        arr = self.array(name)
+        choice = str(arr.attrs.get("encoding", "float32"))
+        stored, scale = encode_maps(values, choice)
+        if scale is not None:
+            self.array(str(arr.attrs["scale"]))[slot, rows] = scale
+        arr[slot, rows] = stored
+        return None if choice == "float32" else rel_l2(decode_maps(stored, choice, scale),
+                                                       values)
+
     def checksum(self, names: Sequence[str], rows: slice, slot: int | None) -> str:
         """See :func:`regions_checksum`."""
         crc = 0
@@ -548,13 +630,31 @@ def open_dataset(path: Path | str) -> Any:
     """The store as an ``xarray.Dataset`` (lazy, dask-backed) for analysis.
 
     Equivalent to ``xarray.open_zarr(path, consolidated=False)``, after checking the schema
-    version. String arrays (``image``, ``status``, ``explainer``) come back as numpy's
-    ``StringDType``: use ``.values.tolist()`` for Python strings.
+    version, with ``raw`` and ``aggregated`` decoded to float32 (lazily) when the store keeps
+    them in 16 bits (``[store] attributions``): the same dims, coordinates and values within
+    the store's recorded ``attributions_error``. String arrays (``image``, ``status``,
+    ``explainer``) come back as numpy's ``StringDType``: use ``.values.tolist()`` for Python
+    strings.
     """
     import xarray as xr
 
-    open_store(path, mode="r")
-    return xr.open_zarr(str(path), consolidated=False)
+    group = open_store(path, mode="r")
+    ds = xr.open_zarr(str(path), consolidated=False)
+    choice = attributions_dtype(group)
+    if choice == "float32":
+        return ds
+    for name in [str(v) for v in ds.data_vars]:
+        fam = SCHEMA.family_of(name)
+        if fam is None or not fam.encoded:
+            continue
+        var = ds[name]
+        if choice == "bfloat16":
+            data = var.data.map_blocks(decode_maps, "bfloat16", None, dtype=np.float32)
+            decoded = var.copy(data=data)
+        else:
+            decoded = var.astype(np.float32) * ds[name + SCALE_SUFFIX]
+        ds[name] = decoded.transpose(*var.dims).assign_attrs(var.attrs)
+    return ds.drop_vars([n for n in ds.data_vars if str(n).endswith(SCALE_SUFFIX)])
 
 
 if __name__ == "__main__":  # the README's store table: python -m pipeline.store

@@ -18,7 +18,7 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
     md = (tmp_path / "bench-cpu.md").read_text()
     for section in ("**gradient**", "**ig**", "**smoothgrad**", "**precision**", "**memory**",
                     "**quadrature**", "**stage**", "**render**", "**evaluate**", "**report**",
-                    "**measured for the targets**"):
+                    "**user-setup**", "**measured for the targets**"):
         assert section in md
     data = json.loads((tmp_path / "bench-cpu.json").read_text())
     names = {r["name"] for r in data["rows"]}
@@ -27,7 +27,9 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
                 ("ig", "seed-function", "default"), ("stage", "ours", "attribute"),
                 ("render", "pillow", "sheet"), ("precision", "ours-ig", "fp32-fwd"),
                 ("evaluate", "quantus", "pixel-flipping"), ("evaluate", "ours", "pixel-flipping"),
-                ("evaluate", "ours-engine", "pixel-flipping"), ("report", "report", "build")):
+                ("evaluate", "ours-engine", "pixel-flipping"), ("report", "report", "build"),
+                ("user-setup", "captum", "defaults-1"), ("user-setup", "seed-function",
+                                                           "defaults-2")):
         assert key in keys, key
     measured = {name: value for name, value, _unit in data["checks"]}
     for name in ("ig_vs_captum_defaults_batch", "seed_function_vs_captum_defaults_batch",
@@ -35,7 +37,8 @@ def test_quick_bench_writes_markdown_and_json(tmp_path):
                  "smoothgrad_vs_noise_tunnel", "fp32_fwd_speed_over_fp32",
                  "peak_memory_over_planned_budget", "attribute_stage_vs_naive_loop",
                  "pixel_flipping_vs_quantus", "pixel_flipping_engine_vs_quantus",
-                 "report_build_64_images_s"):
+                 "report_build_64_images_s", "seed_function_vs_captum_defaults_user_setup_1img",
+                 "seed_function_vs_captum_defaults_user_setup_2img"):
         assert name in measured and measured[name] > 0, name
     assert "captum IG, defaults (per image)" in names
     assert "captum IG, defaults (one call on the batch)" in names

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pipeline.encoding import ATTRIBUTION_DTYPES
 from pipeline.errors import ConfigError
 from pipeline.methods import METHODS
 from pipeline.precision import PRECISIONS
@@ -324,10 +325,24 @@ class ReportConfig:
     members: int = key(8, minimum=0)
 
 
+@dataclass(frozen=True)
+class StoreConfig:
+    """``[store]``: how the store keeps the attributions (``raw`` and ``aggregated``).
+
+    ``float16`` keeps a power-of-two scale per map, so no value underflows: 2.1e-4 relative
+    L2 against float32 and 2.3x smaller (docs/benchmarks.md, "Storing attributions");
+    ``bfloat16`` 1.7e-3 and 2.8x. Reading (``pipeline.store.open_dataset``) gives float32.
+    A dataset-level setting: changing it on an existing store needs ``--replace``.
+    """
+
+    attributions: str = key("float32", choices=ATTRIBUTION_DTYPES)
+
+
 #: The ``[section]`` tables besides ``[methods]``, in :class:`Config`'s order.
 SECTIONS: dict[str, type[Any]] = {
     "dataset": DatasetConfig, "model": ModelConfig, "run": RunConfig,
     "render": RenderConfig, "evaluate": EvaluateConfig, "report": ReportConfig,
+    "store": StoreConfig,
 }
 
 
@@ -382,6 +397,7 @@ class Config:
     render: RenderConfig = field(default_factory=RenderConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
     source: Path | None = None
 
     def __post_init__(self) -> None:
@@ -456,6 +472,7 @@ class Config:
             "evaluate": {k: list(v) if isinstance(v, tuple) else v
                          for k, v in dataclasses.asdict(self.evaluate).items()},
             "report": dataclasses.asdict(self.report),
+            "store": dataclasses.asdict(self.store),
             "source": str(self.source) if self.source else None,
         }
 

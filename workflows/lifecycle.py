@@ -46,7 +46,7 @@ NOISE_NOTE = (
 PACKAGES = ("torch", "torchvision", "captum", "zarr", "dask", "distributed", "numpy", "pillow",
             "matplotlib")
 #: The config keys that define a store's image axis: a change needs a new store.
-STORE_KEYS = ("dataset.", "run.shard_size")
+STORE_KEYS = ("dataset.", "run.shard_size", "store.")
 
 
 def package_versions() -> dict[str, str]:
@@ -141,7 +141,8 @@ def _replace_store(registry: Registry, cfg: Config, manifest: Manifest, store_pa
     shutil.rmtree(new, ignore_errors=True)
     with disk_errors(store_path):
         create_store(new, manifest.ids, manifest.labels, cfg.run.shard_size,
-                     {"stage_hashes": {first: identity}}, schema=registry.schema)
+                     {"stage_hashes": {first: identity},
+                      "attributions": cfg.store.attributions}, schema=registry.schema)
     faults.point("replace:new-created")
     shutil.rmtree(records.root, ignore_errors=True)
     for stage in registry:

@@ -179,7 +179,7 @@ class Stage:
             return
         sizes, shard = store_sizes(group, cfg), shard_length(group)
         for fam in self.writes:
-            if not fam.prefix:
+            if not fam.prefix and self.schema.wanted(group, fam):
                 self.schema.create(group, fam.name, sizes, shard)
 
     def run(self, task: Task) -> dict[str, Any]:

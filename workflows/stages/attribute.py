@@ -10,7 +10,16 @@ import numpy as np
 
 from workflows import faults, worker
 from workflows.config import Config
-from workflows.plugin import Stage, Task, done, explained, open_view, to_input, unit_rows
+from workflows.plugin import (
+    Context,
+    Stage,
+    Task,
+    done,
+    explained,
+    open_view,
+    to_input,
+    unit_rows,
+)
 from workflows.state import disk_errors
 
 
@@ -74,9 +83,34 @@ class Attribute(Stage):
         faults.point("attribute:before-write")
         slot = store.slot(name)
         with disk_errors(task.store_path):
-            store.array("raw")[slot, u.start:u.stop] = out["raw"]
+            storage_error = store.write_maps("raw", slot, slice(u.start, u.stop), out["raw"])
             faults.point("attribute:mid-write")
             for key in ("delta", "gap", "steps", "residual"):
                 store.array(key)[slot, u.start:u.stop] = out[key]
         return done(task, store, eng.device, compute_seconds=compute, max_batch=eng.max_batch,
-                    zero_gap=zero_gap, engine=eng.facts)
+                    zero_gap=zero_gap, engine=eng.facts,
+                    **({} if storage_error is None else {"storage_error": storage_error}))
+
+    def finalize(self, ctx: Context) -> dict[str, Any] | None:
+        return record_storage_error(ctx, self.name, "raw")
+
+
+def record_storage_error(ctx: Context, stage: str, array_name: str) -> dict[str, Any] | None:
+    """In a 16-bit store, the store attribute ``attributions_error[array_name]``: per
+    method, the relative L2 error of the stored maps against the float32 ones, measured on
+    the run's first shard (its record's ``storage_error``); None in a float32 store."""
+    from pipeline.store import attributions_dtype
+
+    choice = attributions_dtype(ctx.group)
+    if choice == "float32":
+        return None
+    first: dict[str, Any] = {}
+    for unit in sorted(ctx.planned.get(stage, []), key=lambda u: u.start):
+        if unit.method not in first and (rec := ctx.records.get(unit.key)) \
+                and "storage_error" in rec:
+            first[str(unit.method)] = float(rec["storage_error"])
+    errors = dict(ctx.group.attrs.get("attributions_error", {}))
+    errors[array_name] = {**errors.get(array_name, {}), **first}
+    ctx.group.update_attributes({"attributions_error": errors})
+    return {"attributions": choice, "rel_l2_vs_float32 (first shard)": first}
+

@@ -115,8 +115,7 @@ class Evaluate(Stage):
         if u.method is None:
             maps = random_maps(u.start + ok, (crop, crop), cfg.run.seed)
         else:
-            agg = store.array("aggregated")
-            maps = np.asarray(agg[store.slot(u.method), u.start:u.stop])[ok]
+            maps = store.read_maps("aggregated", store.slot(u.method), unit_rows(task))[ok]
         results: dict[str, np.ndarray] = {}
         compute = 0.0
         if ok.size:

@@ -29,7 +29,10 @@ class Ingest(Stage):
                 **({"shortcut": [d.shortcut, d.shortcut_fraction]} if d.shortcut else {}),
                 # Said only where it differs from the default, so older stores stay current.
                 **({"interpolation": cfg.model.interpolation}
-                   if cfg.model.interpolation != "bilinear" else {})}
+                   if cfg.model.interpolation != "bilinear" else {}),
+                # The store's dtype for the attributions: fixed when the store is made.
+                **({"attributions": cfg.store.attributions}
+                   if cfg.store.attributions != "float32" else {})}
 
     def run(self, task: Task) -> dict[str, Any]:
         from pipeline.data import preprocess_transform

@@ -11,7 +11,8 @@ import numpy as np
 from pipeline.postprocess import aggregate_block, normalize_block
 from workflows import faults
 from workflows.config import Config
-from workflows.plugin import Stage, Task, done, open_view
+from workflows.plugin import Context, Stage, Task, done, open_view
+from workflows.stages.attribute import record_storage_error
 from workflows.state import disk_errors
 
 #: Neither stage has a mid-write point: each writes one array in one assignment.
@@ -22,13 +23,13 @@ def _postprocess(task: Task, src: str, dst: str, fn: Callable[[np.ndarray], np.n
                  ) -> dict[str, Any]:
     u = task.unit
     store = open_view(task)
-    slot = store.slot(str(u.method))
-    block = np.asarray(store.array(src)[slot, u.start:u.stop])
+    slot, rows = store.slot(str(u.method)), slice(u.start, u.stop)
+    block = store.read_maps(src, slot, rows)
     out = fn(block[None])[0]
     faults.point(f"{u.stage}:before-write")
     with disk_errors(task.store_path):
-        store.array(dst)[slot, u.start:u.stop] = out
-    return done(task, store)
+        error = store.write_maps(dst, slot, rows, out)
+    return done(task, store, **({} if error is None else {"storage_error": error}))
 
 
 class _PerMap(Stage):
@@ -58,6 +59,9 @@ class Aggregate(_PerMap):
     source, target, version = "raw", "aggregated", "channel-sum"
     block = staticmethod(aggregate_block)
     doc = "channel sum of each raw map"
+
+    def finalize(self, ctx: Context) -> dict[str, Any] | None:
+        return record_storage_error(ctx, self.name, "aggregated")
 
 
 class Normalize(_PerMap):

@@ -69,8 +69,8 @@ class Render(Stage):
         data = store.rows(sl, "image", "status", "pixels", "pred", "prob", "label")
         ids, status = data["image"].tolist(), data["status"].tolist()
         pixels, pred, prob, label = data["pixels"], data["pred"], data["prob"], data["label"]
-        source = store.array("aggregated" if style.signed else "normalized")
-        maps = np.stack([np.asarray(source[store.slot(m), sl]) for m in methods], axis=1)
+        source = "aggregated" if style.signed else "normalized"
+        maps = np.stack([store.read_maps(source, store.slot(m), sl) for m in methods], axis=1)
         rows = []
         for k in range(sheet.size):
             p, t = int(pred[k]), int(label[k])

@@ -1,0 +1,96 @@
+"""The seed function as a user measures it (issue 25): the ``user-setup`` section of
+``xai bench``.
+
+A fresh ``resnet18(weights=None)`` built with seed 0, followed by ``nn.Softmax(1)``, in eval
+mode with its parameters trainable (as a user's model is); ``x = torch.randn(N, 3, 224,
+224)``; Captum's ``IntegratedGradients.attribute`` with its defaults (the normalized black
+baseline, target the argmax, ``n_steps=50``, no ``internal_batch_size``: one pass of all
+``N * 50`` points) against ``get_custom_integrated_gradients(model, x, 50)``; one warm-up
+call each, then the median of timed pairs, for 1, 2 and 4 images.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+SIZES = (1, 2, 4)
+
+
+def user_model(head: str = "softmax", frozen: bool = False,
+               device: torch.device | str = "cpu") -> nn.Module:
+    """The issue's model: a fresh seeded ResNet18, a softmax head unless ``head="logits"``,
+    parameters trainable unless ``frozen``."""
+    from torchvision.models import resnet18
+
+    torch.manual_seed(0)
+    net = resnet18(weights=None)
+    model = (nn.Sequential(net, nn.Softmax(1)) if head == "softmax" else net).eval()
+    for param in model.parameters():
+        param.requires_grad_(not frozen)
+    return model.to(device)
+
+
+def user_input(n: int, size: int = 224, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``torch.randn(n, 3, size, size)`` after ``torch.manual_seed(0)``."""
+    torch.manual_seed(0)
+    return torch.randn(n, 3, size, size).to(device)
+
+
+def calls(model: nn.Module, x: torch.Tensor, n_steps: int = 50
+          ) -> tuple[Callable[[], Any], Callable[[], Any]]:
+    """Captum's default call and the seed function's default call, on the same batch."""
+    from captum.attr import IntegratedGradients
+
+    from pipeline.custom_explainers import get_custom_integrated_gradients
+    from pipeline.data import black_baseline
+
+    base = black_baseline(x)
+    with torch.no_grad():
+        target = model(x).argmax(1)
+    ig = IntegratedGradients(model)
+    return (lambda: ig.attribute(x, base, target=target, n_steps=n_steps),
+            lambda: get_custom_integrated_gradients(model, x, n_steps))
+
+
+def seconds(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - t0
+
+
+def median_of_pairs(model: nn.Module, x: torch.Tensor, pairs: int = 3, n_steps: int = 50
+                    ) -> tuple[float, float]:
+    """Seconds of Captum's call and of ours: one warm-up call each, then the median of
+    ``pairs`` timed pairs (Captum first in each, as the issue's script did)."""
+    captum, ours = calls(model, x, n_steps)
+    captum(), ours()
+    runs = [(seconds(captum, x.device), seconds(ours, x.device)) for _ in range(pairs)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+
+
+def measure_user_setup(device: str = "cpu", sizes: tuple[int, ...] = SIZES, pairs: int = 3,
+                       size: int = 224, n_steps: int = 50,
+                       reporter: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """One entry per batch size: both medians and the ratio Captum / ours."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
+    dev = torch.device(device)
+    out = []
+    for n in sizes:
+        captum, ours = median_of_pairs(user_model(device=dev), user_input(n, size, dev),
+                                       pairs, n_steps)
+        out.append({"images": n, "captum_s": captum, "ours_s": ours, "ratio": captum / ours})
+        reporter(f"  user-setup  {n} image(s): Captum's default call {captum:.2f} s, "
+                 f"get_custom_integrated_gradients {ours:.2f} s: {captum / ours:.2f}x")
+    return out

@@ -1,0 +1,74 @@
+"""How attribution maps are kept in the store: float32, float16 with a per-map scale, or
+bfloat16 (``[store] attributions``). numpy only, so that the config can name the choices
+without importing Zarr."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.errors import StoreError
+
+#: ``[store] attributions``: how ``raw`` and ``aggregated`` are stored. ``float16`` keeps a
+#: power-of-two scale per (explainer, image) map in ``<array>_scale``, so that no value of a
+#: map falls into float16's subnormal range; ``bfloat16`` is kept as its 16 bits in a
+#: ``uint16`` array (neither numpy nor Zarr has the type). Reading through
+#: :meth:`pipeline.store.StoreView.read_maps` or :func:`pipeline.store.open_dataset`
+#: gives float32 either way.
+ATTRIBUTION_DTYPES = ("float32", "float16", "bfloat16")
+STORED_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "uint16"}
+#: The bfloat16 NaN's bits: the fill value of a bfloat16 array.
+BFLOAT16_NAN = 0x7FC0
+SCALE_SUFFIX = "_scale"
+#: float16's largest finite value is 65504: a map is scaled so its peak lies in [2^14, 2^15).
+_F16_PEAK_EXPONENT = 15
+
+
+def encode_maps(values: np.ndarray, choice: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """float32 maps ``(N, ...)`` (one per row, NaN rows allowed) as stored under ``choice``:
+    ``(stored, scale)``, ``scale`` ``(N,)`` for float16, else None.
+
+    The float16 scale is a power of two, so dividing by it is exact: the only error is
+    float16's rounding, a relative 2^-11 of each value at most, whatever the map's magnitude.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    if choice == "float32":
+        return values, None
+    if choice == "bfloat16":
+        bits = np.ascontiguousarray(values).view(np.uint32)
+        nan = np.isnan(values)
+        rounded = (bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1)))
+        out = (rounded >> np.uint32(16)).astype(np.uint16)
+        out[nan] = BFLOAT16_NAN
+        return out, None
+    if choice != "float16":
+        raise StoreError(f"Expected a storage dtype in {ATTRIBUTION_DTYPES}, got {choice!r}.")
+    flat = np.abs(values.reshape(len(values), -1))
+    with np.errstate(invalid="ignore"):
+        peak = np.nanmax(np.where(np.isfinite(flat), flat, np.nan), axis=1,
+                         initial=0.0) if flat.size else np.zeros(len(values), np.float32)
+    peak = np.nan_to_num(peak, nan=0.0)
+    exponent = np.where(peak > 0, np.ceil(np.log2(np.where(peak > 0, peak, 1.0))), 0.0)
+    scale = np.exp2(exponent - _F16_PEAK_EXPONENT).astype(np.float32)
+    shape = (len(values),) + (1,) * (values.ndim - 1)
+    return (values / scale.reshape(shape)).astype(np.float16), scale
+
+
+def decode_maps(stored: np.ndarray, choice: str, scale: np.ndarray | None) -> np.ndarray:
+    """Inverse of :func:`encode_maps`: float32 maps. ``scale`` has the shape of ``stored``'s
+    leading (explainer, image) axes that it covers, broadcast over the rest."""
+    stored = np.asarray(stored)
+    if choice == "bfloat16" or stored.dtype == np.uint16:
+        return (stored.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    out = stored.astype(np.float32)
+    if scale is not None:
+        scale = np.asarray(scale, dtype=np.float32)
+        out *= scale.reshape(scale.shape + (1,) * (out.ndim - scale.ndim))
+    return out
+
+
+def rel_l2(back: np.ndarray, values: np.ndarray) -> float:
+    """``||back - values|| / ||values||`` over the finite values (0 for an all-zero map)."""
+    ok = np.isfinite(values)
+    norm = float(np.linalg.norm(values[ok].astype(np.float64)))
+    diff = float(np.linalg.norm((back[ok] - values[ok]).astype(np.float64)))
+    return diff / norm if norm else 0.0

@@ -1,0 +1,101 @@
+"""``[store] attributions``: a run stored in float16 or bfloat16 reads back as the float32 run
+does, within the recorded error; the choice is a dataset-level setting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from pipeline.errors import ConfigError
+from pipeline.store import open_dataset
+from tests.workflow_helpers import cli, make_images, run_ok, write_config
+from workflows.config import load_config
+
+METHODS = ("gradient", "integrated_gradients")
+
+
+def _run(tmp_path: Path, images: Path, choice: str) -> Path:
+    config = write_config(tmp_path / f"{choice}.toml", images, tmp_path / choice,
+                          methods=METHODS, extra=f'\n[store]\nattributions = "{choice}"\n')
+    run_ok(config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("storage")
+    images = tmp / "images"
+    make_images(images, n=4)
+    return {c: _run(tmp, images, c) for c in ("float32", "float16", "bfloat16")}
+
+
+def _store(config: Path) -> Path:
+    cfg = load_config(config)
+    return cfg.run_dir / "store.zarr"
+
+
+@pytest.mark.parametrize("choice,bound", [("float16", 2.0 ** -11), ("bfloat16", 2.0 ** -8)])
+def test_a_16_bit_store_reads_as_the_float32_one_within_its_error(
+        runs: dict[str, Path], choice: str, bound: float) -> None:
+    ref, ds = open_dataset(_store(runs["float32"])), open_dataset(_store(runs[choice]))
+    assert set(ds.data_vars) == set(ref.data_vars)
+    for name in ("raw", "aggregated"):
+        assert ds[name].dims == ref[name].dims and ds[name].dtype == np.float32
+        assert ds[name].coords.keys() == ref[name].coords.keys()
+        a, b = ref[name].values, ds[name].values
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        ok = np.isfinite(a)
+        err = np.linalg.norm(b[ok] - a[ok]) / np.linalg.norm(a[ok])
+        assert 0 < err <= bound, (name, err)
+    # An analysis written against float32 runs unchanged: a per-method mean over images.
+    np.testing.assert_allclose(ds.raw.mean(("image", "channel", "y", "x")).values,
+                               ref.raw.mean(("image", "channel", "y", "x")).values,
+                               rtol=1e-2)
+    # What is not an attribution is untouched.
+    np.testing.assert_array_equal(ds.logits.values, ref.logits.values)
+
+
+@pytest.mark.parametrize("choice", ["float16", "bfloat16"])
+def test_the_store_records_its_choice_and_the_first_shard_s_error(
+        runs: dict[str, Path], choice: str) -> None:
+    group = zarr.open_group(str(_store(runs[choice])), mode="r")
+    assert group.attrs["attributions"] == choice
+    errors = group.attrs["attributions_error"]
+    assert set(errors) == {"raw", "aggregated"}
+    for per_method in errors.values():
+        assert set(per_method) == set(METHODS)
+        assert all(0 < e < 1e-2 for e in per_method.values())
+    dtype = {"float16": np.float16, "bfloat16": np.uint16}[choice]
+    assert group["raw"].dtype == dtype
+    assert ("raw_scale" in group) == (choice == "float16")
+
+
+def test_a_float32_store_has_no_scale_arrays(runs: dict[str, Path]) -> None:
+    group = zarr.open_group(str(_store(runs["float32"])), mode="r")
+    assert group["raw"].dtype == np.float32 and "raw_scale" not in group
+    assert "attributions_error" not in group.attrs
+
+
+def test_changing_the_choice_on_a_store_refuses_and_names_replace(
+        runs: dict[str, Path]) -> None:
+    config = runs["float16"]
+    text = config.read_text().replace('attributions = "float16"', 'attributions = "float32"')
+    changed = config.parent / "changed" / config.name  # the same run: named after the file
+    changed.parent.mkdir(exist_ok=True)
+    changed.write_text(text)
+    result = cli("run", "--config", str(changed), "--scheduler", "synchronous")
+    assert result.exit_code != 0  # type: ignore[attr-defined]
+    out = result.output  # type: ignore[attr-defined]
+    assert "store.attributions" in out and "--replace" in out
+    assert zarr.open_group(str(_store(config)), mode="r").attrs["attributions"] == "float16"
+
+
+def test_an_unknown_storage_dtype_is_a_config_error_listing_the_choices(
+        tmp_path: Path) -> None:
+    config = write_config(tmp_path / "bad.toml", tmp_path, tmp_path / "out",
+                          extra='\n[store]\nattributions = "int8"\n')
+    with pytest.raises(ConfigError, match=r"int8.*float32.*float16.*bfloat16|bfloat16"):
+        load_config(config)
