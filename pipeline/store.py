@@ -219,9 +219,10 @@ class Schema:
             if existing.shape == shape and existing.chunks == chunking and \
                     (dtype == "str" or existing.dtype == np.dtype(dtype)):
                 return existing
-        attributes = ({"encoding": choice, **({"scale": fam.name + SCALE_SUFFIX}
-                                              if choice == "float16" else {})}
-                      if fam.encoded else {})
+        attributes: dict[str, Any] = ({"encoding": choice,
+                                       **({"scale": fam.name + SCALE_SUFFIX}
+                                          if choice == "float16" else {})}
+                                      if fam.encoded else {})
         return group.create_array(
             array_name, shape=shape, chunks=chunking,
             dtype=str if dtype == "str" else dtype, fill_value=fill,

@@ -323,6 +323,7 @@ _CHOICES = {
     ("dataset", "layout"): config_module.LAYOUTS, ("model", "head"): ("softmax", "logits"),
     ("run", "precision"): ("fp32", "fp32-fwd", "tf32", "bf16"),
     ("run", "target"): ("predicted", "label"),
+    ("store", "attributions"): ("float32", "float16", "bfloat16"),
 }
 _MINIMUM = {
     ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,
