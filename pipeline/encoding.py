@@ -43,11 +43,9 @@ def encode_maps(values: np.ndarray, choice: str) -> tuple[np.ndarray, np.ndarray
     if choice != "float16":
         raise StoreError(f"Expected a storage dtype in {ATTRIBUTION_DTYPES}, got {choice!r}.")
     flat = np.abs(values.reshape(len(values), -1))
-    with np.errstate(invalid="ignore"):
-        peak = np.nanmax(np.where(np.isfinite(flat), flat, np.nan), axis=1,
-                         initial=0.0) if flat.size else np.zeros(len(values), np.float32)
-    peak = np.nan_to_num(peak, nan=0.0)
-    exponent = np.where(peak > 0, np.ceil(np.log2(np.where(peak > 0, peak, 1.0))), 0.0)
+    peak = np.max(np.where(np.isfinite(flat), flat, 0.0), axis=1, initial=0.0)
+    # An all-NaN or all-zero map keeps the scale 2^-15 (any power of two would do).
+    exponent = np.ceil(np.log2(peak, out=np.zeros_like(peak), where=peak > 0))
     scale = np.exp2(exponent - _F16_PEAK_EXPONENT).astype(np.float32)
     shape = (len(values),) + (1,) * (values.ndim - 1)
     return (values / scale.reshape(shape)).astype(np.float16), scale
@@ -57,7 +55,7 @@ def decode_maps(stored: np.ndarray, choice: str, scale: np.ndarray | None) -> np
     """Inverse of :func:`encode_maps`: float32 maps. ``scale`` has the shape of ``stored``'s
     leading (explainer, image) axes that it covers, broadcast over the rest."""
     stored = np.asarray(stored)
-    if choice == "bfloat16" or stored.dtype == np.uint16:
+    if choice == "bfloat16":
         return (stored.astype(np.uint32) << np.uint32(16)).view(np.float32)
     out = stored.astype(np.float32)
     if scale is not None:
