@@ -226,7 +226,9 @@ def test_first_ctrl_c_is_acknowledged_and_finishes_the_running_task(tmp_path, re
 
 
 def test_second_ctrl_c_stops_at_once_and_the_rerun_resumes(tmp_path, reference):
-    config, run_dir, proc = _interrupted_run(tmp_path)
+    # A long running task: the second Ctrl-C must reach the run before its graceful stop ends,
+    # even when a loaded machine is slow to deliver the first one.
+    config, run_dir, proc = _interrupted_run(tmp_path, slow="4.0")
     proc.send_signal(signal.SIGINT)
     assert _said(proc, "Ctrl-C again to stop now", within=2.0)
     proc.send_signal(signal.SIGINT)
