@@ -33,6 +33,7 @@ from torch import fx, nn
 
 from pipeline.accel import network_path
 from pipeline.batching import chunk_slices
+from pipeline.fxtrace import symbolic_trace
 
 #: Module types whose gradient Captum's DeepLift and Guided Backprop rewrite: each use needs
 #: a module of its own.
@@ -114,7 +115,7 @@ def unshared(model: nn.Module) -> tuple[nn.Module, str]:
     path = network_path(copied)
     inner = copied.get_submodule(path) if path else copied
     try:
-        gm = fx.symbolic_trace(inner)
+        gm = symbolic_trace(inner)
     except Exception as exc:  # an untraceable network keeps its modules, as they are
         result: tuple[nn.Module, str] = (
             model, f"as it is: torch.fx cannot trace it ({type(exc).__name__})")

@@ -29,6 +29,7 @@ import torch
 from torch import fx, nn
 
 from pipeline.accel import CompiledWithFallback, TF32Backward
+from pipeline.fxtrace import symbolic_trace
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,7 @@ def _split_why(model: nn.Module) -> tuple[AffineStem | None, str]:
         return (None, why) if inner is None else (AffineStem(inner.stem, wrap(inner.rest)),
                                                   why)
     try:
-        gm = fx.symbolic_trace(model)
+        gm = symbolic_trace(model)
     except Exception as exc:  # untraceable models keep the plain engine
         return None, f"not found: torch.fx cannot trace the model ({type(exc).__name__})"
     chain = _stem_chain(gm)
