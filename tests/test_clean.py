@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workflow_helpers import cli, make_images, run_ok, write_config
+from tests.workflow_helpers import cli, make_images, records, run_ok, write_config
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,7 @@ def reported(tmp_path_factory):
 
 
 def _records(run_dir, stage):
-    return sorted((run_dir / "state" / stage).rglob("*.json"))
+    return sorted(records(run_dir, stage))
 
 
 def test_removing_a_whole_run_without_a_terminal_needs_yes(reported):

@@ -30,7 +30,7 @@ ALL = ["deletion", "insertion", "relevance_mass_accuracy", "relevance_rank_accur
        "pointing_game", "sparseness"]
 METHODS = ("gradient", "integrated_gradients")
 #: The evaluate records of the six-image, two-shard run: the floor's, then each method's.
-UNITS = ["000000.json", "000001.json"] + [f"{m}/{i:06d}.json" for m in METHODS for i in (0, 1)]
+UNITS = ["000000", "000001"] + [f"{m}/{i:06d}" for m in METHODS for i in (0, 1)]
 
 
 def _evaluate_table(metrics, steps=4, randomisation=2) -> str:
@@ -225,7 +225,7 @@ def test_changing_one_method_re_evaluates_that_method_alone(ev_copy):
     after, new = finished(run_dir, "evaluate"), _evaluation(run_dir)
     assert sorted(after) == UNITS
     assert sorted(k for k in after if after[k] != before[k]) == [
-        "integrated_gradients/000000.json", "integrated_gradients/000001.json"]
+        "integrated_gradients/000000", "integrated_gradients/000001"]
     for name in old.data_vars:
         if "explainer" in old[name].dims:
             np.testing.assert_array_equal(new[name].sel(explainer="gradient"),

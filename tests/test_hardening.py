@@ -16,16 +16,19 @@ import zarr
 
 from tests.hostile import make_hostile
 from tests.workflow_helpers import (
+    all_records,
     assert_same,
     cli,
     copy_run,
     make_images,
+    records,
     run_ok,
     run_subprocess,
     store_arrays,
     write_config,
 )
 from workflows.stages import REGISTRY
+from workflows.state import Records
 
 _arrays, _assert_same, _run = store_arrays, assert_same, run_ok
 #: The evaluate crash cases turn the stage on (cheap metrics), so its crash points fire and
@@ -173,9 +176,8 @@ def _interrupted_run(tmp_path, slow: str = "1.0"):
     run_dir = tmp_path / "runs" / "tiny"
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
                           env={"XAI_SLOW_SHARD_S": slow})
-    folder = run_dir / "state" / "attribute"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(folder.rglob("*.json")):
+    while time.monotonic() < deadline and not records(run_dir, "attribute"):
         assert proc.poll() is None, "the run ended before it could be interrupted"
         time.sleep(0.02)
     return config, run_dir, proc
@@ -201,9 +203,8 @@ def _said(proc, text: str, within: float) -> bool:
     return False
 
 
-def _records_now(run_dir: Path) -> dict[str, str]:
-    return {str(p.relative_to(run_dir)): p.read_text()
-            for p in (run_dir / "state").rglob("*.json")}
+def _records_now(run_dir: Path) -> dict[str, dict[str, object]]:
+    return all_records(run_dir)
 
 
 def test_first_ctrl_c_is_acknowledged_and_finishes_the_running_task(tmp_path, reference):
@@ -267,32 +268,44 @@ def test_full_disk_is_explained_and_a_rerun_completes(tiny, reference, monkeypat
     _assert_equals_reference(run_dir, reference)
 
 
-def test_full_disk_while_writing_a_record(tiny, monkeypatch):
+def test_full_disk_while_writing_a_record(tiny, reference, monkeypatch):
+    """The disk fills in the middle of a record's line: the message names the log, the torn
+    line is no record, and the rerun completes with every record whole."""
     import os
 
-    config, _ = tiny
-    real_replace = os.replace
+    config, run_dir = tiny
+    real_write = os.write
+    calls = {"n": 0}
 
-    def full(src, dst):
-        if str(dst).endswith(".json") and "attribute" in str(dst):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_replace(src, dst)
+    def full(fd, data):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            target = ""
+        if target.endswith(".jsonl") and "/state/attribute/" in target:
+            calls["n"] += 1
+            if calls["n"] == 2:  # the second record: half of it reaches the disk
+                return real_write(fd, bytes(data)[: len(data) // 2])
+            if calls["n"] == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
 
-    monkeypatch.setattr(os, "replace", full)
+    monkeypatch.setattr(os, "write", full)
     result = cli("run", "--config", str(config), "--scheduler", "synchronous")
     assert result.exit_code == 2 and "No space left on the device" in result.output
     assert "state/attribute/" in result.output, "the message names the record being written"
-    monkeypatch.setattr(os, "replace", real_replace)
+    assert len(records(run_dir, "attribute")) == 1, "the torn record is no record"
+    monkeypatch.setattr(os, "write", real_write)
     _run(config)
+    _assert_equals_reference(run_dir, reference)
+    assert cli("verify", "--config", str(config)).exit_code == 0
 
 
 # --------------------------------------------------------------------------- tampering
 
 
 def _finished(run_dir: Path) -> dict[str, float]:
-    state = run_dir / "state"
-    return {str(p.relative_to(state)): json.loads(p.read_text())["finished"]
-            for p in state.rglob("*.json")}
+    return {k: float(r["finished"]) for k, r in all_records(run_dir).items()}  # type: ignore[arg-type]
 
 
 def _damage_and_repair(config: Path, run_dir: Path, reference, damage, expect: set[str]) -> None:
@@ -316,7 +329,7 @@ def test_deleted_chunk_is_detected_and_only_its_shard_recomputed(done, reference
     config, run_dir = done
     _damage_and_repair(config, run_dir, reference,
                        lambda d: shutil.rmtree(d / "store.zarr" / "raw" / "c" / "1" / "1"),
-                       {"attribute/integrated_gradients/000001.json"})
+                       {"attribute/integrated_gradients/000001"})
 
 
 def test_corrupted_chunk_is_detected(done, reference):
@@ -328,25 +341,25 @@ def test_corrupted_chunk_is_detected(done, reference):
             chunk = next(chunk.iterdir())
         chunk.write_bytes(b"garbage" * 10)
 
-    _damage_and_repair(config, run_dir, reference, corrupt, {"aggregate/gradient/000002.json"})
+    _damage_and_repair(config, run_dir, reference, corrupt, {"aggregate/gradient/000002"})
 
 
 def test_deleted_sheet_is_detected_and_rerendered(done, reference):
     config, run_dir = done
     _damage_and_repair(config, run_dir, reference,
                        lambda d: (d / "sheets" / "sheet-0001.png").unlink(),
-                       {"render/000001.json"})
+                       {"render/000001"})
 
 
 def test_deleted_record_recomputes_only_that_shard(done, reference):
     config, run_dir = done
-    (run_dir / "state" / "predict" / "000000.json").unlink()
+    Records(run_dir).drop("predict/000000")
     status = cli("status", "--config", str(config))
     assert "partial" in status.output
     before = _finished(run_dir)
     _run(config)
     after = _finished(run_dir)
-    assert {k for k in after if after[k] != before.get(k)} == {"predict/000000.json"}
+    assert {k for k in after if after[k] != before.get(k)} == {"predict/000000"}
     _assert_equals_reference(run_dir, reference)
 
 

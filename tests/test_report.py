@@ -17,6 +17,7 @@ from pipeline.methods import DEFAULT_METHODS
 from tests.workflow_helpers import (
     cli,
     make_images,
+    records,
     run_ok,
     run_subprocess,
     units_run,
@@ -217,7 +218,7 @@ def test_a_rerun_rebuilds_nothing_and_a_changed_shard_alone(tiny_report) -> None
     before = {p.name: p.stat().st_mtime_ns for p in data.glob("shard-*.js")}
     result = run_ok(config)
     assert "report" not in units_run(result.output)  # type: ignore[attr-defined]
-    Records(run_dir).path("report/000001").unlink()  # as if shard 1's inputs had changed
+    Records(run_dir).drop("report/000001")  # as if shard 1's inputs had changed
     result = run_ok(config)
     assert units_run(result.output)["report"] == "1/4"  # type: ignore[attr-defined]
     after = {p.name: p.stat().st_mtime_ns for p in data.glob("shard-*.js")}
@@ -295,13 +296,13 @@ def test_a_report_killed_while_publishing_leaves_the_old_one(tmp_path: Path) -> 
 def test_the_report_command_refuses_a_config_that_changes_the_run(tmp_path: Path) -> None:
     config, run_dir = _tiny(tmp_path)
     run_ok(config)
-    before = sorted(p.name for p in (run_dir / "state" / "attribute").rglob("*.json"))
+    before = records(run_dir, "attribute")
     result = cli("report", "--config", str(config), "--set",
                  "methods.integrated_gradients.n_steps=7")
     assert result.exit_code != 0
     assert "attribute/integrated_gradients" in result.output
     assert "drop the --set" in result.output
-    after = sorted(p.name for p in (run_dir / "state" / "attribute").rglob("*.json"))
+    after = records(run_dir, "attribute")
     assert before == after, "nothing was purged"
     ok = cli("report", "--config", str(config), "--set", "report.max_clusters=3")
     assert ok.exit_code == 0, ok.output

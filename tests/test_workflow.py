@@ -18,6 +18,7 @@ from tests.workflow_helpers import (
     copy_run,
     finished,
     make_images,
+    records,
     run_ok,
     run_subprocess,
     store_arrays,
@@ -159,11 +160,11 @@ def _enabled_stages(config) -> list[str]:
 
 def test_rerun_skips_everything(done):
     config, tmp, _ = done
-    before = {p: p.stat().st_mtime_ns for p in (tmp / "runs").rglob("*.json")}
+    logs = tmp / "runs" / "tiny" / "state"
+    before = {p: p.stat().st_mtime_ns for p in logs.rglob("*.jsonl")}
     result = _run(config)
-    after = {p: p.stat().st_mtime_ns for p in (tmp / "runs").rglob("*.json")
-             if p.parent.parent.name == "state"}
-    assert after and all(before[p] == t for p, t in after.items())
+    after = {p: p.stat().st_mtime_ns for p in logs.rglob("*.jsonl")}
+    assert after and after == before, "no record was written again"
     summary = json.loads((tmp / "runs" / "tiny" / "summary.json").read_text())
     assert [st["stage"] for st in summary["stages"]] == _enabled_stages(config)
     # This rerun recomputed nothing; the stages keep the figures of the run that did.
@@ -307,7 +308,7 @@ def test_summary_json_and_records_name_their_worker(done):
     assert stages["aggregate"]["device_idle"] is None
     assert summary["seconds"] > 0 and summary["streaming"] is True
     assert "summary.json" in output
-    rec = json.loads((run_dir / "state" / "attribute" / "gradient" / "000000.json").read_text())
+    rec = records(run_dir, "attribute")["gradient/000000"]
     assert rec["worker"]["address"] == "local" and rec["worker"]["device"] == "cpu"
     assert rec["worker"]["host"] and rec["max_batch"] == 8 and rec["images"] == 2
 
@@ -368,15 +369,15 @@ def test_external_sigkill_during_attribute(tmp_path):
     # lands while the stage is under way.
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
                           env={"XAI_SLOW_SHARD_S": "0.25"})
-    folder = tmp_path / "runs" / "tiny" / "state" / "attribute"
+    run = tmp_path / "runs" / "tiny"
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not list(folder.rglob("*.json")):
+    while time.monotonic() < deadline and not records(run, "attribute"):
         if proc.poll() is not None:
             pytest.fail("the run ended before it could be killed")
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    assert 0 < len(list(folder.rglob("*.json"))) < 6 * len(METHOD_NAMES)
+    assert 0 < len(records(run, "attribute")) < 6 * len(METHOD_NAMES)
     assert cli("run", "--config", str(config), "--scheduler", "synchronous").exit_code == 0
     ref = write_config(tmp_path / "ref" / "tiny.toml", root, tmp_path / "ref" / "runs",
                        shard_size=1)

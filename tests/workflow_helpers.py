@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from collections.abc import Sequence
@@ -174,12 +173,20 @@ def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray],
 
 
 def records(run_dir: Path, stage: str) -> dict[str, dict[str, object]]:
-    """The completion records of ``stage`` (all methods), keyed ``[method/]NNNNNN.json``."""
-    folder = run_dir / "state" / stage
-    if not folder.is_dir():
-        return {}
-    return {str(p.relative_to(folder)): json.loads(p.read_text())
-            for p in sorted(folder.rglob("*.json"))}
+    """The completion records of ``stage`` (all methods), keyed ``[method/]NNNNNN``."""
+    from workflows.state import Records
+
+    recs = Records(run_dir)
+    return {key.removeprefix(stage + "/"): rec for folder in recs.folders(stage)
+            for key, rec in recs.entries(folder).items()}
+
+
+def all_records(run_dir: Path) -> dict[str, dict[str, object]]:
+    """Every completion record of the run, keyed ``stage[/method]/NNNNNN``."""
+    state = run_dir / "state"
+    stages = {p.name.removesuffix(".jsonl") for p in state.iterdir()} if state.is_dir() else ()
+    return {f"{stage}/{k}": v for stage in sorted(stages) for k, v in records(run_dir,
+                                                                              stage).items()}
 
 
 def finished(run_dir: Path, stage: str) -> dict[str, float]:

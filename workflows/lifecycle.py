@@ -28,7 +28,7 @@ from pipeline.store import (
 from workflows import faults
 from workflows.config import Config, stable_hash
 from workflows.plan import Hashes, Registry, flat_hashes, hash_key
-from workflows.state import Records, atomic_write_bytes, atomic_write_json, disk_errors, read_json
+from workflows.state import Records, atomic_write_bytes, atomic_write_json, disk_errors
 from workflows.summary import Reporter
 
 if TYPE_CHECKING:  # torch-free import for `xai status`: datasets load torchvision
@@ -228,8 +228,8 @@ def sync_explainers(registry: Registry, group: Any, cfg: Config, records: Record
     moved = [m for m in kept if stored.index(m) != order.index(m)]
     folders = {m: [hash_key(s.name, m) for s in registry if s.per_method]
                for m in added + removed + moved}
-    saved = {p: p.read_bytes() for m in moved for f in folders[m]
-             for p in records.in_folder(f)}
+    saved = {k: rec for m in moved for f in folders[m]
+             for k, rec in records.entries(f).items()}
     for m in added + removed + moved:
         for folder in folders[m]:
             records.clear(folder)
@@ -238,8 +238,7 @@ def sync_explainers(registry: Registry, group: Any, cfg: Config, records: Record
             copy_slot(group, stored.index(m), order.index(m), cfg.run.shard_size,
                       registry.schema)
         resize_explainers(group, order, registry.schema)
-    for path, content in saved.items():
-        atomic_write_bytes(path, content)
+    records.put_all(saved)
     return added
 
 
@@ -256,10 +255,10 @@ def purge_stale(registry: Registry, records: Records, cfg: Config, hashes: Hashe
     for stage in registry:
         for method in stage.methods(cfg):
             digest = hashes[(stage.name, method)]
-            for rec in records.in_folder(hash_key(stage.name, method)):
-                data = read_json(rec)
-                if not isinstance(data, dict) or data.get("hash") != digest:
-                    rec.unlink(missing_ok=True)
+            stale = [key for key, rec in records.entries(hash_key(stage.name, method)).items()
+                     if rec.get("hash") != digest]
+            if stale:
+                records.drop(*stale)
 
 
 # ------------------------------------------------------------------------ what it used

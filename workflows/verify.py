@@ -51,5 +51,5 @@ def verify(cfg: Config, repair: bool = True, registry: Registry | None = None) -
                     f"data differs from its record ({actual} != {rec.get('checksum')})")
                 damaged.append((hash_key(unit.stage, unit.method), unit.index, what))
                 if repair:
-                    records.path(unit.key).unlink(missing_ok=True)
+                    records.drop(unit.key)
     return VerifyReport(checked, damaged, repair)

@@ -75,8 +75,10 @@ def cfg_for(out: Path, extra: list[str] = ()):
 def evaluate_units(run_dir: Path, since: float) -> tuple[int, float]:
     """Evaluate units recorded since ``since``: how many, and the seconds they ran."""
     n, busy = 0, 0.0
-    for p in (run_dir / "state" / "evaluate").rglob("*.json"):
-        rec = json.loads(p.read_text())
+    from workflows.state import Records
+
+    recs = Records(run_dir)
+    for rec in (r for f in recs.folders("evaluate") for r in recs.entries(f).values()):
         if rec["finished"] >= since:
             n += 1
             busy += rec["ended"] - rec["started"]
