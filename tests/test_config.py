@@ -428,3 +428,11 @@ def test_importing_the_config_stays_cheap():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_colormaps_accepted_without_matplotlib_are_matplotlibs():
+    import matplotlib
+
+    from workflows.config import _COMMON_COLORMAPS
+
+    assert _COMMON_COLORMAPS and all(n in matplotlib.colormaps for n in _COMMON_COLORMAPS)

@@ -491,7 +491,10 @@ def _clean_arguments(first: str | None, second: str | None) -> tuple[Path | None
 def verify(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: ConfigOpt = None,
            out_dir: OutOpt = None, sets: SetOpt = None, data_dir: DataDirOpt = None,
            check_only: Annotated[bool, typer.Option(
-               "--check-only", help="report damage without dropping records")] = False) -> None:
+               "--check-only", help="report damage without dropping records")] = False,
+           sample: Annotated[int | None, typer.Option(
+               "--sample", min=1, metavar="N",
+               help="check N finished shards drawn at random (a quick look)")] = None) -> None:
     """Re-read every finished shard and sheet against its record's checksum.
 
     Damaged or missing data is reported and its record dropped, so the next `xai run`
@@ -501,10 +504,13 @@ def verify(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: Config
 
     try:
         cfg = _config(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
-        report = verify_run(cfg, repair=not check_only)
+        with make_reporter(console, unit="shards") as reporter:
+            report = verify_run(cfg, repair=not check_only, sample=sample, reporter=reporter)
     except XaiError as exc:
         raise _fail(exc) from None
-    out.print(f"checked {report.checked} finished shards and sheets in {cfg.run_dir}")
+    drawn = f" (drawn at random of {report.finished})" if report.checked < report.finished \
+        else ""
+    out.print(f"checked {report.checked} finished shards and sheets{drawn} in {cfg.run_dir}")
     if not report.damaged:
         out.print("[green]all data matches its records[/]")
         return

@@ -114,6 +114,9 @@ class Stage:
     crash_points: ClassVar[tuple[str, ...]] = CRASH_POINTS
     output_dirs: ClassVar[tuple[str, ...]] = ()
     partial_inputs: ClassVar[bool] = False
+    #: Facts its records keep for ``xai status`` (``"skipped"``: the shard's skipped images;
+    #: ``"completeness"``: per-image completeness errors), so that it reads no arrays.
+    record_facts: ClassVar[tuple[str, ...]] = ()
     doc: ClassVar[str] = ""
     #: For a stage that can be off: what turns it on, for the message when it is asked for.
     how_to_enable: ClassVar[str] = ""

@@ -62,6 +62,12 @@ class _Clock:
     resumed: int = 0
     last_line: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    #: What is counted: ``images`` (img/s), or ``shards`` (xai verify).
+    unit: str = "images"
+
+    @property
+    def per_s(self) -> str:
+        return "img/s" if self.unit == "images" else f"{self.unit}/s"
 
     def rate(self, now: float) -> float | None:
         new = self.done - self.resumed
@@ -70,8 +76,8 @@ class _Clock:
     def line(self, now: float) -> str:
         rate = self.rate(now)
         eta = duration((self.total - self.done) / rate) if rate else "-"
-        speed = f"{rate:.2f} img/s" if rate else "- img/s"
-        return f"{self.done}/{self.total} images, {speed}, ETA {eta}"
+        speed = f"{rate:.2f} {self.per_s}" if rate else f"- {self.per_s}"
+        return f"{self.done}/{self.total} {self.unit}, {speed}, ETA {eta}"
 
 
 class LineReporter:
@@ -79,8 +85,8 @@ class LineReporter:
     images done, img/s and ETA, and its end. Made for logs, so every line stands alone."""
 
     def __init__(self, console: Console, every: float = LINE_EVERY,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.console, self.every, self.clock = console, every, clock
+                 clock: Callable[[], float] = time.monotonic, unit: str = "images") -> None:
+        self.console, self.every, self.clock, self.unit = console, every, clock, unit
         self.stages: dict[str, _Clock] = {}
 
     def _print(self, text: str) -> None:
@@ -90,13 +96,13 @@ class LineReporter:
     def stage_start(self, stage: str, total_images: int, done_images: int) -> None:
         now = self.clock()
         self.stages[stage] = _Clock(total_images, done_images, now, resumed=done_images,
-                                    last_line=now)
+                                    last_line=now, unit=self.unit)
         if done_images >= total_images:  # nothing to do: the run's end says so once
             self.stages[stage].extra["finished"] = True
             return
         before = f" ({done_images} done before)" if done_images else ""
-        self._print(f"{stage}: {total_images - done_images} of {total_images} images to "
-                    f"do{before}")
+        self._print(f"{stage}: {total_images - done_images} of {total_images} {self.unit} "
+                    f"to do{before}")
 
     def advance(self, stage: str, images: int) -> None:
         st = self.stages[stage]
@@ -114,15 +120,15 @@ class LineReporter:
             return
         st.extra["finished"] = True
         rate = st.rate(now)
-        speed = f", {rate:.2f} img/s" if rate else ""
-        self._print(f"{stage}: finished, {st.done}/{st.total} images after "
+        speed = f", {rate:.2f} {st.per_s}" if rate else ""
+        self._print(f"{stage}: finished, {st.done}/{st.total} {st.unit} after "
                     f"{duration(now - st.started)}{speed}")
 
     def stage_end(self, stage: str) -> None:
         st = self.stages[stage]
         if st.done < st.total and not st.extra.get("finished"):
             st.extra["finished"] = True
-            self._print(f"{stage}: ended with {st.done}/{st.total} images done")
+            self._print(f"{stage}: ended with {st.done}/{st.total} {st.unit} done")
         else:
             self._finished(stage, self.clock())
 
@@ -155,15 +161,19 @@ class LineReporter:
 
 
 class SpeedColumn(ProgressColumn):
-    """Images per second."""
+    """Images (or ``unit``) per second."""
+
+    def __init__(self, per_s: str = "img/s") -> None:
+        super().__init__()
+        self.per_s = per_s
 
     def render(self, task: Task) -> Text:
         # Over the whole stage, counting only images done in this run (not resumed ones).
         done = task.completed - task.fields.get("resumed", 0)
         elapsed = task.finished_time if task.finished else task.elapsed
         if not elapsed or done <= 0:
-            return Text("      - img/s", style="cyan")
-        return Text(f"{done / elapsed:6.1f} img/s", style="cyan")
+            return Text(f"      - {self.per_s}", style="cyan")
+        return Text(f"{done / elapsed:6.1f} {self.per_s}", style="cyan")
 
 
 class RichReporter:
@@ -213,11 +223,15 @@ STAGE_COLUMNS: tuple[Any, ...] = (
 
 
 @contextmanager
-def make_reporter(console: Console, columns: tuple[Any, ...] = STAGE_COLUMNS
-                  ) -> Iterator[RichReporter | LineReporter]:
-    """Bars when ``console`` is a terminal, plain lines when it is not."""
+def make_reporter(console: Console, columns: tuple[Any, ...] = STAGE_COLUMNS,
+                  unit: str = "images") -> Iterator[RichReporter | LineReporter]:
+    """Bars when ``console`` is a terminal, plain lines when it is not; ``unit`` is what
+    they count (``images``, or ``shards``)."""
     if not console.is_terminal:
-        yield LineReporter(console)
+        yield LineReporter(console, unit=unit)
         return
+    if unit != "images":
+        columns = tuple(SpeedColumn(f"{unit}/s") if isinstance(c, SpeedColumn) else c
+                        for c in columns)
     with Progress(*columns, console=console) as progress:
         yield RichReporter(progress)

@@ -11,7 +11,13 @@ from workflows.config import Config
 from workflows.lifecycle import config_changes, expected_weights_id
 from workflows.plan import Registry
 from workflows.state import Records, RunLock
-from workflows.summary import Completeness, completeness_summary, skipped_images
+from workflows.summary import (
+    Completeness,
+    completeness_from_records,
+    completeness_summary,
+    skipped_from_records,
+    skipped_images,
+)
 
 
 @dataclass
@@ -42,7 +48,11 @@ class RunStatus:
 
 
 def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
-    """Per stage, and per method for method stages: units done, total, and made stale."""
+    """Per stage, and per method for method stages: units done, total, and made stale.
+
+    Everything comes from the records (a few log files) and the store's metadata; the only
+    chunks read are the image ids of the worst and flagged images' shards. Records written
+    before they kept skipped images and completeness fall back to reading the arrays."""
     from workflows.stages import REGISTRY
 
     reg = registry or REGISTRY
@@ -83,10 +93,19 @@ def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
     new = [m for m in cfg.method_names if m not in explainers(group)]
     if new:
         notes.append(f"new methods, computed on the next run (and only they): {', '.join(new)}")
-    skipped = [(i, why) for i, why in skipped_images(group, cfg.run.target) if why]
-    completeness = completeness_summary(group, [m for m in cfg.method_names
-                                                if m in explainers(group)],
-                                        cfg.run.completeness_warning)
+    skipped = completeness = None
+    stored = [m for m in cfg.method_names if m in explainers(group)]
+    for stage in reg:
+        units = reg.units(stage, n, cfg)
+        if "skipped" in stage.record_facts and skipped is None:
+            skipped = skipped_from_records(records, units, cfg.run.target)
+        if "completeness" in stage.record_facts and completeness is None:
+            completeness = completeness_from_records(group, records, units, stored,
+                                                     cfg.run.completeness_warning)
+    if skipped is None:  # records from before they listed them: read the store
+        skipped = [(i, why) for i, why in skipped_images(group, cfg.run.target) if why]
+    if completeness is None:
+        completeness = completeness_summary(group, stored, cfg.run.completeness_warning)
     return RunStatus(run_dir, True, rows, n, skipped, notes, completeness,
                      bool(group.attrs.get("random_weights", False)),
                      str(group.attrs.get("weights_id", "")), running)

@@ -341,25 +341,90 @@ def completeness_summary(group: Any, methods: Sequence[str], threshold: float
             continue
         slot = names.index(method)
         rel = relative_completeness_error(array(group, "delta")[slot], array(group, "gap")[slot])
-        done = np.flatnonzero(np.isfinite(rel))
-        if not done.size:
-            continue
-        worst = int(done[np.argmax(rel[done])])
-        above = done[rel[done] > threshold]
-        above = above[np.argsort(-rel[above], kind="stable")]
-        out.append(Completeness(
-            method, int(done.size), float(np.median(rel[done])), float(rel[worst]),
-            str(ids[worst]), threshold, [(str(ids[i]), float(rel[i])) for i in above],
-            _adaptive_facts(group, slot)))
+        steps = residual = None
+        if "steps" in group:
+            steps = np.asarray(array(group, "steps")[slot], dtype=np.float64)
+            residual = np.asarray(array(group, "residual")[slot], dtype=np.float64)
+        found = summarize_completeness(method, rel, lambda idx: [str(ids[i]) for i in idx],
+                                       threshold, steps, residual)
+        if found is not None:
+            out.append(found)
     return out
 
 
-def _adaptive_facts(group: Any, slot: int) -> dict[str, Any] | None:
-    """Steps and residuals of an adaptive IG method (None for the fixed rules)."""
-    if "steps" not in group:
+def completeness_from_records(group: Any, records: Records, units: Sequence[Unit],
+                              methods: Sequence[str], threshold: float
+                              ) -> list[Completeness] | None:
+    """:func:`completeness_summary` from the attribute records' per-image facts, reading
+    from the store only the image ids of the shards it names (the worst and flagged images).
+    None when a finished unit's record lacks them (a run from before they were kept)."""
+    from pipeline.methods import METHODS
+
+    n = array(group, "image").shape[0]
+    out = []
+    for method in methods:
+        spec = METHODS.get(method)
+        if spec is None or not spec.has_delta:
+            continue
+        rel, steps, residual = (np.full(n, np.nan) for _ in range(3))
+        adaptive = False
+        for u in units:
+            if u.method != method or (rec := records.get(u.key)) is None:
+                continue
+            facts = rec.get("per_image")
+            if not isinstance(facts, dict):
+                return None
+            rel[u.start:u.stop] = _floats(facts["relative_error"])
+            if "steps" in facts:
+                adaptive = True
+                steps[u.start:u.stop] = _floats(facts["steps"])
+                residual[u.start:u.stop] = _floats(facts["residual"])
+        found = summarize_completeness(method, rel, lambda idx: image_ids(group, idx),
+                                       threshold, steps if adaptive else None, residual)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def _floats(values: Sequence[float | None]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def image_ids(group: Any, indices: Sequence[int]) -> list[str]:
+    """The ids of the images at ``indices``, reading only the chunks that hold them."""
+    arr = array(group, "image")
+    size = arr.chunks[0]
+    chunks: dict[int, list[str]] = {}
+    out = []
+    for i in indices:
+        c = int(i) // size
+        if c not in chunks:
+            chunks[c] = [str(v) for v in arr[c * size:(c + 1) * size].tolist()]
+        out.append(chunks[c][int(i) - c * size])
+    return out
+
+
+def summarize_completeness(method: str, rel: np.ndarray, id_of: Any, threshold: float,
+                           steps: np.ndarray | None, residual: np.ndarray | None
+                           ) -> Completeness | None:
+    """One method's :class:`Completeness` from its images' relative errors ``rel`` (shape
+    ``(n,)``, NaN where not computed); ``id_of(indices)`` names images. None when no image
+    has one."""
+    done = np.flatnonzero(np.isfinite(rel))
+    if not done.size:
         return None
-    steps = np.asarray(array(group, "steps")[slot], dtype=np.float64)
-    residual = np.asarray(array(group, "residual")[slot], dtype=np.float64)
+    worst = int(done[np.argmax(rel[done])])
+    above = done[rel[done] > threshold]
+    above = above[np.argsort(-rel[above], kind="stable")]
+    named = id_of([worst, *above.tolist()])
+    return Completeness(
+        method, int(done.size), float(np.median(rel[done])), float(rel[worst]),
+        named[0], threshold, [(named[1 + k], float(rel[i])) for k, i in enumerate(above)],
+        None if steps is None or residual is None else _adaptive_facts(steps, residual))
+
+
+def _adaptive_facts(steps: np.ndarray, residual: np.ndarray) -> dict[str, Any] | None:
+    """Steps and residuals of an adaptive IG method (None for the fixed rules)."""
     used = np.isfinite(steps)
     if not used.any():
         return None
@@ -383,6 +448,22 @@ def top1_accuracy(group: Any) -> dict[str, Any]:
     correct = int((pred[seen] == labels[seen]).sum())
     return {"correct": correct, "labelled": int(seen.sum()),
             "accuracy": round(correct / int(seen.sum()), 6)}
+
+
+def skipped_from_records(records: Records, units: Sequence[Unit], target: str
+                         ) -> list[tuple[str, str]] | None:
+    """:func:`skipped_images` of the ingested shards from their records, without reading
+    the store; None when it needs the store: a record from before they listed their skipped
+    images, or images without a label when the label is the target."""
+    out: list[tuple[str, str]] = []
+    for u in units:
+        rec = records.get(u.key)
+        if rec is None:
+            continue
+        if "skipped" not in rec or (target == "label" and rec.get("unlabelled")):
+            return None
+        out.extend((str(i), str(why)) for i, why in rec["skipped"].items())
+    return out
 
 
 def skipped_images(group: Any, target: str) -> list[tuple[str, str]]:

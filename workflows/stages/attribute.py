@@ -28,6 +28,7 @@ class Attribute(Stage):
     reads = ("pixels", "status", "pred", "label", "explainer")
     per_method = True
     device = True
+    record_facts = ("completeness",)
     doc = ("one method for each image's predicted class (or label): raw maps, completeness "
            "errors and output gaps")
 
@@ -87,12 +88,29 @@ class Attribute(Stage):
             faults.point("attribute:mid-write")
             for key in ("delta", "gap", "steps", "residual"):
                 store.array(key)[slot, u.start:u.stop] = out[key]
+        facts = per_image_facts(out) if METHODS[name].has_delta else {}
         return done(task, store, eng.device, compute_seconds=compute, max_batch=eng.max_batch,
-                    zero_gap=zero_gap, engine=eng.facts,
+                    zero_gap=zero_gap, engine=eng.facts, **facts,
                     **({} if storage_error is None else {"storage_error": storage_error}))
 
     def finalize(self, ctx: Context) -> dict[str, Any] | None:
         return record_storage_error(ctx, self.name, "raw")
+
+
+def per_image_facts(out: dict[str, np.ndarray]) -> dict[str, Any]:
+    """For a method with a completeness property: each image's relative completeness error
+    (and an adaptive rule's steps and residual), in shard order, NaN as None. The record
+    keeps them, so that ``xai status`` summarises completeness without reading the store."""
+    from pipeline.methods import relative_completeness_error
+
+    def listed(values: np.ndarray) -> list[float | None]:
+        return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]
+
+    facts: dict[str, Any] = {"relative_error": listed(
+        relative_completeness_error(out["delta"], out["gap"]))}
+    if np.isfinite(out["steps"]).any():
+        facts["steps"], facts["residual"] = listed(out["steps"]), listed(out["residual"])
+    return {"per_image": facts}
 
 
 def record_storage_error(ctx: Context, stage: str, array_name: str) -> dict[str, Any] | None:

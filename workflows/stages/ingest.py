@@ -16,6 +16,7 @@ from workflows.state import disk_errors
 
 class Ingest(Stage):
     name = "ingest"
+    record_facts = ("skipped",)
     reads = ("image",)
     doc = "decode, resize, centre-crop; the uint8 crop or why the file cannot be used"
 
@@ -53,7 +54,10 @@ class Ingest(Stage):
             store.array("mask")[u.start:u.stop] = mask
             faults.point("ingest:mid-write")
             store.array("status")[u.start:u.stop] = status
-        return done(task, store)
+        # What `xai status` lists, kept in the record so that it reads no image arrays.
+        labels = np.asarray(store.array("label")[u.start:u.stop])
+        skipped = {str(i): str(s) for i, s in zip(ids, status, strict=True) if s != "ok"}
+        return done(task, store, skipped=skipped, unlabelled=int((labels < 0).sum()))
 
 
 def _one(cfg: Config, index: int, image_id: str, transform: Any, pixels: np.ndarray,
