@@ -78,8 +78,11 @@ class _Log:
     """What was read of one folder's log: its file's identity, how far it was read, and the
     newest record per key (a dropped key maps to None)."""
 
+    path: str = ""
     inode: int = -1
+    #: Bytes taken (up to the last complete line), and the file's size when last read.
     offset: int = 0
+    size: int = -1
     lines: int = 0
     entries: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
@@ -139,23 +142,33 @@ class Records:
             return self._read_locked(folder)
 
     def _read_locked(self, folder: str) -> _Log:
-        path = self.log_path(folder)
-        log = self._logs.setdefault(folder, _Log())
+        log = self._logs.get(folder)
+        if log is None:
+            log = self._logs[folder] = _Log(path=str(self.log_path(folder)))
         try:
-            fd = os.open(path, os.O_RDONLY)
+            st = os.stat(log.path)  # one call when nothing changed: status asks per unit
         except FileNotFoundError:
-            self._logs[folder] = _Log()
-            return self._logs[folder]
+            if log.inode != -1:
+                self._logs[folder] = log = _Log(path=log.path)
+            return log
+        if st.st_ino == log.inode and st.st_size == log.size:
+            return log
+        if st.st_ino != log.inode or st.st_size < log.offset:
+            log = self._logs[folder] = _Log(path=log.path)
         try:
-            st = os.fstat(fd)
-            if st.st_ino != log.inode or st.st_size < log.offset:
-                log = self._logs[folder] = _Log(inode=st.st_ino)
-            if st.st_size > log.offset:
-                data = os.pread(fd, st.st_size - log.offset, log.offset)
-                end = data.rfind(b"\n") + 1  # an unfinished last line waits for its end
-                for line in data[:end].splitlines():
-                    self._take(log, line)
-                log.offset += end
+            fd = os.open(log.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return log
+        try:
+            st = os.fstat(fd)  # the file read (a rewrite may have replaced it meanwhile)
+            if st.st_ino != log.inode:
+                log = self._logs[folder] = _Log(path=log.path, inode=st.st_ino)
+            data = os.pread(fd, max(0, st.st_size - log.offset), log.offset)
+            end = data.rfind(b"\n") + 1  # an unfinished last line waits for its end
+            for line in data[:end].splitlines():
+                self._take(log, line)
+            log.offset += end
+            log.size = log.offset + len(data) - end
         finally:
             os.close(fd)
         return log
