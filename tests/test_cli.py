@@ -216,3 +216,45 @@ def test_the_command_list_never_cuts_a_sentence():
         listing = _help(args).split("Commands:")[1]
         cut = [line for line in listing.splitlines() if line.rstrip().endswith("...")]
         assert not cut, cut
+
+
+_EXIT_PROBE = """
+import atexit, sys, threading, time
+from pathlib import Path
+from workflows.cli import main
+out = Path(sys.argv.pop(1))
+def late():
+    time.sleep(0.3)
+    out.with_suffix('.thread').write_text('joined')
+threading.Thread(target=late).start()  # non-daemon: the normal exit would wait for it
+atexit.register(lambda: out.write_text('atexit ran'))
+print('before the command', end='')  # unflushed: the exit must flush it
+main()
+print('never printed: main() ends the process')
+"""
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--help"], 0), (["run", "--config", "nope.toml"], 2)])
+def test_main_ends_the_process_with_the_commands_status_after_the_normal_exit_steps(
+        tmp_path, args, code):
+    """``main`` skips only the interpreter's teardown: the status is the command's, the
+    non-daemon threads are joined, the atexit handlers run and the output is flushed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _EXIT_PROBE, str(tmp_path / "probe"), *args],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == code, done.stdout + done.stderr
+    assert done.stdout.startswith("before the command")
+    assert "never printed" not in done.stdout
+    assert (tmp_path / "probe").read_text() == "atexit ran"
+    assert (tmp_path / "probe.thread").read_text() == "joined"
+
+
+def test_exit_code_of_each_kind_of_system_exit(capsys):
+    from workflows.cli import exit_code
+
+    assert [exit_code(SystemExit(c)) for c in (None, 0, 3)] == [0, 0, 3]
+    assert exit_code(SystemExit("went wrong")) == 1
+    assert "went wrong" in capsys.readouterr().err

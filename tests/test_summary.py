@@ -63,9 +63,9 @@ def test_a_no_op_rerun_never_imports_torch(tmp_path):
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
                           methods=["gradient"])
     run_ok(config)
-    code = ("import sys; from workflows.cli import main; sys.argv = ['xai', 'run', "
+    code = ("import sys; from workflows.cli import app; sys.argv = ['xai', 'run', "
             f"'--config', {str(config)!r}];\n"
-            "try:\n    main()\nexcept SystemExit as end:\n    assert not end.code, end.code\n"
+            "try:\n    app()\nexcept SystemExit as end:\n    assert not end.code, end.code\n"
             "print('torch imported:', 'torch' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
