@@ -12,6 +12,7 @@ with 1,000 images (``--quick``: 64).
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -113,45 +114,110 @@ def build(cfg: Any, workers: int) -> dict[str, float]:
 
 
 def first_screen(page: Path, runs: int = 3) -> dict[str, float] | None:
-    """Seconds from navigation until the first screen's cards and their images are drawn, in
-    headless Chromium from file:// (best of ``runs``, each in a fresh browser); None without a
-    browser."""
+    """Seconds from navigation until the first screen's cards and their images are drawn, and
+    until all the gallery's data is in, in headless Chromium from file:// (best of ``runs``,
+    each in a fresh browser); None without a browser."""
     from tests.browser import chromium_paths, headless_chrome
 
     if chromium_paths() is None:
         return None
+    painted_js = (
+        "var imgs = [].slice.call(document.querySelectorAll('#cards img'))"
+        ".filter(function (i) { var r = i.getBoundingClientRect();"
+        " return r.top < innerHeight && getComputedStyle(i).display != 'none'; });"
+        "return imgs.length > 0 && imgs.every(function (i) {"
+        " return i.complete && i.naturalWidth > 0; });")
     best: dict[str, float] | None = None
     for _ in range(runs):
-        drv = headless_chrome()
+        drv = headless_chrome(page_load="none")  # the first screen comes before "load"
         try:
             drv.get("about:blank")
             start = time.perf_counter()
             drv.get(page.as_uri())
-            ready = painted = None
-            while time.perf_counter() - start < 30.0:
-                if ready is None and drv.execute_script("return document.body.dataset.ready"):
-                    ready = time.perf_counter() - start
-                if ready is not None and drv.execute_script(
-                        "var imgs = [].slice.call(document.querySelectorAll('#cards img'))"
-                        ".filter(function (i) { var r = i.getBoundingClientRect();"
-                        " return r.top < innerHeight && getComputedStyle(i).display !="
-                        " 'none'; });"
-                        "return imgs.length > 0 && imgs.every(function (i) {"
-                        " return i.complete && i.naturalWidth > 0; });"):
+            first = painted = ready = None
+            while time.perf_counter() - start < 60.0 and (painted is None or ready is None):
+                now = time.perf_counter() - start
+                state = drv.execute_script(
+                    "return document.body ? [document.body.dataset.first || null, "
+                    "document.body.dataset.ready || null] : [null, null]")
+                if first is None and state[0]:
+                    first = now
+                if ready is None and state[1]:
+                    ready = now
+                if first is not None and painted is None and drv.execute_script(painted_js):
                     painted = time.perf_counter() - start
-                    break
                 time.sleep(0.01)
             nav = drv.execute_script(
                 "var t = performance.timing; return t.domContentLoadedEventEnd - "
                 "t.navigationStart;")
+            cards = drv.execute_script("return document.querySelectorAll('#cards .card').length")
         finally:
             drv.quit()
-        if ready is None or painted is None:
+        if painted is None or ready is None:
             continue
-        row = {"ready_s": ready, "first_screen_s": painted, "dom_content_loaded_s": nav / 1000}
+        row = {"cards_s": first, "first_screen_s": painted, "all_data_s": ready,
+               "dom_content_loaded_s": nav / 1000, "cards": cards}
         if best is None or row["first_screen_s"] < best["first_screen_s"]:
             best = row
     return best
+
+
+def _script_json(path: Path) -> Any:
+    """The object a ``data/*.js`` script sets or pushes (:func:`pipeline.pages.data_script`)."""
+    text = path.read_text()
+    if text.startswith("(window."):
+        return json.loads(text[text.index(".push(") + 6:text.rindex(");")])
+    return json.loads(text[text.index("=") + 1:text.rindex(";")])
+
+
+def scale_up(report: Path, out: Path, images: int, shard_size: int, link_images: bool = True
+             ) -> Path:
+    """A copy of the report folder ``report`` whose gallery lists ``images`` images in shards of
+    ``shard_size``: the original's rows repeated with new numbers (and, with ``link_images``,
+    their crops, maps and outlines as hard links). For timing the page at a size that no run
+    here builds quickly: the rows are real rows, so the page does the work a real one would.
+    Returns the new ``index.html``."""
+    from pipeline import pages as rp
+
+    manifest = _script_json(report / "data" / "manifest.js")
+    template = []
+    for shard in manifest["shards"]:
+        for r in _script_json(report / shard["file"])["rows"]:
+            template.append((shard["index"], r))
+    template.sort(key=lambda t: t[1]["i"])
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(report, out, ignore=shutil.ignore_patterns("shard-*.js", "img"))
+    kinds = ["c", "o", *(f"m{j}" for j in range(len(manifest["methods"])))]
+    shards = []
+    for index, start in enumerate(range(0, images, shard_size)):
+        rows = []
+        for i in range(start, min(start + shard_size, images)):
+            src_shard, r = template[i % len(template)]
+            row = {**r, "i": i, "id": f"{r['id']} #{i}"}
+            rows.append(row)
+            if not link_images:
+                continue
+            have = {"c": r["c"], "o": r["o"], **{f"m{j}": h for j, h in enumerate(r["m"])}}
+            for kind in kinds:
+                if have[kind]:
+                    ext = "jpg" if kind == "c" else "png"
+                    dst = out / "img" / kind / f"{index:06d}" / f"{i:06d}.{ext}"
+                    rp.link_tree_file(report / "img" / kind / f"{src_shard:06d}"
+                                      / f"{r['i']:06d}.{ext}", dst)
+        payload = {"index": index, "start": start, "stop": start + len(rows), "rows": rows,
+                   "missing": []}
+        (out / rp.shard_data_path(index)).write_bytes(
+            rp.data_script("XAI_SHARDS", payload, append=True))
+        shards.append({"index": index, "file": rp.shard_data_path(index)})
+    strategies = out / "data" / "strategies.js"
+    if strategies.is_file():
+        data = _script_json(strategies)
+        data["methods"] = {m: [v[i % len(v)] for i in range(images)]
+                           for m, v in data["methods"].items()}
+        strategies.write_bytes(rp.data_script("XAI_STRATEGIES", data))
+    manifest.update(images=images, shards=shards, title=f"{manifest['dataset']}: {images} images")
+    (out / "data" / "manifest.js").write_bytes(rp.data_script("XAI_MANIFEST", manifest))
+    return out / "index.html"
 
 
 def measure(images: int = 1000, workers: int = 2, shard_size: int = 64, browser_runs: int = 3
@@ -172,7 +238,33 @@ def measure(images: int = 1000, workers: int = 2, shard_size: int = 64, browser_
     return out
 
 
+def measure_scaled(images: int = 50_000, template: int = 128, shard_size: int = 32,
+                   browser_runs: int = 3) -> dict[str, Any]:
+    """The gallery's first screen at ``images`` images x 5 methods: a real report of
+    ``template`` images (224 px) scaled up with :func:`scale_up` (every row, crop, map,
+    and the data scripts at full size). Returns the numbers, with the data's size."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _config(Path(tmp), template, shard_size)
+        make_store(cfg, template)
+        build(cfg, 1)
+        t0 = time.perf_counter()
+        page = scale_up(cfg.run_dir / "report", Path(tmp) / "scaled", images, shard_size)
+        made = time.perf_counter() - t0
+        data = page.parent / "data"
+        out: dict[str, Any] = {
+            "images": images, "methods": len(METHODS), "shard_size": shard_size,
+            "template_images": template, "scale_up_s": round(made, 1),
+            "shard_scripts": len(list(data.glob("shard-*.js"))),
+            "data_megabytes": round(sum(p.stat().st_size for p in data.glob("*.js")) / 2**20, 1),
+            "index_html_bytes": page.stat().st_size}
+        out["browser"] = first_screen(page, browser_runs)
+    return out
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "scaled":  # scaled [images] [template]
+        print(json.dumps(measure_scaled(*(int(a) for a in sys.argv[2:4])), indent=1))
+        raise SystemExit(0)
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     w = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     print(measure(n, w))

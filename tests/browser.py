@@ -23,9 +23,11 @@ def chromium_paths() -> tuple[str, str] | None:
     return (chromium, driver) if chromium and driver else None
 
 
-def headless_chrome(*, logs: bool = False) -> Any:
+def headless_chrome(*, logs: bool = False, page_load: str = "normal") -> Any:
     """A fresh headless Chromium WebDriver; with ``logs`` it records the console and the
-    network (``driver.get_log("browser")``, ``"performance"``). The caller quits it."""
+    network (``driver.get_log("browser")``, ``"performance"``). ``page_load`` is WebDriver's
+    page load strategy (``"none"``: ``get`` returns at once, for timing what the page shows
+    before its load event). The caller quits it."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -38,6 +40,7 @@ def headless_chrome(*, logs: bool = False) -> Any:
     options.binary_location = paths[0]
     for arg in CHROME_ARGS:
         options.add_argument(arg)
+    options.page_load_strategy = page_load
     if logs:
         options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
     return webdriver.Chrome(service=Service(paths[1]), options=options)

@@ -284,3 +284,40 @@ def test_the_summary_shows_the_overview_first_and_the_sanity_check(driver, evalu
         _open(driver, page) if name == "index" else driver.get(page.as_uri())
         time.sleep(0.5)
         assert driver.save_screenshot(str(folder / f"evaluated-{name}.png"))
+
+
+def test_many_shards_draw_the_first_screen_then_load_the_rest_behind_it(driver, report,
+                                                                         tmp_path) -> None:
+    """200 images in 100 shards (more than the page requests at once): the first screen is
+    drawn from the first shards (body[data-first]), and once every shard is in, the count,
+    the class choices and a sort cover all 200 images, with the first cards kept."""
+    from benchmarks.bench_report import _script_json, scale_up
+
+    page = scale_up(report[0].parent, tmp_path / "big", images=200, shard_size=2)
+    _open(driver, page)
+    assert driver.execute_script("return document.body.dataset.first") == "1"
+    cards = _cards(driver)
+    assert [c.get_attribute("data-index") for c in cards] == [str(i) for i in range(48)]
+    assert driver.find_element("id", "count").text == "Showing 48 of 200 images"
+    broken = None
+    for _ in range(100):  # the first card's shown images: every one found and drawn
+        broken = driver.execute_script(
+            "return Array.from(document.querySelectorAll('#cards .card:first-child img'))"
+            ".filter(function (i) { return getComputedStyle(i).display !== 'none' &&"
+            " !(i.complete && i.naturalWidth > 0); })"
+            ".map(function (i) { return i.src; })")
+        if not broken:
+            break
+        time.sleep(0.05)
+    assert not broken, broken
+    rows = [r for k in range(100)
+            for r in _script_json(page.parent / f"data/shard-{k:06d}.js")["rows"]]
+    options = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#class option')).map(o => o.value)")
+    assert sorted(options[1:]) == sorted({str(c) for r in rows for c in (r["p"], r["t"])
+                                          if c >= 0})
+    _choose(driver, "sort", "id")
+    _choose(driver, "order", "desc")
+    top = max(rows, key=lambda r: (r["id"], -r["i"]))
+    assert _cards(driver)[0].get_attribute("data-index") == str(top["i"])
+    assert int(top["i"]) >= 48, "the top card comes from a shard loaded after the first screen"

@@ -5,12 +5,20 @@
  * window.XAI_SHARDS, data/strategies.js sets window.XAI_STRATEGIES. Every string from the
  * data is shown with textContent, never parsed as HTML. Cards are added a page at a time as
  * the list scrolls into view, and images load lazily.
+ *
+ * The shard scripts load a few at a time, in image order, and the first screen is drawn as
+ * soon as the shards of its cards are in (body[data-first]); the rest keep loading behind it
+ * (the count says how far), and once all are in (body[data-ready]) the view is recomputed
+ * over every image, keeping the cards already drawn when they are still the first ones. So
+ * the first screen costs the same at 100 images as at 50,000.
  */
 (function () {
   "use strict";
   var PAGE = 48;
+  var IN_FLIGHT = 16;  // shard scripts requested at once
   var M = window.XAI_MANIFEST;
   var rows = [], view = [], shown = 0, hidden = {}, strategies = {};
+  var loading = null;  // {loaded, total} while shard scripts are still arriving
   var state = { key: "index", desc: false, cls: "", by: "pred", verdict: "", status: "",
                 lo: "", hi: "" };
 
@@ -91,12 +99,7 @@
       function (v) { state.desc = v === "desc"; apply(); }));
     c.appendChild(number("min", "lo", function (v) { state.lo = v; apply(); }));
     c.appendChild(number("max", "hi", function (v) { state.hi = v; apply(); }));
-    var present = {};
-    rows.forEach(function (r) { if (r.p >= 0) present[r.p] = 1; if (r.t >= 0) present[r.t] = 1; });
-    var classes = Object.keys(present).map(Number).sort(function (a, b) {
-      return className(a).localeCompare(className(b)); });
-    c.appendChild(select("Class", "class", [["", "all classes"]].concat(classes.map(
-      function (k) { return [String(k), className(k)]; })), "",
+    c.appendChild(select("Class", "class", classOptions(), "",
       function (v) { state.cls = v; apply(); }));
     c.appendChild(select("as", "class-by", [["pred", "predicted"], ["true", "true label"]],
       "pred", function (v) { state.by = v; apply(); }));
@@ -117,15 +120,6 @@
       document.documentElement.style.setProperty("--overlay", alpha.value); });
     ov.appendChild(alpha);
     c.appendChild(ov);
-    if (rows.some(function (r) { return r.o; })) {  // ground-truth masks: their outlines
-      var ol = el("label", null, "mask outline ");
-      var obox = el("input"); obox.type = "checkbox"; obox.id = "outlines"; obox.checked = true;
-      obox.addEventListener("change", function () {
-        document.body.classList.toggle("outlines", obox.checked); });
-      ol.prepend(obox);
-      c.appendChild(ol);
-      document.body.classList.add("outlines");
-    }
     var fs = el("fieldset");
     fs.appendChild(el("span", null, "Methods:"));
     M.methods.forEach(function (m, j) {
@@ -140,6 +134,43 @@
       fs.appendChild(lab);
     });
     c.appendChild(fs);
+    rowControls();
+  }
+  // The class filter's choices: the classes of the rows that have arrived.
+  function classOptions() {
+    var present = {};
+    rows.forEach(function (r) { if (r.p >= 0) present[r.p] = 1; if (r.t >= 0) present[r.t] = 1; });
+    var classes = Object.keys(present).map(Number).sort(function (a, b) {
+      return className(a).localeCompare(className(b)); });
+    return [["", "all classes"]].concat(classes.map(
+      function (k) { return [String(k), className(k)]; }));
+  }
+  function hasOutlines() { return rows.some(function (r) { return r.o; }); }
+  // What depends on the rows (the class choices, the mask-outline switch and legend line),
+  // made again when more rows arrive.
+  function rowControls() {
+    var s = $("class");
+    if (s) {
+      s.textContent = "";
+      classOptions().forEach(function (o) {
+        var opt = el("option", null, o[1]);
+        opt.value = o[0];
+        if (o[0] === state.cls) opt.selected = true;
+        s.appendChild(opt);
+      });
+    }
+    if (!$("outlines") && hasOutlines()) {  // ground-truth masks: a switch for their outlines
+      var ol = el("label", null, "mask outline ");
+      var obox = el("input"); obox.type = "checkbox"; obox.id = "outlines"; obox.checked = true;
+      obox.addEventListener("change", function () {
+        document.body.classList.toggle("outlines", obox.checked); });
+      ol.prepend(obox);
+      $("controls").insertBefore(ol, $("controls").querySelector("fieldset"));
+      document.body.classList.add("outlines");
+    }
+    var old = $("legend");
+    if (old) old.remove();
+    legend();
   }
   // The tiles show short metric names; this line spells them out (and their direction).
   function legend() {
@@ -160,7 +191,7 @@
       p.appendChild(el("b", null, it[0]));
       p.appendChild(document.createTextNode(" " + it[1]));
     });
-    if (rows.some(function (r) { return r.o; }))
+    if (hasOutlines())
       p.appendChild(document.createTextNode(" · cyan outline: the ground-truth mask"));
     $("controls").after(p);
   }
@@ -177,12 +208,13 @@
   }
 
   // ------------------------------------------------------------------ filter and sort
-  function apply() {
+  // The rows the controls select, in their order.
+  function select_view() {
     var key = keyOf(state.key);
     var lo = state.lo === "" ? null : Number(state.lo);
     var hi = state.hi === "" ? null : Number(state.hi);
     var cls = state.cls === "" ? null : Number(state.cls);
-    view = rows.filter(function (r) {
+    var out = rows.filter(function (r) {
       var ok = r.st === "ok";
       if (state.status === "ok" && !ok) return false;
       if (state.status === "skipped" && ok) return false;
@@ -200,16 +232,30 @@
       return true;
     });
     var sign = state.desc ? -1 : 1;
-    view.sort(function (a, b) {
+    out.sort(function (a, b) {
       var x = key.get(a), y = key.get(b);
       var xn = x === null || x === undefined, yn = y === null || y === undefined;
       if (xn || yn) return xn === yn ? a.i - b.i : (xn ? 1 : -1);  // missing values last
       if (key.text) return sign * String(x).localeCompare(String(y)) || a.i - b.i;
       return x === y ? a.i - b.i : sign * (x < y ? -1 : 1);
     });
+    return out;
+  }
+  function apply() {
+    view = select_view();
     $("cards").textContent = "";
     shown = 0;
     more();
+  }
+  // All rows are in: the same selection over every image. The cards drawn stay when they are
+  // still the first ones (the default view: they are), else the list is drawn again.
+  function refresh() {
+    var next = select_view();
+    var same = next.length >= shown;
+    for (var k = 0; same && k < shown; k++) same = next[k] === view[k];
+    if (!same) { apply(); return; }
+    view = next;
+    count();
   }
 
   // ------------------------------------------------------------------ cards
@@ -303,8 +349,13 @@
     var stop = Math.min(view.length, shown + PAGE);
     for (; shown < stop; shown++) frag.appendChild(card(view[shown]));
     box.appendChild(frag);
+    count();
+  }
+  function count() {
     $("count").textContent = "Showing " + shown + " of " + view.length + " images" +
-      (view.length !== rows.length ? " (" + rows.length + " in the run)" : "");
+      (view.length !== rows.length ? " (" + rows.length + " in the run)" : "") +
+      (loading ? " · loading the data: " + loading.loaded + " of " + loading.total +
+       " shards" : "");
     $("more").hidden = shown >= view.length;
   }
 
@@ -317,14 +368,19 @@
     if (M.bad) b.classList.add("bad");
     notes.forEach(function (n) { b.appendChild(el("div", null, n)); });
   }
-  function init() {
-    (window.XAI_SHARDS || []).forEach(function (s) {
-      s.rows.forEach(function (r) { r.sh = s.index; rows.push(r); });
+  function take() {  // the rows of the shard scripts that ran since the last call
+    var got = window.XAI_SHARDS || [], n = 0;
+    window.XAI_SHARDS = [];
+    got.forEach(function (sh) {
+      sh.rows.forEach(function (r) { r.sh = sh.index; rows.push(r); });
+      n += sh.rows.length;
     });
+    return n;
+  }
+  function firstScreen() {
     rows.sort(function (a, b) { return a.i - b.i; });
     strategies = (window.XAI_STRATEGIES && window.XAI_STRATEGIES.methods) || {};
     controls();
-    legend();
     setColormap(M.colormap);
     apply();
     if ("IntersectionObserver" in window) {
@@ -333,6 +389,30 @@
       }, { rootMargin: "800px" }).observe($("more"));
     }
     $("more").addEventListener("click", more);
+    document.body.dataset.first = "1";
+  }
+  // Call ``done`` once the images shown in the window have loaded (or failed), or after 2 s.
+  function onScreenImages(done) {
+    var called = false;
+    function once() { if (!called) { called = true; done(); } }
+    var imgs = [].slice.call(document.querySelectorAll("#cards img")).filter(function (i) {
+      return !i.complete && i.getBoundingClientRect().top < innerHeight &&
+        getComputedStyle(i).display !== "none";
+    });
+    var left = imgs.length;
+    if (!left) { once(); return; }
+    imgs.forEach(function (i) {
+      function one() { if (--left === 0) once(); }
+      i.addEventListener("load", one);
+      i.addEventListener("error", one);
+    });
+    setTimeout(once, 2000);
+  }
+  function allIn() {
+    loading = null;
+    rows.sort(function (a, b) { return a.i - b.i; });
+    rowControls();
+    refresh();
     document.body.dataset.ready = "1";
   }
   function start() {
@@ -345,15 +425,50 @@
     document.title = M.title;
     banner();
     var files = M.shards.map(function (s) { return s.file; });
-    if (M.strategies) files.push(M.strategies);
-    var left = files.length;
-    if (!left) { init(); return; }
-    files.forEach(function (f) {
+    var total = files.length, next = 0, arrived = 0, prefix = 0, prefixRows = 0;
+    var sizes = [], first = false, strategiesIn = !M.strategies;
+    loading = { loaded: 0, total: total };
+    function script(src, onload) {
       var s = document.createElement("script");
-      s.src = f;
-      s.onload = s.onerror = function () { if (--left === 0) init(); };
+      s.src = src;
+      s.onload = s.onerror = function () { s.remove(); onload(); };
       document.head.appendChild(s);
-    });
+    }
+    // The first screen needs the strategies (sort keys) and the first shards, in order,
+    // with a page of rows; a shard that fails to load counts as in, with no rows.
+    function progress() {
+      while (prefix < total && sizes[prefix] !== undefined) prefixRows += sizes[prefix++];
+      if (!first && strategiesIn && (prefixRows >= PAGE || prefix === total)) {
+        first = true;
+        firstScreen();
+      } else if (first) {
+        count();
+      }
+      if (first && arrived === total && loading) allIn();
+    }
+    // A few at a time until the first screen is drawn, none until its images are in (so
+    // neither waits behind a thousand scripts), then all the rest at once.
+    var burst = false;
+    function rest() {
+      if (burst) return;
+      burst = true;
+      while (next < total) request();
+    }
+    function request() {
+      if (next >= total) return;
+      var k = next++;
+      script(files[k], function () {
+        sizes[k] = take();
+        loading.loaded = ++arrived;
+        var before = first;
+        progress();
+        if (!before && first) onScreenImages(rest);
+        if (!first) request();  // drawn: the window's images go first, then rest()
+      });
+    }
+    if (M.strategies) script(M.strategies, function () { strategiesIn = true; progress(); });
+    for (var k = 0; k < IN_FLIGHT; k++) request();
+    progress();
   }
   start();
 })();
