@@ -2,7 +2,8 @@
 
 For each dtype (float32; float16 with a per-(explainer, image) scale, so that no value
 underflows; float16 without a scale; bfloat16) and each codec (Zarr's default zstd, zstd at
-level 3, blosc lz4/zstd with byte shuffle and bit shuffle), encode every (explainer, image)
+level 3, blosc lz4/zstd with byte shuffle and bit shuffle), and for an array in [0, 1]
+(``normalized``) the store's ``uint16`` fixed point, encode every (explainer, image)
 map as the store would chunk it and report bytes per map, the compression ratio against raw
 float32, encode and decode seconds, and the error against the float32 values (relative L2
 over the array, and how many non-zero values became 0).
@@ -21,6 +22,8 @@ from typing import Any
 import numpy as np
 from numcodecs import Blosc, Zstd
 
+from pipeline.encoding import decode_maps, encode_maps
+
 
 def _bf16(a: np.ndarray) -> np.ndarray:
     """float32 -> bfloat16 bits (round to nearest even), as uint16."""
@@ -33,9 +36,11 @@ def _from_bf16(b: np.ndarray) -> np.ndarray:
     return (b.astype(np.uint32) << 16).view(np.float32)
 
 
-def dtypes() -> dict[str, tuple[Callable[[np.ndarray], tuple[np.ndarray, float]],
-                                Callable[[np.ndarray, float], np.ndarray]]]:
-    """name -> (encode one map to (array, scale), decode)."""
+def dtypes(unit: bool = False) -> dict[str, tuple[
+        Callable[[np.ndarray], tuple[np.ndarray, float]],
+        Callable[[np.ndarray, float], np.ndarray]]]:
+    """name -> (encode one map to (array, scale), decode); ``unit``: the maps lie in [0, 1]
+    (``normalized``), so the store's ``uint16`` fixed point is measured too."""
     def f16_scaled(a: np.ndarray) -> tuple[np.ndarray, float]:
         peak = float(np.abs(a).max()) or 1.0
         return (a / peak).astype(np.float16), peak
@@ -46,6 +51,9 @@ def dtypes() -> dict[str, tuple[Callable[[np.ndarray], tuple[np.ndarray, float]]
         "float16, no scale": (lambda a: (a.astype(np.float16), 1.0),
                               lambda b, s: b.astype(np.float32)),
         "bfloat16": (lambda a: (_bf16(a), 1.0), lambda b, s: _from_bf16(b)),
+        **({"uint16 fixed point": (lambda a: (encode_maps(a[None], "uint16")[0][0], 1.0),
+                                   lambda b, s: decode_maps(b, "uint16", None))}
+           if unit else {}),
     }
 
 
@@ -64,7 +72,8 @@ def measure(raw: np.ndarray) -> list[dict[str, Any]]:
     maps = maps[np.isfinite(maps).all(axis=1)]
     plain_bytes = maps.nbytes
     rows = []
-    for dname, (encode, decode) in dtypes().items():
+    unit = bool(maps.size) and float(maps.min()) >= 0.0 and float(maps.max()) <= 1.0
+    for dname, (encode, decode) in dtypes(unit).items():
         coded = [encode(m) for m in maps]
         back = np.stack([decode(b, s) for b, s in coded])
         err = float(np.linalg.norm(back - maps) / (np.linalg.norm(maps) or 1.0))

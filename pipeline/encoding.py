@@ -15,9 +15,20 @@ from pipeline.errors import StoreError
 #: :meth:`pipeline.store.StoreView.read_maps` or :func:`pipeline.store.open_dataset`
 #: gives float32 either way.
 ATTRIBUTION_DTYPES = ("float32", "float16", "bfloat16")
-STORED_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "uint16"}
+#: ``[store] normalized``: how ``normalized`` (in [0, 1]) is stored. ``uint16`` is fixed
+#: point: ``round(v * 65534)``, 65535 for NaN, so 0 and 1 are exact and any other value is
+#: within 2^-17 (7.6e-6) of the float32 one.
+NORMALIZED_DTYPES = ("float32", "uint16")
+STORED_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "uint16",
+                 "uint16": "uint16"}
 #: The bfloat16 NaN's bits: the fill value of a bfloat16 array.
 BFLOAT16_NAN = 0x7FC0
+#: Fixed-point ``uint16``: the code of 1.0, and the code of NaN (the array's fill value).
+UNORM16_ONE = 65534
+UNORM16_NAN = 65535
+#: Every stored choice, and the fill value of its array where it is not NaN.
+STORAGE_CHOICES = tuple(dict.fromkeys(ATTRIBUTION_DTYPES + NORMALIZED_DTYPES))
+STORED_FILL = {"bfloat16": BFLOAT16_NAN, "uint16": UNORM16_NAN}
 SCALE_SUFFIX = "_scale"
 #: float16's largest finite value is 65504: a map is scaled so its peak lies in [2^14, 2^15).
 _F16_PEAK_EXPONENT = 15
@@ -40,8 +51,12 @@ def encode_maps(values: np.ndarray, choice: str) -> tuple[np.ndarray, np.ndarray
         out = (rounded >> np.uint32(16)).astype(np.uint16)
         out[nan] = BFLOAT16_NAN
         return out, None
+    if choice == "uint16":
+        codes = np.rint(np.clip(values, 0.0, 1.0) * np.float32(UNORM16_ONE))
+        out = np.where(np.isnan(values), UNORM16_NAN, codes).astype(np.uint16)
+        return out, None
     if choice != "float16":
-        raise StoreError(f"Expected a storage dtype in {ATTRIBUTION_DTYPES}, got {choice!r}.")
+        raise StoreError(f"Expected a storage dtype in {STORAGE_CHOICES}, got {choice!r}.")
     flat = np.abs(values.reshape(len(values), -1))
     peak = np.max(np.where(np.isfinite(flat), flat, 0.0), axis=1, initial=0.0)
     # An all-NaN or all-zero map keeps the scale 2^-15 (any power of two would do).
@@ -57,6 +72,10 @@ def decode_maps(stored: np.ndarray, choice: str, scale: np.ndarray | None) -> np
     stored = np.asarray(stored)
     if choice == "bfloat16":
         return (stored.astype(np.uint32) << np.uint32(16)).view(np.float32)
+    if choice == "uint16":
+        out = stored.astype(np.float32) / np.float32(UNORM16_ONE)
+        out[stored == UNORM16_NAN] = np.nan
+        return out
     out = stored.astype(np.float32)
     if scale is not None:
         scale = np.asarray(scale, dtype=np.float32)

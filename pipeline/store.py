@@ -24,9 +24,9 @@ import numpy as np
 import zarr
 
 from pipeline.encoding import (
-    BFLOAT16_NAN,
     SCALE_SUFFIX,
     STORED_DTYPES,
+    STORED_FILL,
     decode_maps,
     encode_maps,
     rel_l2,
@@ -56,8 +56,14 @@ def attribution_codecs() -> list[Any]:
 
 def attributions_dtype(group: Any) -> str:
     """The store's ``[store] attributions`` choice (float32 for stores made before it)."""
+    return stored_choice(group, "attributions")
+
+
+def stored_choice(group: Any, setting: str) -> str:
+    """The store's ``[store] <setting>`` choice (``attributions`` or ``normalized``), kept
+    in its attributes when the store is made; float32 for stores made before the setting."""
     attrs = group.attrs if not isinstance(group, StoreView) else group.group.attrs
-    return str(attrs.get("attributions", "float32"))
+    return str(attrs.get(setting, "float32"))
 
 
 @dataclass(frozen=True)
@@ -99,13 +105,20 @@ class ArrayFamily:
     prefix: bool = False
     entry: str = ""
     split_explainer: bool = False
-    #: True: an attribution array whose stored dtype is the store's ``[store] attributions``
-    #: choice (:data:`pipeline.encoding.ATTRIBUTION_DTYPES`); read it through
-    #: :meth:`StoreView.read_maps`.
-    encoded: bool = False
+    #: The ``[store]`` setting that chooses this array's stored dtype (``"attributions"``:
+    #: :data:`pipeline.encoding.ATTRIBUTION_DTYPES`, ``"normalized"``:
+    #: :data:`pipeline.encoding.NORMALIZED_DTYPES`), "" for an array always stored as its
+    #: ``dtype``. Read such an array through :meth:`StoreView.read_maps` or
+    #: :func:`open_dataset`, which give float32 whatever the choice.
+    encoding: str = ""
     #: The attribution array this one is the float16 scale of (it exists only in float16
     #: stores), else "".
     scale_of: str = ""
+
+    @property
+    def encoded(self) -> bool:
+        """Whether a ``[store]`` setting chooses how this array is stored."""
+        return bool(self.encoding)
 
     @property
     def shown(self) -> str:
@@ -197,13 +210,13 @@ class Schema:
         chunks.
         """
         fam = self._family(array_name)
-        choice = attributions_dtype(group)
-        if fam.scale_of and choice != "float16":
+        if fam.scale_of and attributions_dtype(group) != "float16":
             raise StoreError(f"Expected a float16 store for {array_name!r} (the scale of "
-                             f"{fam.scale_of!r}), got a {choice} one.")
+                             f"{fam.scale_of!r}), got a {attributions_dtype(group)} one.")
+        choice = stored_choice(group, fam.encoding) if fam.encoded else "float32"
         dtype = ("str" if fam.dtype == "str" else STORED_DTYPES[choice] if fam.encoded
                  else fam.dtype)
-        fill = BFLOAT16_NAN if fam.encoded and choice == "bfloat16" else fam.fill
+        fill = STORED_FILL.get(choice, fam.fill) if fam.encoded else fam.fill
         shape = self.shape(array_name, sizes)
         chunks = []
         for dim, size in zip(fam.dims, shape, strict=True):
@@ -286,7 +299,7 @@ SCHEMA = Schema([
     ArrayFamily("raw", (EXPLAINER, "image", "channel", "y", "x"), "float32", NAN,
                 "attribute", "raw attributions w.r.t. the normalized input (stored as "
                 "`[store] attributions`: read through `open_dataset`)",
-                split_explainer=True, encoded=True),
+                split_explainer=True, encoding="attributions"),
     ArrayFamily("raw_scale", (EXPLAINER, "image"), "float32", NAN, "attribute",
                 "float16 stores only: the power of two each stored `raw` map is multiplied "
                 "by on reading", split_explainer=True, scale_of="raw"),
@@ -306,12 +319,13 @@ SCHEMA = Schema([
                 split_explainer=True),
     ArrayFamily("aggregated", (EXPLAINER, "image", "y", "x"), "float32", NAN, "aggregate",
                 "channel sum (stored as `[store] attributions`)", split_explainer=True,
-                encoded=True),
+                encoding="attributions"),
     ArrayFamily("aggregated_scale", (EXPLAINER, "image"), "float32", NAN, "aggregate",
                 "float16 stores only: the scale of each stored `aggregated` map",
                 split_explainer=True, scale_of="aggregated"),
     ArrayFamily("normalized", (EXPLAINER, "image", "y", "x"), "float32", NAN, "normalize",
-                "abs, minus min, over max: in [0, 1]", split_explainer=True),
+                "abs, minus min, over max: in [0, 1] (stored as `[store] normalized`)",
+                split_explainer=True, encoding="normalized"),
     ArrayFamily("metric_", (EXPLAINER, "image"), "float32", NAN, "evaluate",
                 "`[evaluate] metrics`: one score per map (NaN where undefined, e.g. "
                 "localisation without a mask)", prefix=True, entry="<metric>",
@@ -631,9 +645,10 @@ def open_dataset(path: Path | str) -> Any:
     """The store as an ``xarray.Dataset`` (lazy, dask-backed) for analysis.
 
     Equivalent to ``xarray.open_zarr(path, consolidated=False)``, after checking the schema
-    version, with ``raw`` and ``aggregated`` decoded to float32 (lazily) when the store keeps
-    them in 16 bits (``[store] attributions``): the same dims, coordinates and values within
-    the store's recorded ``attributions_error``. String arrays (``image``, ``status``,
+    version, with ``raw`` and ``aggregated`` (``[store] attributions``) and ``normalized``
+    (``[store] normalized``) decoded to float32 (lazily) when the store keeps them in 16
+    bits: the same dims, coordinates and values within the store's recorded
+    ``attributions_error`` and ``normalized_error``. String arrays (``image``, ``status``,
     ``explainer``) come back as numpy's ``StringDType``: use ``.values.tolist()`` for Python
     strings.
     """
@@ -641,19 +656,19 @@ def open_dataset(path: Path | str) -> Any:
 
     group = open_store(path, mode="r")
     ds = xr.open_zarr(str(path), consolidated=False)
-    choice = attributions_dtype(group)
-    if choice == "float32":
-        return ds
     for name in [str(v) for v in ds.data_vars]:
         fam = SCHEMA.family_of(name)
         if fam is None or not fam.encoded:
             continue
         var = ds[name]
-        if choice == "bfloat16":
-            data = var.data.map_blocks(decode_maps, "bfloat16", None, dtype=np.float32)
-            decoded = var.copy(data=data)
-        else:
+        choice = str(array(group, name).attrs.get("encoding", "float32"))
+        if choice == "float32":
+            continue
+        if choice == "float16":
             decoded = var.astype(np.float32) * ds[name + SCALE_SUFFIX]
+        else:
+            data = var.data.map_blocks(decode_maps, choice, None, dtype=np.float32)
+            decoded = var.copy(data=data)
         ds[name] = decoded.transpose(*var.dims).assign_attrs(var.attrs)
     return ds.drop_vars([n for n in ds.data_vars if str(n).endswith(SCALE_SUFFIX)])
 

@@ -324,6 +324,7 @@ _CHOICES = {
     ("run", "precision"): ("fp32", "fp32-fwd", "tf32", "bf16"),
     ("run", "target"): ("predicted", "label"),
     ("store", "attributions"): ("float32", "float16", "bfloat16"),
+    ("store", "normalized"): ("float32", "uint16"),
 }
 _MINIMUM = {
     ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encoding import ATTRIBUTION_DTYPES, BFLOAT16_NAN, decode_maps, encode_maps, rel_l2
+from pipeline.encoding import (
+    ATTRIBUTION_DTYPES,
+    BFLOAT16_NAN,
+    UNORM16_NAN,
+    UNORM16_ONE,
+    decode_maps,
+    encode_maps,
+    rel_l2,
+)
 from pipeline.errors import StoreError
 
 
@@ -75,3 +83,19 @@ def test_rel_l2_of_each_choice_is_within_its_precision(choice: str) -> None:
 def test_an_unknown_choice_is_refused() -> None:
     with pytest.raises(StoreError, match="float16"):
         encode_maps(_maps(), "int8")
+
+
+def test_uint16_fixed_point_is_exact_at_0_and_1_and_within_half_a_step_elsewhere() -> None:
+    rng = np.random.default_rng(0)
+    maps = rng.random((4, 8, 8), dtype=np.float32)
+    maps[0, 0, 0], maps[0, 0, 1] = 0.0, 1.0
+    maps[3] = np.nan  # a row that was not explained
+    stored, scale = encode_maps(maps, "uint16")
+    assert stored.dtype == np.uint16 and scale is None
+    back = decode_maps(stored, "uint16", None)
+    assert back.dtype == np.float32
+    assert back[0, 0, 0] == 0.0 and back[0, 0, 1] == 1.0
+    assert np.all(stored[3] == UNORM16_NAN) and np.isnan(back[3]).all()
+    assert np.abs(back[:3] - maps[:3]).max() <= 0.5 / UNORM16_ONE + 1e-7
+    # Codes are the nearest step: decoding then encoding again is the identity.
+    np.testing.assert_array_equal(encode_maps(back, "uint16")[0], stored)

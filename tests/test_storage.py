@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
+from pipeline.encoding import NORMALIZED_DTYPES, UNORM16_ONE
 from pipeline.errors import ConfigError
 from pipeline.store import open_dataset
 from tests.workflow_helpers import cli, make_images, run_ok, write_config
@@ -18,8 +19,11 @@ METHODS = ("gradient", "integrated_gradients")
 
 
 def _run(tmp_path: Path, images: Path, choice: str) -> Path:
+    store = (f'normalized = "{choice}"' if choice in NORMALIZED_DTYPES[1:]
+             else f'attributions = "{choice}"')
     config = write_config(tmp_path / f"{choice}.toml", images, tmp_path / choice,
-                          methods=METHODS, extra=f'\n[store]\nattributions = "{choice}"\n')
+                          methods=METHODS, extra=f'\n[store]\n{store}\n',
+                          report=choice == "uint16")
     run_ok(config)
     return config
 
@@ -29,7 +33,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("storage")
     images = tmp / "images"
     make_images(images, n=4)
-    return {c: _run(tmp, images, c) for c in ("float32", "float16", "bfloat16")}
+    return {c: _run(tmp, images, c) for c in ("float32", "float16", "bfloat16", "uint16")}
 
 
 def _store(config: Path) -> Path:
@@ -71,6 +75,40 @@ def test_the_store_records_its_choice_and_the_first_shard_s_error(
     dtype = {"float16": np.float16, "bfloat16": np.uint16}[choice]
     assert group["raw"].dtype == dtype
     assert ("raw_scale" in group) == (choice == "float16")
+
+
+def test_a_uint16_normalized_store_reads_as_the_float32_one_within_half_a_step(
+        runs: dict[str, Path]) -> None:
+    ref, ds = open_dataset(_store(runs["float32"])), open_dataset(_store(runs["uint16"]))
+    group = zarr.open_group(str(_store(runs["uint16"])), mode="r")
+    assert group["normalized"].dtype == np.uint16 and group.attrs["normalized"] == "uint16"
+    a, b = ref.normalized.values, ds.normalized.values
+    assert ds.normalized.dims == ref.normalized.dims and b.dtype == np.float32
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    ok = np.isfinite(a)
+    assert 0 < np.abs(b[ok] - a[ok]).max() <= 0.5 / UNORM16_ONE + 1e-7
+    # 0 and 1 (each map's minimum and maximum) are exact.
+    np.testing.assert_array_equal(b[ok][a[ok] == 1.0], 1.0)
+    np.testing.assert_array_equal(b[ok][a[ok] == 0.0], 0.0)
+    errors = group.attrs["normalized_error"]["normalized"]
+    assert set(errors) == set(METHODS) and all(0 < e < 1e-4 for e in errors.values())
+    # The rest of the store is the float32 run's: raw is untouched.
+    np.testing.assert_array_equal(ds.raw.values, ref.raw.values)
+    # The sheets and the report (strategies included) are built from the decoded maps.
+    run_dir = _store(runs["uint16"]).parent
+    assert (run_dir / "report" / "index.html").is_file() and any((run_dir / "sheets").iterdir())
+
+
+def test_changing_the_normalized_choice_refuses_and_names_the_setting(
+        runs: dict[str, Path]) -> None:
+    config = runs["uint16"]
+    changed = config.parent / "changed-n" / config.name
+    changed.parent.mkdir(exist_ok=True)
+    changed.write_text(config.read_text().replace('normalized = "uint16"', ""))
+    result = cli("run", "--config", str(changed), "--scheduler", "synchronous")
+    assert result.exit_code != 0  # type: ignore[attr-defined]
+    assert "store.normalized" in result.output  # type: ignore[attr-defined]
+    assert "--replace" in result.output  # type: ignore[attr-defined]
 
 
 def test_a_float32_store_has_no_scale_arrays(runs: dict[str, Path]) -> None:

@@ -23,11 +23,11 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.encoding import ATTRIBUTION_DTYPES
+from pipeline.encoding import ATTRIBUTION_DTYPES, NORMALIZED_DTYPES
 from pipeline.errors import ConfigError
 from pipeline.methods import METHODS
 from pipeline.precision import PRECISIONS
@@ -336,15 +336,19 @@ class ReportConfig:
 
 @dataclass(frozen=True)
 class StoreConfig:
-    """``[store]``: how the store keeps the attributions (``raw`` and ``aggregated``).
+    """``[store]``: how the store keeps the attributions (``raw`` and ``aggregated``) and the
+    ``normalized`` maps.
 
     ``float16`` keeps a power-of-two scale per map, so no value underflows: 2.1e-4 relative
     L2 against float32 and 2.3x smaller (docs/benchmarks.md, "Storing attributions");
     ``bfloat16`` 1.7e-3 and 2.8x. Reading (``pipeline.store.open_dataset``) gives float32.
-    A dataset-level setting: changing it on an existing store needs ``--replace``.
+    ``normalized``: ``uint16`` keeps the [0, 1] maps as fixed point (``round(v * 65534)``):
+    0 and 1 exact, every value within 7.6e-6, half the bytes of float32 before compression.
+    Both are dataset-level settings: changing one on an existing store needs ``--replace``.
     """
 
     attributions: str = key("float32", choices=ATTRIBUTION_DTYPES)
+    normalized: str = key("float32", choices=NORMALIZED_DTYPES)
 
 
 #: The ``[section]`` tables besides ``[methods]``, in :class:`Config`'s order.
@@ -419,6 +423,11 @@ class Config:
 
         d, m = self.dataset, self.model
         return Preprocessing(d.resize, d.crop, m.mean, m.std, m.interpolation)  # type: ignore[arg-type]
+
+    def store_choices(self) -> dict[str, str]:
+        """The ``[store]`` choices, by setting (``attributions``, ``normalized``): the store
+        keeps them in its attributes, and the arrays they shape read them from there."""
+        return {f.name: str(getattr(self.store, f.name)) for f in fields(self.store)}
 
     def normalization(self) -> Any:
         """The model's input normalization (:class:`pipeline.data.Normalization`)."""

@@ -142,7 +142,7 @@ def _replace_store(registry: Registry, cfg: Config, manifest: Manifest, store_pa
     with disk_errors(store_path):
         create_store(new, manifest.ids, manifest.labels, cfg.run.shard_size,
                      {"stage_hashes": {first: identity},
-                      "attributions": cfg.store.attributions}, schema=registry.schema)
+                      **cfg.store_choices()}, schema=registry.schema)
     faults.point("replace:new-created")
     shutil.rmtree(records.root, ignore_errors=True)
     for stage in registry:

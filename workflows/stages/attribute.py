@@ -114,12 +114,14 @@ def per_image_facts(out: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def record_storage_error(ctx: Context, stage: str, array_name: str) -> dict[str, Any] | None:
-    """In a 16-bit store, the store attribute ``attributions_error[array_name]``: per
-    method, the relative L2 error of the stored maps against the float32 ones, measured on
-    the run's first shard (its record's ``storage_error``); None in a float32 store."""
-    from pipeline.store import attributions_dtype
+    """In a store that keeps ``array_name`` in 16 bits (``[store] attributions`` or
+    ``[store] normalized``), the store attribute ``<setting>_error[array_name]``: per method,
+    the relative L2 error of the stored maps against the float32 ones, measured on the run's
+    first shard (its record's ``storage_error``); None where it is kept in float32."""
+    from pipeline.store import stored_choice
 
-    choice = attributions_dtype(ctx.group)
+    setting = ctx.registry.schema[array_name].encoding
+    choice = stored_choice(ctx.group, setting)
     if choice == "float32":
         return None
     first: dict[str, Any] = {}
@@ -127,8 +129,8 @@ def record_storage_error(ctx: Context, stage: str, array_name: str) -> dict[str,
         if unit.method not in first and (rec := ctx.records.get(unit.key)) \
                 and "storage_error" in rec:
             first[str(unit.method)] = float(rec["storage_error"])
-    errors = dict(ctx.group.attrs.get("attributions_error", {}))
+    errors = dict(ctx.group.attrs.get(f"{setting}_error", {}))
     errors[array_name] = {**errors.get(array_name, {}), **first}
-    ctx.group.update_attributes({"attributions_error": errors})
-    return {"attributions": choice, "rel_l2_vs_float32 (first shard)": first}
+    ctx.group.update_attributes({f"{setting}_error": errors})
+    return {setting: choice, "rel_l2_vs_float32 (first shard)": first}
 

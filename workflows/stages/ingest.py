@@ -32,8 +32,8 @@ class Ingest(Stage):
                 **({"interpolation": cfg.model.interpolation}
                    if cfg.model.interpolation != "bilinear" else {}),
                 # The store's dtype for the attributions: fixed when the store is made.
-                **({"attributions": cfg.store.attributions}
-                   if cfg.store.attributions != "float32" else {})}
+                **{setting: choice for setting, choice in cfg.store_choices().items()
+                   if choice != "float32"}}
 
     def run(self, task: Task) -> dict[str, Any]:
         from pipeline.data import preprocess_transform

@@ -70,3 +70,6 @@ class Normalize(_PerMap):
     source, target, version = "aggregated", "normalized", "abs-min-max"
     block = staticmethod(normalize_block)
     doc = "abs, minus the minimum, over the maximum, per map, in [0, 1]"
+
+    def finalize(self, ctx: Context) -> dict[str, Any] | None:
+        return record_storage_error(ctx, self.name, "normalized")

@@ -194,8 +194,7 @@ def report_shard(task: Task) -> dict[str, Any]:
     masks = np.asarray(data["mask"], dtype=bool)
     methods = list(cfg.method_names)
     slots = [store.slot(m) for m in methods]
-    norm = store.array("normalized")
-    maps = np.stack([np.asarray(norm[j, sl]) for j in slots])  # (M, N, H, W)
+    maps = np.stack([store.read_maps("normalized", j, sl) for j in slots])  # (M, N, H, W)
     rel = np.stack([relative_completeness_error(store.array("delta")[j, sl],
                                                 store.array("gap")[j, sl]) for j in slots])
     ig = [bool(METHODS[m].has_delta) for m in methods]
