@@ -109,10 +109,20 @@ def laplacian_eigenvalues(graph: object, count: int) -> np.ndarray:
         from scipy.linalg import eigh
 
         return np.asarray(eigh(lap.toarray(), eigvals_only=True, subset_by_index=(0, count - 1)))
-    from scipy.sparse.linalg import eigsh
+    from scipy.sparse.linalg import lobpcg
 
-    values = eigsh(lap, k=count, sigma=-1e-3, which="LM", return_eigenvectors=False)
-    return np.sort(np.asarray(values))
+    # The smallest of L are 1 minus the largest of I - L (the normalized adjacency), found by
+    # LOBPCG: a block method, so the repeated eigenvalue 0 of a graph in several parts comes
+    # out once per part (single-vector Lanczos finds one copy), and linear in the maps.
+    # Shift-invert around 0 (what this did before) factorizes L, whose fill-in made it
+    # superlinear: 104 s against well under a second for one class of 7,400 maps, the same
+    # eigenvalues (docs/benchmarks.md).
+    adjacency = sp.identity(n, format="csr", dtype=np.float64) - lap.astype(np.float64)
+    start = np.random.default_rng(0).standard_normal((n, count))
+    with warnings.catch_warnings():  # "not reaching the requested tolerance" at 1e-9
+        warnings.simplefilter("ignore", UserWarning)
+        values, _ = lobpcg(adjacency, start, largest=True, tol=1e-9, maxiter=2000)
+    return np.sort(1.0 - np.asarray(values))
 
 
 def eigengap(eigenvalues: np.ndarray) -> int:
@@ -154,9 +164,12 @@ def strategies(maps: np.ndarray, *, size: int = 28, n_neighbors: int = 10,
 
         with warnings.catch_warnings():  # "graph is not fully connected": exactly our case
             warnings.simplefilter("ignore", UserWarning)
+            # ARPACK's shift-invert is superlinear in the maps (90 s at 7,400); LOBPCG is
+            # 1.4 s there. Small classes keep ARPACK, so their clusters are as before.
             labels = SpectralClustering(
                 n_clusters=k, affinity="precomputed", random_state=seed, n_init=10,
-                assign_labels="kmeans").fit_predict(graph)
+                assign_labels="kmeans",
+                eigen_solver="lobpcg" if n > DENSE_LIMIT else None).fit_predict(graph)
     return Strategies(by_size(labels), k, eigenvalues)
 
 

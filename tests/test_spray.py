@@ -85,3 +85,39 @@ def test_purity_counts_each_clusters_majority() -> None:
     assert purity(np.zeros(4), np.array([0, 1, 0, 1])) == 0.5
     with pytest.raises(ValueError, match="one non-empty shape"):
         purity(np.zeros(3), np.zeros(4))
+
+
+def _planted(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(1)
+    centres = [(10, 10), (40, 40), (10, 45)]
+    maps = np.stack([m for k, n in enumerate(sizes) for m in _family(rng, centres[k], n)])
+    return maps, np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_the_sparse_eigenvalues_equal_the_dense_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above ``DENSE_LIMIT`` maps the eigenvalues come from Lanczos on the normalized
+    adjacency: the same numbers as the dense decomposition of the Laplacian."""
+    from pipeline import spray
+
+    maps, _ = _planted((60, 90, 50))
+    graph = spray.affinity(spray.downsample(maps, 28), 8)
+    dense = spray.laplacian_eigenvalues(graph, 9)
+    monkeypatch.setattr(spray, "DENSE_LIMIT", 10)
+    sparse = spray.laplacian_eigenvalues(graph, 9)
+    np.testing.assert_allclose(sparse, dense, atol=1e-7)
+    assert spray.eigengap(sparse) == 3
+
+
+def test_planted_strategies_are_found_exactly_on_the_sparse_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Large classes (LOBPCG for the embedding, Lanczos for the eigenvalues) find the same
+    families as small ones."""
+    from pipeline import spray
+
+    maps, truth = _planted((60, 90, 50))
+    small = strategies(maps, size=28, n_neighbors=8)
+    monkeypatch.setattr(spray, "DENSE_LIMIT", 10)
+    large = strategies(maps, size=28, n_neighbors=8)
+    assert large.n_clusters == small.n_clusters == 3
+    assert purity(large.labels, truth) == 1.0
+    np.testing.assert_array_equal(large.labels, small.labels)
