@@ -31,7 +31,7 @@ class Ingest(Stage):
                 # Said only where it differs from the default, so older stores stay current.
                 **({"interpolation": cfg.model.interpolation}
                    if cfg.model.interpolation != "bilinear" else {}),
-                # The store's dtype for the attributions: fixed when the store is made.
+                # The store's [store] choices (dtypes of its arrays): fixed when it is made.
                 **{setting: choice for setting, choice in cfg.store_choices().items()
                    if choice != "float32"}}
 
