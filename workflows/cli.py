@@ -735,7 +735,11 @@ def exit_now(code: int) -> None:
     process's. What the normal exit does first still happens, in its order: non-daemon
     threads are joined (with the executors' own exit hooks), the ``atexit`` handlers run and
     the streams are flushed. Only the final freeing is skipped (the OS frees the memory).
+    A Ctrl-C during these steps ends the process at once with 130, without a traceback
+    from whichever handler it interrupted (the command itself is already over).
     """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, lambda *_: os._exit(130))
     shutdown = getattr(threading, "_shutdown", None)  # joins non-daemon threads, as at exit
     if shutdown is not None:
         shutdown()
