@@ -168,16 +168,24 @@ def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, request, fault):
 
 
 def _interrupted_run(tmp_path, slow: str = "1.0"):
-    """A run in a subprocess with shards slowed by ``slow`` seconds, once its first attribute
-    record is written: ``(config, run_dir, process)``."""
+    """A run in a subprocess with attribute shards slowed by ``slow`` seconds, once its first
+    attribute record is written and the next slowed shard has started (so a signal sent now
+    lands in a task that runs ``slow`` seconds, not in one of the fast tasks between them):
+    ``(config, run_dir, process)``."""
     make_images(tmp_path / "images")
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
                           params={"integrated_gradients": {"n_steps": 4}}, report=True)
     run_dir = tmp_path / "runs" / "tiny"
+    started = tmp_path / "slow.log"
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
-                          env={"XAI_SLOW_SHARD_S": slow})
+                          env={"XAI_SLOW_SHARD_S": slow, "XAI_SLOW_LOG": str(started)})
     deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and not records(run_dir, "attribute"):
+
+    def in_slow_task() -> bool:
+        n = len(started.read_text().splitlines()) if started.exists() else 0
+        return n >= 2 and bool(records(run_dir, "attribute"))
+
+    while time.monotonic() < deadline and not in_slow_task():
         assert proc.poll() is None, "the run ended before it could be interrupted"
         time.sleep(0.02)
     return config, run_dir, proc

@@ -48,4 +48,11 @@ def delay(stage: str) -> None:
     if seconds and stage == os.environ.get("XAI_SLOW_STAGE", "attribute"):
         import time
 
+        log = os.environ.get("XAI_SLOW_LOG")
+        if log:  # one line per slowed task, as it starts: a test waits for one in flight
+            fd = os.open(log, os.O_CREAT | os.O_APPEND | os.O_WRONLY)
+            try:
+                os.write(fd, f"{stage}\n".encode())
+            finally:
+                os.close(fd)
         time.sleep(float(seconds))
