@@ -6,8 +6,12 @@ it, ``xai verify`` and the records' checksums read regions by its dimensions, th
 compare what it lists, and the README's store table is generated from it.
 
 Every array carries ``dimension_names`` so ``xarray.open_zarr(path, consolidated=False)``
-yields one Dataset with named dimensions. The image axis is chunked by shard: one chunk per
-shard on every array, so a shard task writes whole chunks and no two tasks share one.
+yields one Dataset with named dimensions. The big arrays (crops, logits, maps) are chunked
+by shard and explainer: a shard task writes whole chunks, one file each. The small ones
+(per-image scalars and curves, :attr:`ArrayFamily.pooled`) keep many shards and every
+explainer in one chunk, so the store's file count does not grow with the arrays times the
+methods; their writers take the chunk's lock (:mod:`pipeline.locks`), as Zarr rewrites a
+chunk whole.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pipeline.encoding import (
     rel_l2,
 )
 from pipeline.errors import StoreError
+from pipeline.locks import chunk_lock
 
 #: 3: ``gap`` (per explainer) and ``mask`` (per image) were added. 4: ``steps`` and
 #: ``residual`` (per explainer: adaptive Integrated Gradients). 5: ``logits`` has a
@@ -114,6 +119,14 @@ class ArrayFamily:
     #: The attribution array this one is the float16 scale of (it exists only in float16
     #: stores), else "".
     scale_of: str = ""
+    #: True: its chunks hold many shards and :data:`POOL_EXPLAINERS` explainer slots, so
+    #: the store's file count does not grow with the methods. For arrays of a few values per
+    #: image (``delta``, ``pred``, a metric's scores or curves; dimensions among
+    #: :data:`POOLED_DIMS`). Writing one rewrites a chunk other tasks write too: its writers
+    #: must go through :meth:`StoreView.write`, which locks the chunk. False (the default,
+    #: and what a plugin's array gets unless it says so): one chunk per shard (and explainer),
+    #: which a unit may write directly.
+    pooled: bool = False
 
     @property
     def encoded(self) -> bool:
@@ -131,6 +144,20 @@ class ArrayFamily:
 
 #: Fixed sizes of the dimensions that do not depend on the run.
 FIXED_SIZES: dict[str, int] = {"channel": 3, "rgb": 3}
+
+#: The dimensions of a pooled array (:attr:`ArrayFamily.pooled`): along them an image holds
+#: a few values at most. An array with any other dimension (pixels, classes) is chunked by
+#: shard and explainer.
+POOLED_DIMS = frozenset({"image", EXPLAINER, "step", "layer_group"})
+#: A pooled chunk holds this many explainer slots (the axis grows with the methods, and a
+#: chunk may be larger than the array)...
+POOL_EXPLAINERS = 8
+#: ... and as many whole shards as fit in about this many bytes, up to :data:`POOL_SHARDS`:
+#: each write rewrites its chunk, so a chunk stays small (docs/design.md, "ImageNet scale").
+POOL_BYTES = 256 * 1024
+POOL_SHARDS = 256
+#: Bytes per value of a string array, for sizing its chunks.
+STRING_BYTES = 32
 
 
 class Schema:
@@ -152,6 +179,10 @@ class Schema:
             if fam.split_explainer and fam.dims[:1] != (EXPLAINER,):
                 raise ValueError(f"Expected {fam.name!r}, split by explainer, to have "
                                  f"{EXPLAINER!r} as its first dimension, got {fam.dims}.")
+            if fam.pooled and ("image" not in fam.dims or not set(fam.dims) <= POOLED_DIMS):
+                raise ValueError(f"Expected {fam.name!r}, pooled, to have an image axis and "
+                                 f"dimensions among {sorted(POOLED_DIMS)}, got {fam.dims}; "
+                                 "pool only arrays of a few values per image.")
             self.families[fam.name] = fam
 
     def __iter__(self) -> Any:
@@ -205,9 +236,11 @@ class Schema:
         has it with that shape and chunking already (then it is left as it is, data and all).
 
         ``shard`` is the chunk length along ``image``; along ``explainer`` the chunk is one
-        slot (``split_explainer``) or the whole axis. An array chunked otherwise (made before
-        its family was split by explainer) is made again: its writer's tasks rely on the
-        chunks.
+        slot (``split_explainer``) or the whole axis. A pooled family's chunk holds
+        :data:`POOL_EXPLAINERS` slots and many shards instead (:func:`chunk_shape`). An array
+        chunked otherwise is made again, since its writer's tasks rely on the chunks, except
+        a pooled one, whose writers lock the chunks they write whatever their shape (a store
+        made before pooling keeps its chunks and its data).
         """
         fam = self._family(array_name)
         if fam.scale_of and attributions_dtype(group) != "float16":
@@ -218,18 +251,10 @@ class Schema:
                  else fam.dtype)
         fill = STORED_FILL.get(choice, fam.fill) if fam.encoded else fam.fill
         shape = self.shape(array_name, sizes)
-        chunks = []
-        for dim, size in zip(fam.dims, shape, strict=True):
-            if dim == "image":
-                chunks.append(min(shard, max(size, 1)))
-            elif dim == EXPLAINER and fam.split_explainer:
-                chunks.append(1)
-            else:
-                chunks.append(size)
-        chunking = tuple(max(1, c) for c in chunks)
+        chunking = chunk_shape(fam, shape, shard, np.dtype(object if dtype == "str" else dtype))
         if array_name in group:
             existing = array(group, array_name)
-            if existing.shape == shape and existing.chunks == chunking and \
+            if existing.shape == shape and (existing.chunks == chunking or fam.pooled) and \
                     (dtype == "str" or existing.dtype == np.dtype(dtype)):
                 return existing
         attributes: dict[str, Any] = ({"encoding": choice,
@@ -265,6 +290,31 @@ class Schema:
         return fam
 
 
+def chunk_shape(fam: ArrayFamily, shape: tuple[int, ...], shard: int, dtype: np.dtype
+                ) -> tuple[int, ...]:
+    """The chunks of a new array of ``fam`` with ``shape`` in a store of ``shard`` images a
+    shard: one shard along ``image`` (a pooled family: as many whole shards as fit in
+    :data:`POOL_BYTES`, at most :data:`POOL_SHARDS`), one slot along ``explainer`` for a
+    family split by explainer (pooled: :data:`POOL_EXPLAINERS`), the whole axis elsewhere."""
+    chunks = []
+    per_image = STRING_BYTES if dtype.kind == "O" else dtype.itemsize
+    for dim, size in zip(fam.dims, shape, strict=True):
+        if dim == EXPLAINER:
+            per_image *= POOL_EXPLAINERS if fam.split_explainer else max(size, 1)
+        elif dim != "image":
+            per_image *= max(size, 1)
+    shards = max(1, min(POOL_SHARDS, POOL_BYTES // max(1, shard * per_image)))
+    for dim, size in zip(fam.dims, shape, strict=True):
+        if dim == "image":
+            rows = shard * shards if fam.pooled else shard
+            chunks.append(min(rows, max(size, 1)) if not fam.pooled else rows)
+        elif dim == EXPLAINER and fam.split_explainer:
+            chunks.append(POOL_EXPLAINERS if fam.pooled else 1)
+        else:
+            chunks.append(size)
+    return tuple(max(1, c) for c in chunks)
+
+
 def _size(dim: str, sizes: Mapping[str, int]) -> int:
     if dim in sizes:
         return int(sizes[dim])
@@ -278,22 +328,22 @@ NAN = float("nan")
 #: The store's arrays. Rows whose ``status`` is not ``ok`` hold the fill value.
 SCHEMA = Schema([
     ArrayFamily("image", ("image",), "str", "", None,
-                "id: path relative to the dataset root (coordinate)"),
+                "id: path relative to the dataset root (coordinate)", pooled=True),
     ArrayFamily("label", ("image",), "int16", -1, None,
-                "ground-truth class index, −1 unknown"),
+                "ground-truth class index, −1 unknown", pooled=True),
     ArrayFamily("pixels", ("image", "y", "x", "rgb"), "uint8", 0, "ingest",
                 "the preprocessed crop that was explained (0 where not `ok`)"),
     ArrayFamily("mask", ("image", "y", "x"), "bool", False, "ingest",
                 "ground-truth evidence pixels (the `evidence` dataset); all False elsewhere"),
     ArrayFamily("status", ("image",), "str", "", "ingest",
-                "`ok`, or why the image could not be used"),
+                "`ok`, or why the image could not be used", pooled=True),
     ArrayFamily(CLASS_NAME, (CLASS_NAME,), "str", "", None,
                 "the model's class names, in output order (coordinate)"),
     ArrayFamily("logits", ("image", CLASS_NAME), "float32", NAN, "predict",
                 "model outputs before softmax"),
-    ArrayFamily("pred", ("image",), "int16", -1, "predict", "predicted class"),
+    ArrayFamily("pred", ("image",), "int16", -1, "predict", "predicted class", pooled=True),
     ArrayFamily("prob", ("image",), "float32", NAN, "predict",
-                "softmax probability of the predicted class"),
+                "softmax probability of the predicted class", pooled=True),
     ArrayFamily(EXPLAINER, (EXPLAINER,), "str", "", None,
                 "attribution method names (coordinate)"),
     ArrayFamily("raw", (EXPLAINER, "image", "channel", "y", "x"), "float32", NAN,
@@ -302,49 +352,51 @@ SCHEMA = Schema([
                 split_explainer=True, encoding="attributions"),
     ArrayFamily("raw_scale", (EXPLAINER, "image"), "float32", NAN, "attribute",
                 "float16 stores only: the power of two each stored `raw` map is multiplied "
-                "by on reading", split_explainer=True, scale_of="raw"),
+                "by on reading", split_explainer=True, scale_of="raw", pooled=True),
     ArrayFamily("delta", (EXPLAINER, "image"), "float32", NAN, "attribute",
                 "completeness error sum(A) − (F(x) − F(baseline)), against the baseline "
-                "actually used; NaN where undefined", split_explainer=True),
+                "actually used; NaN where undefined", split_explainer=True, pooled=True),
     ArrayFamily("gap", (EXPLAINER, "image"), "float32", NAN, "attribute",
                 "F(x) − F(baseline): what the attributions must add up to; "
                 "`abs(delta) / abs(gap)` is the relative completeness error",
-                split_explainer=True),
+                split_explainer=True, pooled=True),
     ArrayFamily("steps", (EXPLAINER, "image"), "float32", NAN, "attribute",
                 "`rule = \"adaptive\"`: path points the image used; NaN for other methods",
-                split_explainer=True),
+                split_explainer=True, pooled=True),
     ArrayFamily("residual", (EXPLAINER, "image"), "float32", NAN, "attribute",
                 "`rule = \"adaptive\"`: final summed completeness residual over "
                 "\\|F(x) − F(baseline)\\|; NaN for other methods and where that gap is 0",
-                split_explainer=True),
+                split_explainer=True, pooled=True),
     ArrayFamily("aggregated", (EXPLAINER, "image", "y", "x"), "float32", NAN, "aggregate",
                 "channel sum (stored as `[store] attributions`)", split_explainer=True,
                 encoding="attributions"),
     ArrayFamily("aggregated_scale", (EXPLAINER, "image"), "float32", NAN, "aggregate",
                 "float16 stores only: the scale of each stored `aggregated` map",
-                split_explainer=True, scale_of="aggregated"),
+                split_explainer=True, scale_of="aggregated", pooled=True),
     ArrayFamily("normalized", (EXPLAINER, "image", "y", "x"), "float32", NAN, "normalize",
                 "abs, minus min, over max: in [0, 1] (stored as `[store] normalized`)",
                 split_explainer=True, encoding="normalized"),
     ArrayFamily("metric_", (EXPLAINER, "image"), "float32", NAN, "evaluate",
                 "`[evaluate] metrics`: one score per map (NaN where undefined, e.g. "
                 "localisation without a mask)", prefix=True, entry="<metric>",
-                split_explainer=True),
+                split_explainer=True, pooled=True),
     ArrayFamily("random_", ("image",), "float32", NAN, "evaluate",
                 "the same metric on uniform random maps: the floor", prefix=True,
-                entry="<metric>"),
+                entry="<metric>", pooled=True),
     ArrayFamily("curve_", (EXPLAINER, "image", "step"), "float32", NAN, "evaluate",
                 "deletion / insertion: target-class probability after each step",
-                prefix=True, entry="<metric>", split_explainer=True),
+                prefix=True, entry="<metric>", split_explainer=True, pooled=True),
     ArrayFamily("random_curve_", ("image", "step"), "float32", NAN, "evaluate",
-                "the same curve for the random maps", prefix=True, entry="<metric>"),
+                "the same curve for the random maps", prefix=True, entry="<metric>",
+                pooled=True),
     ArrayFamily("randomisation", (EXPLAINER, "image", "layer_group"), "float32", NAN,
                 "evaluate", "Spearman correlation of each map with the map after cascading "
                 "parameter randomisation down to each layer group (first "
-                "`randomisation_images` images; NaN elsewhere)", split_explainer=True),
+                "`randomisation_images` images; NaN elsewhere)", split_explainer=True,
+                pooled=True),
     ArrayFamily("strategy", (EXPLAINER, "image"), "int16", -1, "report",
                 "the image's explanation strategy (SpRAy cluster of its class, 0 = the "
-                "class's largest), −1 where not clustered"),
+                "class's largest), −1 where not clustered", pooled=True),
 ])
 
 
@@ -371,8 +423,19 @@ def create_store(path: Path, ids: Sequence[str], labels: Sequence[int], shard_si
     image[:] = np.asarray(list(ids), dtype=object)
     label = schema.create(group, "label", sizes, shard_size)
     label[:] = np.asarray(labels, dtype=np.int16)
-    group.update_attributes({"schema_version": SCHEMA_VERSION, **attrs})  # one write
+    # The shard size is an attribute: the image axis' own chunks hold many shards (pooled).
+    group.update_attributes({"schema_version": SCHEMA_VERSION, "shard_size": int(shard_size),
+                             **attrs})  # one write
     return group
+
+
+def shard_size(group: Any) -> int:
+    """Images per shard of the store: its ``shard_size`` attribute, or, in a store made
+    before pooled chunks, the chunk length of ``image``."""
+    attrs = group.attrs if not isinstance(group, StoreView) else group.group.attrs
+    if "shard_size" in attrs:
+        return int(str(attrs["shard_size"]))
+    return int(array(group, "image").chunks[0])
 
 
 def array_names(group: zarr.Group) -> set[str]:
@@ -457,8 +520,13 @@ def resize_explainers(group: zarr.Group, names: Sequence[str], schema: Schema = 
     m = len(names)
     for name in split_arrays(group, schema):
         arr = array(group, name)
-        if arr.shape[0] != m:
+        before = arr.shape[0]
+        if before != m:
             arr.resize((m, *arr.shape[1:]))
+        if m > before and arr.chunks[0] > 1:
+            # A chunk of several slots keeps what a removed slot held beyond a shrunk axis:
+            # the new slots read as the fill, not as an old method's values.
+            arr[before:m] = arr.fill_value
     if explainers(group) != list(names):
         coord = schema.create(group, EXPLAINER, {EXPLAINER: m}, 1)
         if m:
@@ -586,6 +654,20 @@ class StoreView:
                  if choice == "float16" else None)
         return decode_maps(stored, choice, scale)
 
+    def write(self, name: str, rows: slice, values: Any, slot: int | None = None) -> None:
+        """Write images ``rows`` of array ``name`` (of explainer ``slot``, if given): the
+        region one unit owns. Where the region is part of a chunk (a pooled array, whose
+        chunks other tasks write too), the write holds those chunks' locks
+        (:func:`pipeline.locks.chunk_lock`): Zarr rewrites a chunk whole."""
+        arr = self.array(name)
+        key: tuple[Any, ...] = (rows,) if slot is None else (slot, rows)
+        touched = _partial_chunks(arr, key)
+        if not touched:
+            arr[key] = values
+            return
+        with chunk_lock(self.path, name, touched):
+            arr[key] = values
+
     def write_maps(self, name: str, slot: int, rows: slice, values: np.ndarray
                    ) -> float | None:
         """Write float32 ``values`` ``(rows, ...)`` to explainer ``slot`` of array ``name``
@@ -596,8 +678,8 @@ class StoreView:
         choice = str(arr.attrs.get("encoding", "float32"))
         stored, scale = encode_maps(values, choice)
         if scale is not None:
-            self.array(str(arr.attrs["scale"]))[slot, rows] = scale
-        arr[slot, rows] = stored
+            self.write(str(arr.attrs["scale"]), rows, scale, slot)
+        self.write(name, rows, stored, slot)
         return None if choice == "float32" else rel_l2(decode_maps(stored, choice, scale),
                                                        values)
 
@@ -607,6 +689,30 @@ class StoreView:
         for name in names:
             crc = checksum(self.region(name, rows, slot), crc)
         return f"{crc:08x}"
+
+
+def _partial_chunks(arr: zarr.Array, key: tuple[Any, ...]) -> list[tuple[int, ...]]:
+    """The grid indices of the chunks that ``arr[key]`` (an int and/or slices, leading axes)
+    writes only part of; empty when it writes whole chunks (no other writer can share them)."""
+    spans = []
+    partial = False
+    for k, (size, chunk) in enumerate(zip(arr.shape, arr.chunks, strict=True)):
+        sel = key[k] if k < len(key) else slice(None)
+        if isinstance(sel, slice):
+            start, stop, _ = sel.indices(size)
+        else:
+            start, stop = int(sel), int(sel) + 1
+        if stop <= start:
+            return []
+        first, last = start // chunk, (stop - 1) // chunk
+        if start % chunk or (stop % chunk and stop != size):
+            partial = True
+        spans.append(range(first, last + 1))
+    if not partial:
+        return []
+    import itertools
+
+    return [tuple(c) for c in itertools.product(*spans)]
 
 
 def schema_problem(group: zarr.Group) -> str | None:

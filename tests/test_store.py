@@ -11,14 +11,19 @@ import zarr
 
 from pipeline.errors import StoreError
 from pipeline.store import (
+    POOL_EXPLAINERS,
+    POOL_SHARDS,
     SCHEMA,
     ArrayFamily,
     Schema,
+    StoreView,
+    array,
     copy_slot,
     create_store,
     explainers,
     regions_checksum,
     resize_explainers,
+    shard_size,
 )
 from tests.workflow_helpers import ROOT
 
@@ -64,13 +69,21 @@ def test_create_makes_the_declared_shape_chunks_and_fill(tmp_path):
     assert tuple(raw.metadata.dimension_names) == ("explainer", "image", "channel", "y", "x")
     assert np.isnan(raw[:]).all()
     metric = SCHEMA.create(group, "metric_sparseness", sizes, 2)
-    assert metric.chunks == (1, 2), "written per (method, shard): one explainer a chunk"
+    assert metric.chunks == (POOL_EXPLAINERS, 2 * POOL_SHARDS), \
+        "a few values per image: pooled, every slot and many shards in one chunk"
     strategy = SCHEMA.create(group, "strategy", sizes, 2)
-    assert strategy.chunks == (2, 2), "written per shard: every explainer in one chunk"
-    group.create_array("metric_pointing_game", shape=(2, 5), chunks=(2, 2), dtype="float32",
-                       fill_value=0.0, dimension_names=("explainer", "image"))
-    remade = SCHEMA.create(group, "metric_pointing_game", sizes, 2)
-    assert remade.chunks == (1, 2) and np.isnan(remade[:]).all(), "chunked otherwise: remade"
+    assert strategy.chunks == (2, 2 * POOL_SHARDS), "not split: the whole explainer axis"
+    group.create_array("metric_pointing_game", shape=(2, 5), chunks=(1, 2), dtype="float32",
+                       fill_value=np.nan, dimension_names=("explainer", "image"))
+    group["metric_pointing_game"][1, 2:4] = 7.0
+    kept = SCHEMA.create(group, "metric_pointing_game", sizes, 2)
+    assert kept.chunks == (1, 2) and (kept[1, 2:4] == 7.0).all(), \
+        "pooled, chunked as before pooling: kept with its data (its writers lock chunks)"
+    group.create_array("aggregated", shape=(2, 5, 4, 4), chunks=(2, 2, 4, 4), dtype="float32",
+                       fill_value=0.0, dimension_names=("explainer", "image", "y", "x"))
+    remade = SCHEMA.create(group, "aggregated", sizes, 2)
+    assert remade.chunks == (1, 2, 4, 4) and np.isnan(remade[:]).all(), \
+        "a big array chunked otherwise: remade (its writers rely on one chunk a unit)"
     pred = SCHEMA.create(group, "pred", sizes, 2)
     assert pred.dtype == np.int16 and (pred[:] == -1).all()
     raw[0, :2] = 1.0
@@ -115,3 +128,52 @@ def test_an_extended_schema_keeps_the_project_s_and_adds_a_plugin_s():
     schema = SCHEMA.extended(extra)
     assert [f.name for f in schema][:-1] == [f.name for f in SCHEMA]
     assert schema.written_by("toy") == (extra,) and "toy" not in SCHEMA
+
+
+def test_pooled_arrays_keep_one_file_whatever_the_methods(tmp_path):
+    # Every small array in one chunk file for 1 or 6 methods and 5 shards; the big arrays in
+    # one file per (shard, method) with data.
+    counts = {}
+    for m in (1, 6):
+        names = [f"m{k}" for k in range(m)]
+        group = create_store(tmp_path / f"s{m}.zarr", [f"i{k}" for k in range(10)], [0] * 10,
+                             2, {})
+        resize_explainers(group, names)
+        sizes = {"image": 10, "explainer": m, "y": 4, "x": 4}
+        for name in ("delta", "gap", "metric_sparseness", "aggregated"):
+            SCHEMA.create(group, name, sizes, 2)
+        view = StoreView(tmp_path / f"s{m}.zarr")
+        for slot in range(m):
+            for start in range(0, 10, 2):
+                rows = slice(start, start + 2)
+                for name in ("delta", "gap", "metric_sparseness"):
+                    view.write(name, rows, np.ones(2, np.float32), slot)
+                view.write("aggregated", rows, np.ones((2, 4, 4), np.float32), slot)
+        counts[m] = {name: sum(1 for p in (tmp_path / f"s{m}.zarr" / name / "c").rglob("*")
+                               if p.is_file())
+                     for name in ("delta", "gap", "metric_sparseness", "aggregated")}
+    assert counts[1]["delta"] == counts[6]["delta"] == 1
+    assert counts[1]["metric_sparseness"] == counts[6]["metric_sparseness"] == 1
+    assert counts[1]["aggregated"] == 5 and counts[6]["aggregated"] == 30
+
+
+def test_new_slots_of_a_pooled_array_read_as_the_fill_after_a_shrink(tmp_path):
+    group = _group(tmp_path)
+    resize_explainers(group, ["a", "b"])
+    SCHEMA.create(group, "delta", {"image": 5, "explainer": 2}, 2)
+    view = StoreView(tmp_path / "s.zarr")
+    view.write("delta", slice(0, 2), np.full(2, 3.0, np.float32), 1)
+    resize_explainers(group, ["a"])
+    resize_explainers(group, ["a", "c"])
+    got = np.asarray(array(group, "delta")[:])
+    assert np.isnan(got[1]).all(), "slot 1 is a new method: nothing of b's values"
+
+
+def test_the_shard_size_is_a_store_attribute_and_older_stores_give_it_by_their_chunks(
+        tmp_path):
+    group = _group(tmp_path, shard=2)
+    assert group.attrs["shard_size"] == 2 and shard_size(group) == 2
+    assert array(group, "image").chunks[0] > 2, "pooled: the image axis holds many shards"
+    old = zarr.open_group(str(tmp_path / "old.zarr"), mode="w", zarr_format=3)
+    old.create_array("image", shape=(5,), chunks=(3,), dtype=str, fill_value="")
+    assert shard_size(old) == 3

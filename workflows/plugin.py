@@ -28,7 +28,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.store import SCHEMA, ArrayFamily, Schema, StoreView, array, explainers
+from pipeline.store import (
+    SCHEMA,
+    ArrayFamily,
+    Schema,
+    StoreView,
+    array,
+    explainers,
+    shard_size,
+)
 from workflows import faults, worker
 from workflows.config import Config
 
@@ -262,8 +270,8 @@ def store_sizes(group: Any, cfg: Config) -> dict[str, int]:
 
 
 def shard_length(group: Any) -> int:
-    """Images per chunk along ``image`` (the run's shard size)."""
-    return int(array(group, "image").chunks[0])
+    """The store's images per shard (see :func:`pipeline.store.shard_size`)."""
+    return shard_size(group)
 
 
 def drop(group: Any, names: list[str]) -> None:

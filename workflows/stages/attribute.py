@@ -87,7 +87,7 @@ class Attribute(Stage):
             storage_error = store.write_maps("raw", slot, slice(u.start, u.stop), out["raw"])
             faults.point("attribute:mid-write")
             for key in ("delta", "gap", "steps", "residual"):
-                store.array(key)[slot, u.start:u.stop] = out[key]
+                store.write(key, slice(u.start, u.stop), out[key], slot)
         facts = per_image_facts(out) if METHODS[name].has_delta else {}
         return done(task, store, eng.device, compute_seconds=compute, max_batch=eng.max_batch,
                     zero_gap=zero_gap, engine=eng.facts, **facts,

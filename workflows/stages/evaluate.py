@@ -279,10 +279,7 @@ def _write_rows(store: StoreView, name: str, rows: slice, slot: int | None, ok: 
     block = np.full((rows.stop - rows.start, *inner), np.nan, np.float32)
     if values is not None:
         block[ok] = values
-    if slot is None:
-        arr[rows] = block
-    else:
-        arr[slot, rows] = block
+    store.write(name, rows, block, slot)
 
 
 # ------------------------------------------------------------------------ the summary

@@ -50,10 +50,11 @@ class Ingest(Stage):
                              mask[k])
         faults.point("ingest:before-write")
         with disk_errors(task.store_path):
-            store.array("pixels")[u.start:u.stop] = pixels
-            store.array("mask")[u.start:u.stop] = mask
+            rows = slice(u.start, u.stop)
+            store.write("pixels", rows, pixels)
+            store.write("mask", rows, mask)
             faults.point("ingest:mid-write")
-            store.array("status")[u.start:u.stop] = status
+            store.write("status", rows, status)
         # What `xai status` lists, kept in the record so that it reads no image arrays.
         labels = np.asarray(store.array("label")[u.start:u.stop])
         skipped = {str(i): str(s) for i, s in zip(ids, status, strict=True) if s != "ok"}

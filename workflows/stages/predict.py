@@ -61,9 +61,10 @@ class Predict(Stage):
                 compute = time.perf_counter() - t0
         faults.point("predict:before-write")
         with disk_errors(task.store_path):
-            store.array("logits")[u.start:u.stop] = logits
+            rows = slice(u.start, u.stop)
+            store.write("logits", rows, logits)
             faults.point("predict:mid-write")
-            store.array("pred")[u.start:u.stop] = pred
-            store.array("prob")[u.start:u.stop] = prob
+            store.write("pred", rows, pred)
+            store.write("prob", rows, prob)
         return done(task, store, eng.device, compute_seconds=compute,
                     max_batch=eng.max_batch)
