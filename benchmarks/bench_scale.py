@@ -16,8 +16,9 @@ child process and reports:
 
 The per-image overhead of the large run against the small one is the issue-24 target
 (within 1.2x). Run it with ``python -m benchmarks.bench_scale 50000 --baseline 2000``; it
-writes ``runs/bench/scale-<N>.json``. A benchmark, not a test: the 50,000-image run takes
-about half an hour on 2 cores.
+writes ``runs/bench/scale-<N>-<layout>.json`` (``--layout shard``: the store's
+``[store] layout``). A benchmark, not a test: the 50,000-image run takes about half an hour
+on 2 cores; the slow suite runs 5,000 images (tests/test_bench_scale.py).
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ seed = 0
 
 [report]
 enabled = {report}
+
+[store]
+layout = "{layout}"
 """
 
 
@@ -88,14 +92,15 @@ def _files(path: Path) -> tuple[int, float]:
 
 
 def measure(images: int, out: Path, crop: int = 32, shard: int = 32, report: bool = True,
-            browser: bool = True) -> dict[str, Any]:
-    """Run ``xai run`` on ``images`` synthetic images under ``out``; the figures above."""
+            browser: bool = True, layout: str = "method") -> dict[str, Any]:
+    """Run ``xai run`` on ``images`` synthetic images under ``out``; the figures above.
+    ``layout``: the store's ``[store] layout``."""
     name = f"scale{images}"
     shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     config = out / f"{name}.toml"
     config.write_text(CONFIG.format(images=images, crop=crop, out=out, shard=shard,
-                                    report=str(report).lower()))
+                                    report=str(report).lower(), layout=layout))
     run_dir = out / name
     wall, rc, rss, text = _timed([*_xai(), "run", "--config", str(config)])
     if rc != 0:
@@ -104,6 +109,7 @@ def measure(images: int, out: Path, crop: int = 32, shard: int = 32, report: boo
     busy = {e["stage"]: e["busy_seconds"] for e in summary["stages"]}
     row: dict[str, Any] = {
         "images": images, "crop": crop, "shard_size": shard, "report": report,
+        "layout": layout,
         "wall_s": round(wall, 2), "printed_s": summary["seconds"], "peak_rss_mb": rss,
         "s_per_image": wall / images,
         "overhead_s_per_image": (wall - busy.get("attribute", 0.0)) / images,
@@ -112,17 +118,19 @@ def measure(images: int, out: Path, crop: int = 32, shard: int = 32, report: boo
     row["run_files"], row["run_mb"] = _files(run_dir)
     row["store_files"], row["store_mb"] = _files(run_dir / "store.zarr")
     row["record_files"] = _files(run_dir / "state")[0]
+    outputs: dict[str, str] = {}
     for key, args in (("status_s", ["status", str(run_dir)]),
                       ("verify_s", ["verify", "--check-only", str(run_dir)]),
                       ("verify_sample_s", ["verify", "--check-only", "--sample", "20",
                                            str(run_dir)])):
         t, code, _, said = _timed([*_xai(), *args])
         row[key] = round(t, 2) if code == 0 else f"exit {code}: {said[-200:]}"
+        outputs[key] = said
     if report and browser:
         from benchmarks.bench_report import first_screen
 
         row["report_first_screen"] = first_screen(run_dir / "report" / "index.html")
-    return row
+    return {**row, "outputs": outputs}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,12 +142,14 @@ def main(argv: list[str] | None = None) -> None:
                         help="where the runs go (default: a temporary folder, removed)")
     parser.add_argument("--keep", action="store_true", help="keep the runs")
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument("--layout", default="method", help="[store] layout: method or shard")
     args = parser.parse_args(argv)
     work = args.out or Path(tempfile.mkdtemp(prefix="xai-scale-"))
     rows = []
     try:
         for n in ([args.baseline] if args.baseline else []) + [args.images]:
-            row = measure(n, work, report=not args.no_report)
+            row = measure(n, work, report=not args.no_report, layout=args.layout)
+            row.pop("outputs")
             rows.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -152,7 +162,7 @@ def main(argv: list[str] | None = None) -> None:
                                     / rows[0]["overhead_s_per_image"])
         print(f"per-image overhead at {rows[1]['images']} / at {rows[0]['images']}: "
               f"{result['overhead_ratio']:.2f}x (target <= 1.2x)")
-    dest = ROOT / "runs" / "bench" / f"scale-{args.images}.json"
+    dest = ROOT / "runs" / "bench" / f"scale-{args.images}-{args.layout}.json"
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_text(json.dumps(result, indent=2))
     print(f"wrote {dest}")

@@ -30,6 +30,14 @@ UNORM16_NAN = 65535
 STORAGE_CHOICES = tuple(dict.fromkeys(ATTRIBUTION_DTYPES + NORMALIZED_DTYPES))
 STORED_FILL = {"bfloat16": BFLOAT16_NAN, "uint16": UNORM16_NAN}
 SCALE_SUFFIX = "_scale"
+#: ``[store] layout``: the files of the map arrays (``raw``, ``aggregated``, ``normalized``).
+#: ``"method"``: one file per shard and method, each write a whole file. ``"shard"``: one file
+#: per shard holding every method (Zarr's sharding codec), so the store's file count does not
+#: grow with the methods; each method's write rewrites its shard's file, about (methods + 1) / 2
+#: times the bytes written (docs/benchmarks.md, "One file per shard").
+STORE_LAYOUTS = ("method", "shard")
+#: What each ``[store]`` setting reads as in a store made before it existed.
+STORE_DEFAULTS = {"attributions": "float32", "normalized": "float32", "layout": "method"}
 #: float16's largest finite value is 65504: a map is scaled so its peak lies in [2^14, 2^15).
 _F16_PEAK_EXPONENT = 15
 

@@ -7,7 +7,9 @@ compare what it lists, and the README's store table is generated from it.
 
 Every array carries ``dimension_names`` so ``xarray.open_zarr(path, consolidated=False)``
 yields one Dataset with named dimensions. The big arrays (crops, logits, maps) are chunked
-by shard and explainer: a shard task writes whole chunks, one file each. The small ones
+by shard and explainer: a shard task writes whole chunks, one file each (with
+``[store] layout = "shard"``, one file per shard holds every method's maps, and their
+writers lock it, :attr:`ArrayFamily.packed`). The small ones
 (per-image scalars and curves, :attr:`ArrayFamily.pooled`) keep many shards and every
 explainer in one chunk, so the store's file count does not grow with the arrays times the
 methods; their writers take the chunk's lock (:mod:`pipeline.locks`), as Zarr rewrites a
@@ -29,6 +31,8 @@ import zarr
 
 from pipeline.encoding import (
     SCALE_SUFFIX,
+    STORE_DEFAULTS,
+    STORE_LAYOUTS,
     STORED_DTYPES,
     STORED_FILL,
     decode_maps,
@@ -65,10 +69,11 @@ def attributions_dtype(group: Any) -> str:
 
 
 def stored_choice(group: Any, setting: str) -> str:
-    """The store's ``[store] <setting>`` choice (``attributions`` or ``normalized``), kept
-    in its attributes when the store is made; float32 for stores made before the setting."""
+    """The store's ``[store] <setting>`` choice (``attributions``, ``normalized``,
+    ``layout``), kept in its attributes when the store is made; for a store made before the
+    setting, what it was then (:data:`pipeline.encoding.STORE_DEFAULTS`)."""
     attrs = group.attrs if not isinstance(group, StoreView) else group.group.attrs
-    return str(attrs.get(setting, "float32"))
+    return str(attrs.get(setting, STORE_DEFAULTS.get(setting, "float32")))
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,13 @@ class ArrayFamily:
     #: and what a plugin's array gets unless it says so): one chunk per shard (and explainer),
     #: which a unit may write directly.
     pooled: bool = False
+    #: True: in a ``[store] layout = "shard"`` store, one file per shard holds its
+    #: :data:`POOL_EXPLAINERS` explainer slots (Zarr's sharding codec; the chunks stay one
+    #: shard of one explainer, so a read of one method's maps reads only them). Writing one
+    #: rewrites the file other methods' tasks write too: its writers must go through
+    #: :meth:`StoreView.write`, which locks the file. For the big per-method arrays (the
+    #: maps); False elsewhere.
+    packed: bool = False
 
     @property
     def encoded(self) -> bool:
@@ -183,6 +195,9 @@ class Schema:
                 raise ValueError(f"Expected {fam.name!r}, pooled, to have an image axis and "
                                  f"dimensions among {sorted(POOLED_DIMS)}, got {fam.dims}; "
                                  "pool only arrays of a few values per image.")
+            if fam.packed and (fam.pooled or not fam.split_explainer):
+                raise ValueError(f"Expected {fam.name!r}, packed, to be split by explainer "
+                                 "and not pooled.")
             self.families[fam.name] = fam
 
     def __iter__(self) -> Any:
@@ -252,10 +267,12 @@ class Schema:
         fill = STORED_FILL.get(choice, fam.fill) if fam.encoded else fam.fill
         shape = self.shape(array_name, sizes)
         chunking = chunk_shape(fam, shape, shard, np.dtype(object if dtype == "str" else dtype))
+        sharding = shard_shape(fam, chunking, stored_choice(group, "layout"))
         if array_name in group:
             existing = array(group, array_name)
-            if existing.shape == shape and (existing.chunks == chunking or fam.pooled) and \
-                    (dtype == "str" or existing.dtype == np.dtype(dtype)):
+            if existing.shape == shape and (dtype == "str" or existing.dtype == np.dtype(dtype)) \
+                    and (fam.pooled or (existing.chunks == chunking
+                                        and existing.shards == sharding)):
                 return existing
         attributes: dict[str, Any] = ({"encoding": choice,
                                        **({"scale": fam.name + SCALE_SUFFIX}
@@ -265,7 +282,7 @@ class Schema:
             array_name, shape=shape, chunks=chunking,
             dtype=str if dtype == "str" else dtype, fill_value=fill,
             dimension_names=fam.dims, overwrite=True, attributes=attributes,
-            compressors=attribution_codecs() if fam.encoded else "auto")
+            compressors=attribution_codecs() if fam.encoded else "auto", shards=sharding)
 
     def wanted(self, group: zarr.Group, fam: ArrayFamily) -> bool:
         """Whether this store holds ``fam`` at all: the scale arrays exist only in float16
@@ -315,6 +332,19 @@ def chunk_shape(fam: ArrayFamily, shape: tuple[int, ...], shard: int, dtype: np.
     return tuple(max(1, c) for c in chunks)
 
 
+def shard_shape(fam: ArrayFamily, chunks: tuple[int, ...], layout: str
+                ) -> tuple[int, ...] | None:
+    """The shape of one file of a new array of ``fam`` chunked ``chunks``: with
+    ``layout = "shard"``, a packed family's file holds :data:`POOL_EXPLAINERS` explainer
+    slots of one shard (Zarr's sharding codec); None (a file per chunk) otherwise."""
+    if layout not in STORE_LAYOUTS:
+        raise StoreError(f"Expected a store layout in {STORE_LAYOUTS}, got {layout!r}. "
+                         "Make the store again with `xai run --replace`.")
+    if layout != "shard" or not fam.packed:
+        return None
+    return (POOL_EXPLAINERS, *chunks[1:])
+
+
 def _size(dim: str, sizes: Mapping[str, int]) -> int:
     if dim in sizes:
         return int(sizes[dim])
@@ -349,7 +379,7 @@ SCHEMA = Schema([
     ArrayFamily("raw", (EXPLAINER, "image", "channel", "y", "x"), "float32", NAN,
                 "attribute", "raw attributions w.r.t. the normalized input (stored as "
                 "`[store] attributions`: read through `open_dataset`)",
-                split_explainer=True, encoding="attributions"),
+                split_explainer=True, encoding="attributions", packed=True),
     ArrayFamily("raw_scale", (EXPLAINER, "image"), "float32", NAN, "attribute",
                 "float16 stores only: the power of two each stored `raw` map is multiplied "
                 "by on reading", split_explainer=True, scale_of="raw", pooled=True),
@@ -369,13 +399,13 @@ SCHEMA = Schema([
                 split_explainer=True, pooled=True),
     ArrayFamily("aggregated", (EXPLAINER, "image", "y", "x"), "float32", NAN, "aggregate",
                 "channel sum (stored as `[store] attributions`)", split_explainer=True,
-                encoding="attributions"),
+                encoding="attributions", packed=True),
     ArrayFamily("aggregated_scale", (EXPLAINER, "image"), "float32", NAN, "aggregate",
                 "float16 stores only: the scale of each stored `aggregated` map",
                 split_explainer=True, scale_of="aggregated", pooled=True),
     ArrayFamily("normalized", (EXPLAINER, "image", "y", "x"), "float32", NAN, "normalize",
                 "abs, minus min, over max: in [0, 1] (stored as `[store] normalized`)",
-                split_explainer=True, encoding="normalized"),
+                split_explainer=True, encoding="normalized", packed=True),
     ArrayFamily("metric_", (EXPLAINER, "image"), "float32", NAN, "evaluate",
                 "`[evaluate] metrics`: one score per map (NaN where undefined, e.g. "
                 "localisation without a mask)", prefix=True, entry="<metric>",
@@ -521,6 +551,10 @@ def resize_explainers(group: zarr.Group, names: Sequence[str], schema: Schema = 
     for name in split_arrays(group, schema):
         arr = array(group, name)
         before = arr.shape[0]
+        if m < before and (arr.shards or arr.chunks)[0] > 1:
+            # A file of several slots (a sharded array) keeps a removed slot's chunks beyond
+            # a shrunk axis: clear them first, so a later method never reads them as its own.
+            arr[m:before] = arr.fill_value
         if before != m:
             arr.resize((m, *arr.shape[1:]))
         if m > before and arr.chunks[0] > 1:
@@ -692,11 +726,13 @@ class StoreView:
 
 
 def _partial_chunks(arr: zarr.Array, key: tuple[Any, ...]) -> list[tuple[int, ...]]:
-    """The grid indices of the chunks that ``arr[key]`` (an int and/or slices, leading axes)
-    writes only part of; empty when it writes whole chunks (no other writer can share them)."""
+    """The grid indices of the files (chunks, or shards of a sharded array) that ``arr[key]``
+    (an int and/or slices, leading axes) writes only part of; empty when it writes whole
+    files (no other writer can share them)."""
     spans = []
     partial = False
-    for k, (size, chunk) in enumerate(zip(arr.shape, arr.chunks, strict=True)):
+    unit = arr.shards or arr.chunks
+    for k, (size, chunk) in enumerate(zip(arr.shape, unit, strict=True)):
         sel = key[k] if k < len(key) else slice(None)
         if isinstance(sel, slice):
             start, stop, _ = sel.indices(size)

@@ -325,6 +325,7 @@ _CHOICES = {
     ("run", "target"): ("predicted", "label"),
     ("store", "attributions"): ("float32", "float16", "bfloat16"),
     ("store", "normalized"): ("float32", "uint16"),
+    ("store", "layout"): ("method", "shard"),
 }
 _MINIMUM = {
     ("dataset", "limit"): 0, ("dataset", "per_class"): 0, ("dataset", "count"): 1,

@@ -15,26 +15,28 @@ from pipeline.store import SCHEMA, StoreView, create_store, resize_explainers
 N_IMAGES, SHARD, ROUNDS = 8, 2, 25
 
 
-def _store(tmp_path, methods=("a", "b", "c", "d")):
+def _store(tmp_path, methods=("a", "b", "c", "d"), name="delta", layout="method"):
     group = create_store(tmp_path / "s.zarr", [f"i{k}" for k in range(N_IMAGES)],
-                         [0] * N_IMAGES, SHARD, {})
+                         [0] * N_IMAGES, SHARD, {"layout": layout})
     resize_explainers(group, list(methods))
-    SCHEMA.create(group, "delta", {"image": N_IMAGES, "explainer": len(methods)}, SHARD)
+    SCHEMA.create(group, name, {"image": N_IMAGES, "explainer": len(methods), "y": 3, "x": 3},
+                  SHARD)
     return tmp_path / "s.zarr"
 
 
-def _writer(path: str, slot: int) -> None:
+def _writer(path: str, slot: int, name: str = "delta") -> None:
     """Every shard of explainer ``slot``, ``ROUNDS`` times over: the last round's values are
     ``slot * 100 + round``."""
     view = StoreView(path)
+    shape = (SHARD, *view.array(name).shape[2:])
     for r in range(ROUNDS):
         for start in range(0, N_IMAGES, SHARD):
-            view.write("delta", slice(start, start + SHARD),
-                       np.full(SHARD, slot * 100 + r, np.float32), slot)
+            view.write(name, slice(start, start + SHARD),
+                       np.full(shape, slot * 100 + r, np.float32), slot)
 
 
-def _assert_every_write_kept(path, slots):
-    got = np.asarray(StoreView(path).array("delta")[:])
+def _assert_every_write_kept(path, slots, name="delta"):
+    got = np.asarray(StoreView(path).array(name)[:])
     for slot in slots:
         assert (got[slot] == slot * 100 + ROUNDS - 1).all(), (slot, got[slot])
 
@@ -53,6 +55,19 @@ def test_threads_writing_one_chunk_lose_nothing(tmp_path):
     for t in threads:
         t.join()
     _assert_every_write_kept(path, range(4))
+
+
+def test_threads_writing_the_methods_of_one_shard_file_lose_nothing(tmp_path):
+    # [store] layout = "shard": every method's maps of a shard in one file, one task each.
+    path = _store(tmp_path, name="aggregated", layout="shard")
+    assert StoreView(path).array("aggregated").shards[:2] == (8, SHARD)
+    threads = [threading.Thread(target=_writer, args=(str(path), s, "aggregated"))
+               for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    _assert_every_write_kept(path, range(4), "aggregated")
 
 
 def test_processes_writing_one_chunk_lose_nothing(tmp_path):
@@ -82,6 +97,20 @@ def test_a_write_of_whole_chunks_takes_no_lock(tmp_path, monkeypatch):
     assert taken == [], "the whole array: no other writer can share its chunk"
     view.write("delta", slice(2, 4), np.ones(2, np.float32), 1)
     assert taken == [("delta", [(0, 0)])]
+
+
+def test_a_method_s_write_to_a_shard_file_locks_the_file(tmp_path, monkeypatch):
+    path = _store(tmp_path, name="raw", layout="shard")
+    taken = []
+    real = locks.chunk_lock
+
+    def spy(*args, **kw):
+        taken.append(args[1:])
+        return real(*args, **kw)
+
+    monkeypatch.setattr("pipeline.store.chunk_lock", spy)
+    StoreView(path).write("raw", slice(2, 4), np.ones((2, 3, 3, 3), np.float32), 1)
+    assert taken == [("raw", [(0, 1, 0, 0, 0)])], "shard 1's file, which holds 8 methods"
 
 
 def test_the_lock_file_lies_beside_the_store(tmp_path):

@@ -1,5 +1,6 @@
 """``[store] attributions``: a run stored in float16 or bfloat16 reads back as the float32 run
-does, within the recorded error; the choice is a dataset-level setting."""
+does, within the recorded error; ``[store] layout = "shard"`` reads back exactly; the
+choices are dataset-level settings."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.encoding import NORMALIZED_DTYPES, UNORM16_ONE
+from pipeline.encoding import NORMALIZED_DTYPES, STORE_LAYOUTS, UNORM16_ONE
 from pipeline.errors import ConfigError
 from pipeline.store import open_dataset
 from tests.workflow_helpers import cli, make_images, run_ok, write_config
@@ -20,6 +21,7 @@ METHODS = ("gradient", "integrated_gradients")
 
 def _run(tmp_path: Path, images: Path, choice: str) -> Path:
     store = (f'normalized = "{choice}"' if choice in NORMALIZED_DTYPES[1:]
+             else f'layout = "{choice}"' if choice in STORE_LAYOUTS
              else f'attributions = "{choice}"')
     config = write_config(tmp_path / f"{choice}.toml", images, tmp_path / choice,
                           methods=METHODS, extra=f'\n[store]\n{store}\n',
@@ -33,7 +35,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("storage")
     images = tmp / "images"
     make_images(images, n=4)
-    return {c: _run(tmp, images, c) for c in ("float32", "float16", "bfloat16", "uint16")}
+    return {c: _run(tmp, images, c)
+            for c in ("float32", "float16", "bfloat16", "uint16", "shard")}
 
 
 def _store(config: Path) -> Path:
@@ -111,6 +114,32 @@ def test_changing_the_normalized_choice_refuses_and_names_the_setting(
     assert "--replace" in result.output  # type: ignore[attr-defined]
 
 
+def test_a_store_of_one_file_per_shard_reads_as_the_file_per_method_one(
+        runs: dict[str, Path]) -> None:
+    ref, ds = open_dataset(_store(runs["float32"])), open_dataset(_store(runs["shard"]))
+    assert set(ds.data_vars) == set(ref.data_vars)
+    for name in ("raw", "aggregated", "normalized"):
+        assert ds[name].dims == ref[name].dims
+        np.testing.assert_array_equal(ds[name].values, ref[name].values)
+    group = zarr.open_group(str(_store(runs["shard"])), mode="r")
+    assert group.attrs["layout"] == "shard"
+    shards = -(-group["image"].shape[0] // 2)  # shard_size 2 (write_config)
+    for name in ("raw", "aggregated", "normalized"):
+        files = [p for p in (_store(runs["shard"]) / name / "c").rglob("*") if p.is_file()]
+        assert len(files) == shards, (name, "one file per shard for both methods")
+
+
+def test_changing_the_layout_refuses_and_names_the_setting(runs: dict[str, Path]) -> None:
+    config = runs["shard"]
+    changed = config.parent / "changed-l" / config.name
+    changed.parent.mkdir(exist_ok=True)
+    changed.write_text(config.read_text().replace('layout = "shard"', 'layout = "method"'))
+    result = cli("run", "--config", str(changed), "--scheduler", "synchronous")
+    assert result.exit_code != 0  # type: ignore[attr-defined]
+    assert "store.layout" in result.output  # type: ignore[attr-defined]
+    assert "--replace" in result.output  # type: ignore[attr-defined]
+
+
 def test_a_float32_store_has_no_scale_arrays(runs: dict[str, Path]) -> None:
     group = zarr.open_group(str(_store(runs["float32"])), mode="r")
     assert group["raw"].dtype == np.float32 and "raw_scale" not in group
@@ -136,4 +165,11 @@ def test_an_unknown_storage_dtype_is_a_config_error_listing_the_choices(
     config = write_config(tmp_path / "bad.toml", tmp_path, tmp_path / "out",
                           extra='\n[store]\nattributions = "int8"\n')
     with pytest.raises(ConfigError, match=r"int8.*float32.*float16.*bfloat16|bfloat16"):
+        load_config(config)
+
+
+def test_an_unknown_layout_is_a_config_error_listing_the_choices(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "bad.toml", tmp_path, tmp_path / "out",
+                          extra='\n[store]\nlayout = "zip"\n')
+    with pytest.raises(ConfigError, match=r"zip.*method.*shard|method.*shard.*zip"):
         load_config(config)

@@ -157,6 +157,58 @@ def test_pooled_arrays_keep_one_file_whatever_the_methods(tmp_path):
     assert counts[1]["aggregated"] == 5 and counts[6]["aggregated"] == 30
 
 
+def _packed_files(path, name):
+    return sorted(str(p.relative_to(path / name / "c")) for p in (path / name / "c").rglob("*")
+                  if p.is_file())
+
+
+@pytest.mark.parametrize("layout,files_per_shard", [("method", 6), ("shard", 1)])
+def test_the_layout_chooses_a_map_file_per_shard_and_method_or_per_shard(
+        tmp_path, layout, files_per_shard):
+    # 6 methods, 5 shards: "shard" keeps every method of a shard in one file (Zarr's
+    # sharding codec), and each method's maps read back as written.
+    names = [f"m{k}" for k in range(6)]
+    group = create_store(tmp_path / "s.zarr", [f"i{k}" for k in range(10)], [0] * 10, 2,
+                         {"layout": layout})
+    resize_explainers(group, names)
+    SCHEMA.create(group, "raw", {"image": 10, "explainer": 6, "y": 4, "x": 4}, 2)
+    view = StoreView(tmp_path / "s.zarr")
+    rng = np.random.default_rng(0)
+    written = {}
+    for slot in range(6):
+        for start in range(0, 10, 2):
+            written[slot, start] = rng.standard_normal((2, 3, 4, 4)).astype(np.float32)
+            view.write_maps("raw", slot, slice(start, start + 2), written[slot, start])
+    assert len(_packed_files(tmp_path / "s.zarr", "raw")) == 5 * files_per_shard
+    assert view.array("raw").chunks[:2] == (1, 2), "a read of one method reads only it"
+    for (slot, start), values in written.items():
+        np.testing.assert_array_equal(view.read_maps("raw", slot, slice(start, start + 2)),
+                                      values)
+
+
+def test_a_packed_array_s_removed_slots_are_cleared_so_a_new_method_reads_the_fill(tmp_path):
+    group = create_store(tmp_path / "s.zarr", [f"i{k}" for k in range(4)], [0] * 4, 2,
+                         {"layout": "shard"})
+    resize_explainers(group, ["a", "b"])
+    SCHEMA.create(group, "aggregated", {"image": 4, "explainer": 2, "y": 3, "x": 3}, 2)
+    view = StoreView(tmp_path / "s.zarr")
+    view.write_maps("aggregated", 1, slice(0, 2), np.ones((2, 3, 3), np.float32))
+    view.write_maps("aggregated", 0, slice(0, 2), np.zeros((2, 3, 3), np.float32))
+    resize_explainers(group, ["a"])
+    resize_explainers(group, ["a", "c"])
+    got = np.asarray(array(group, "aggregated")[:])
+    assert np.isnan(got[1]).all(), "slot 1 is a new method: nothing of b's maps"
+    assert (got[0, :2] == 0).all(), "a's maps are kept"
+
+
+def test_a_store_layout_this_version_does_not_know_is_refused(tmp_path):
+    group = create_store(tmp_path / "s.zarr", ["i0"], [0], 1, {})
+    resize_explainers(group, ["a"])
+    group.update_attributes({"layout": "zip"})  # a newer version's store, say
+    with pytest.raises(StoreError, match=r"layout.*'method', 'shard'.*zip.*--replace"):
+        SCHEMA.create(group, "raw", {"image": 1, "explainer": 1, "y": 2, "x": 2}, 1)
+
+
 def test_new_slots_of_a_pooled_array_read_as_the_fill_after_a_shrink(tmp_path):
     group = _group(tmp_path)
     resize_explainers(group, ["a", "b"])

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pipeline.encoding import ATTRIBUTION_DTYPES, NORMALIZED_DTYPES
+from pipeline.encoding import ATTRIBUTION_DTYPES, NORMALIZED_DTYPES, STORE_LAYOUTS
 from pipeline.errors import ConfigError
 from pipeline.methods import METHODS
 from pipeline.precision import PRECISIONS
@@ -344,11 +344,15 @@ class StoreConfig:
     ``bfloat16`` 1.7e-3 and 2.8x. Reading (``pipeline.store.open_dataset``) gives float32.
     ``normalized``: ``uint16`` keeps the [0, 1] maps as fixed point (``round(v * 65534)``):
     0 and 1 exact, every value within 7.6e-6, half the bytes of float32 before compression.
-    Both are dataset-level settings: changing one on an existing store needs ``--replace``.
+    ``layout``: ``"method"`` keeps a file per shard and method for each map array, written
+    whole once; ``"shard"`` one file per shard for every method (fewer files, for file
+    systems that count them; each method's write rewrites the shard's file).
+    All are dataset-level settings: changing one on an existing store needs ``--replace``.
     """
 
     attributions: str = key("float32", choices=ATTRIBUTION_DTYPES)
     normalized: str = key("float32", choices=NORMALIZED_DTYPES)
+    layout: str = key("method", choices=STORE_LAYOUTS)
 
 
 #: The ``[section]`` tables besides ``[methods]``, in :class:`Config`'s order.
@@ -425,8 +429,9 @@ class Config:
         return Preprocessing(d.resize, d.crop, m.mean, m.std, m.interpolation)  # type: ignore[arg-type]
 
     def store_choices(self) -> dict[str, str]:
-        """The ``[store]`` choices, by setting (``attributions``, ``normalized``): the store
-        keeps them in its attributes, and the arrays they shape read them from there."""
+        """The ``[store]`` choices, by setting (``attributions``, ``normalized``,
+        ``layout``): the store keeps them in its attributes, and the arrays they shape read
+        them from there."""
         return {f.name: str(getattr(self.store, f.name)) for f in fields(self.store)}
 
     def normalization(self) -> Any:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.encoding import STORE_DEFAULTS
 from workflows import faults
 from workflows.config import GENERATED_LAYOUTS, Config
 from workflows.plugin import Stage, Task, done, open_view
@@ -31,9 +32,10 @@ class Ingest(Stage):
                 # Said only where it differs from the default, so older stores stay current.
                 **({"interpolation": cfg.model.interpolation}
                    if cfg.model.interpolation != "bilinear" else {}),
-                # The store's [store] choices (dtypes of its arrays): fixed when it is made.
+                # The store's [store] choices (its arrays' dtypes and files): fixed when it
+                # is made; said where they differ from the default, so older stores stay current.
                 **{setting: choice for setting, choice in cfg.store_choices().items()
-                   if choice != "float32"}}
+                   if choice != STORE_DEFAULTS[setting]}}
 
     def run(self, task: Task) -> dict[str, Any]:
         from pipeline.data import preprocess_transform
