@@ -14,6 +14,7 @@ import pytest
 import xarray as xr
 import zarr
 
+from pipeline.store import SCHEMA
 from tests.hostile import make_hostile
 from tests.workflow_helpers import (
     all_records,
@@ -167,6 +168,28 @@ def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, request, fault):
     assert check.exit_code == 0, check.output
 
 
+#: `[store] layout = "shard"`: every method's maps of a shard in one file, rewritten by each
+#: method's task. The crash cases of the stages that write those files, again in that layout.
+SHARD_LAYOUT = '\n[store]\nlayout = "shard"\n'
+SHARD_FILE_CASES = [c for c in CRASH_CASES
+                    if c.split(":")[0] in {f.writer for f in SCHEMA if f.packed}]
+
+
+@pytest.mark.parametrize("fault", [_crash_param(c) for c in SHARD_FILE_CASES])
+def test_sigkill_in_a_shard_file_layout_then_rerun_equals_a_clean_run(tiny, reference, fault):
+    config, run_dir = tiny
+    config.write_text(config.read_text() + SHARD_LAYOUT)
+    proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
+                          env={"XAI_FAULT": fault})
+    output = proc.communicate(timeout=300)[0].decode()
+    assert proc.returncode == -signal.SIGKILL, output
+    _run(config)
+    _assert_equals_reference(run_dir, reference)
+    assert zarr.open_group(str(run_dir / "store.zarr"), mode="r")["raw"].shards is not None
+    check = cli("verify", "--config", str(config))
+    assert check.exit_code == 0, check.output
+
+
 def _interrupted_run(tmp_path, slow: str = "1.0"):
     """A run in a subprocess with attribute shards slowed by ``slow`` seconds, once its first
     attribute record is written and the next slowed shard has started (so a signal sent now
@@ -271,6 +294,37 @@ def test_full_disk_is_explained_and_a_rerun_completes(tiny, reference, monkeypat
     assert "No space left on the device" in result.output
     assert str(run_dir / "store.zarr") in result.output
     assert "Traceback" not in result.output
+    monkeypatch.setattr(local, "_put", real_put)
+    _run(config)
+    _assert_equals_reference(run_dir, reference)
+
+
+def test_full_disk_while_rewriting_a_shard_file_keeps_the_other_methods(
+        tiny, reference, monkeypatch):
+    """`[store] layout = "shard"`: the disk fills while a method's task rewrites the shard
+    file that holds the other methods' maps; they stay readable and recorded, the shard of
+    this method is not recorded, and a rerun completes it."""
+    import zarr.storage._local as local
+
+    config, run_dir = tiny
+    config.write_text(config.read_text() + SHARD_LAYOUT)
+    real_put = local._put
+    calls = {"n": 0}
+
+    def full(path, value, exclusive=False):
+        # A rewrite: the shard file exists, with another method's recorded maps in it.
+        if "raw" in Path(path).parts and Path(path).name != "zarr.json" and \
+                Path(path).exists():
+            calls["n"] += 1
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_put(path, value, exclusive)
+
+    monkeypatch.setattr(local, "_put", full)
+    result = cli("run", "--config", str(config), "--scheduler", "synchronous")
+    assert calls["n"] >= 1 and result.exit_code == 2, result.output
+    assert "No space left on the device" in result.output and "Traceback" not in result.output
+    check = cli("verify", "--config", str(config))
+    assert check.exit_code == 0, check.output  # what is recorded reads as recorded
     monkeypatch.setattr(local, "_put", real_put)
     _run(config)
     _assert_equals_reference(run_dir, reference)
