@@ -173,38 +173,45 @@ def _script_json(path: Path) -> Any:
 def scale_up(report: Path, out: Path, images: int, shard_size: int, link_images: bool = True
              ) -> Path:
     """A copy of the report folder ``report`` whose gallery lists ``images`` images in shards of
-    ``shard_size``: the original's rows repeated with new numbers (and, with ``link_images``,
-    their crops, maps and outlines as hard links). For timing the page at a size that no run
-    here builds quickly: the rows are real rows, so the page does the work a real one would.
-    Returns the new ``index.html``."""
+    ``shard_size`` (the original's): the original's shards repeated with new numbers (and,
+    with ``link_images``, their sprites of crops, maps and outlines as hard links; the last
+    shard's cut to its rows). For timing the page at a size that no run here builds quickly:
+    the rows are real rows, so the page does the work a real one would. Returns the new
+    ``index.html``."""
+    from PIL import Image
+
     from pipeline import pages as rp
 
     manifest = _script_json(report / "data" / "manifest.js")
-    template = []
-    for shard in manifest["shards"]:
-        for r in _script_json(report / shard["file"])["rows"]:
-            template.append((shard["index"], r))
-    template.sort(key=lambda t: t[1]["i"])
+    template = [_script_json(report / shard["file"]) for shard in manifest["shards"]]
+    template = [t for t in template if t["stop"] - t["start"] == shard_size]
+    if not template:
+        raise ValueError(f"Expected a report with shards of {shard_size} images to scale up, "
+                         f"got shards of {sorted({len(t['rows']) for t in template})}.")
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(report, out, ignore=shutil.ignore_patterns("shard-*.js", "img"))
     kinds = ["c", "o", *(f"m{j}" for j in range(len(manifest["methods"])))]
     shards = []
     for index, start in enumerate(range(0, images, shard_size)):
-        rows = []
-        for i in range(start, min(start + shard_size, images)):
-            src_shard, r = template[i % len(template)]
-            row = {**r, "i": i, "id": f"{r['id']} #{i}"}
-            rows.append(row)
-            if not link_images:
-                continue
-            have = {"c": r["c"], "o": r["o"], **{f"m{j}": h for j, h in enumerate(r["m"])}}
-            for kind in kinds:
-                if have[kind]:
-                    ext = "jpg" if kind == "c" else "png"
-                    dst = out / "img" / kind / f"{index:06d}" / f"{i:06d}.{ext}"
-                    rp.link_tree_file(report / "img" / kind / f"{src_shard:06d}"
-                                      / f"{r['i']:06d}.{ext}", dst)
-        payload = {"index": index, "start": start, "stop": start + len(rows), "rows": rows,
+        src = template[index % len(template)]
+        n = min(shard_size, images - start)
+        rows = [{**r, "i": start + (r["i"] - src["start"]), "id": f"{r['id']} #{start + k}"}
+                for k, r in enumerate(src["rows"][:n])]
+        for kind in kinds if link_images else []:
+            for part in range(-(-n // src["sprite"])):
+                name = rp.sprite_path(kind, src["index"], part)
+                if not (report / name).is_file():
+                    continue
+                dst = out / rp.sprite_path(kind, index, part)
+                count = min(src["sprite"], n - part * src["sprite"])
+                if count == min(src["sprite"], shard_size - part * src["sprite"]):
+                    rp.link_tree_file(report / name, dst)
+                else:  # the last shard holds fewer rows: its sprite is cut to them
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    with Image.open(report / name) as im:
+                        side = im.width
+                        im.crop((0, 0, side, count * side)).save(dst)
+        payload = {**src, "index": index, "start": start, "stop": start + n, "rows": rows,
                    "missing": []}
         (out / rp.shard_data_path(index)).write_bytes(
             rp.data_script("XAI_SHARDS", payload, append=True))

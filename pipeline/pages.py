@@ -12,10 +12,13 @@ The report is a folder that opens from the disk (``file://``) with no server and
     the data, as JSON wrapped in a script (browsers refuse ``fetch`` of ``file://`` URLs, but
     load scripts from the page's folder). Strings are JSON-escaped with ``<``, ``>`` and
     ``&`` as ``\\u003c``-style escapes, so no string can close a tag.
-``img/c/<shard>/<index>.jpg``, ``img/m<method>/<shard>/<index>.png``
-    crops and grey-level maps; the page colours maps with SVG filters (a colormap is a
-    per-channel lookup table, :func:`svg_filters`), so switching colormaps needs no new files.
-    Paths hold numbers only, never an image's name.
+``img/c/<shard>-<part>.jpg``, ``img/m<method>/<shard>-<part>.png``, ``img/o/...``
+    crops, grey-level maps and mask outlines, as sprites: a shard's tiles stacked in one
+    file (:func:`sprite_path`; a part per :data:`SPRITE_PX` pixels), so the report's files
+    grow with the shards, not the images. The page shows a tile by placing its sprite in a
+    tile-sized window. It colours maps with SVG filters (a colormap is a per-channel lookup
+    table, :func:`svg_filters`), so switching colormaps needs no new files. Paths hold
+    numbers only, never an image's name.
 
 Everything is a relative path, so the folder can be moved or zipped.
 """
@@ -47,14 +50,84 @@ COLORMAPS: tuple[str, ...] = ("inferno", "viridis", "magma", "turbo", "gray")
 TABLE_SIZE = 64
 
 
-def crop_path(shard: int, index: int) -> str:
-    """The crop of image ``index`` (in shard ``shard``), relative to the report folder."""
-    return f"img/c/{shard:06d}/{index:06d}.jpg"
+#: A sprite, one image file of a shard's tiles stacked top to bottom, is at most this many
+#: pixels tall (JPEG's limit is 65,535; browsers decode what they show, so keep it small).
+SPRITE_PX = 8192
+#: The tile kinds: ``c`` crops (JPEG), ``o`` mask outlines (RGBA PNG), ``m<j>`` the grey-level
+#: maps of the method in slot ``j`` (PNG).
+CROP, OUTLINE = "c", "o"
 
 
-def map_path(method_slot: int, shard: int, index: int) -> str:
-    """The grey-level map of image ``index`` for the method in slot ``method_slot``."""
-    return f"img/m{method_slot}/{shard:06d}/{index:06d}.png"
+def map_kind(method_slot: int) -> str:
+    """The tile kind of the maps of the method in slot ``method_slot``."""
+    return f"m{method_slot}"
+
+
+def sprite_tiles(tile_px: int, shard_size: int) -> int:
+    """Tiles per sprite for tiles ``tile_px`` pixels tall in shards of ``shard_size``."""
+    return max(1, min(shard_size, SPRITE_PX // max(1, tile_px)))
+
+
+def sprite_path(kind: str, shard: int, part: int) -> str:
+    """Sprite ``part`` of shard ``shard``'s tiles of ``kind``, relative to the report folder:
+    ``img/<kind>/<shard>-<part>.jpg`` (crops) or ``.png``. Numbers only, never a name."""
+    ext = "jpg" if kind == CROP else "png"
+    return f"img/{kind}/{shard:06d}-{part}.{ext}"
+
+
+@dataclass(frozen=True)
+class TilePlace:
+    """Where image ``index``'s tile lies: in sprite ``part`` of ``shard``, ``pos`` tiles
+    from its top, of ``count`` tiles."""
+
+    shard: int
+    part: int
+    pos: int
+    count: int
+
+
+def tile_place(index: int, shard_size: int, images: int, tiles: int) -> TilePlace:
+    """The sprite place of image ``index`` of ``images``, ``tiles`` a sprite."""
+    shard, k = divmod(index, shard_size)
+    part, pos = divmod(k, tiles)
+    in_shard = min(shard_size, images - shard * shard_size)
+    return TilePlace(shard, part, pos, min(tiles, in_shard - part * tiles))
+
+
+def grey_levels(values: np.ndarray) -> np.ndarray:
+    """Display maps in [0, 1] (NaN: 0), any shape, as uint8 grey levels."""
+    v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
+    return (np.clip(v, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
+
+
+def stacked(tiles: np.ndarray) -> np.ndarray:
+    """Tiles ``(N, H, W, ...)`` as one image ``(N * H, W, ...)``, the first on top."""
+    t = np.asarray(tiles)
+    return t.reshape(t.shape[0] * t.shape[1], *t.shape[2:])
+
+
+@dataclass(frozen=True)
+class Sprites:
+    """The report's sprite grid: ``images`` in shards of ``shard_size``, tiles ``px``
+    pixels square, :func:`sprite_tiles` of them a sprite."""
+
+    shard_size: int
+    images: int
+    px: int
+
+    @property
+    def tiles(self) -> int:
+        return sprite_tiles(self.px, self.shard_size)
+
+    def svg(self, kind: str, index: int, alt: str) -> str:
+        """Image ``index``'s tile of ``kind`` for static HTML: an SVG whose view box is the
+        tile within its sprite (the pages' policy allows no inline styles, and a view box is
+        an attribute)."""
+        at = tile_place(index, self.shard_size, self.images, self.tiles)
+        px = self.px
+        return (f'<svg class=sp viewBox="0 {at.pos * px} {px} {px}" role=img>'
+                f"<title>{esc(alt)}</title><image href=\"{sprite_path(kind, at.shard, at.part)}"
+                f'" width="{px}" height="{at.count * px}"/></svg>')
 
 
 def shard_data_path(shard: int) -> str:
@@ -63,17 +136,22 @@ def shard_data_path(shard: int) -> str:
 
 def map_png(values: np.ndarray) -> bytes:
     """A display map ``(H, W)`` in [0, 1] (NaN: 0) as a grey-level PNG."""
+    return grey_png(grey_levels(values))
+
+
+def grey_png(grey: np.ndarray) -> bytes:
+    """Grey levels ``(H, W)`` uint8 (:func:`grey_levels`; a sprite of them,
+    :func:`stacked`) as a PNG."""
     from PIL import Image
 
-    v = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
-    grey = (np.clip(v, 0.0, 1.0) * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(grey, mode="L").save(buf, format="PNG", compress_level=1)
+    Image.fromarray(np.asarray(grey, dtype=np.uint8), mode="L").save(buf, format="PNG",
+                                                                     compress_level=1)
     return buf.getvalue()
 
 
 def crop_jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
-    """A crop ``(H, W, 3)`` uint8 as JPEG."""
+    """A crop ``(H, W, 3)`` uint8, or a sprite of them (:func:`stacked`), as JPEG."""
     from PIL import Image
 
     buf = io.BytesIO()
@@ -759,21 +837,21 @@ def mask_outline(mask: np.ndarray, width: int | None = None) -> np.ndarray:
 OUTLINE_RGBA = (0, 229, 255, 255)
 
 
-def outline_png(mask: np.ndarray) -> bytes:
-    """A mask's outline (:func:`mask_outline`) as a transparent RGBA PNG, to lay on a tile."""
-    from PIL import Image
-
+def outline_rgba(mask: np.ndarray) -> np.ndarray:
+    """A mask's outline (:func:`mask_outline`) as transparent RGBA ``(H, W, 4)`` uint8."""
     edge = mask_outline(mask)
     rgba = np.zeros((*edge.shape, 4), dtype=np.uint8)
     rgba[edge] = OUTLINE_RGBA
+    return rgba
+
+
+def outline_png(rgba: np.ndarray) -> bytes:
+    """Outlines (:func:`outline_rgba`, or a sprite of them) as a PNG, to lay on tiles."""
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(rgba, mode="RGBA").save(buf, format="PNG")
     return buf.getvalue()
-
-
-def outline_path(shard: int, index: int) -> str:
-    """The mask outline of image ``index``, relative to the report folder."""
-    return f"img/o/{shard:06d}/{index:06d}.png"
 
 
 @dataclass(frozen=True)
@@ -789,7 +867,7 @@ class StrategySettings:
 
 def strategies_page(title: str, clusters: Mapping[str, list[Cluster]],
                     facts: Mapping[str, Any], methods: Sequence[str], classes: Sequence[str],
-                    shard_size: int, notes: Sequence[str], settings: StrategySettings,
+                    sprites: Sprites, notes: Sequence[str], settings: StrategySettings,
                     colormap: str, planted: int = -1) -> str:
     """``strategies.html``: per method and class, each cluster's mean map, size and a few
     members (crops and maps).
@@ -834,7 +912,7 @@ def strategies_page(title: str, clusters: Mapping[str, list[Cluster]],
     for j, m in enumerate(methods):
         if clusters.get(m):
             any_cluster = True
-            parts.append(_method_section(j, m, clusters[m], classes, shard_size, rc.members,
+            parts.append(_method_section(j, m, clusters[m], classes, sprites, rc.members,
                                          planted))
     if not any_cluster and not facts.get("note"):
         parts.append(f"<p class=muted>No predicted class has {rc.min_images} or more "
@@ -843,7 +921,7 @@ def strategies_page(title: str, clusters: Mapping[str, list[Cluster]],
 
 
 def _method_section(j: int, method: str, found: Sequence[Cluster], classes: Sequence[str],
-                    shard_size: int, members: int, planted: int) -> str:
+                    sprites: Sprites, members: int, planted: int) -> str:
     e = esc
     parts = [f"<section class=method><h2>{e(method)}</h2>"]
     by_class: dict[int, list[Cluster]] = {}
@@ -859,10 +937,8 @@ def _method_section(j: int, method: str, found: Sequence[Cluster], classes: Sequ
             mean = mean_map_path(j, cl)
             wm = "" if cl.watermark is None else f", {cl.watermark} with the watermark"
             shown = cl.members[:members]
-            maps = "".join(f'<img loading=lazy src="{map_path(j, i // shard_size, i)}" '
-                           f'alt="image {i + 1}" title="image {i + 1}">' for i in shown)
-            crops = "".join(f'<img loading=lazy src="{crop_path(i // shard_size, i)}" '
-                            f'alt="image {i + 1}" title="image {i + 1}">' for i in shown)
+            maps = "".join(sprites.svg(map_kind(j), i, f"image {i + 1}") for i in shown)
+            crops = "".join(sprites.svg(CROP, i, f"image {i + 1}") for i in shown)
             parts.append(
                 f'<div class=cluster><b>cluster {cl.number}</b>: {len(cl.members)} '
                 f"images{e(wm)}<br><img class=mean src=\"{mean}\" alt=\"mean map\">"

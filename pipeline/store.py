@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -625,12 +626,17 @@ class StoreView:
     but metadata is kept.
     """
 
-    def __init__(self, path: Path | str, mode: str = "r+") -> None:
+    def __init__(self, path: Path | str, mode: str = "r+", cache_pooled: int = 0) -> None:
         self.path = Path(path)
         self.group = open_store(path, mode=mode)
         self._arrays: dict[str, zarr.Array] = {}
         self._names: list[str] | None = None
         self._keys: set[str] | None = None
+        #: ``cache_pooled`` > 0 (a reader of many units, ``xai verify``): the last that many
+        #: chunks of pooled arrays read by :meth:`region` are kept decoded, so that the units
+        #: of one chunk's 256 shards decode it once, not once each.
+        self._cache_size = cache_pooled
+        self._cache: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
 
     def array(self, name: str) -> zarr.Array:
         if name not in self._arrays:
@@ -672,9 +678,33 @@ class StoreView:
     def region(self, name: str, rows: slice, slot: int | None) -> np.ndarray:
         """See :func:`region`."""
         arr = self.array(name)
-        if dims(arr)[:1] == (EXPLAINER,):
+        split = dims(arr)[:1] == (EXPLAINER,)
+        block = self._pooled_block(name, arr, rows, split)
+        if block is not None:
+            arr, rows = block  # type: ignore[assignment]
+        if split:
             return np.asarray(arr[slot, rows] if slot is not None else arr[:, rows])
         return np.asarray(arr[rows])
+
+    def _pooled_block(self, name: str, arr: zarr.Array, rows: slice, split: bool
+                      ) -> tuple[np.ndarray, slice] | None:
+        """The cached chunk row (every explainer) that holds ``rows`` of a pooled array, and
+        ``rows`` within it; None when not caching, or ``rows`` is a chunk or more."""
+        axis = 1 if split else 0
+        chunk = arr.chunks[axis]
+        start, stop, _ = rows.indices(arr.shape[axis])
+        first = start // chunk
+        if not self._cache_size or stop - start >= chunk or stop > (first + 1) * chunk:
+            return None
+        key = (name, first)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+        else:
+            whole = slice(first * chunk, min((first + 1) * chunk, arr.shape[axis]))
+            self._cache[key] = np.asarray(arr[:, whole] if split else arr[whole])
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return self._cache[key], slice(start - first * chunk, stop - first * chunk)
 
     def read_maps(self, name: str, slot: int, rows: slice) -> np.ndarray:
         """Explainer ``slot``'s maps of images ``rows`` in attribution array ``name``, as

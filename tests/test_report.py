@@ -86,6 +86,29 @@ def test_map_png_is_the_grey_level_of_the_map() -> None:
     assert np.asarray(img).tolist() == [[0, 128], [255, 0]]
 
 
+@pytest.mark.parametrize("images,shard,px", [(100, 32, 224), (70, 32, 32), (5, 2, 32),
+                                             (1000, 300, 224)])
+def test_every_image_has_one_tile_place_and_a_sprite_holds_whole_tiles(images, shard, px):
+    tiles = rp.sprite_tiles(px, shard)
+    assert tiles * px <= rp.SPRITE_PX and 1 <= tiles <= shard
+    seen = {}
+    for i in range(images):
+        at = rp.tile_place(i, shard, images, tiles)
+        assert 0 <= at.pos < at.count <= tiles
+        seen.setdefault((at.shard, at.part), []).append(at.pos)
+        assert at.shard * shard + at.part * tiles + at.pos == i
+    for (sh, part), positions in seen.items():  # a sprite's tiles: 0..count-1, each once
+        count = rp.tile_place(sh * shard + part * tiles, shard, images, tiles).count
+        assert positions == list(range(count))
+
+
+def test_a_static_page_shows_a_tile_through_an_svg_view_box() -> None:
+    sprites = rp.Sprites(shard_size=4, images=10, px=32)
+    svg = sprites.svg(rp.map_kind(1), 9, "image <10>")  # shard 2 holds images 8 and 9
+    assert 'viewBox="0 32 32 32"' in svg and 'height="64"' in svg
+    assert 'href="img/m1/000002-0.png"' in svg and "image &lt;10&gt;" in svg
+
+
 # --------------------------------------------------------------------------- the folder
 
 
@@ -169,15 +192,55 @@ def test_the_report_holds_every_image_with_relative_paths_only(tiny_report) -> N
     skipped = next(r for r in rows if r["st"] != "ok")
     assert skipped["id"] == "broken.jpg" and not skipped["c"] and not any(skipped["m"])
     for r in rows:
-        if r["st"] == "ok":
-            assert (report / rp.crop_path(r["i"] // 2, r["i"])).is_file()
+        if r["st"] == "ok":  # shards of 2, 32 px: one sprite of 2 tiles a shard and kind
+            assert (report / rp.sprite_path(rp.CROP, r["i"] // 2, 0)).is_file()
             for j in range(len(manifest["methods"])):
-                assert (report / rp.map_path(j, r["i"] // 2, r["i"])).is_file()
+                assert (report / rp.sprite_path(rp.map_kind(j), r["i"] // 2, 0)).is_file()
     texts = [p.read_text() for p in report.rglob("*") if p.suffix in (".html", ".js", ".css")]
     for text in texts:
         assert not re.search(r"""(src|href)\s*=\s*["']?(/|[a-z]+:)""", text), \
             "every path is relative to the report folder"
         assert "http://" not in text and "https://" not in text
+
+
+def test_each_tile_of_a_sprite_is_the_image_s_crop_and_map(tiny_report) -> None:
+    # The sprite's row k of each kind is image k of its shard: the crop (JPEG: as close as
+    # the crop alone as a JPEG) and the map's grey levels (PNG: exact), from the store.
+    import dataclasses
+    from io import BytesIO
+
+    from PIL import Image
+
+    from pipeline.render import display_values
+    from workflows.config import load_config
+    from workflows.plugin import sheet_style
+
+    config, run_dir = tiny_report
+    cfg = load_config(config)
+    report = run_dir / "report"
+    group = zarr.open_group(str(run_dir / "store.zarr"), mode="r")
+    pixels, status = np.asarray(group["pixels"][:]), np.asarray(group["status"][:])
+    normalized = np.asarray(group["normalized"][:])
+    style = dataclasses.replace(sheet_style(cfg), signed=False)
+    px, shard = pixels.shape[1], cfg.run.shard_size
+    files = [p for p in (report / "img").glob("*/*") if p.is_file()]  # not img/s/: means
+    shards = -(-len(pixels) // shard)
+    kinds = 2 + normalized.shape[0]  # crops, outlines (none here), a kind per method
+    assert len(files) <= shards * kinds, "a file per shard and kind, not per image"
+    for i in range(len(pixels)):
+        if str(status[i]) != "ok":
+            continue
+        at = rp.tile_place(i, shard, len(pixels), rp.sprite_tiles(px, shard))
+        rows = slice(at.pos * px, (at.pos + 1) * px)
+        crop = np.asarray(Image.open(report / rp.sprite_path(rp.CROP, at.shard, at.part)))
+        alone = np.asarray(Image.open(BytesIO(rp.crop_jpeg(pixels[i])))).astype(int)
+        error = np.abs(crop[rows].astype(int) - pixels[i]).mean()
+        assert error <= np.abs(alone - pixels[i]).mean() + 1.0, (i, error)
+        for j in range(normalized.shape[0]):
+            grey = np.asarray(Image.open(
+                report / rp.sprite_path(rp.map_kind(j), at.shard, at.part)))
+            np.testing.assert_array_equal(
+                grey[rows], rp.grey_levels(display_values(normalized[j, i], style)))
 
 
 def test_names_are_escaped_everywhere(tiny_report) -> None:
@@ -471,7 +534,7 @@ def test_a_mask_outline_is_the_masks_border() -> None:
     ring[3:5, 3:5] = False
     np.testing.assert_array_equal(edge, ring)
     assert rp.mask_outline(mask, width=2)[2:6, 2:6].all()
-    img = Image.open(BytesIO(rp.outline_png(mask)))
+    img = Image.open(BytesIO(rp.outline_png(rp.outline_rgba(mask))))
     assert img.mode == "RGBA"
     alpha = np.asarray(img)[..., 3]
     np.testing.assert_array_equal(alpha > 0, ring)
@@ -542,6 +605,8 @@ def test_evidence_images_get_a_mask_outline_and_compact_metric_names(evaluated) 
     mask = np.asarray(group["mask"][:])
     from PIL import Image
 
-    for r in rows:
-        outline = np.asarray(Image.open(report / rp.outline_path(r["i"] // 3, r["i"])))
+    px = mask.shape[1]
+    for r in rows:  # shards of 3: the tile is row r["i"] % 3 of its shard's sprite
+        sprite = np.asarray(Image.open(report / rp.sprite_path(rp.OUTLINE, r["i"] // 3, 0)))
+        outline = sprite[(r["i"] % 3) * px:(r["i"] % 3 + 1) * px]
         np.testing.assert_array_equal(outline[..., 3] > 0, rp.mask_outline(mask[r["i"]]))

@@ -229,3 +229,30 @@ def test_the_shard_size_is_a_store_attribute_and_older_stores_give_it_by_their_c
     old = zarr.open_group(str(tmp_path / "old.zarr"), mode="w", zarr_format=3)
     old.create_array("image", shape=(5,), chunks=(3,), dtype=str, fill_value="")
     assert shard_size(old) == 3
+
+
+def test_a_view_caching_pooled_chunks_reads_what_an_uncached_one_reads(tmp_path):
+    # `xai verify`'s handle: the units of the shards of one pooled chunk decode it once.
+    group = create_store(tmp_path / "s.zarr", [f"i{k}" for k in range(20)], [0] * 20, 2, {})
+    resize_explainers(group, ["a", "b", "c"])
+    for name in ("delta", "aggregated", "status"):
+        SCHEMA.create(group, name, {"image": 20, "explainer": 3, "y": 2, "x": 2}, 2)
+    plain = StoreView(tmp_path / "s.zarr")
+    plain.write("status", slice(0, 20), np.asarray(["ok", "bad"] * 10, dtype=object))
+    rng = np.random.default_rng(1)
+    for slot in range(3):
+        for start in range(0, 20, 2):
+            rows = slice(start, start + 2)
+            plain.write("delta", rows, rng.standard_normal(2).astype(np.float32), slot)
+            plain.write_maps("aggregated", slot, rows,
+                             rng.standard_normal((2, 2, 2)).astype(np.float32))
+    cached = StoreView(tmp_path / "s.zarr", mode="r", cache_pooled=4)
+    for slot in (0, 1, 2, None):
+        for start in range(0, 20, 2):
+            rows = slice(start, start + 2)
+            names = ["delta", "image", "status", "aggregated"] if slot is not None \
+                else ["image", "label"]
+            assert cached.checksum(names, rows, slot) == plain.checksum(names, rows, slot)
+    assert set(cached._cache) <= {("delta", 0), ("image", 0), ("status", 0), ("label", 0)}, \
+        "pooled arrays only: one chunk each; the maps are read per unit"
+    assert ("delta", 0) in cached._cache

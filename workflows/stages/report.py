@@ -1,8 +1,9 @@
 """``report``: a static HTML report of the run, in ``<run>/report/``.
 
 Per shard (incremental: only shards whose inputs changed are rebuilt), into
-``<run>/report-parts/``: the crops (JPEG), one grey-level map per (image, method) (PNG), the
-rows the gallery shows (``data/shard-NNNNNN.js``), and the downsampled maps the explanation
+``<run>/report-parts/``: the crops (JPEG), the grey-level maps per method (PNG) and the mask
+outlines, each as sprites (a shard's tiles in one file, :func:`pipeline.pages.sprite_path`),
+the rows the gallery shows (``data/shard-NNNNNN.js``), and the downsampled maps the explanation
 strategies are clustered from (``features/shard-NNNNNN.npy``).
 
 Then, in :meth:`Report.finalize`: the explanation strategies (SpRAy, :mod:`pipeline.spray`)
@@ -21,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -83,7 +85,8 @@ class Report(Stage):
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
         r = cfg.render
-        return {"version": 2, "target": cfg.run.target, "methods": list(cfg.method_names),
+        # 3: tiles in sprites, a file per shard and kind (2: a file per image and kind).
+        return {"version": 3, "target": cfg.run.target, "methods": list(cfg.method_names),
                 "clip_percentile": r.clip_percentile, "downsample": cfg.report.downsample,
                 "metrics": list(cfg.evaluate.metrics)}
 
@@ -98,9 +101,12 @@ class Report(Stage):
         shard built from incomplete inputs): they are rebuilt."""
         removed = 0
         root = parts_dir(run_dir)
-        for folder in (root / "img").glob("*/*") if (root / "img").is_dir() else []:
-            if folder.is_dir() and folder.name.isdigit() and int(folder.name) not in valid:
-                shutil.rmtree(folder, ignore_errors=True)
+        for path in (root / "img").glob("*/*") if (root / "img").is_dir() else []:
+            if path.is_dir() and path.name.isdigit():  # a tile a file: before sprites
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+            elif path.is_file() and path.name[:6].isdigit() and int(path.name[:6]) not in valid:
+                path.unlink(missing_ok=True)
                 removed += 1
         for folder, pattern in (("data", "shard-*.js"), ("features", "shard-*.npy")):
             for path in (root / folder).glob(pattern):
@@ -218,6 +224,10 @@ def report_shard(task: Task) -> dict[str, Any]:
     features = np.full((len(methods), u.size, size * size), np.nan, dtype=np.float32)
     rows = []
     faults.point("report:before-write")
+    px = int(np.asarray(pixels).shape[1])
+    crops = np.zeros((u.size, px, px, 3), dtype=np.uint8)
+    outlines = np.zeros((u.size, px, px, 4), dtype=np.uint8)
+    greys = np.zeros((len(methods), u.size, px, px), dtype=np.uint8)
     with disk_errors(parts_dir(run_dir)):
         for k in range(u.size):
             i = u.start + k
@@ -226,18 +236,16 @@ def report_shard(task: Task) -> dict[str, Any]:
             ok = st == "ok"
             crop = str(status[k]) == "ok" and not lacks("ingest")
             if crop:
-                _write(parts_dir(run_dir) / rp.crop_path(u.index, i), rp.crop_jpeg(pixels[k]))
+                crops[k] = pixels[k]
             outline = crop and bool(masks[k].any())
             if outline:
-                _write(parts_dir(run_dir) / rp.outline_path(u.index, i),
-                       rp.outline_png(masks[k]))
+                outlines[k] = rp.outline_rgba(masks[k])
             have = []
             for j in range(len(methods)):
                 m = maps[j, k]
                 good = ok and usable[j] and bool(np.isfinite(m).all())
                 if good:
-                    _write(parts_dir(run_dir) / rp.map_path(j, u.index, i),
-                           rp.map_png(display_values(m, style)))
+                    greys[j, k] = rp.grey_levels(display_values(m, style))
                     features[j, k] = downsample(m[None], size)[0]
                 have.append(good)
             # One gallery row (gallery.js reads these keys; short, as there are thousands):
@@ -252,18 +260,42 @@ def report_shard(task: Task) -> dict[str, Any]:
                       for j in range(len(methods))],
                 "s": {m: [rp.finite(scores[m][j, k]) for j in range(len(methods))]
                       for m in metrics}})
+        tiles = rp.sprite_tiles(px, cfg.run.shard_size)
+        _write_sprites(run_dir, u.index, tiles, rows, crops, outlines, greys)
         buf = io.BytesIO()
         np.save(buf, features)
         _write(part_features(run_dir, u.index), buf.getvalue())
         faults.point("report:mid-write")
-        payload = {"index": u.index, "start": u.start, "stop": u.stop, "rows": rows,
-                   "missing": sorted(missing)}
+        payload = {"index": u.index, "start": u.start, "stop": u.stop, "sprite": tiles,
+                   "rows": rows, "missing": sorted(missing)}
         atomic_write_bytes(part_data(run_dir, u.index),
                            rp.data_script("XAI_SHARDS", payload, append=True))
     result = done(task, store, file=part_data(run_dir, u.index).name)
     if missing:
         result["provisional"] = True
     return result
+
+
+def _write_sprites(run_dir: Path, shard: int, tiles: int, rows: Sequence[Mapping[str, Any]],
+                   crops: np.ndarray, outlines: np.ndarray, greys: np.ndarray) -> None:
+    """The shard's tiles as sprites (:func:`pipeline.pages.sprite_path`), ``tiles`` a
+    sprite: crops ``(N, H, W, 3)``, outlines ``(N, H, W, 4)``, grey maps ``(M, N, H, W)``.
+    A sprite is written only where one of its tiles is shown (the rows' ``c``, ``o``,
+    ``m`` flags); the others' places stay blank."""
+    root = parts_dir(run_dir)
+    for part, start in enumerate(range(0, len(rows), tiles)):
+        these = rows[start:start + tiles]
+        sl = slice(start, start + len(these))
+        if any(r["c"] for r in these):
+            _write(root / rp.sprite_path(rp.CROP, shard, part),
+                   rp.crop_jpeg(rp.stacked(crops[sl])))
+        if any(r["o"] for r in these):
+            _write(root / rp.sprite_path(rp.OUTLINE, shard, part),
+                   rp.outline_png(rp.stacked(outlines[sl])))
+        for j in range(greys.shape[0]):
+            if any(r["m"][j] for r in these):
+                _write(root / rp.sprite_path(rp.map_kind(j), shard, part),
+                       rp.grey_png(rp.stacked(greys[j, sl])))
 
 
 # ------------------------------------------------------------------------ strategies
@@ -505,7 +537,8 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
             attrs.get("package_versions") or {}, summary, evaluation, notes,
             sorted(f for f in figures if f != SANITY_PLOT), skipped, signs, sanity_plot),
         "strategies.html": rp.strategies_page(
-            cfg.dataset.name, clusters, facts, methods, classes, cfg.run.shard_size, notes,
+            cfg.dataset.name, clusters, facts, methods, classes,
+            rp.Sprites(cfg.run.shard_size, n, cfg.dataset.crop), notes,
             settings, cfg.render.colormap, cfg.shortcut().label),
         "data/manifest.js": rp.data_script("XAI_MANIFEST", manifest),
         "data/strategies.js": rp.data_script("XAI_STRATEGIES", strategy_data),
@@ -528,12 +561,15 @@ def _publish(run_dir: Path, target: Path, shards: Sequence[Mapping[str, Any]], n
     try:
         parts = parts_dir(run_dir)
         (build / "data").mkdir(parents=True, exist_ok=True)
+        wanted = {int(shard["index"]) for shard in shards}
         for shard in shards:
             rp.link_tree_file(parts / shard["file"], build / shard["file"])
-            for f in ["c", "o", *(f"m{j}" for j in range(n_methods))]:
-                src = parts / "img" / f / f"{shard['index']:06d}"
-                if src.is_dir():
-                    rp.link_tree(src, build / "img" / f / src.name)
+        for kind in [rp.CROP, rp.OUTLINE, *(rp.map_kind(j) for j in range(n_methods))]:
+            folder = parts / "img" / kind
+            # One listing a kind, not one a shard: the sprites of the shards shown.
+            for name in sorted(os.listdir(folder)) if folder.is_dir() else []:
+                if name[:6].isdigit() and int(name[:6]) in wanted and not name.startswith("."):
+                    rp.link_tree_file(folder / name, build / "img" / kind / name)
         rp.write_files(build, files)
         rp.copy_assets(build)
         faults.point("report:before-publish")

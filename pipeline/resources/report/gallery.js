@@ -267,8 +267,19 @@
     img.src = src;
     return img;
   }
+  // Image r's tile of a kind ("c" crops, "o" outlines, "m<j>" maps): its shard's sprite
+  // (tiles stacked, r.T a sprite), moved so the tile fills the window (CSP allows no inline
+  // style attributes; styles set from the script are fine).
+  function tile(kind, r, cls, alt) {
+    var k = r.i - r.s0, part = Math.floor(k / r.T), n = Math.min(r.T, r.n - part * r.T);
+    var img = image("img/" + kind + "/" + pad(r.sh) + "-" + part + (kind === "c" ? ".jpg" : ".png"),
+                    cls, alt);
+    img.style.height = (100 * n) + "%";
+    img.style.top = (-100 * (k % r.T)) + "%";
+    return img;
+  }
   function outline(pic, r) {
-    if (r.o) pic.appendChild(image("img/o/" + pad(r.sh) + "/" + pad(r.i) + ".png", "outline", ""));
+    if (r.o) pic.appendChild(tile("o", r, "outline", ""));
   }
   function card(r) {
     var ok = r.st === "ok";
@@ -278,7 +289,6 @@
     var meta = el("div", "meta");
     meta.appendChild(el("div", "id", r.id));
     meta.appendChild(el("div", "muted", "#" + (r.i + 1)));
-    var crop = "img/c/" + pad(r.sh) + "/" + pad(r.i) + ".jpg";
     if (ok) {
       var pred = el("div", "pred");
       pred.appendChild(el("span", null, "predicted "));
@@ -301,7 +311,7 @@
     if (r.c) {
       var t0 = el("div", "tile");
       var p0 = el("div", "pic");
-      p0.appendChild(image(crop, "crop", "image " + (r.i + 1)));
+      p0.appendChild(tile("c", r, "crop", "image " + (r.i + 1)));
       outline(p0, r);
       t0.appendChild(p0);
       t0.appendChild(el("div", "name", "image"));
@@ -313,9 +323,8 @@
         t.dataset.method = String(j);
         var pic = el("div", "pic");
         if (r.m[j]) {
-          pic.appendChild(image(crop, "under", ""));
-          pic.appendChild(image("img/m" + j + "/" + pad(r.sh) + "/" + pad(r.i) + ".png", "map",
-                                m.name + " map"));
+          pic.appendChild(tile("c", r, "under", ""));
+          pic.appendChild(tile("m" + j, r, "map", m.name + " map"));
           outline(pic, r);
         } else {
           pic.appendChild(el("div", "missing", "no map (stage not run)"));
@@ -372,7 +381,10 @@
     var got = window.XAI_SHARDS || [], n = 0;
     window.XAI_SHARDS = [];
     got.forEach(function (sh) {
-      sh.rows.forEach(function (r) { r.sh = sh.index; rows.push(r); });
+      sh.rows.forEach(function (r) {
+        r.sh = sh.index; r.s0 = sh.start; r.n = sh.stop - sh.start; r.T = sh.sprite;
+        rows.push(r);
+      });
       n += sh.rows.length;
     });
     return n;
