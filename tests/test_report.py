@@ -610,3 +610,25 @@ def test_evidence_images_get_a_mask_outline_and_compact_metric_names(evaluated) 
         sprite = np.asarray(Image.open(report / rp.sprite_path(rp.OUTLINE, r["i"] // 3, 0)))
         outline = sprite[(r["i"] % 3) * px:(r["i"] % 3 + 1) * px]
         np.testing.assert_array_equal(outline[..., 3] > 0, rp.mask_outline(mask[r["i"]]))
+
+
+def test_stale_parts_go_per_shard_and_a_tile_a_file_folders_of_older_reports_all(
+        tmp_path: Path) -> None:
+    from workflows.stages.report import Report, parts_dir
+
+    parts = parts_dir(tmp_path)
+    old = parts / "img" / "c" / "000000"  # a report made before sprites: a file per image
+    old.mkdir(parents=True)
+    (old / "000000.jpg").write_bytes(b"x")
+    for shard in (0, 1):
+        for kind in (rp.CROP, rp.map_kind(0)):
+            path = parts / rp.sprite_path(kind, shard, 0)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"x")
+    removed = Report().remove_stale(tmp_path, valid={0})
+    assert not old.exists(), "its shards are all rebuilt as sprites"
+    assert (parts / rp.sprite_path(rp.CROP, 0, 0)).is_file()
+    assert (parts / rp.sprite_path(rp.map_kind(0), 0, 0)).is_file()
+    assert not (parts / rp.sprite_path(rp.CROP, 1, 0)).exists()
+    assert not (parts / rp.sprite_path(rp.map_kind(0), 1, 0)).exists()
+    assert removed == 3
