@@ -15,10 +15,10 @@ The report is a folder that opens from the disk (``file://``) with no server and
 ``img/c/<shard>-<part>.jpg``, ``img/m<method>/<shard>-<part>.png``, ``img/o/...``
     crops, grey-level maps and mask outlines, as sprites: a shard's tiles stacked in one
     file (:func:`sprite_path`; a part per :data:`SPRITE_PX` pixels), so the report's files
-    grow with the shards, not the images. The page shows a tile by placing its sprite in a
-    tile-sized window. It colours maps with SVG filters (a colormap is a per-channel lookup
-    table, :func:`svg_filters`), so switching colormaps needs no new files. Paths hold
-    numbers only, never an image's name.
+    grow with the shards, not the images. A page shows a tile as its sprite in a tile-sized
+    ``<img>`` with ``object-fit: cover`` and the tile's ``object-position``. It colours maps
+    with SVG filters (a colormap is a per-channel lookup table, :func:`svg_filters`), so
+    switching colormaps needs no new files. Paths hold numbers only, never an image's name.
 
 Everything is a relative path, so the folder can be moved or zipped.
 """
@@ -56,6 +56,10 @@ SPRITE_PX = 8192
 #: The tile kinds: ``c`` crops (JPEG), ``o`` mask outlines (RGBA PNG), ``m<j>`` the grey-level
 #: maps of the method in slot ``j`` (PNG).
 CROP, OUTLINE = "c", "o"
+
+
+#: The placing classes of the static pages' tiles (:meth:`Sprites.css`).
+SPRITES_CSS = "data/sprites.css"
 
 
 def map_kind(method_slot: int) -> str:
@@ -119,15 +123,31 @@ class Sprites:
     def tiles(self) -> int:
         return sprite_tiles(self.px, self.shard_size)
 
-    def svg(self, kind: str, index: int, alt: str) -> str:
-        """Image ``index``'s tile of ``kind`` for static HTML: an SVG whose view box is the
-        tile within its sprite (the pages' policy allows no inline styles, and a view box is
-        an attribute)."""
+    def img(self, kind: str, index: int, alt: str) -> str:
+        """Image ``index``'s tile of ``kind`` for static HTML: its sprite, lazily loaded, in
+        a tile-sized ``<img>`` that ``object-fit: cover`` scales to the tile's width, placed
+        by a class of :meth:`css` (the pages' policy allows no inline styles)."""
         at = tile_place(index, self.shard_size, self.images, self.tiles)
-        px = self.px
-        return (f'<svg class=sp viewBox="0 {at.pos * px} {px} {px}" role=img>'
-                f"<title>{esc(alt)}</title><image href=\"{sprite_path(kind, at.shard, at.part)}"
-                f'" width="{px}" height="{at.count * px}"/></svg>')
+        return (f'<img loading=lazy class="sp t{at.count}-{at.pos}" '
+                f'src="{sprite_path(kind, at.shard, at.part)}" alt="{esc(alt)}" '
+                f'title="{esc(alt)}">')
+
+    def css(self) -> str:
+        """The placing classes :meth:`img` uses: ``t<count>-<pos>`` for every sprite size
+        of the grid (a full shard's parts and the last shard's)."""
+        shards = -(-self.images // self.shard_size)
+        last = self.images - (shards - 1) * self.shard_size if shards else 0
+        counts = sorted({min(self.tiles, size - p * self.tiles)
+                         for size in {self.shard_size, last} if size > 0
+                         for p in range(-(-size // self.tiles))})
+        return "".join(f"img.sp.t{n}-{k}{{object-position:0 {sprite_position(k, n)}}}\n"
+                       for n in counts for k in range(n))
+
+
+def sprite_position(pos: int, count: int) -> str:
+    """The CSS ``object-position`` height of tile ``pos`` of a sprite of ``count`` tiles,
+    shown with ``object-fit: cover`` in a tile-sized box."""
+    return f"{100 * pos / (count - 1):.6g}%" if count > 1 else "0%"
 
 
 def shard_data_path(shard: int) -> str:
@@ -917,7 +937,8 @@ def strategies_page(title: str, clusters: Mapping[str, list[Cluster]],
     if not any_cluster and not facts.get("note"):
         parts.append(f"<p class=muted>No predicted class has {rc.min_images} or more "
                      "explained images, so nothing was clustered ([report] min_images).</p>")
-    return page(f"{title}: explanation strategies", "strategies.html", "".join(parts))
+    return page(f"{title}: explanation strategies", "strategies.html", "".join(parts),
+                f'<link rel=stylesheet href="{SPRITES_CSS}">')
 
 
 def _method_section(j: int, method: str, found: Sequence[Cluster], classes: Sequence[str],
@@ -937,8 +958,8 @@ def _method_section(j: int, method: str, found: Sequence[Cluster], classes: Sequ
             mean = mean_map_path(j, cl)
             wm = "" if cl.watermark is None else f", {cl.watermark} with the watermark"
             shown = cl.members[:members]
-            maps = "".join(sprites.svg(map_kind(j), i, f"image {i + 1}") for i in shown)
-            crops = "".join(sprites.svg(CROP, i, f"image {i + 1}") for i in shown)
+            maps = "".join(sprites.img(map_kind(j), i, f"image {i + 1}") for i in shown)
+            crops = "".join(sprites.img(CROP, i, f"image {i + 1}") for i in shown)
             parts.append(
                 f'<div class=cluster><b>cluster {cl.number}</b>: {len(cl.members)} '
                 f"images{e(wm)}<br><img class=mean src=\"{mean}\" alt=\"mean map\">"

@@ -102,11 +102,17 @@ def test_every_image_has_one_tile_place_and_a_sprite_holds_whole_tiles(images, s
         assert positions == list(range(count))
 
 
-def test_a_static_page_shows_a_tile_through_an_svg_view_box() -> None:
+def test_a_static_page_places_a_tile_by_a_class_its_stylesheet_defines() -> None:
     sprites = rp.Sprites(shard_size=4, images=10, px=32)
-    svg = sprites.svg(rp.map_kind(1), 9, "image <10>")  # shard 2 holds images 8 and 9
-    assert 'viewBox="0 32 32 32"' in svg and 'height="64"' in svg
-    assert 'href="img/m1/000002-0.png"' in svg and "image &lt;10&gt;" in svg
+    img = sprites.img(rp.map_kind(1), 9, "image <10>")  # shard 2 holds images 8 and 9
+    assert 'class="sp t2-1"' in img and 'src="img/m1/000002-0.png"' in img
+    assert "image &lt;10&gt;" in img and "loading=lazy" in img and "style=" not in img
+    css = sprites.css()  # full shards: sprites of 4 tiles; the last shard's: 2
+    assert "img.sp.t2-1{object-position:0 100%}" in css
+    assert "img.sp.t4-0{object-position:0 0%}" in css
+    assert "img.sp.t4-2{object-position:0 66.6667%}" in css
+    assert css.count("{") == 4 + 2
+    assert rp.sprite_position(0, 1) == "0%"
 
 
 # --------------------------------------------------------------------------- the folder

@@ -530,6 +530,7 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
     rc = cfg.report
     settings = rp.StrategySettings(rc.min_images, rc.downsample, rc.neighbors,
                                    rc.max_clusters, rc.members)
+    sprites = rp.Sprites(cfg.run.shard_size, n, cfg.dataset.crop)
     files: dict[str, bytes | str] = {
         "index.html": rp.gallery_html(manifest["title"], colormaps),
         "summary.html": rp.summary_page(
@@ -537,10 +538,10 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
             attrs.get("package_versions") or {}, summary, evaluation, notes,
             sorted(f for f in figures if f != SANITY_PLOT), skipped, signs, sanity_plot),
         "strategies.html": rp.strategies_page(
-            cfg.dataset.name, clusters, facts, methods, classes,
-            rp.Sprites(cfg.run.shard_size, n, cfg.dataset.crop), notes,
+            cfg.dataset.name, clusters, facts, methods, classes, sprites, notes,
             settings, cfg.render.colormap, cfg.shortcut().label),
         "data/manifest.js": rp.data_script("XAI_MANIFEST", manifest),
+        rp.SPRITES_CSS: sprites.css(),
         "data/strategies.js": rp.data_script("XAI_STRATEGIES", strategy_data),
         STAMP: json.dumps({"stamp": stamp}),
         **figures, **rp.mean_maps(clusters, methods, rc.downsample, cfg.render.colormap),

@@ -268,14 +268,14 @@
     return img;
   }
   // Image r's tile of a kind ("c" crops, "o" outlines, "m<j>" maps): its shard's sprite
-  // (tiles stacked, r.T a sprite), moved so the tile fills the window (CSP allows no inline
+  // (tiles stacked, r.T a sprite) in a tile-sized img, scaled to the tile's width by
+  // object-fit: cover (report.css), at the tile's object-position (CSP allows no inline
   // style attributes; styles set from the script are fine).
   function tile(kind, r, cls, alt) {
     var k = r.i - r.s0, part = Math.floor(k / r.T), n = Math.min(r.T, r.n - part * r.T);
     var img = image("img/" + kind + "/" + pad(r.sh) + "-" + part + (kind === "c" ? ".jpg" : ".png"),
                     cls, alt);
-    img.style.height = (100 * n) + "%";
-    img.style.top = (-100 * (k % r.T)) + "%";
+    img.style.objectPosition = "0 " + (n > 1 ? 100 * (k % r.T) / (n - 1) : 0) + "%";
     return img;
   }
   function outline(pic, r) {
