@@ -113,6 +113,15 @@ def build(cfg: Any, workers: int) -> dict[str, float]:
     return {"shards_s": t1 - t0, "assemble_s": t2 - t1, "total_s": t2 - t0}
 
 
+#: The cards' images in the window (``visible``) and whether one is decoded (``drawn``): the
+#: start of the scripts that wait for a screen of the gallery.
+VISIBLE_IMAGES_JS = (
+    "var visible = [].slice.call(document.querySelectorAll('#cards img'))"
+    ".filter(function (i) { var r = i.getBoundingClientRect();"
+    " return r.top < innerHeight && getComputedStyle(i).display != 'none'; });"
+    "function drawn(i) { return i.complete && i.naturalWidth > 0; }")
+
+
 def first_screen(page: Path, runs: int = 3) -> dict[str, float] | None:
     """Seconds from navigation until the first screen's cards and their images are drawn, and
     until all the gallery's data is in, in headless Chromium from file:// (best of ``runs``,
@@ -121,12 +130,7 @@ def first_screen(page: Path, runs: int = 3) -> dict[str, float] | None:
 
     if chromium_paths() is None:
         return None
-    painted_js = (
-        "var imgs = [].slice.call(document.querySelectorAll('#cards img'))"
-        ".filter(function (i) { var r = i.getBoundingClientRect();"
-        " return r.top < innerHeight && getComputedStyle(i).display != 'none'; });"
-        "return imgs.length > 0 && imgs.every(function (i) {"
-        " return i.complete && i.naturalWidth > 0; });")
+    painted_js = VISIBLE_IMAGES_JS + "return visible.length > 0 && visible.every(drawn);"
     best: dict[str, float] | None = None
     for _ in range(runs):
         drv = headless_chrome(page_load="none")  # the first screen comes before "load"
@@ -174,13 +178,8 @@ def sorted_screen(page: Path, key: str = "prob", runs: int = 3) -> dict[str, Any
 
     if chromium_paths() is None:
         return None
-    painted_js = (
-        "var imgs = [].slice.call(document.querySelectorAll('#cards img'))"
-        ".filter(function (i) { var r = i.getBoundingClientRect();"
-        " return r.top < innerHeight && getComputedStyle(i).display != 'none'; });"
-        "return imgs.length > 0 && imgs.every(function (i) {"
-        " return i.complete && i.naturalWidth > 0; }) ? "
-        "new Set(imgs.map(function (i) { return i.src; })).size : 0;")
+    painted_js = (VISIBLE_IMAGES_JS + "return visible.length > 0 && visible.every(drawn) ? "
+                  "new Set(visible.map(function (i) { return i.src; })).size : 0;")
     best: dict[str, Any] | None = None
     for _ in range(runs):
         drv = headless_chrome()

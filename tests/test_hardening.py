@@ -158,6 +158,11 @@ def test_sigkill_anywhere_then_rerun_equals_a_clean_run(tiny, request, fault):
     if fault.startswith("evaluate:"):  # the stage runs only with [evaluate] metrics
         config.write_text(config.read_text() + EVALUATE)
         reference = request.getfixturevalue("reference_evaluated")
+    _kill_rerun_verify(config, run_dir, reference, fault)
+
+
+def _kill_rerun_verify(config, run_dir, reference, fault: str) -> None:
+    """A run killed at ``fault``, then a rerun: it equals ``reference`` and verifies."""
     proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
                           env={"XAI_FAULT": fault})
     output = proc.communicate(timeout=300)[0].decode()
@@ -179,15 +184,8 @@ SHARD_FILE_CASES = [c for c in CRASH_CASES
 def test_sigkill_in_a_shard_file_layout_then_rerun_equals_a_clean_run(tiny, reference, fault):
     config, run_dir = tiny
     config.write_text(config.read_text() + SHARD_LAYOUT)
-    proc = run_subprocess("run", "--config", str(config), "--scheduler", "synchronous",
-                          env={"XAI_FAULT": fault})
-    output = proc.communicate(timeout=300)[0].decode()
-    assert proc.returncode == -signal.SIGKILL, output
-    _run(config)
-    _assert_equals_reference(run_dir, reference)
+    _kill_rerun_verify(config, run_dir, reference, fault)
     assert zarr.open_group(str(run_dir / "store.zarr"), mode="r")["raw"].shards is not None
-    check = cli("verify", "--config", str(config))
-    assert check.exit_code == 0, check.output
 
 
 def _interrupted_run(tmp_path, slow: str = "1.0"):

@@ -82,33 +82,31 @@ def test_processes_writing_one_chunk_lose_nothing(tmp_path):
     _assert_every_write_kept(path, range(4))
 
 
-def test_a_write_of_whole_chunks_takes_no_lock(tmp_path, monkeypatch):
-    path = _store(tmp_path)
-    view = StoreView(path)
-    taken = []
+@pytest.fixture()
+def taken(monkeypatch):
+    """The (array, chunks) of every lock the store takes, in order."""
+    calls = []
     real = locks.chunk_lock
 
     def spy(*args, **kw):
-        taken.append(args[1:])
+        calls.append(args[1:])
         return real(*args, **kw)
 
     monkeypatch.setattr("pipeline.store.chunk_lock", spy)
+    return calls
+
+
+def test_a_write_of_whole_chunks_takes_no_lock(tmp_path, taken):
+    path = _store(tmp_path)
+    view = StoreView(path)
     view.write("delta", slice(0, N_IMAGES), np.zeros((4, N_IMAGES), np.float32))
     assert taken == [], "the whole array: no other writer can share its chunk"
     view.write("delta", slice(2, 4), np.ones(2, np.float32), 1)
     assert taken == [("delta", [(0, 0)])]
 
 
-def test_a_method_s_write_to_a_shard_file_locks_the_file(tmp_path, monkeypatch):
+def test_a_method_s_write_to_a_shard_file_locks_the_file(tmp_path, taken):
     path = _store(tmp_path, name="raw", layout="shard")
-    taken = []
-    real = locks.chunk_lock
-
-    def spy(*args, **kw):
-        taken.append(args[1:])
-        return real(*args, **kw)
-
-    monkeypatch.setattr("pipeline.store.chunk_lock", spy)
     StoreView(path).write("raw", slice(2, 4), np.ones((2, 3, 3, 3), np.float32), 1)
     assert taken == [("raw", [(0, 1, 0, 0, 0)])], "shard 1's file, which holds 8 methods"
 

@@ -102,15 +102,18 @@ def test_a_uint16_normalized_store_reads_as_the_float32_one_within_half_a_step(
     assert (run_dir / "report" / "index.html").is_file() and any((run_dir / "sheets").iterdir())
 
 
-def test_changing_the_normalized_choice_refuses_and_names_the_setting(
-        runs: dict[str, Path]) -> None:
-    config = runs["uint16"]
-    changed = config.parent / "changed-n" / config.name
+@pytest.mark.parametrize("run,old,new,setting", [
+    ("uint16", 'normalized = "uint16"', "", "store.normalized"),
+    ("shard", 'layout = "shard"', 'layout = "method"', "store.layout")])
+def test_changing_a_store_choice_refuses_and_names_the_setting(
+        runs: dict[str, Path], run: str, old: str, new: str, setting: str) -> None:
+    config = runs[run]
+    changed = config.parent / f"changed-{run}" / config.name
     changed.parent.mkdir(exist_ok=True)
-    changed.write_text(config.read_text().replace('normalized = "uint16"', ""))
+    changed.write_text(config.read_text().replace(old, new))
     result = cli("run", "--config", str(changed), "--scheduler", "synchronous")
     assert result.exit_code != 0  # type: ignore[attr-defined]
-    assert "store.normalized" in result.output  # type: ignore[attr-defined]
+    assert setting in result.output  # type: ignore[attr-defined]
     assert "--replace" in result.output  # type: ignore[attr-defined]
 
 
@@ -127,17 +130,6 @@ def test_a_store_of_one_file_per_shard_reads_as_the_file_per_method_one(
     for name in ("raw", "aggregated", "normalized"):
         files = [p for p in (_store(runs["shard"]) / name / "c").rglob("*") if p.is_file()]
         assert len(files) == shards, (name, "one file per shard for both methods")
-
-
-def test_changing_the_layout_refuses_and_names_the_setting(runs: dict[str, Path]) -> None:
-    config = runs["shard"]
-    changed = config.parent / "changed-l" / config.name
-    changed.parent.mkdir(exist_ok=True)
-    changed.write_text(config.read_text().replace('layout = "shard"', 'layout = "method"'))
-    result = cli("run", "--config", str(changed), "--scheduler", "synchronous")
-    assert result.exit_code != 0  # type: ignore[attr-defined]
-    assert "store.layout" in result.output  # type: ignore[attr-defined]
-    assert "--replace" in result.output  # type: ignore[attr-defined]
 
 
 def test_a_float32_store_has_no_scale_arrays(runs: dict[str, Path]) -> None:
