@@ -155,14 +155,14 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     """
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
-    from pipeline.accel import for_precision, optimize
+    from pipeline.attribution.accel import for_precision, optimize
+    from pipeline.attribution.memory_planner import plan_max_batch
+    from pipeline.attribution.precision import precision_mode
+    from pipeline.attribution.registry import METHODS, attribute, image_seed
     from pipeline.custom_explainers import integrated_gradients
-    from pipeline.data import black_baseline, normalize
-    from pipeline.datasets import synthetic_image
-    from pipeline.methods import METHODS, attribute, image_seed
-    from pipeline.model import load_model
-    from pipeline.planner import plan_max_batch
-    from pipeline.precision import precision_mode
+    from pipeline.data.images import black_baseline, normalize
+    from pipeline.data.layouts import synthetic_image
+    from pipeline.models.loading import load_model
 
     warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
     dev = torch.device(device)
@@ -333,10 +333,10 @@ def memory_probe(kind: str, steps: int, size: int, max_batch: int) -> float:
     _quiet_malloc()
     from captum.attr import IntegratedGradients
 
-    from pipeline.accel import optimize
+    from pipeline.attribution.accel import optimize
     from pipeline.custom_explainers import integrated_gradients
-    from pipeline.data import black_baseline
-    from pipeline.model import load_model
+    from pipeline.data.images import black_baseline
+    from pipeline.models.loading import load_model
 
     dev = torch.device("cuda" if kind.endswith("cuda") else "cpu")
     plain = load_model("random", "logits", seed=0, device=dev).model
@@ -366,7 +366,7 @@ def _memory(res: BenchResult, dev: torch.device, size: int, mb: int, quick: bool
     import subprocess
     import sys
 
-    from pipeline.planner import device_budget
+    from pipeline.attribution.memory_planner import device_budget
 
     reporter("peak memory vs n_steps (1 image, each in a fresh process)")
     suffix = "-cuda" if dev.type == "cuda" else ""
@@ -402,7 +402,7 @@ def _quadrature(res: BenchResult, fast: nn.Module, x: torch.Tensor, target: torc
     own error is estimated from the same rule at half its steps.
     """
     from pipeline.custom_explainers import QUADRATURE_RULES, integrated_gradients
-    from pipeline.data import black_baseline
+    from pipeline.data.images import black_baseline
 
     reporter("quadrature: steps to reach 1% of a converged reference (1 image)")
     x, target = x[:1], target[:1]
@@ -440,8 +440,8 @@ def _naive_loop(files: list[Path], out: Path, dev: torch.device, n_steps: int,
     """What a user writes by hand: per image, five Captum calls, one .npy file each."""
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
-    from pipeline.data import black_baseline, load_tensor, normalize
-    from pipeline.model import load_model
+    from pipeline.data.images import black_baseline, load_tensor, normalize
+    from pipeline.models.loading import load_model
 
     model = load_model("random", "softmax", seed=0, device=dev).model
     t0 = time.perf_counter()
@@ -470,10 +470,10 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
            nt_samples: int, reporter: Callable[[str], None]) -> None:
     from PIL import Image
 
-    from pipeline.datasets import synthetic_image
-    from pipeline.methods import DEFAULT_METHODS
-    from workflows.config import load_config
-    from workflows.run import run_pipeline
+    from pipeline.attribution.registry import DEFAULT_METHODS
+    from pipeline.data.layouts import synthetic_image
+    from workflows.config.loading import load_config
+    from workflows.runner.run import run_pipeline
 
     if dev.type == "cuda":
         # At a few dozen images a GPU is launch-bound and the comparison says little.
@@ -750,7 +750,7 @@ def to_markdown(res: BenchResult, command: str) -> str:
 
 def save(res: BenchResult, out_dir: Path, command: str) -> tuple[Path, Path]:
     """Write ``bench-<device>.md`` and ``.json`` under ``out_dir``."""
-    from workflows.state import atomic_write_bytes, atomic_write_json
+    from workflows.runner.records import atomic_write_bytes, atomic_write_json
 
     tag = res.device.replace(":", "")
     md, js = out_dir / f"bench-{tag}.md", out_dir / f"bench-{tag}.json"

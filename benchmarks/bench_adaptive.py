@@ -99,8 +99,8 @@ def reference(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
     import io
     from pathlib import Path
 
+    from pipeline.atomic_files import write_atomic
     from pipeline.custom_explainers import integrated_gradients
-    from pipeline.files import write_atomic
 
     path = None
     if cache is not None:
@@ -131,7 +131,7 @@ def measure_model(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
                   ref_cache: str | None = None,
                   reporter: Any = print) -> dict[str, Any]:
     """Per rule and threshold: evaluations and seconds per image to get there (median, p90)."""
-    from pipeline.adaptive import adaptive_integrated_gradients
+    from pipeline.attribution.adaptive import adaptive_integrated_gradients
     from pipeline.custom_explainers import integrated_gradients
 
     device = x.device
@@ -232,7 +232,7 @@ def dense_path(model: torch.nn.Module, image: torch.Tensor, target: torch.Tensor
     ``D[k] = grad F(alpha_k) * (x - x_bar)`` flattened, ``(points + 1, 3 * H * W)`` float32,
     and ``F(alpha_k)``, ``(points + 1,)`` float64.
     """
-    from pipeline.adaptive import values_and_gradients
+    from pipeline.attribution.adaptive import values_and_gradients
 
     diff = image - baseline
     alphas = torch.arange(points + 1, dtype=torch.float64) / points
@@ -272,7 +272,7 @@ class DensePath:
     def error(self, nodes: np.ndarray) -> float:
         """Relative L2 distance of the trapezoid rule on ``nodes`` (sorted, with both ends)
         from the reference."""
-        from pipeline.adaptive import trapezoid_weights
+        from pipeline.attribution.adaptive import trapezoid_weights
 
         w = trapezoid_weights((nodes / self.k).tolist())
         return float(np.linalg.norm(w @ self.d[nodes].astype(np.float64) - self.ref)) / self.norm
@@ -407,10 +407,10 @@ def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str 
     both heads): the numbers of :func:`measure_model` per case and the savings, and with
     ``oracle`` > 0 :func:`oracle_bounds` on that many of the images (``oracle_points`` dense
     steps). ``ref_cache``: a folder that keeps the float64 references (:func:`reference`)."""
-    from pipeline.data import black_baseline
-    from pipeline.evidence import TrainSettings, evidence_batch
-    from pipeline.evidence_model import _inputs
-    from pipeline.model import load_model
+    from pipeline.data.evidence_dataset import TrainSettings, evidence_batch
+    from pipeline.data.images import black_baseline
+    from pipeline.models.evidence_model import _inputs
+    from pipeline.models.loading import load_model
 
     dev = torch.device(device)
     grid = STEP_GRID[:4] if quick else tuple(m for m in STEP_GRID if m <= grid_max)
@@ -418,7 +418,7 @@ def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str 
     out: dict[str, Any] = {}
     gen = torch.Generator().manual_seed(0)
     x_rand = torch.rand(images, 3, size, size, generator=gen)
-    from pipeline.data import normalize
+    from pipeline.data.images import normalize
 
     x_rand = normalize(x_rand).to(dev)
     settings = TrainSettings()

@@ -57,9 +57,14 @@ def _bare_passes(net: torch.nn.Module, x: torch.Tensor, split: Any, samples: int
 
 def _pass_size(model: torch.nn.Module, shape: tuple[int, ...], dev: torch.device) -> int:
     """The attribute stage's pass size on this device: timed on a CPU (as a run's workers
-    do, :func:`workflows.worker.planned_pass`, without its cache), else planned from memory."""
-    from pipeline.planner import cpu_candidates, measure_pass_size, plan_max_batch
-    from workflows.worker import _ig_pass
+    do, :func:`workflows.runner.worker.planned_pass`, without its cache), else planned from
+    memory."""
+    from pipeline.attribution.memory_planner import (
+        cpu_candidates,
+        measure_pass_size,
+        plan_max_batch,
+    )
+    from workflows.runner.worker import _ig_pass
 
     if dev.type != "cpu":
         return plan_max_batch(model, shape, dev)
@@ -77,16 +82,16 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
     engine did on the model."""
     from captum.attr import IntegratedGradients
 
-    from pipeline.accel import optimize
-    from pipeline.cam import find_layer
+    from pipeline.attribution.accel import optimize
+    from pipeline.attribution.cam import find_layer
+    from pipeline.attribution.precision import precision_mode
+    from pipeline.attribution.registry import METHODS, attribute
+    from pipeline.attribution.stem import affine_stem, describe_stem
     from pipeline.custom_explainers import integrated_gradients
-    from pipeline.data import black_baseline, normalize
-    from pipeline.datasets import synthetic_image
-    from pipeline.methods import METHODS, attribute
-    from pipeline.model import load_model
-    from pipeline.models import Preprocessing, check_arch, default_preprocessing
-    from pipeline.precision import precision_mode
-    from pipeline.stem import affine_stem, describe_stem
+    from pipeline.data.images import black_baseline, normalize
+    from pipeline.data.layouts import synthetic_image
+    from pipeline.models.architectures import Preprocessing, check_arch, default_preprocessing
+    from pipeline.models.loading import load_model
 
     problem = check_arch(arch)
     if problem:

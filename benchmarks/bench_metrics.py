@@ -41,7 +41,7 @@ def bench_inputs(images: int, size: int, seed: int = 0) -> tuple[Any, Any, np.nd
     from torch import nn
     from torchvision.models import resnet18
 
-    from pipeline.data import normalize
+    from pipeline.data.images import normalize
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -76,8 +76,8 @@ def measure(images: int = 16, size: int = 96, steps: int = 24, repeats: int = 2,
         finally:
             torch.set_num_threads(before)
 
-    from pipeline.data import denormalize, normalize
-    from pipeline.metrics import auc, pixel_flipping
+    from pipeline.data.images import denormalize, normalize
+    from pipeline.evaluation.metrics import auc, pixel_flipping
 
     pixels = size * size
     if pixels % steps or steps % 3:
@@ -121,7 +121,7 @@ def measure(images: int = 16, size: int = 96, steps: int = 24, repeats: int = 2,
                                  a_batch=maps[:, None], device="cpu", softmax=True,
                                  batch_size=images))
 
-    from pipeline.accel import optimize
+    from pipeline.attribution.accel import optimize
 
     # What the evaluate stage runs: the engine's model (channels_last, the run default).
     engine_model = optimize(model, "cpu", channels_last=True)

@@ -14,14 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.methods import DEFAULT_METHODS as METHODS
+from pipeline.attribution.registry import DEFAULT_METHODS as METHODS
 
 
 def bench_rows(images: int = 8, size: int = 224, seed: int = 0) -> list[Any]:
     """Seeded rows with photo-like crops and smooth, heavy-tailed maps in [0, 1]."""
     from PIL import Image, ImageFilter
 
-    from pipeline.render import SheetRow
+    from pipeline.render.heatmaps import SheetRow
 
     rng = np.random.default_rng(seed)
     rows = []
@@ -51,7 +51,7 @@ def _best(fn: Callable[[], int], repeats: int) -> tuple[float, int]:
 def measure(images: int = 8, repeats: int = 3) -> dict[str, float]:
     """Seconds per sheet and bytes per sheet for both renderers, and the per-image ratio."""
     from benchmarks.render_baseline import matplotlib_contact_sheet
-    from pipeline.render import contact_sheet, encode_png
+    from pipeline.render.heatmaps import contact_sheet, encode_png
 
     rows = bench_rows(images)
     banner = "RANDOM WEIGHTS: results are meaningless"

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.methods import DEFAULT_METHODS as METHODS
+from pipeline.attribution.registry import DEFAULT_METHODS as METHODS
 
 
 def _config(out: Path, images: int, shard_size: int) -> Any:
-    from workflows.config import config_dir, load_config
+    from workflows.config.loading import config_dir, load_config
 
     return load_config(config_dir() / "synthetic.toml",
                        [f"dataset.count={images}", f"run.shard_size={shard_size}",
@@ -38,8 +38,8 @@ def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
     """A store whose maps exist: every array the report reads, filled shard by shard."""
     from PIL import Image, ImageFilter
 
-    from pipeline.model import class_names
-    from pipeline.store import array, create_store, resize_explainers
+    from pipeline.models.loading import class_names
+    from pipeline.store.zarr_store import array, create_store, resize_explainers
     from workflows.stages import REGISTRY
 
     run_dir = cfg.run_dir
@@ -88,8 +88,8 @@ def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
 def build(cfg: Any, workers: int) -> dict[str, float]:
     """The report stage on the existing maps: shard tasks in ``workers`` processes, then the
     coordinator's step. Returns seconds for each part."""
-    from pipeline.store import array, open_store
-    from workflows.plugin import Task, execute
+    from pipeline.store.zarr_store import array, open_store
+    from workflows.runner.stage_api import Task, execute
     from workflows.stages import REGISTRY
     from workflows.stages.report import build_report
 
@@ -205,7 +205,8 @@ def sorted_screen(page: Path, key: str = "prob", runs: int = 3) -> dict[str, Any
 
 
 def _script_json(path: Path) -> Any:
-    """The object a ``data/*.js`` script sets or pushes (:func:`pipeline.pages.data_script`)."""
+    """The object a ``data/*.js`` script sets or pushes
+    (:func:`pipeline.report.pages.data_script`)."""
     text = path.read_text()
     if text.startswith("(window."):
         return json.loads(text[text.index(".push(") + 6:text.rindex(");")])
@@ -222,7 +223,7 @@ def scale_up(report: Path, out: Path, images: int, shard_size: int, link_images:
     ``index.html``."""
     from PIL import Image
 
-    from pipeline import pages as rp
+    from pipeline.report import pages as rp
 
     manifest = _script_json(report / "data" / "manifest.js")
     template = [_script_json(report / shard["file"]) for shard in manifest["shards"]]

@@ -65,7 +65,7 @@ layout = "{layout}"
 
 def _xai() -> list[str]:
     """The CLI as a user runs it (this interpreter's ``xai`` script)."""
-    return [sys.executable, "-c", "from workflows.cli import main; main()"]
+    return [sys.executable, "-c", "from workflows.cli.app import main; main()"]
 
 
 def _timed(args: list[str]) -> tuple[float, int, int, str]:

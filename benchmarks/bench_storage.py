@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from numcodecs import Blosc, Zstd
 
-from pipeline.encoding import decode_maps, encode_maps
+from pipeline.store.encoding import decode_maps, encode_maps
 
 
 def _bf16(a: np.ndarray) -> np.ndarray:

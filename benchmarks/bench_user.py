@@ -48,7 +48,7 @@ def calls(model: nn.Module, x: torch.Tensor, n_steps: int = 50
     from captum.attr import IntegratedGradients
 
     from pipeline.custom_explainers import get_custom_integrated_gradients
-    from pipeline.data import black_baseline
+    from pipeline.data.images import black_baseline
 
     base = black_baseline(x)
     with torch.no_grad():

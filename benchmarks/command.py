@@ -51,7 +51,7 @@ def bench(
     """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""
     from benchmarks.bench import run_bench, save, to_markdown
     from pipeline.errors import XaiError
-    from workflows.worker import resolve_device
+    from workflows.runner.worker import resolve_device
 
     command = "xai bench " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "xai bench"
     try:
@@ -84,7 +84,7 @@ def _bench_archs(archs: list[str], dev: str, images: int, size: int, n_steps: in
 
     from benchmarks.bench_arch import measure_arch, to_markdown
     from pipeline.errors import XaiError
-    from pipeline.models import check_arch
+    from pipeline.models.architectures import check_arch
 
     for name in archs:  # every name before any measurement
         if (problem := check_arch(name)) is not None:

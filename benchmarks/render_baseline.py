@@ -1,7 +1,7 @@
 """The matplotlib contact sheet the pipeline used before the Pillow renderer.
 
 Kept only as the benchmark's baseline (``xai bench`` times both on the same rows, in one
-process); the pipeline renders with :func:`pipeline.render.contact_sheet`.
+process); the pipeline renders with :func:`pipeline.render.heatmaps.contact_sheet`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pipeline.render import RIGHT, UNKNOWN, WRONG, SheetRow
+from pipeline.render.heatmaps import RIGHT, UNKNOWN, WRONG, SheetRow
 
 
 def _caption(row: SheetRow) -> tuple[str, str]:

@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from pipeline.evidence import TrainSettings
-from pipeline.evidence_model import train
+from pipeline.data.evidence_dataset import TrainSettings
+from pipeline.models.evidence_model import train
 
 torch.set_num_threads(int(sys.argv[1]))
 s = TrainSettings(images=64, val_images=16, size=64, seed=0, backgrounds="data/sample")

@@ -15,13 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.adaptive import values_and_gradients
-from pipeline.data import black_baseline
-from pipeline.stem import AffineStem, affine_stem
+from pipeline.attribution.adaptive import values_and_gradients
+from pipeline.attribution.stem import AffineStem, affine_stem
+from pipeline.data.images import black_baseline
 
 Rule = Literal["seed", "trapezoid", "gausslegendre"]
 #: Quadrature rules of the custom IG; ``seed`` is the seed's average over ``linspace(0, 1, m)``.
-from pipeline.quadrature import QUADRATURE_RULES  # noqa: E402  (re-exported)
+from pipeline.attribution.quadrature import QUADRATURE_RULES  # noqa: E402  (re-exported)
 
 GradientFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 #: Samples per forward/backward when nobody says otherwise and no planner is at hand.
@@ -190,15 +190,17 @@ def integrated_gradients(
     rule
         One of :data:`QUADRATURE_RULES`, or ``"adaptive"``: ``num_samples`` is then the
         starting grid, refined where the completeness residual says the integral is still
-        wrong until ``tolerance`` (at most ``max_steps`` points; see :mod:`pipeline.adaptive`,
-        whose :func:`~pipeline.adaptive.adaptive_integrated_gradients` also returns the
+        wrong until ``tolerance`` (at most ``max_steps`` points; see
+        :mod:`pipeline.attribution.adaptive`,
+        whose :func:`~pipeline.attribution.adaptive.adaptive_integrated_gradients` also returns the
         points used and the final residual per image).
     max_batch
         Largest number of samples in one forward/backward.
     gradient_fn
         Replaces :func:`input_gradient` (e.g. a compiled or autocast variant).
     factor_stem
-        When the model starts with affine layers (see :mod:`pipeline.stem`), run them twice
+        When the model starts with affine layers (see :mod:`pipeline.attribution.stem`), run them
+        twice
         per image (in float64) instead of once per path point; same integral, about 15%
         faster for ResNet18 on CPU and closer to float64. Models without such a stem use the
         plain engine either way.
@@ -211,7 +213,7 @@ def integrated_gradients(
     if max_batch < 1:
         raise ValueError(f"Expected max_batch >= 1, got {max_batch}.")
     if rule == "adaptive":
-        from pipeline.adaptive import adaptive_integrated_gradients
+        from pipeline.attribution.adaptive import adaptive_integrated_gradients
 
         return adaptive_integrated_gradients(
             model, image, target, baseline, num_samples, tolerance=tolerance,
@@ -374,7 +376,8 @@ def get_custom_integrated_gradients(
     baseline
         ``(N, 3, H, W)`` or ``(3, H, W)``; default: the normalized black image.
     max_batch
-        Samples per forward/backward; default chosen by :mod:`pipeline.planner` from the
+        Samples per forward/backward; default chosen by :mod:`pipeline.attribution.memory_planner`
+        from the
         device's memory.
     rule
         ``seed`` (default), ``trapezoid``, ``gausslegendre`` or ``adaptive`` (to
@@ -389,7 +392,7 @@ def get_custom_integrated_gradients(
     """
     base = black_baseline(image) if baseline is None else baseline.expand_as(image)
     if max_batch is None:
-        from pipeline.planner import plan_max_batch
+        from pipeline.attribution.memory_planner import plan_max_batch
 
         max_batch = plan_max_batch(model, tuple(image.shape[1:]), image.device)
     return integrated_gradients(

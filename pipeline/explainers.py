@@ -16,7 +16,7 @@ from matplotlib.figure import Figure, SubFigure
 from torch import nn
 
 from pipeline.custom_explainers import predicted_class
-from pipeline.data import black_baseline
+from pipeline.data.images import black_baseline
 
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
 

@@ -22,10 +22,10 @@ import torch
 import torchvision  # noqa: F401
 import zarr  # noqa: F401
 
-import pipeline.methods
-import pipeline.model  # noqa: F401
-import workflows.cli
-import workflows.run
+import pipeline.attribution.registry
+import pipeline.models.loading  # noqa: F401
+import workflows.cli.app
+import workflows.runner.run
 import workflows.stages
 
 
@@ -33,7 +33,7 @@ def run_command(args: Sequence[str]) -> int:
     """``xai ARGS``: its exit code (typer ends with SystemExit)."""
     sys.argv = ["xai", *args]
     try:
-        workflows.cli.main()
+        workflows.cli.app.main()
     except SystemExit as end:
         return end.code if isinstance(end.code, int) else (0 if end.code is None else 1)
     return 0

@@ -20,13 +20,14 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
-# After MPLBACKEND is set: Captum (imported by pipeline.methods) imports matplotlib.pyplot.
-from pipeline.methods import METHODS, MethodSpec  # noqa: E402
+# After MPLBACKEND is set: Captum (imported by pipeline.attribution.registry) imports
+# matplotlib.pyplot.
+from pipeline.attribution.registry import METHODS, MethodSpec  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def loaded():
-    from pipeline.model import load_model
+    from pipeline.models.loading import load_model
 
     return load_model("random", head="softmax", seed=0)
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.accel import CompiledWithFallback, optimize
+from pipeline.attribution.accel import CompiledWithFallback, optimize
+from pipeline.attribution.registry import METHODS, attribute
 from pipeline.custom_explainers import get_custom_gradient, get_custom_integrated_gradients
-from pipeline.methods import METHODS, attribute
 from tests.conftest import rel_err
 
 

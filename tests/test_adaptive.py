@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.adaptive import (
+from pipeline.attribution.adaptive import (
     adaptive_integrated_gradients,
     interval_residuals,
     trapezoid_weights,
@@ -183,7 +183,7 @@ def test_the_library_entry_points_take_the_rule() -> None:
 
 
 def test_the_method_validates_tolerance_and_max_steps() -> None:
-    from pipeline.methods import METHODS
+    from pipeline.attribution.registry import METHODS
 
     spec = METHODS["custom_integrated_gradients"]
     ok = spec.resolve({"rule": "adaptive", "n_steps": 17})
@@ -199,7 +199,7 @@ def test_the_method_validates_tolerance_and_max_steps() -> None:
 def test_a_config_error_names_the_key(tmp_path) -> None:
     from pipeline.errors import ConfigError
     from tests.workflow_helpers import make_images, write_config
-    from workflows.config import load_config
+    from workflows.config.loading import load_config
 
     make_images(tmp_path / "images", n=2)
     cfg = write_config(tmp_path / "a.toml", tmp_path / "images", tmp_path / "runs",

@@ -15,11 +15,11 @@ import torch
 import zarr
 from captum.attr import IntegratedGradients, Saliency
 
-from pipeline.data import black_baseline
-from pipeline.methods import METHODS
-from pipeline.model import load_model
+from pipeline.attribution.registry import METHODS
+from pipeline.data.images import black_baseline
+from pipeline.models.loading import load_model
 from tests.workflow_helpers import cli, make_images, write_config
-from workflows.config import load_config
+from workflows.config.loading import load_config
 
 RUN_METHODS = ("gradient", "integrated_gradients", "custom_integrated_gradients", "grad_cam",
                "guided_grad_cam", "guided_backprop", "deeplift")
@@ -103,7 +103,7 @@ def test_a_whole_run_on_the_architecture_matches_the_plain_model(tmp_path, arch)
     loaded = load_model("random", cfg.model.head, seed=cfg.run.seed, arch=arch,
                         preprocessing=cfg.preprocessing())
     pixels = np.asarray(group["pixels"][:2])
-    from workflows.plugin import to_input
+    from workflows.runner.stage_api import to_input
 
     x = to_input(pixels, "cpu", norm)
     t = torch.as_tensor(np.asarray(group["pred"][:2]).astype(np.int64))
@@ -139,11 +139,11 @@ def test_timm_missing_is_refused_with_the_install_command(monkeypatch):
 def test_the_planner_and_bf16_work_on_the_architecture(arch):
     """The memory planner sizes passes from the model's own activations, and bf16 autocast
     runs on it with an error of bf16's size (not a wrong number) against fp32."""
-    from pipeline.accel import optimize
+    from pipeline.attribution.accel import optimize
+    from pipeline.attribution.memory_planner import plan_max_batch
+    from pipeline.attribution.precision import precision_mode
     from pipeline.custom_explainers import integrated_gradients
-    from pipeline.models import Preprocessing, default_preprocessing
-    from pipeline.planner import plan_max_batch
-    from pipeline.precision import precision_mode
+    from pipeline.models.architectures import Preprocessing, default_preprocessing
 
     own = default_preprocessing(arch)
     prep = Preprocessing(40, 32, own.mean, own.std, own.interpolation)

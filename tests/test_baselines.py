@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.baselines import BASELINES, blur_kernel_size, describe, make_baseline
-from pipeline.data import IMAGENET_MEAN, black_baseline, denormalize
-from pipeline.methods import METHODS, attribute, completeness_delta
+from pipeline.attribution.baselines import BASELINES, blur_kernel_size, describe, make_baseline
+from pipeline.attribution.registry import METHODS, attribute, completeness_delta
+from pipeline.data.images import IMAGENET_MEAN, black_baseline, denormalize
 
 IG_METHODS = [name for name, spec in METHODS.items() if "baseline" in spec.params]
 SEEDS = [11, 22, 33]

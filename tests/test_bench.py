@@ -89,7 +89,7 @@ def test_bench_is_a_command_from_outside_the_package():
     the benchmarks); where its module is missing (an installed wheel) the command says so."""
     import importlib.metadata
 
-    from workflows import cli as xai
+    from workflows.cli import app as xai
 
     entries = {e.name: e.value for e in importlib.metadata.entry_points(group="xai.commands")}
     assert entries == {"bench": "benchmarks.command:register"}

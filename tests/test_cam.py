@@ -1,4 +1,5 @@
-"""Layer maps (``pipeline.cam``): the layer found or checked, Grad-CAM against Captum's, and
+"""Layer maps (``pipeline.attribution.cam``): the layer found or checked, Grad-CAM against
+Captum's, and
 Grad-CAM on a transformer's tokens."""
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from captum.attr import GuidedGradCam, LayerAttribution, LayerGradCam
 from torch import nn
 from torchvision.models.vision_transformer import VisionTransformer
 
-from pipeline.accel import optimize
-from pipeline.cam import find_layer, grad_cam, guided_grad_cam, named_layers
+from pipeline.attribution.accel import optimize
+from pipeline.attribution.cam import find_layer, grad_cam, guided_grad_cam, named_layers
+from pipeline.attribution.propagation import unshared
 from pipeline.errors import ConfigError
-from pipeline.model import freeze, with_head
-from pipeline.propagation import unshared
+from pipeline.models.loading import freeze, with_head
 
 
 def _net(arch: str, **kwargs) -> nn.Module:

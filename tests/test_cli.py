@@ -21,7 +21,7 @@ COMMANDS = [[], ["run"], ["evaluate"], ["report"], ["status"], ["clean"], ["veri
 
 
 def _help(args: list[str]) -> str:
-    from workflows.cli import app
+    from workflows.cli.app import app
 
     result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "80"},
                                 terminal_width=80)
@@ -36,7 +36,7 @@ def _words(text: str) -> str:
 def _docstring(args: list[str]) -> str:
     import typer.main
 
-    from workflows.cli import app
+    from workflows.cli.app import app
 
     command = typer.main.get_command(app)
     for name in args:
@@ -117,7 +117,7 @@ def test_a_moved_run_folder_is_still_its_run(tmp_path):
 
 
 def test_a_path_label_csv_with_class_names_labels_the_images(tmp_path):
-    from pipeline.models import imagenet_classes
+    from pipeline.models.architectures import imagenet_classes
 
     photos = tmp_path / "labelled"
     _photos(photos, ["x/1.png", "x/2.png", "3.png"])
@@ -159,12 +159,12 @@ def test_own_images_bad_input_says_what_to_do(tmp_path):
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model fails the test: explain must have stopped before."""
-    import pipeline.model
+    import pipeline.models.loading
 
     def refuse(*_a, **_k):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(pipeline.model, "load_model", refuse)
+    monkeypatch.setattr(pipeline.models.loading, "load_model", refuse)
 
 
 @pytest.mark.parametrize("args,expected", [
@@ -198,7 +198,7 @@ def test_explain_draws_with_the_sheets_renderer(tmp_path):
     assert result.exit_code == 0, result.output
     figure = np.asarray(Image.open(out).convert("RGB"))
     # The colour bar of the sheets is there: a horizontal run of the colormap's colours.
-    from pipeline.render import colour_bar_label
+    from pipeline.render.heatmaps import colour_bar_label
 
     assert figure.shape[0] > 224 and figure.shape[1] > 3 * 224
     assert "fraction of each map" in colour_bar_label(SheetStyleDefaults())
@@ -206,7 +206,7 @@ def test_explain_draws_with_the_sheets_renderer(tmp_path):
 
 
 def SheetStyleDefaults():
-    from pipeline.render import SheetStyle
+    from pipeline.render.heatmaps import SheetStyle
 
     return SheetStyle()
 
@@ -221,7 +221,7 @@ def test_the_command_list_never_cuts_a_sentence():
 _EXIT_PROBE = """
 import atexit, sys, threading, time
 from pathlib import Path
-from workflows.cli import main
+from workflows.cli.app import main
 out = Path(sys.argv.pop(1))
 def late():
     time.sleep(0.3)
@@ -253,7 +253,7 @@ def test_main_ends_the_process_with_the_commands_status_after_the_normal_exit_st
 
 
 def test_exit_code_of_each_kind_of_system_exit(capsys):
-    from workflows.cli import exit_code
+    from workflows.cli.app import exit_code
 
     assert [exit_code(SystemExit(c)) for c in (None, 0, 3)] == [0, 0, 3]
     assert exit_code(SystemExit("went wrong")) == 1

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.attribution.registry import METHODS
 from pipeline.errors import ConfigError
-from pipeline.methods import METHODS
-from workflows import config as config_module
-from workflows.config import (
+from workflows.config import loading as config_module
+from workflows.config.loading import (
     SECTIONS,
     FrozenMap,
     Rule,
@@ -268,7 +268,7 @@ for _name, _report in (("evidence", "7ecea3ea6e12e790"), ("sample", "eeeec9082bd
 
 @pytest.mark.parametrize("name", sorted(STAGE_HASHES))
 def test_stage_hashes_of_the_shipped_configs_are_kept(name):
-    from workflows.plan import flat_hashes
+    from workflows.runner.planning import flat_hashes
     from workflows.stages import REGISTRY
 
     cfg = load_config(REPO / "configs" / f"{name}.toml", env={}, data_dir=Path("/data"),
@@ -382,7 +382,7 @@ def test_each_rule_sits_next_to_its_field():
 
 
 def test_heads_and_weight_keywords_come_from_pipeline_weights():
-    from pipeline import weights
+    from pipeline.models import checkpoints as weights
 
     assert config_module.HEADS is weights.HEADS
     assert config_module.WEIGHT_KEYWORDS is weights.WEIGHT_KEYWORDS
@@ -432,8 +432,9 @@ def test_importing_the_config_stays_cheap():
     import subprocess
     import sys
 
-    code = ("import sys, workflows.config; print(sorted(m for m in ('torch', 'matplotlib', "
-            "'pipeline.metrics', 'pipeline.evidence') if m in sys.modules))")
+    code = ("import sys, workflows.config.loading; print(sorted(m for m in ('torch', 'matplotlib', "
+            "'pipeline.evaluation.metrics', 'pipeline.data.evidence_dataset') "
+            "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -442,6 +443,6 @@ def test_importing_the_config_stays_cheap():
 def test_the_colormaps_accepted_without_matplotlib_are_matplotlibs():
     import matplotlib
 
-    from workflows.config import _COMMON_COLORMAPS
+    from workflows.config.loading import _COMMON_COLORMAPS
 
     assert _COMMON_COLORMAPS and all(n in matplotlib.colormaps for n in _COMMON_COLORMAPS)

@@ -15,7 +15,7 @@ from pipeline.custom_explainers import (
     predicted_class,
     quadrature,
 )
-from pipeline.data import black_baseline
+from pipeline.data.images import black_baseline
 from tests.conftest import rel_err
 
 
@@ -125,7 +125,7 @@ def test_no_forward_pass_sees_more_than_max_batch(model, n_images, max_batch):
 
 def test_default_max_batch_is_planned(model, images, monkeypatch):
     """Without ``max_batch`` the planner's answer cuts the passes (here a budget of 5 samples)."""
-    import pipeline.planner as planner
+    import pipeline.attribution.memory_planner as planner
 
     # One 32x32 sample plans as ~1.9 MB (activations x BACKWARD_FACTOR): 10 MiB holds 5.
     monkeypatch.setenv("XAI_CPU_MEMORY_BUDGET", "10M")

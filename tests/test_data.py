@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.data import (
+from pipeline.data.images import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     ImageDecodeError,

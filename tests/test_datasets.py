@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from pipeline.datasets import build_manifest, detect_layout, synthetic_image
+from pipeline.data.layouts import build_manifest, detect_layout, synthetic_image
 from pipeline.errors import DataError
 
 

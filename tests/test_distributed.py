@@ -116,14 +116,14 @@ def test_workers_that_cannot_see_the_run_folder_are_found_before_any_work(images
                                                                          monkeypatch):
     from distributed import LocalCluster
 
-    import workflows.worker
+    import workflows.runner.worker
 
-    real = workflows.worker.probe
+    real = workflows.runner.worker.probe
 
     def blind(run_dir: str, token: str) -> dict[str, object]:
         return {**real(run_dir, token), "seen": False}
 
-    monkeypatch.setattr(workflows.worker, "probe", blind)
+    monkeypatch.setattr(workflows.runner.worker, "probe", blind)
     config = write_config(tmp_path / "tiny.toml", images, tmp_path / "runs")
     # Thread workers in this process, so the patched probe is the one they run.
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",

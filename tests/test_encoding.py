@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.encoding import (
+from pipeline.errors import StoreError
+from pipeline.store.encoding import (
     ATTRIBUTION_DTYPES,
     BFLOAT16_NAN,
     UNORM16_NAN,
@@ -15,7 +16,6 @@ from pipeline.encoding import (
     encode_maps,
     rel_l2,
 )
-from pipeline.errors import StoreError
 
 
 def _maps(seed: int = 0) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 import torch
 import xarray as xr
 
-from pipeline import metrics as M
+from pipeline.evaluation import metrics as M
 from tests.workflow_helpers import (
     ROOT,
     cli,
@@ -81,9 +81,9 @@ def test_stored_map_metrics_equal_the_library_on_the_stored_maps(evidence_run):
 
 def test_stored_deletion_and_insertion_equal_the_library(evidence_run, monkeypatch):
     cfg_path, run_dir, _ = evidence_run
-    from pipeline.data import from_uint8_hwc, normalize
-    from pipeline.model import load_model
-    from workflows.config import load_config
+    from pipeline.data.images import from_uint8_hwc, normalize
+    from pipeline.models.loading import load_model
+    from workflows.config.loading import load_config
 
     cfg = load_config(cfg_path)
     monkeypatch.setenv("XAI_CACHE_DIR", str(run_dir.parent.parent / "cache"))
@@ -257,9 +257,9 @@ def test_the_evaluation_equals_the_all_at_once_evaluation(evidence_run, monkeypa
     """What the stage computed per shard for all methods and the random maps at once (one
     call of each metric on every map), the per-(method, shard) units store too."""
     cfg_path, run_dir, _ = evidence_run
-    from pipeline.data import from_uint8_hwc, normalize
-    from pipeline.model import load_model
-    from workflows.config import load_config
+    from pipeline.data.images import from_uint8_hwc, normalize
+    from pipeline.models.loading import load_model
+    from workflows.config.loading import load_config
 
     cfg = load_config(cfg_path)
     monkeypatch.setenv("XAI_CACHE_DIR", str(run_dir.parent.parent / "cache"))
@@ -290,8 +290,8 @@ def test_the_evaluation_equals_the_all_at_once_evaluation(evidence_run, monkeypa
 
 
 def test_planning_one_method_change_touches_that_methods_units_alone(evidence_run):
-    from workflows.config import load_config
-    from workflows.plugin import Unit
+    from workflows.config.loading import load_config
+    from workflows.runner.stage_api import Unit
     from workflows.stages import REGISTRY
 
     path = evidence_run[0]
@@ -317,9 +317,9 @@ def test_planning_one_method_change_touches_that_methods_units_alone(evidence_ru
 
 
 def test_a_per_method_stage_writing_per_shard_arrays_needs_a_shared_unit():
-    from pipeline.store import SCHEMA, ArrayFamily
-    from workflows.plan import Registry, RegistryError
-    from workflows.plugin import Stage, Unit
+    from pipeline.store.zarr_store import SCHEMA, ArrayFamily
+    from workflows.runner.planning import Registry, RegistryError
+    from workflows.runner.stage_api import Stage, Unit
 
     schema = SCHEMA.extended(
         ArrayFamily("x_floor", ("image",), "float32", np.nan, "permethod", "per shard"),
@@ -351,8 +351,8 @@ def test_a_per_method_stage_writing_per_shard_arrays_needs_a_shared_unit():
 
 
 def test_status_and_the_report_read_the_per_method_evaluation(ev_copy):
-    from workflows.config import load_config
-    from workflows.status import run_status
+    from workflows.commands.status import run_status
+    from workflows.config.loading import load_config
 
     cfg, run_dir = ev_copy
     rows = {(s.stage, s.method): s for s in run_status(load_config(cfg)).stages}

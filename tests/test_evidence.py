@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.evidence import (
+from pipeline.data.evidence_dataset import (
     PALETTE,
     SHAPES,
     TrainSettings,
@@ -64,7 +64,7 @@ def tiny(tmp_path, monkeypatch) -> TrainSettings:
 def test_the_model_trains_once_then_loads_from_the_cache(tiny, monkeypatch):
     import torch
 
-    from pipeline import evidence_model
+    from pipeline.models import evidence_model
 
     net, report = evidence_model.load_evidence_model(tiny)
     assert set(report) >= {"accuracy", "seconds", "settings", "key", "sha256"}
@@ -80,7 +80,7 @@ def test_the_model_trains_once_then_loads_from_the_cache(tiny, monkeypatch):
 def test_training_is_deterministic(tiny):
     import torch
 
-    from pipeline.evidence_model import train
+    from pipeline.models.evidence_model import train
 
     a, _ = train(tiny)
     b, _ = train(tiny)
@@ -88,7 +88,7 @@ def test_training_is_deterministic(tiny):
 
 
 def test_a_corrupt_or_foreign_cache_file_is_retrained_with_a_message(tiny):
-    from pipeline import evidence_model
+    from pipeline.models import evidence_model
 
     _, report = evidence_model.load_evidence_model(tiny)
     weights, _ = evidence_model._paths(tiny)
@@ -104,7 +104,7 @@ def test_a_corrupt_or_foreign_cache_file_is_retrained_with_a_message(tiny):
 
 def test_missing_backgrounds_are_a_clear_error(tiny):
     from pipeline.errors import WeightsError
-    from pipeline.evidence_model import load_evidence_model
+    from pipeline.models.evidence_model import load_evidence_model
 
     bad = dataclasses.replace(tiny, backgrounds="/nonexistent/photos")
     with pytest.raises(WeightsError, match="background photos"):
@@ -115,7 +115,7 @@ def test_missing_backgrounds_are_a_clear_error(tiny):
 
 
 def test_the_watermark_replaces_the_object_in_half_of_one_class_only():
-    from pipeline.evidence import Shortcut, has_watermark, watermark_box
+    from pipeline.data.evidence_dataset import Shortcut, has_watermark, watermark_box
 
     shortcut = Shortcut(label=0, fraction=0.5)
     marked = [i for i in range(600) if has_watermark(i, 0, "test", shortcut)]
@@ -141,7 +141,7 @@ def test_a_model_without_shortcut_keeps_its_cache_key():
 
 def test_a_shortcut_needs_the_evidence_layout_and_one_of_its_classes(tmp_path):
     from pipeline.errors import ConfigError
-    from workflows.config import load_config
+    from workflows.config.loading import load_config
 
     path = tmp_path / "s.toml"
     text = (ROOT / "configs" / "shortcut.toml").read_text()

@@ -8,7 +8,7 @@ import torch
 from captum.attr import IntegratedGradients
 
 from pipeline.custom_explainers import get_custom_gradient, predicted_class
-from pipeline.data import IMAGENET_MEAN, IMAGENET_STD
+from pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.explainers import (
     aggregate_attribution,
     get_gradient,

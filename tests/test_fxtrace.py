@@ -1,4 +1,4 @@
-"""pipeline.fxtrace: tracing beside other threads' modules."""
+"""pipeline.attribution.fxtrace: tracing beside other threads' modules."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import threading
 import torch
 from torch import fx, nn
 
-from pipeline.data import preprocess_transform
-from pipeline.fxtrace import symbolic_trace
+from pipeline.attribution.fxtrace import symbolic_trace
+from pipeline.data.images import preprocess_transform
 
 
 class _Pausing(nn.Module):

@@ -14,7 +14,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from pipeline.store import SCHEMA
+from pipeline.store.zarr_store import SCHEMA
 from tests.hostile import make_hostile
 from tests.workflow_helpers import (
     all_records,
@@ -28,8 +28,8 @@ from tests.workflow_helpers import (
     store_arrays,
     write_config,
 )
+from workflows.runner.records import Records
 from workflows.stages import REGISTRY
-from workflows.state import Records
 
 _arrays, _assert_same, _run = store_arrays, assert_same, run_ok
 #: The evaluate crash cases turn the stage on (cheap metrics), so its crash points fire and

@@ -8,9 +8,9 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline import locks
 from pipeline.errors import StoreError
-from pipeline.store import SCHEMA, StoreView, create_store, resize_explainers
+from pipeline.store import locks
+from pipeline.store.zarr_store import SCHEMA, StoreView, create_store, resize_explainers
 
 N_IMAGES, SHARD, ROUNDS = 8, 2, 25
 
@@ -92,7 +92,7 @@ def taken(monkeypatch):
         calls.append(args[1:])
         return real(*args, **kw)
 
-    monkeypatch.setattr("pipeline.store.chunk_lock", spy)
+    monkeypatch.setattr("pipeline.store.zarr_store.chunk_lock", spy)
     return calls
 
 

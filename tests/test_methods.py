@@ -1,12 +1,12 @@
-"""The method registry (:mod:`pipeline.methods`): every registered method, run directly."""
+"""The method registry (:mod:`pipeline.attribution.registry`): every registered method, run
+directly."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pipeline.custom_explainers import input_gradient, predicted_class
-from pipeline.methods import (
+from pipeline.attribution.registry import (
     DEFAULT_METHODS,
     METHODS,
     MethodSpec,
@@ -14,6 +14,7 @@ from pipeline.methods import (
     attribute,
     image_seed,
 )
+from pipeline.custom_explainers import input_gradient, predicted_class
 from tests.conftest import rel_err
 
 #: Small enough for a fast test, large enough that every method takes several passes.

@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline import metrics as M
-from pipeline.baselines import make_baseline
-from pipeline.data import black_baseline, denormalize, normalize
+from pipeline.attribution.baselines import make_baseline
+from pipeline.data.images import black_baseline, denormalize, normalize
+from pipeline.evaluation import metrics as M
 
 # Quantus 0.6's sources have invalid escape sequences in docstrings (seen on first import).
 pytestmark = pytest.mark.filterwarnings("ignore:invalid escape sequence:DeprecationWarning")
@@ -57,7 +57,7 @@ def test_registry_names_and_flags():
 
 
 def test_importing_the_metrics_does_not_import_torch():
-    code = ("import sys, pipeline.metrics; "
+    code = ("import sys, pipeline.evaluation.metrics; "
             "print(sorted(m for m in ('torch', 'torchvision', 'scipy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.strip()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pipeline.errors import WeightsError
-from pipeline.model import (
+from pipeline.models.loading import (
     class_names,
     imagenet_cache_path,
     imagenet_synsets,
@@ -140,10 +140,10 @@ def test_a_whole_pickled_model_is_named_with_the_fix(tmp_path):
 
 
 def test_the_library_offline_error_names_the_library_calls():
-    from pipeline.model import _offline_message
+    from pipeline.models.loading import _offline_message
 
     message = _offline_message("no network", "resnet18")
-    assert "pipeline.weights.import_weights(FILE" in message
+    assert "pipeline.models.checkpoints.import_weights(FILE" in message
     assert "load_model(weights='random')" in message
 
 

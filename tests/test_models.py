@@ -1,5 +1,5 @@
 """Model families: any torchvision architecture, checkpoints with their own classes, exported
-programs (``pipeline.models`` and the loading in ``pipeline.model``)."""
+programs (``pipeline.models.architectures`` and the loading in ``pipeline.models.loading``)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ import torch
 import torchvision
 
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.model import load_model
-from pipeline.models import (
+from pipeline.models.architectures import (
     check_arch,
     classifier_entries,
     default_preprocessing,
@@ -19,6 +18,7 @@ from pipeline.models import (
     num_classes_of,
     torchvision_archs,
 )
+from pipeline.models.loading import load_model
 
 NAMES = tuple(f"kind{i}" for i in range(10))
 
@@ -186,7 +186,7 @@ def test_tampered_exported_program_is_refused_before_any_unpickling(tmp_path, ca
 
 
 def test_unknown_arch_in_a_config_is_refused_with_a_suggestion(tmp_path):
-    from workflows.config import load_config
+    from workflows.config.loading import load_config
 
     path = tmp_path / "c.toml"
     path.write_text('[dataset]\nlayout = "synthetic"\ncount = 2\n[model]\narch = "resnt50"\n'

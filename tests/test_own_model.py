@@ -14,7 +14,7 @@ import zarr
 from PIL import Image
 
 from tests.workflow_helpers import cli, write_config
-from workflows.config import load_config
+from workflows.config.loading import load_config
 
 NAMES = ["zebra", "apple", "mango", "kiwi", "fig", "lime", "plum", "pear", "date", "yam"]
 CROP = 32
@@ -70,7 +70,7 @@ def test_a_checkpoint_with_its_classes_labels_accuracy_and_report(tmp_path, own)
     assert [str(v) for v in group["class_name"][:]] == NAMES
     assert group["logits"].shape[1] == 10
     # The predictions, and so the accuracy, are the checkpoint's own on the stored crops.
-    from workflows.plugin import to_input
+    from workflows.runner.stage_api import to_input
 
     x = to_input(np.asarray(group["pixels"][:]), "cpu", cfg.normalization())
     with torch.no_grad():

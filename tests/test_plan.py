@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.store import SCHEMA, ArrayFamily
-from workflows.plan import Registry, RegistryError
-from workflows.plugin import Stage
+from pipeline.store.zarr_store import SCHEMA, ArrayFamily
+from workflows.runner.planning import Registry, RegistryError
+from workflows.runner.stage_api import Stage
 
 
 def _fresh() -> list[Stage]:

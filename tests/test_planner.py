@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torchvision.models import resnet18
 
-from pipeline.planner import bytes_per_sample, cpu_budget, plan_max_batch
+from pipeline.attribution.memory_planner import bytes_per_sample, cpu_budget, plan_max_batch
 
 
 def test_planned_batch_scales_with_budget(model):
@@ -28,7 +28,7 @@ def test_cpu_budget_from_environment(monkeypatch):
 def test_measure_pass_size_times_every_candidate_and_picks_the_cheapest(monkeypatch):
     import time
 
-    import pipeline.planner as planner
+    import pipeline.attribution.memory_planner as planner
 
     sizes = []
 
@@ -39,7 +39,7 @@ def test_measure_pass_size_times_every_candidate_and_picks_the_cheapest(monkeypa
     best, seconds = planner.measure_pass_size(run_pass, (4, 8), rounds=2)
     assert sizes == [4, 4, 8, 4, 8]  # a warm-up, then interleaved rounds
     assert set(seconds) == {4, 8} and best == 8
-    from workflows.worker import _ig_pass
+    from workflows.runner.worker import _ig_pass
 
     model = resnet18(num_classes=4).eval()
     out = _ig_pass(model, (3, 32, 32), torch.device("cpu"))(4)
@@ -47,7 +47,7 @@ def test_measure_pass_size_times_every_candidate_and_picks_the_cheapest(monkeypa
 
 
 def test_the_timed_pass_size_is_recorded_once_per_model_and_machine(tmp_path, monkeypatch):
-    from workflows import worker
+    from workflows.runner import worker
 
     monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path))
     monkeypatch.delenv("XAI_CPU_MEMORY_BUDGET", raising=False)
@@ -57,7 +57,7 @@ def test_the_timed_pass_size_is_recorded_once_per_model_and_machine(tmp_path, mo
         calls.append(candidates)
         return candidates[1], {c: 1.0 / c for c in candidates}
 
-    monkeypatch.setattr("pipeline.planner.measure_pass_size", fake_measure)
+    monkeypatch.setattr("pipeline.attribution.memory_planner.measure_pass_size", fake_measure)
     spec = worker.ModelSpec(weights="random", weights_id="random:seed=0", head="softmax",
                             seed=0, device="cpu", precision="fp32", channels_last=True,
                             fuse_bn=False, compile=False, max_batch=0, crop=32)

@@ -10,13 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.store import SCHEMA, ArrayFamily, array, open_store
+from pipeline.store.zarr_store import SCHEMA, ArrayFamily, array, open_store
 from tests.workflow_helpers import make_images, records, spawn, write_config
-from workflows import faults
-from workflows.config import Config, load_config
-from workflows.plan import Registry
-from workflows.plugin import Stage, Task, done, open_view, unit_rows
-from workflows.state import disk_errors
+from workflows.config.loading import Config, load_config
+from workflows.runner import fault_injection as faults
+from workflows.runner.planning import Registry
+from workflows.runner.records import disk_errors
+from workflows.runner.stage_api import Stage, Task, done, open_view, unit_rows
 
 #: The toy stage's array: the mean brightness of each usable crop.
 BRIGHTNESS = ArrayFamily("brightness", ("image",), "float32", float("nan"), "toy",
@@ -54,7 +54,7 @@ def toy_registry() -> Registry:
 
 def run(config: str) -> None:
     """Run the toy registry on ``config`` (what the killed subprocess does)."""
-    from workflows.run import run_pipeline
+    from workflows.runner.run import run_pipeline
 
     run_pipeline(load_config(Path(config)), scheduler="synchronous", registry=toy_registry())
 
@@ -73,9 +73,9 @@ def _records(run_dir: Path, stage: str) -> dict[str, float]:
 
 
 def test_a_plugin_stage_runs_resumes_and_is_seen_by_status_verify_and_clean(tiny):
-    from workflows.clean import clean
-    from workflows.status import run_status
-    from workflows.verify import verify
+    from workflows.commands.clean import clean
+    from workflows.commands.status import run_status
+    from workflows.commands.verify import verify
 
     config, run_dir = tiny
     registry = toy_registry()

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.attribution.postprocess import aggregate_block, normalize_block
 from pipeline.explainers import aggregate_attribution, normalize_attribution
-from pipeline.postprocess import aggregate_block, normalize_block
 
 
 def _raw(seed: int = 0) -> np.ndarray:

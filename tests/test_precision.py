@@ -7,8 +7,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pipeline.accel import TF32Backward, for_precision
-from pipeline.precision import PRECISIONS, precision_mode
+from pipeline.attribution.accel import TF32Backward, for_precision
+from pipeline.attribution.precision import PRECISIONS, precision_mode
 
 
 def _flags() -> tuple[bool, bool]:
@@ -58,7 +58,7 @@ def test_on_cpu_fp32_fwd_is_the_model_itself(model):
 
 
 def test_the_affine_stem_is_found_through_the_wrapper(model, images):
-    from pipeline.stem import affine_stem
+    from pipeline.attribution.stem import affine_stem
 
     wrapped = TF32Backward(model)
     split = affine_stem(wrapped)

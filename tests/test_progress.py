@@ -7,7 +7,7 @@ import io
 from rich.console import Console
 
 from tests.workflow_helpers import cli, make_images, write_config
-from workflows.progress import (
+from workflows.runner.progress import (
     LineReporter,
     RichReporter,
     duration,

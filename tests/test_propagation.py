@@ -1,4 +1,5 @@
-"""Modified-gradient methods (``pipeline.propagation``): one nonlinearity per use, DeepLift's
+"""Modified-gradient methods (``pipeline.attribution.propagation``): one nonlinearity per use,
+DeepLift's
 completeness, and guided backprop against an implementation of its own."""
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ import torchvision
 from captum.attr import DeepLift, GuidedBackprop
 from torch import nn
 
-from pipeline.accel import optimize
-from pipeline.model import freeze, with_head
-from pipeline.propagation import deeplift, guided_backprop, unshared
+from pipeline.attribution.accel import optimize
+from pipeline.attribution.propagation import deeplift, guided_backprop, unshared
+from pipeline.models.loading import freeze, with_head
 
 
 def _resnet(head: str = "logits") -> nn.Module:
@@ -46,7 +47,7 @@ def test_captums_deeplift_refuses_stock_resnet_and_ours_adds_up(head):
     """captum #378/#934: a ReLU module used twice breaks DeepLift. On the unshared network
     with rules that add up (overlapping max-pool windows, the softmax head), sum(A) =
     F(x) - F(black) to float rounding, on the logits and on the probabilities."""
-    from pipeline.data import black_baseline
+    from pipeline.data.images import black_baseline
 
     model = _resnet(head)
     x = torch.randn(2, 3, 64, 64)

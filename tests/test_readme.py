@@ -69,7 +69,7 @@ def test_export_example_runs_and_loads(tmp_path, monkeypatch):
     """The three-line export gives a program the pipeline loads (dynamic batch included)."""
     import torch
 
-    from pipeline.model import load_model
+    from pipeline.models.loading import load_model
 
     monkeypatch.chdir(tmp_path)
     exec(compile(_block("## Explaining your own model"), "README.md", "exec"), {})

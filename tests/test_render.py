@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline import render
-from pipeline.render import (
+from pipeline.render import heatmaps as render
+from pipeline.render.heatmaps import (
     SheetRow,
     SheetStyle,
     colormap_lut,
@@ -158,7 +158,7 @@ def test_render_benchmark_measures_both_renderers_on_the_same_rows():
 def test_encode_png_round_trips_through_pillow():
     import io
 
-    from pipeline.render import encode_png
+    from pipeline.render.heatmaps import encode_png
 
     rgb = np.random.default_rng(3).integers(0, 255, (17, 23, 3), dtype=np.uint8)
     decoded = Image.open(io.BytesIO(encode_png(rgb)))
@@ -261,7 +261,7 @@ def test_explain_figure_is_the_sheets_row_with_its_clipping(tmp_path):
     fig = render.explain_figure(pixels, raw, ["gradient", "integrated_gradients"],
                                 image_id="junco.jpg", pred_name="junco", prob=0.9,
                                 path=path)
-    from pipeline.postprocess import normalize_block
+    from pipeline.attribution.postprocess import normalize_block
 
     shown = normalize_block(raw.sum(axis=1)[:, None])[:, 0]
     row = SheetRow("junco.jpg", pixels, shown, "ok", "junco", 0.9, None)

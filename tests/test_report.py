@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline import pages as rp
-from pipeline.methods import DEFAULT_METHODS
+from pipeline.attribution.registry import DEFAULT_METHODS
+from pipeline.report import pages as rp
 from tests.workflow_helpers import (
     cli,
     make_images,
@@ -23,7 +23,7 @@ from tests.workflow_helpers import (
     units_run,
     write_config,
 )
-from workflows.state import Records
+from workflows.runner.records import Records
 
 XSS = "<img src=x onerror=alert(1)>.png"
 
@@ -62,7 +62,7 @@ def test_data_script_names_a_variable() -> None:
 
 
 def test_colormap_filter_tables_are_the_colormap() -> None:
-    from pipeline.render import colormap_lut
+    from pipeline.render.heatmaps import colormap_lut
 
     svg = rp.svg_filters(["viridis"], default="gray")
     lut = colormap_lut("viridis") / 255.0
@@ -217,9 +217,9 @@ def test_each_tile_of_a_sprite_is_the_image_s_crop_and_map(tiny_report) -> None:
 
     from PIL import Image
 
-    from pipeline.render import display_values
-    from workflows.config import load_config
-    from workflows.plugin import sheet_style
+    from pipeline.render.heatmaps import display_values
+    from workflows.config.loading import load_config
+    from workflows.runner.stage_api import sheet_style
 
     config, run_dir = tiny_report
     cfg = load_config(config)
@@ -514,7 +514,7 @@ def test_the_summary_page_puts_the_answer_before_the_run_facts() -> None:
 
 
 def test_method_signs_follow_each_methods_parameters(tmp_path: Path) -> None:
-    from workflows.config import load_config
+    from workflows.config.loading import load_config
     from workflows.stages.report import method_signs
 
     methods = ("gradient", "smoothgrad", "custom_gradient", "integrated_gradients", "grad_cam")
@@ -547,7 +547,7 @@ def test_a_mask_outline_is_the_masks_border() -> None:
 
 
 def test_the_randomisation_figure_draws_every_method_or_nothing() -> None:
-    from pipeline.plots import randomisation_figure
+    from pipeline.render.figures import randomisation_figure
 
     fig = randomisation_figure(EVALUATION["randomisation"], 0.5)
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]

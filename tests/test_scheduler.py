@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 
 from pipeline.errors import ConfigError
-from workflows.engine import run_units
-from workflows.plugin import Unit
-from workflows.scheduler import SchedulerError, open_executor, validate
+from workflows.runner.coordinator import run_units
+from workflows.runner.scheduler import SchedulerError, open_executor, validate
+from workflows.runner.stage_api import Unit
 
 
 @pytest.mark.parametrize("spec", ["threads", "processes", "synchronous", "local:2",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.spray import by_size, downsample, eigengap, purity, strategies
+from pipeline.evaluation.spray import by_size, downsample, eigengap, purity, strategies
 
 
 def _family(rng: np.random.Generator, centre: tuple[int, int], n: int, side: int = 56
@@ -97,7 +97,7 @@ def _planted(sizes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
 def test_the_sparse_eigenvalues_equal_the_dense_ones(monkeypatch: pytest.MonkeyPatch) -> None:
     """Above ``DENSE_LIMIT`` maps the eigenvalues come from Lanczos on the normalized
     adjacency: the same numbers as the dense decomposition of the Laplacian."""
-    from pipeline import spray
+    from pipeline.evaluation import spray
 
     maps, _ = _planted((60, 90, 50))
     graph = spray.affinity(spray.downsample(maps, 28), 8)
@@ -112,7 +112,7 @@ def test_planted_strategies_are_found_exactly_on_the_sparse_path(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Large classes (LOBPCG for the embedding, Lanczos for the eigenvalues) find the same
     families as small ones."""
-    from pipeline import spray
+    from pipeline.evaluation import spray
 
     maps, truth = _planted((60, 90, 50))
     small = strategies(maps, size=28, n_neighbors=8)

@@ -1,11 +1,11 @@
-"""workflows.state.Records: the append-only record logs."""
+"""workflows.runner.records.Records: the append-only record logs."""
 
 from __future__ import annotations
 
 import json
 import pickle
 
-from workflows.state import Records
+from workflows.runner.records import Records
 
 
 def test_a_record_is_read_back_by_another_reader(tmp_path):

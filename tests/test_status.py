@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from tests.workflow_helpers import cli, make_images, run_ok, write_config
-from workflows.state import RunLock
+from workflows.runner.records import RunLock
 
 
 def test_status_counts_images_and_says_a_run_is_in_progress(tmp_path):
@@ -55,12 +55,12 @@ def _equivalence_run(tmp_path):
 def test_status_from_the_records_equals_status_from_the_store(tmp_path, monkeypatch):
     """Skipped images and completeness come from the records: the same answer as the arrays
     give, and no chunk but the flagged images' ids is read."""
-    from pipeline.store import open_store
-    from workflows import status as status_module
-    from workflows.config import load_config
+    from pipeline.store.zarr_store import open_store
+    from workflows.commands import status as status_module
+    from workflows.config.loading import load_config
+    from workflows.runner.records import Records
+    from workflows.runner.run_summary import completeness_summary, skipped_images
     from workflows.stages import REGISTRY
-    from workflows.state import Records
-    from workflows.summary import completeness_summary, skipped_images
 
     config, run_dir = _equivalence_run(tmp_path)
     cfg = load_config(config)
@@ -94,8 +94,8 @@ def test_status_from_the_records_equals_status_from_the_store(tmp_path, monkeypa
 def test_verify_a_sample_checks_that_many_and_finds_damage_in_it(tmp_path):
     import shutil
 
-    from workflows.config import load_config
-    from workflows.verify import verify
+    from workflows.commands.verify import verify
+    from workflows.config.loading import load_config
 
     make_images(tmp_path / "images", n=5, broken=False)
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",

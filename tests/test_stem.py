@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.accel import CompiledWithFallback, optimize
+from pipeline.attribution.accel import CompiledWithFallback, optimize
+from pipeline.attribution.stem import affine_stem
 from pipeline.custom_explainers import QUADRATURE_RULES, integrated_gradients, predicted_class
-from pipeline.data import black_baseline
-from pipeline.stem import affine_stem
+from pipeline.data.images import black_baseline
 from tests.conftest import rel_err
 
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.encoding import NORMALIZED_DTYPES, STORE_LAYOUTS, UNORM16_ONE
 from pipeline.errors import ConfigError
-from pipeline.store import open_dataset
+from pipeline.store.encoding import NORMALIZED_DTYPES, STORE_LAYOUTS, UNORM16_ONE
+from pipeline.store.zarr_store import open_dataset
 from tests.workflow_helpers import cli, make_images, run_ok, write_config
-from workflows.config import load_config
+from workflows.config.loading import load_config
 
 METHODS = ("gradient", "integrated_gradients")
 

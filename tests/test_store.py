@@ -10,7 +10,7 @@ import pytest
 import zarr
 
 from pipeline.errors import StoreError
-from pipeline.store import (
+from pipeline.store.zarr_store import (
     POOL_EXPLAINERS,
     POOL_SHARDS,
     SCHEMA,
@@ -53,7 +53,7 @@ def test_the_readme_store_table_is_the_schema():
     section = section[:section.index("\n## ", 4)]
     rows = [line for line in section.splitlines() if re.match(r"\| `", line)]
     assert rows == SCHEMA.markdown_rows(), \
-        "README: paste the table `.venv/bin/python -m pipeline.store` prints"
+        "README: paste the table `.venv/bin/python -m pipeline.store.zarr_store` prints"
 
 
 def _group(tmp_path, n=5, shard=2):

@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 from tests.workflow_helpers import ROOT, cli, make_images, run_ok, write_config
-from workflows.summary import StageStats
+from workflows.runner.run_summary import StageStats
 
 
 def test_img_per_s_comes_from_busy_time_not_the_span():
@@ -63,7 +63,7 @@ def test_a_no_op_rerun_never_imports_torch(tmp_path):
     config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
                           methods=["gradient"])
     run_ok(config)
-    code = ("import sys; from workflows.cli import app; sys.argv = ['xai', 'run', "
+    code = ("import sys; from workflows.cli.app import app; sys.argv = ['xai', 'run', "
             f"'--config', {str(config)!r}];\n"
             "try:\n    app()\nexcept SystemExit as end:\n    assert not end.code, end.code\n"
             "print('torch imported:', 'torch' in sys.modules)")

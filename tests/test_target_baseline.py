@@ -10,12 +10,17 @@ import pytest
 import torch
 import xarray as xr
 
-from pipeline.baselines import make_baseline
-from pipeline.data import from_uint8_hwc, normalize
-from pipeline.methods import METHODS, attribute, image_seed, relative_completeness_error
-from pipeline.model import load_model, synset_to_index
+from pipeline.attribution.baselines import make_baseline
+from pipeline.attribution.registry import (
+    METHODS,
+    attribute,
+    image_seed,
+    relative_completeness_error,
+)
+from pipeline.data.images import from_uint8_hwc, normalize
+from pipeline.models.loading import load_model, synset_to_index
 from tests.workflow_helpers import cli, make_images, run_ok, write_config
-from workflows.plugin import NO_LABEL
+from workflows.runner.stage_api import NO_LABEL
 
 WNIDS = {"img0": "n01440764", "img2": "n01443537"}  # img1 has no label
 

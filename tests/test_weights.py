@@ -17,7 +17,7 @@ def test_torch_free_identity_matches_torchvision(monkeypatch, tmp_path):
     import torch
     from torchvision.models import ResNet18_Weights
 
-    from pipeline import weights
+    from pipeline.models import checkpoints as weights
 
     assert f"torchvision:{ResNet18_Weights.IMAGENET1K_V1}" == weights.IMAGENET_ID
     assert ResNet18_Weights.IMAGENET1K_V1.url.rsplit("/", 1)[-1] == weights.IMAGENET_FILE
@@ -33,14 +33,14 @@ def test_torch_free_identity_matches_torchvision(monkeypatch, tmp_path):
 def test_hub_dir_follows_torch_set_dir(monkeypatch, tmp_path):
     import torch
 
-    from pipeline import weights
+    from pipeline.models import checkpoints as weights
 
     monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "elsewhere"))
     assert weights.imagenet_cache_path().parent.parent == tmp_path / "elsewhere"
 
 
 def test_the_cli_and_status_do_not_import_torch():
-    code = ("import sys, workflows.cli, workflows.run, workflows.config; "
+    code = ("import sys, workflows.cli.app, workflows.runner.run, workflows.config.loading; "
             "print(sorted(m for m in ('torch', 'torchvision', 'captum') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True).stdout.strip()
@@ -68,8 +68,8 @@ def offline_hub(monkeypatch, tmp_path):
 
 
 def test_auto_tries_the_network_once_then_remembers(offline_hub, tmp_path, monkeypatch):
-    from pipeline import weights
-    from pipeline.model import load_model
+    from pipeline.models import checkpoints as weights
+    from pipeline.models.loading import load_model
 
     first = load_model("auto")
     assert first.is_random and len(offline_hub) == 1
@@ -109,7 +109,7 @@ def _fake_checkpoint(path: Path) -> str:
 
 
 def weights_mod():
-    from pipeline import weights
+    from pipeline.models import checkpoints as weights
 
     return weights
 
@@ -130,7 +130,7 @@ def test_weights_import_copies_a_matching_file_and_auto_then_uses_it(offline_hub
                                                                     monkeypatch):
     import torch
 
-    from pipeline.model import load_model
+    from pipeline.models.loading import load_model
 
     src = tmp_path / "download.pth"
     digest = _fake_checkpoint(src)

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from workflows import worker
+from workflows.runner import worker
 
 
 def _spec(**kw: object) -> worker.ModelSpec:
@@ -25,7 +25,7 @@ def empty_cache(monkeypatch):
 def test_a_precision_change_builds_its_own_wrapped_model(empty_cache, monkeypatch):
     """fp32 then fp32-fwd on one worker: the second must be wrapped for fp32-fwd, not the
     cached fp32 model (the bug: the cache key left the precision out)."""
-    import pipeline.accel as accel
+    import pipeline.attribution.accel as accel
 
     def wrap(model, mode, device):  # what for_precision does on CUDA, on any device
         return ("wrapped", model) if mode == "fp32-fwd" else model

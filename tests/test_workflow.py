@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.methods import DEFAULT_METHODS, METHODS
+from pipeline.attribution.registry import DEFAULT_METHODS, METHODS
 from tests.workflow_helpers import (
     assert_same,
     cli,
@@ -25,8 +25,8 @@ from tests.workflow_helpers import (
     units_run,
     write_config,
 )
+from workflows.runner.records import RunLock
 from workflows.stages import REGISTRY
-from workflows.state import RunLock
 
 METHOD_NAMES = list(DEFAULT_METHODS)
 
@@ -131,9 +131,9 @@ def test_attributions_match_the_seed_functions(done):
     """The stored gradient is Captum Saliency of the stored crop for the stored prediction."""
     import torch
 
-    from pipeline.data import from_uint8_hwc, normalize
+    from pipeline.data.images import from_uint8_hwc, normalize
     from pipeline.explainers import get_gradient
-    from pipeline.model import load_model
+    from pipeline.models.loading import load_model
 
     _config, tmp, _ = done
     a = _arrays(_store(tmp))
@@ -150,7 +150,7 @@ def test_attributions_match_the_seed_functions(done):
 def _enabled_stages(config) -> list[str]:
     """The stages a run under ``config`` has (evaluate is off without [evaluate] metrics; the
     test configs turn the report off)."""
-    from workflows.config import load_config
+    from workflows.config.loading import load_config
 
     cfg = load_config(config)
     names = [stage.name for stage in REGISTRY if stage.methods(cfg)]
@@ -286,7 +286,7 @@ def test_a_schema_1_store_is_refused_not_misread(done):
     result = cli("run", "--config", str(config))
     assert result.exit_code == 2 and "now `class_name`" in " ".join(result.output.split())
     from pipeline.errors import StoreError
-    from pipeline.store import open_dataset
+    from pipeline.store.zarr_store import open_dataset
 
     with pytest.raises(StoreError, match="xai clean"):
         open_dataset(_store(tmp))
@@ -399,7 +399,7 @@ def test_second_concurrent_run_is_refused(tiny):
 def test_lock_of_a_killed_run_does_not_block(tiny):
     config, tmp = tiny
     run_dir = tmp / "runs" / "tiny"
-    code = ("import os, signal, sys; from workflows.state import RunLock; "
+    code = ("import os, signal, sys; from workflows.runner.records import RunLock; "
             f"RunLock({str(run_dir)!r}).acquire(); os.kill(os.getpid(), signal.SIGKILL)")
     import subprocess
     import sys
@@ -598,8 +598,8 @@ def test_random_weights_warning_is_whole_at_80_columns():
     from rich.console import Console
     from rich.progress import Progress
 
-    from workflows.progress import RichReporter
-    from workflows.run import RANDOM_WEIGHTS_WARNING
+    from workflows.runner.progress import RichReporter
+    from workflows.runner.run import RANDOM_WEIGHTS_WARNING
 
     buf = io.StringIO()
     console = Console(file=buf, width=80, soft_wrap=True, force_terminal=False)

@@ -1,5 +1,5 @@
 """``python -m workflows`` = the ``xai`` command."""
 
-from workflows.cli import main
+from workflows.cli.app import main
 
 main()

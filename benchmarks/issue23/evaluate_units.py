@@ -21,9 +21,9 @@ WORK = Path(os.environ.get("XAI_BENCH_DIR", "/tmp/eval_bench"))
 os.environ.setdefault("XAI_CACHE_DIR", str(WORK / "cache"))
 sys.path.insert(0, str(ROOT))
 
-from workflows.config import load_config  # noqa: E402
-from workflows.plan import Registry  # noqa: E402
-from workflows.run import run_pipeline  # noqa: E402
+from workflows.config.loading import load_config  # noqa: E402
+from workflows.runner.planning import Registry  # noqa: E402
+from workflows.runner.run import run_pipeline  # noqa: E402
 from workflows.stages import STAGES  # noqa: E402
 
 OLD_STAGE = WORK / "old_evaluate.py"  # the all-at-once stage, as committed before issue 23
@@ -75,7 +75,7 @@ def cfg_for(out: Path, extra: list[str] = ()):
 def evaluate_units(run_dir: Path, since: float) -> tuple[int, float]:
     """Evaluate units recorded since ``since``: how many, and the seconds they ran."""
     n, busy = 0, 0.0
-    from workflows.state import Records
+    from workflows.runner.records import Records
 
     recs = Records(run_dir)
     for rec in (r for f in recs.folders("evaluate") for r in recs.entries(f).values()):

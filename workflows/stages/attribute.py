@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from workflows import faults, worker
-from workflows.config import Config
-from workflows.plugin import (
+from workflows.config.loading import Config
+from workflows.runner import fault_injection as faults
+from workflows.runner import worker
+from workflows.runner.records import disk_errors
+from workflows.runner.stage_api import (
     Context,
     Stage,
     Task,
@@ -20,7 +22,6 @@ from workflows.plugin import (
     to_input,
     unit_rows,
 )
-from workflows.state import disk_errors
 
 
 class Attribute(Stage):
@@ -33,7 +34,7 @@ class Attribute(Stage):
            "errors and output gaps")
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
-        from pipeline.methods import METHODS
+        from pipeline.attribution.registry import METHODS
 
         assert method is not None
         spec = METHODS[method]
@@ -44,8 +45,8 @@ class Attribute(Stage):
     def run(self, task: Task) -> dict[str, Any]:
         import torch
 
-        from pipeline.methods import METHODS, attribute, image_seed
-        from pipeline.precision import precision_mode
+        from pipeline.attribution.precision import precision_mode
+        from pipeline.attribution.registry import METHODS, attribute, image_seed
 
         assert task.model is not None and task.unit.method is not None
         eng = worker.model_for(task.model)
@@ -101,7 +102,7 @@ def per_image_facts(out: dict[str, np.ndarray]) -> dict[str, Any]:
     """For a method with a completeness property: each image's relative completeness error
     (and an adaptive rule's steps and residual), in shard order, NaN as None. The record
     keeps them, so that ``xai status`` summarises completeness without reading the store."""
-    from pipeline.methods import relative_completeness_error
+    from pipeline.attribution.registry import relative_completeness_error
 
     def listed(values: np.ndarray) -> list[float | None]:
         return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]
@@ -118,7 +119,7 @@ def record_storage_error(ctx: Context, stage: str, array_name: str) -> dict[str,
     ``[store] normalized``), the store attribute ``<setting>_error[array_name]``: per method,
     the relative L2 error of the stored maps against the float32 ones, measured on the run's
     first shard (its record's ``storage_error``); None where it is kept in float32."""
-    from pipeline.store import stored_choice
+    from pipeline.store.zarr_store import stored_choice
 
     setting = ctx.registry.schema[array_name].encoding
     choice = stored_choice(ctx.group, setting)

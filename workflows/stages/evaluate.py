@@ -1,6 +1,7 @@
 """``evaluate``: attribution-quality metrics on the stored maps, with a random floor.
 
-The metrics of ``[evaluate] metrics`` (:data:`pipeline.metrics.METRICS`) are computed on the
+The metrics of ``[evaluate] metrics`` (:data:`pipeline.evaluation.metrics.METRICS`) are computed on
+the
 ``aggregated`` maps in one unit per (method, shard), recorded like ``attribute``'s: a unit
 writes its method's slot of ``metric_<name>``, ``curve_<name>`` and ``randomisation`` (the
 randomisation test, for the shard's images among the first ``randomisation_images``). The
@@ -8,7 +9,8 @@ floor every number is compared with, the same metrics on uniform random maps, is
 shared unit per shard (``random_<name>``, ``random_curve_<name>``): computed once per shard,
 whatever the methods. A unit's hash holds the ``[evaluate]`` settings, the target, seed and
 head, and for a method's unit that method's parameters; the chain adds the data, the model
-and that method's maps (:meth:`workflows.plan.Registry.upstream_methods`). So a change to one
+and that method's maps (:meth:`workflows.runner.planning.Registry.upstream_methods`). So a change
+to one
 method re-evaluates that method alone, and never the floor. Localisation metrics are NaN for
 images without a mask.
 
@@ -24,10 +26,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.store import StoreView, array, explainers
-from workflows import faults, worker
-from workflows.config import Config
-from workflows.plugin import (
+from pipeline.store.zarr_store import StoreView, array, explainers
+from workflows.config.loading import Config
+from workflows.runner import fault_injection as faults
+from workflows.runner import worker
+from workflows.runner.records import atomic_write_bytes, atomic_write_json, disk_errors
+from workflows.runner.stage_api import (
     Context,
     Stage,
     Task,
@@ -40,7 +44,6 @@ from workflows.plugin import (
     to_input,
     unit_rows,
 )
-from workflows.state import atomic_write_bytes, atomic_write_json, disk_errors
 
 #: The ``[evaluate]`` settings the random floor does not use (the randomisation test re-runs
 #: the methods; the floor has none).
@@ -49,7 +52,7 @@ FLOOR_IGNORES = ("randomisation_images",)
 
 def evaluation_arrays(cfg: Config) -> list[str]:
     """The arrays the stage writes under ``cfg``."""
-    from pipeline.metrics import METRICS
+    from pipeline.evaluation.metrics import METRICS
 
     out = []
     for name in cfg.evaluate.metrics:
@@ -92,7 +95,7 @@ class Evaluate(Stage):
         """Create the arrays of the configured metrics (NaN) and drop those no metric asks
         for any more. A shape change also changes the stage's hashes, so its records are
         stale anyway."""
-        from pipeline.metrics import LAYER_GROUPS
+        from pipeline.evaluation.metrics import LAYER_GROUPS
 
         wanted = evaluation_arrays(cfg) if self.enabled(cfg) else []
         drop(group, [k for k in self.schema.instances(group, self.writes) if k not in wanted])
@@ -129,7 +132,7 @@ class Evaluate(Stage):
 
     def finalize(self, ctx: Context) -> dict[str, Any] | None:
         """``evaluation.json`` and ``evaluation.png`` from the store's evaluation arrays."""
-        from pipeline.plots import evaluation_figure, png
+        from pipeline.render.figures import evaluation_figure, png
 
         summary = evaluation_summary(ctx.group, ctx.cfg)
         if summary:
@@ -150,8 +153,8 @@ def random_maps(indices: Sequence[int] | np.ndarray, shape: tuple[int, int], see
                 ) -> np.ndarray:
     """The random maps of images ``indices`` ``(K, H, W)``: seeded per image, so the floor is
     the same for any shard size or resume."""
-    from pipeline.methods import image_seed
-    from pipeline.metrics import random_attribution
+    from pipeline.attribution.registry import image_seed
+    from pipeline.evaluation.metrics import random_attribution
 
     if not len(indices):
         return np.zeros((0, *shape), np.float32)
@@ -180,8 +183,8 @@ def unit_scores(task: Task, eng: Any, data: Mapping[str, np.ndarray], maps: np.n
     correlations ``(K, G)`` (NaN rows for the others). The caller holds the device lock."""
     import torch
 
-    from pipeline.metrics import METRICS
-    from pipeline.precision import precision_mode
+    from pipeline.attribution.precision import precision_mode
+    from pipeline.evaluation.metrics import METRICS
 
     u, cfg = task.unit, task.cfg
     ev = cfg.evaluate
@@ -213,9 +216,9 @@ def _randomisation(task: Task, eng: Any, method: str, x: Any, targets: Any,
     others)."""
     import torch
 
-    from pipeline.methods import METHODS, attribute, image_seed
-    from pipeline.metrics import LAYER_GROUPS, cascading_randomisation
-    from pipeline.model import with_head
+    from pipeline.attribution.registry import METHODS, attribute, image_seed
+    from pipeline.evaluation.metrics import LAYER_GROUPS, cascading_randomisation
+    from pipeline.models.loading import with_head
 
     cfg, u = task.cfg, task.unit
     idx = torch.as_tensor(np.flatnonzero(pick), device=x.device)
@@ -239,10 +242,11 @@ def _randomisation(task: Task, eng: Any, method: str, x: Any, targets: Any,
 
 
 def _layer_groups(backbone: Any) -> list[list[str]]:
-    """:func:`~pipeline.metrics.layer_groups` of the network inside the engine's wrappers,
+    """:func:`~pipeline.evaluation.metrics.layer_groups` of the network inside the engine's
+    wrappers,
     under the names the wrapped model gives them (e.g. ``inner.layer4``)."""
-    from pipeline.accel import network_path
-    from pipeline.metrics import layer_groups
+    from pipeline.attribution.accel import network_path
+    from pipeline.evaluation.metrics import layer_groups
 
     path = network_path(backbone)
     inner = backbone.get_submodule(path) if path else backbone
@@ -319,7 +323,7 @@ def stored_scores(group: Any, cfg: Config) -> dict[str, dict[str, np.ndarray]]:
 def evaluation_summary(group: Any, cfg: Config) -> dict[str, Any]:
     """Per metric: per method and for the random maps, the mean with a 95% bootstrap
     interval; the randomisation test per method and layer group; notes (e.g. no masks)."""
-    from pipeline.metrics import METRICS, RESNET_LAYER_GROUPS
+    from pipeline.evaluation.metrics import METRICS, RESNET_LAYER_GROUPS
 
     if not cfg.evaluate.metrics:
         return {}

@@ -8,11 +8,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.encoding import STORE_DEFAULTS
-from workflows import faults
-from workflows.config import GENERATED_LAYOUTS, Config
-from workflows.plugin import Stage, Task, done, open_view
-from workflows.state import disk_errors
+from pipeline.store.encoding import STORE_DEFAULTS
+from workflows.config.loading import GENERATED_LAYOUTS, Config
+from workflows.runner import fault_injection as faults
+from workflows.runner.records import disk_errors
+from workflows.runner.stage_api import Stage, Task, done, open_view
 
 
 class Ingest(Stage):
@@ -38,7 +38,7 @@ class Ingest(Stage):
                    if choice != STORE_DEFAULTS[setting]}}
 
     def run(self, task: Task) -> dict[str, Any]:
-        from pipeline.data import preprocess_transform
+        from pipeline.data.images import preprocess_transform
 
         u, d = task.unit, task.cfg.dataset
         store = open_view(task)
@@ -66,13 +66,13 @@ class Ingest(Stage):
 def _one(cfg: Config, index: int, image_id: str, transform: Any, pixels: np.ndarray,
          mask: np.ndarray) -> str:
     """Fill ``pixels`` (and ``mask``) for image ``index``; return its status."""
-    from pipeline.data import ImageDecodeError, load_image, to_uint8_hwc
-    from pipeline.datasets import synthetic_image
+    from pipeline.data.images import ImageDecodeError, load_image, to_uint8_hwc
+    from pipeline.data.layouts import synthetic_image
 
     d, seed = cfg.dataset, cfg.run.seed
     try:
         if d.layout == "evidence":
-            from pipeline.evidence import evidence_image
+            from pipeline.data.evidence_dataset import evidence_image
 
             made = evidence_image(index, seed, d.crop, str(d.root or "."), "test",
                                   cfg.shortcut())

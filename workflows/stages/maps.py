@@ -1,5 +1,5 @@
 """``aggregate`` and ``normalize``: the per-map post-processing, one method and shard at a time
-(:mod:`pipeline.postprocess` on the stored block)."""
+(:mod:`pipeline.attribution.postprocess` on the stored block)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from pipeline.postprocess import aggregate_block, normalize_block
-from workflows import faults
-from workflows.config import Config
-from workflows.plugin import Context, Stage, Task, done, open_view
+from pipeline.attribution.postprocess import aggregate_block, normalize_block
+from workflows.config.loading import Config
+from workflows.runner import fault_injection as faults
+from workflows.runner.records import disk_errors
+from workflows.runner.stage_api import Context, Stage, Task, done, open_view
 from workflows.stages.attribute import record_storage_error
-from workflows.state import disk_errors
 
 #: Neither stage has a mid-write point: each writes one array in one assignment.
 POINTS = ("before-write", "after-write", "after-record")
@@ -46,7 +46,7 @@ class _PerMap(Stage):
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
         return self.version
 
-    #: ``block(source block) -> target block`` (:mod:`pipeline.postprocess`).
+    #: ``block(source block) -> target block`` (:mod:`pipeline.attribution.postprocess`).
     block: ClassVar[Callable[[np.ndarray], np.ndarray]]
 
     def run(self, task: Task) -> dict[str, Any]:

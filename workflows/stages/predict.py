@@ -7,10 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from workflows import faults, worker
-from workflows.config import Config
-from workflows.plugin import Stage, Task, done, open_view, to_input, unit_rows
-from workflows.state import disk_errors
+from workflows.config.loading import Config
+from workflows.runner import fault_injection as faults
+from workflows.runner import worker
+from workflows.runner.records import disk_errors
+from workflows.runner.stage_api import Stage, Task, done, open_view, to_input, unit_rows
 
 
 class Predict(Stage):
@@ -20,7 +21,7 @@ class Predict(Stage):
     doc = "logits, predicted class and its softmax probability"
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
-        from pipeline.models import IMAGENET_MEAN, IMAGENET_STD
+        from pipeline.models.architectures import IMAGENET_MEAN, IMAGENET_STD
 
         r, m = cfg.run, cfg.model
         imagenet = (tuple(m.mean), tuple(m.std)) == (IMAGENET_MEAN, IMAGENET_STD)
@@ -32,7 +33,7 @@ class Predict(Stage):
     def run(self, task: Task) -> dict[str, Any]:
         import torch
 
-        from pipeline.precision import precision_mode
+        from pipeline.attribution.precision import precision_mode
 
         assert task.model is not None
         eng = worker.model_for(task.model)

@@ -2,15 +2,17 @@
 
 Per shard (incremental: only shards whose inputs changed are rebuilt), into
 ``<run>/report-parts/``: the crops (JPEG), the grey-level maps per method (PNG) and the mask
-outlines, each as sprites (a shard's tiles in one file, :func:`pipeline.pages.sprite_path`),
+outlines, each as sprites (a shard's tiles in one file, :func:`pipeline.report.pages.sprite_path`),
 the rows the gallery shows (``data/shard-NNNNNN.js``), and the downsampled maps the explanation
 strategies are clustered from (``features/shard-NNNNNN.npy``).
 
-Then, in :meth:`Report.finalize`: the explanation strategies (SpRAy, :mod:`pipeline.spray`)
+Then, in :meth:`Report.finalize`: the explanation strategies (SpRAy,
+:mod:`pipeline.evaluation.spray`)
 per class and method, written to the store's ``strategy`` array; the summary and strategies
-pages (:mod:`pipeline.pages`) and their plots (:mod:`pipeline.plots`); and the folder,
+pages (:mod:`pipeline.report.pages`) and their plots (:mod:`pipeline.render.figures`); and the
+folder,
 assembled from the parts (hard links) in a private folder and published in one step
-(:func:`pipeline.pages.publish`), so a killed build leaves the old report or the new one.
+(:func:`pipeline.report.pages.publish`), so a killed build leaves the old report or the new one.
 
 Built from incomplete inputs (``xai report`` on a run with stages missing), a shard's rows
 show what is there, the pages say which stages are missing, and the shard is not recorded:
@@ -31,13 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from pipeline import pages as rp
-from pipeline.files import write_atomic
-from pipeline.spray import Cluster
-from pipeline.store import array, explainers
-from workflows import faults
-from workflows.config import Config, stable_hash
-from workflows.plugin import (
+from pipeline.atomic_files import write_atomic
+from pipeline.evaluation.spray import Cluster
+from pipeline.report import pages as rp
+from pipeline.store.zarr_store import array, explainers
+from workflows.config.loading import Config, stable_hash
+from workflows.runner import fault_injection as faults
+from workflows.runner.records import atomic_write_bytes, disk_errors, read_json
+from workflows.runner.run_summary import top1_accuracy
+from workflows.runner.stage_api import (
     Context,
     Stage,
     Task,
@@ -47,8 +51,6 @@ from workflows.plugin import (
     open_view,
     sheet_style,
 )
-from workflows.state import atomic_write_bytes, disk_errors, read_json
-from workflows.summary import top1_accuracy
 
 PARTS = "report-parts"
 REPORT = "report"
@@ -159,7 +161,7 @@ def method_signs(cfg: Config) -> dict[str, str]:
     score) treat negative attribution: ``"absolute"`` where the method takes ``|·|``
     (its ``abs`` or ``absolute`` parameter is true), ``"non-negative"`` for a layer map
     (Grad-CAM keeps the positive part), else ``"signed"``."""
-    from pipeline.methods import METHODS
+    from pipeline.attribution.registry import METHODS
 
     out = {}
     for m in cfg.method_names:
@@ -185,9 +187,9 @@ def _metric_names(group: Any, cfg: Config) -> list[str]:
 
 def report_shard(task: Task) -> dict[str, Any]:
     """Crops, maps, rows and strategy features of one shard, into ``report-parts/``."""
-    from pipeline.methods import METHODS, relative_completeness_error
-    from pipeline.render import display_values
-    from pipeline.spray import downsample
+    from pipeline.attribution.registry import METHODS, relative_completeness_error
+    from pipeline.evaluation.spray import downsample
+    from pipeline.render.heatmaps import display_values
 
     u, cfg = task.unit, task.cfg
     run_dir = Path(task.run_dir)
@@ -278,7 +280,7 @@ def report_shard(task: Task) -> dict[str, Any]:
 
 def _write_sprites(run_dir: Path, shard: int, tiles: int, rows: Sequence[Mapping[str, Any]],
                    crops: np.ndarray, outlines: np.ndarray, greys: np.ndarray) -> None:
-    """The shard's tiles as sprites (:func:`pipeline.pages.sprite_path`), ``tiles`` a
+    """The shard's tiles as sprites (:func:`pipeline.report.pages.sprite_path`), ``tiles`` a
     sprite: crops ``(N, H, W, 3)``, outlines ``(N, H, W, 4)``, grey maps ``(M, N, H, W)``.
     A sprite is written only where one of its tiles is shown (the rows' ``c``, ``o``,
     ``m`` flags); the others' places stay blank."""
@@ -324,8 +326,8 @@ def compute_strategies(group: Any, cfg: Config, run_dir: Path, units: Sequence[U
     not clustered) in the run's method order, and facts for the page (purity on a planted
     shortcut).
     """
-    from pipeline.evidence import has_watermark
-    from pipeline.spray import purity, strategies
+    from pipeline.data.evidence_dataset import has_watermark
+    from pipeline.evaluation.spray import purity, strategies
 
     rc = cfg.report
     methods = list(cfg.method_names)
@@ -452,8 +454,8 @@ def plots(group: Any, cfg: Config, run_dir: Path, evaluation: Mapping[str, Any]
     """``plots/*.png``: the completeness errors of the IG methods, and, when the run was
     evaluated, the evaluation figure (``evaluation.png``, which the evaluate stage has just
     drawn) and the randomisation curves of the sanity section (:data:`SANITY_PLOT`)."""
-    from pipeline.methods import METHODS, relative_completeness_error
-    from pipeline.plots import completeness_figure, png, randomisation_figure
+    from pipeline.attribution.registry import METHODS, relative_completeness_error
+    from pipeline.render.figures import completeness_figure, png, randomisation_figure
 
     names = explainers(group)
     ig = [m for m in cfg.method_names if m in names and METHODS[m].has_delta]
@@ -493,8 +495,8 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
                  stamp: str = "") -> dict[str, Any]:
     """Cluster, write the pages and publish ``<run>/report/``; return facts for the
     summary (``path``, ``seconds``, ``strategy_classes``, ``shortcut_purity``, ``missing``)."""
-    from pipeline.methods import METHODS
-    from pipeline.metrics import METRICS
+    from pipeline.attribution.registry import METHODS
+    from pipeline.evaluation.metrics import METRICS
 
     t0 = time.perf_counter()
     target = run_dir / REPORT

@@ -8,10 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from workflows import faults
-from workflows.config import Config
-from workflows.plugin import Stage, Task, Unit, done, explained_status, open_view, sheet_style
-from workflows.state import disk_errors
+from workflows.config.loading import Config
+from workflows.runner import fault_injection as faults
+from workflows.runner.records import disk_errors
+from workflows.runner.stage_api import (
+    Stage,
+    Task,
+    Unit,
+    done,
+    explained_status,
+    open_view,
+    sheet_style,
+)
 
 #: Stamped on every sheet of a run with random weights.
 RANDOM_BANNER = "RANDOM WEIGHTS: results are meaningless"
@@ -56,7 +64,12 @@ class Render(Stage):
         the per-(image, method) tiles when asked for."""
         from PIL import Image
 
-        from pipeline.render import SheetRow, contact_sheet, heatmap_tile, save_image_atomic
+        from pipeline.render.heatmaps import (
+            SheetRow,
+            contact_sheet,
+            heatmap_tile,
+            save_image_atomic,
+        )
 
         sheet, cfg = task.unit, task.cfg
         style = sheet_style(cfg)

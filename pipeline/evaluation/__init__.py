@@ -1,0 +1,1 @@
+"""Attribution-quality metrics (the metric registry) and SpRAy strategy clustering."""

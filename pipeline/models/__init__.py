@@ -1,0 +1,2 @@
+"""Classifiers: the architecture registry, checkpoints and their identity, loading, and the
+evidence model."""

@@ -1,0 +1,214 @@
+"""Weights identity without loading torch: each architecture's published checkpoint (its name,
+file, cache path and the hash in its name), a file's SHA-256, the remembered failed download
+and ``xai weights import``. ``xai status`` uses these to tell whether a store is current
+without importing torch; :mod:`pipeline.models.loading` uses the same definitions when it loads
+weights."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from pipeline.atomic_files import copy_atomic, write_atomic
+from pipeline.errors import WeightsError
+from pipeline.models.architectures import DEFAULT_ARCH, PublishedWeights, published_weights
+
+#: ``str(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)`` and its checkpoint file name
+#: (checked against torchvision in the tests): the reference model's.
+IMAGENET_WEIGHTS_NAME = "ResNet18_Weights.IMAGENET1K_V1"
+IMAGENET_FILE = "resnet18-f37072fd.pth"
+IMAGENET_ID = f"torchvision:{IMAGENET_WEIGHTS_NAME}"
+
+#: What the classifier ends in: a softmax (class probabilities) or nothing (raw logits).
+HEADS: tuple[str, ...] = ("softmax", "logits")
+#: Keywords of ``[model] weights`` / ``--weights``; anything else is a weights file: a state
+#: dict (``.pth``, ``.pt``) or an exported program (``.pt2``).
+WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "auto", "random", "evidence")
+#: The file ending of a ``torch.export`` program.
+EXPORTED = ".pt2"
+
+
+def published(arch: str = DEFAULT_ARCH) -> PublishedWeights:
+    """The checkpoint ``weights = "imagenet"`` means for ``arch`` (torchvision's DEFAULT)."""
+    return published_weights(arch)
+
+
+def weights_identity(weights: str, seed: int, evidence_key: str = "",
+                     arch: str = DEFAULT_ARCH) -> str:
+    """The identity a run records for ``weights`` of ``arch``, without loading anything.
+
+    ``imagenet``: torchvision's checkpoint (``torchvision:ResNet18_Weights.IMAGENET1K_V1``);
+    ``auto``: the same when its file is in the cache, else seeded random weights;
+    ``random``: ``random:seed=<seed>`` (``random:<arch>:seed=<seed>`` for another
+    architecture than ResNet18); ``evidence``: the evidence model of the training settings
+    whose key is ``evidence_key``; anything else a weights file, by name and SHA-256 (and the
+    architecture it is loaded into, for a state dict of another one than ResNet18).
+    :func:`pipeline.models.loading.load_model` records this, and ``xai status`` compares it with a
+    store's without importing torch.
+    """
+    if weights == "evidence":
+        return f"evidence:resnet18-{evidence_key}"
+    named = arch if arch != DEFAULT_ARCH else ""
+    if weights == "imagenet" or (weights == "auto" and cache_path(arch).exists()):
+        return f"torchvision:{published(arch).name}"
+    if weights in ("random", "auto"):
+        return f"random:{named + ':' if named else ''}seed={seed}"
+    path = Path(weights).expanduser()
+    where = f"{named}:" if named and path.suffix != EXPORTED else ""
+    if path.is_file():
+        return f"file:{where}{path.name}:sha256={file_sha256(path)}"
+    return f"file:{where}{weights}"
+
+
+def hub_dir() -> Path:
+    """``torch.hub.get_dir()``: ``$TORCH_HOME/hub``, else ``$XDG_CACHE_HOME/torch/hub``, else
+    ``~/.cache/torch/hub``. Once torch is imported, torch's own answer (which also follows
+    ``torch.hub.set_dir``)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return Path(torch.hub.get_dir())
+    return default_hub_dir()
+
+
+def default_hub_dir() -> Path:
+    """torch's default hub folder, from the environment alone."""
+    home = os.environ.get("TORCH_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")),
+        "torch")
+    return Path(os.path.expanduser(home)) / "hub"
+
+
+def cache_path(arch: str = DEFAULT_ARCH) -> Path:
+    """Where torchvision caches ``arch``'s checkpoint: ``$TORCH_HOME/hub/checkpoints``."""
+    return hub_dir() / "checkpoints" / published(arch).file
+
+
+def imagenet_cache_path() -> Path:
+    """Where torchvision caches the ResNet18 checkpoint (:func:`cache_path` of resnet18)."""
+    return cache_path(DEFAULT_ARCH)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (part of a local weight file's identity)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------ offline machines
+
+#: How long a failed download is remembered before ``auto`` tries the network again.
+RETRY_AFTER_S = 3600.0
+#: Where the ResNet18 checkpoint is downloaded from; a mirror may be set in the environment.
+IMAGENET_URL = f"https://download.pytorch.org/models/{IMAGENET_FILE}"
+
+
+def weights_url(arch: str = DEFAULT_ARCH) -> str:
+    """The download address of ``arch``'s checkpoint: torchvision's own, or a mirror:
+    ``$XAI_WEIGHTS_MIRROR/<file>`` for any architecture, ``$XAI_IMAGENET_URL`` for ResNet18."""
+    file = published(arch).file
+    if arch == DEFAULT_ARCH and os.environ.get("XAI_IMAGENET_URL"):
+        return os.environ["XAI_IMAGENET_URL"]
+    mirror = os.environ.get("XAI_WEIGHTS_MIRROR")
+    return f"{mirror.rstrip('/')}/{file}" if mirror else published(arch).url
+
+
+def imagenet_url() -> str:
+    """The ResNet18 checkpoint's download address (:func:`weights_url`)."""
+    return weights_url(DEFAULT_ARCH)
+
+
+def hash_prefix(arch: str = DEFAULT_ARCH) -> str:
+    """The SHA-256 prefix torchvision publishes in the checkpoint's file name (``f37072fd``);
+    ``torch.hub`` checks downloads against the same prefix."""
+    return published(arch).hash_prefix
+
+
+def _failure_marker(arch: str = DEFAULT_ARCH) -> Path:
+    path = cache_path(arch)
+    return path.with_name(path.name + ".unreachable.json")
+
+
+def recent_failure(now: float | None = None, arch: str = DEFAULT_ARCH) -> dict | None:
+    """The remembered failed download, while it is younger than :data:`RETRY_AFTER_S`:
+    ``{"time": epoch seconds, "reason": str, "retry_at": epoch seconds}``; else None."""
+    marker = _failure_marker(arch)
+    try:
+        data = json.loads(marker.read_text())
+        when = float(data["time"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    now = time.time() if now is None else now
+    if not 0 <= now - when < RETRY_AFTER_S:
+        return None
+    return {"time": when, "reason": str(data.get("reason", "")),
+            "retry_at": when + RETRY_AFTER_S}
+
+
+def remember_failure(reason: str, arch: str = DEFAULT_ARCH) -> None:
+    """Note that the download failed, so that ``auto`` does not wait on the network again soon.
+    Best effort: a cache folder that cannot be written only means the next run tries again."""
+    marker = _failure_marker(arch)
+    with contextlib.suppress(OSError):
+        write_atomic(marker, json.dumps({"time": time.time(), "reason": reason,
+                                         "url": weights_url(arch)}).encode())
+
+
+def forget_failure(arch: str = DEFAULT_ARCH) -> None:
+    """Drop the remembered failure (the file is now in place, or the user asks to retry)."""
+    with contextlib.suppress(OSError):
+        _failure_marker(arch).unlink()
+
+
+def offline_hint(arch: str = DEFAULT_ARCH) -> str:
+    """One line: how to put the checkpoint in place on a machine without network."""
+    where = "" if arch == DEFAULT_ARCH else f" --arch {arch}"
+    return (f"Put the file in place with `xai weights import{where} FILE` "
+            f"({published(arch).file} from {published(arch).url}; in Python: "
+            "pipeline.models.checkpoints.import_weights(FILE)), or pass"
+            " a state-dict file as the weights "
+            "(--weights FILE; load_model(weights=FILE)).")
+
+
+def import_weights(source: Path, arch: str = DEFAULT_ARCH) -> Path:
+    """Check a downloaded checkpoint of ``arch`` and copy it into torch's cache.
+
+    The file's SHA-256 must start with the prefix torchvision publishes in the checkpoint's
+    name (what ``torch.hub`` itself checks). The copy is atomic: a crash leaves either no file
+    or the whole file in the cache.
+
+    Returns
+    -------
+    Path
+        The cached file (``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth`` for ResNet18).
+
+    Raises
+    ------
+    WeightsError
+        When the file is missing or its hash does not match.
+    """
+    source = Path(source).expanduser()
+    pub = published(arch)
+    if not source.is_file():
+        raise WeightsError(f"Expected a checkpoint file at {source}, but there is none. "
+                           f"Download {pub.url} on a machine with network and pass "
+                           "that file.")
+    digest = file_sha256(source)
+    prefix = hash_prefix(arch)
+    if not digest.startswith(prefix):
+        raise WeightsError(
+            f"Expected {source} to be torchvision's {pub.file} for {arch} (SHA-256 starting "
+            f"{prefix}), got SHA-256 {digest}. The file is another checkpoint or an "
+            f"incomplete download: fetch {pub.url} again, pass the architecture it is for "
+            "with --arch, or use a state-dict file of your own with --weights FILE.")
+    dest = cache_path(arch)
+    copy_atomic(source, dest)
+    forget_failure(arch)
+    return dest

@@ -1,0 +1,1 @@
+"""Pictures of maps: heat maps and contact sheets (Pillow), and matplotlib figures."""

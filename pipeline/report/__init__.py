@@ -1,0 +1,1 @@
+"""The static HTML report: pages, their assets, and publishing the report folder."""

@@ -1,0 +1,1 @@
+"""The Zarr store: its schema, creation and access, map encodings, and chunk locks."""

@@ -1,0 +1,1 @@
+"""The ``xai`` command line: parses options and calls library and workflow functions."""

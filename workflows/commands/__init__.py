@@ -1,0 +1,1 @@
+"""What the inspection commands do (``xai status``, ``verify``, ``clean``, ``explain``)."""

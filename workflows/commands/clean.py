@@ -1,0 +1,66 @@
+"""``xai clean``: remove a run, or one stage's records (and those of the stages after it)."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+from pathlib import Path
+
+from pipeline.errors import ConfigError
+from workflows.config.loading import Config
+from workflows.runner.planning import Registry
+from workflows.runner.records import Records, RunLock
+
+
+def stages_from(reg: Registry, stage: str, what: str = "STAGE") -> tuple[str, ...]:
+    """``stage`` and every stage after it in the pipeline's order (the report included);
+    a :class:`ConfigError` naming ``what`` (the argument the user typed) when it is none."""
+    names = tuple(reg.names())
+    if stage not in names:
+        raise ConfigError(f"Expected {what} to be one of {', '.join(names)}, got {stage!r}.")
+    return names[names.index(stage):]
+
+
+def run_size(run_dir: Path) -> tuple[int, int]:
+    """Files and bytes under ``run_dir``."""
+    files = size = 0
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            files += 1
+            size += path.stat().st_size
+    return files, size
+
+
+def clean(cfg: Config, stage: str | None = None, registry: Registry | None = None,
+          what: str = "STAGE") -> str:
+    """Remove a whole run (``stage=None``: every file, the lock included, and the folder) or
+    clear ``stage`` and every stage after it: their records and output folders, so that the
+    next run recomputes them."""
+    from workflows.stages import REGISTRY
+
+    reg = registry or REGISTRY
+    run_dir = cfg.run_dir
+    names = stages_from(reg, stage, what) if stage is not None else ()
+    if not run_dir.exists():
+        return f"nothing to clean at {run_dir}"
+    with RunLock(run_dir) as lock:
+        if stage is None:
+            for child in run_dir.iterdir():
+                if child.name == lock.path.name:
+                    continue
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            lock.path.unlink(missing_ok=True)  # while held: no other run starts on it
+        else:
+            records = Records(run_dir)
+            for name in names:
+                records.clear(name)
+                for folder in reg[name].output_dirs:
+                    shutil.rmtree(run_dir / folder, ignore_errors=True)
+    if stage is None:
+        with contextlib.suppress(OSError):  # something appeared meanwhile: keep the folder
+            run_dir.rmdir()
+        return f"removed the run at {run_dir}"
+    return f"cleared {', '.join(names)} at {run_dir}: they are recomputed on the next run"

@@ -1,0 +1,163 @@
+"""``xai explain``: one figure for single image files, a row per image: the image with its
+predicted class and probability, then one heat map per method, drawn by the contact sheets'
+own renderer (each map clipped at its 99th percentile, headers, captions, colour bar).
+
+:func:`check_request` validates everything it can without torch, so that a bad argument
+is an error within a second, before any model loads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.errors import ConfigError, DataError, WeightsError
+
+
+@dataclass(frozen=True)
+class ExplainResult:
+    lines: list[str]
+    random_weights: bool
+
+
+#: ``xai explain --weights``: the keywords it takes (a file otherwise). ``evidence`` is a
+#: dataset's model: `xai run --dataset evidence`.
+EXPLAIN_WEIGHTS = ("imagenet", "auto", "random")
+
+
+def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str, arch: str,
+                  head: str, classes: Path | None, n_steps: int, nt_samples: int,
+                  device: str, out_file: Path) -> None:
+    """Every argument of ``xai explain`` that can be checked without loading a model.
+
+    Raises
+    ------
+    DataError
+        An image that is missing, a folder, or not an image file.
+    ConfigError
+        An unknown method, architecture, head or device, or a count below 1.
+    WeightsError
+        A weights file that does not exist, or ImageNet weights that are not in the cache
+        while a download failed recently (with how to put them in place).
+    """
+    from pipeline.attribution.registry import METHODS
+    from pipeline.data.discovery import is_image_file
+    from pipeline.models.architectures import check_arch
+    from pipeline.models.checkpoints import HEADS, cache_path, offline_hint, recent_failure
+
+    if not paths:
+        raise DataError("Expected one or more image files, got none: xai explain IMAGE ...")
+    for path in paths:
+        if path.is_dir():
+            raise DataError(f"Expected image files, got the folder {path}. Pass its files "
+                            f"({path}/*.jpg), or explain a whole folder with "
+                            f"`xai run --data-dir {path}`.")
+        if not path.is_file():
+            raise DataError(f"Expected an image file at {path}, but there is none.")
+        if not is_image_file(path):
+            raise DataError(f"Expected an image file (.jpg, .png, ...), got {path}.")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0].replace("-", "_"), list(METHODS), n=2,
+                                          cutoff=0.6)
+        hint = f" Did you mean {' or '.join(close)}?" if close else ""
+        raise ConfigError(f"--method: expected methods among {', '.join(METHODS)}, got "
+                          f"{', '.join(repr(m) for m in unknown)}.{hint}")
+    if problem := check_arch(arch):
+        raise ConfigError(f"--arch: {problem}")
+    if head not in HEADS:
+        raise ConfigError(f"--head: expected one of {', '.join(HEADS)}, got {head!r}.")
+    for flag, value in (("--n-steps", n_steps), ("--nt-samples", nt_samples)):
+        if value < 1:
+            raise ConfigError(f"{flag}: expected at least 1, got {value}.")
+    head_, _, index = device.partition(":")
+    if not (device in ("auto", "cpu", "cuda", "mps") or (head_ == "cuda" and index.isdigit())):
+        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}.")
+    if classes is not None and not classes.is_file():
+        raise ConfigError(f"--classes: expected a file of class names (one a line) at "
+                          f"{classes}, but there is none.")
+    if out_file.suffix.lower() != ".png":
+        raise ConfigError(f"--out: expected a .png file, got {out_file}.")
+    if weights == "evidence":
+        raise ConfigError("--weights: the evidence model belongs to its dataset; run "
+                          "`xai run --dataset evidence` instead.")
+    if weights not in EXPLAIN_WEIGHTS:
+        if not Path(weights).expanduser().is_file():
+            raise WeightsError(f"--weights: expected {', '.join(EXPLAIN_WEIGHTS)} or a weights "
+                               f"file, got {weights!r}, which is no file.")
+    elif weights == "imagenet" and not arch.startswith("timm:") \
+            and not cache_path(arch).exists() and recent_failure(arch=arch) is not None:
+        raise WeightsError(f"--weights imagenet: the {arch} checkpoint is not in the cache "
+                           f"({cache_path(arch)}) and a download failed recently. "
+                           f"{offline_hint(arch)}")
+
+
+def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
+                   head: str = "softmax", methods: list[str], n_steps: int = 50,
+                   nt_samples: int = 10, device: str = "auto", seed: int = 0,
+                   progress: Callable[[str], None] | None = None, arch: str = "resnet18",
+                   classes: Path | None = None) -> ExplainResult:
+    """Explain each image with each method; write one PNG with a row per image.
+
+    ``progress(what)`` is called after each (image, method), ``len(paths) * len(methods)``
+    times in all, with what was just done.
+    """
+    import torch
+
+    from pipeline.attribution.memory_planner import plan_max_batch
+    from pipeline.attribution.registry import attribute, get_method, image_seed
+    from pipeline.data.images import ImageDecodeError, load_tensor, normalize, to_uint8_hwc
+    from pipeline.explainers import aggregate_attribution, normalize_attribution
+    from pipeline.models.loading import load_model
+    from pipeline.render.heatmaps import SheetRow, contact_sheet, save_image_atomic
+    from workflows.runner.worker import resolve_device
+
+    check_request(paths, methods, weights=weights, arch=arch, head=head, classes=classes,
+                  n_steps=n_steps, nt_samples=nt_samples, device=device, out_file=out_file)
+    dev = resolve_device(device)
+    loaded = load_model(weights, head, seed=seed, device=dev, arch=arch, classes=classes)
+    prep = loaded.preprocessing
+    rows, lines = [], []
+    for i, path in enumerate(paths):
+        try:
+            image = load_tensor(path, prep.resize, prep.crop, prep.interpolation)
+        except ImageDecodeError as exc:
+            raise DataError(f"{path}: {exc}") from None
+        x = normalize(image, prep.normalization).unsqueeze(0).to(dev)
+        with torch.no_grad():
+            probs = loaded.backbone(x).softmax(1)
+        target = probs.argmax(1)
+        max_batch = plan_max_batch(loaded.model, tuple(x.shape[1:]), dev)
+        maps = []
+        for name in methods:
+            spec = get_method(name)
+            params = spec.resolve({k: v for k, v in
+                                   {"n_steps": n_steps, "nt_samples": nt_samples}.items()
+                                   if k in spec.params})
+            attr, _, _ = attribute(spec, loaded.model, x, target, params, max_batch,
+                                   [image_seed(seed, i)], norm=prep.normalization)
+            # (1, 3, H, W) -> (H, W): the seed functions drop a batch of one
+            maps.append(normalize_attribution(aggregate_attribution(attr.cpu())).numpy())
+            if progress is not None:
+                progress(f"{path.name}: {name}")
+        label, prob = loaded.classes[int(target)], float(probs[0, target])
+        rows.append(SheetRow(path.name, to_uint8_hwc(image), _stack(maps), "ok", label, prob,
+                             None))
+        lines.append(f"{path}: {label} ({prob:.2f})")
+    if loaded.note:
+        lines.insert(0, loaded.note)
+    banner = "RANDOM WEIGHTS: the maps say nothing about a real model" \
+        if loaded.is_random else None
+    save_image_atomic(contact_sheet(rows, methods, banner=banner,
+                                    title=f"xai explain: {loaded.weights_id}"), out_file)
+    return ExplainResult(lines, loaded.is_random)
+
+
+def _stack(maps: list[object]) -> object:
+    import numpy as np
+
+    return np.stack([np.asarray(m, dtype=np.float32) for m in maps])
+

@@ -1,0 +1,1 @@
+"""Typed, frozen run configuration, validated on load."""
