@@ -54,6 +54,7 @@ test-all: $(VENV_STAMP)
 lint: $(VENV_STAMP)
 	$(UV) run --frozen ruff check pipeline workflows benchmarks tests
 	$(UV) run --frozen mypy
+	$(UV) run --frozen lint-imports --no-cache
 
 run: $(VENV_STAMP)
 	$(UV) run --frozen xai run --dataset $(DATASET) $(if $(WEIGHTS),--weights $(WEIGHTS)) $(ARGS)

@@ -49,7 +49,7 @@ class BenchResult:
     hardware: str
     params: dict[str, Any]
     rows: list[Row] = field(default_factory=list)
-    #: (name, measured value, unit): what the targets in docs/benchmarks.md refer to.
+    #: (name, measured value, unit): what the targets in docs/performance.md refer to.
     checks: list[tuple[str, float, str]] = field(default_factory=list)
 
     def row(self, section: str, method: str, variant: str) -> Row:
@@ -149,7 +149,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     """Measure everything; ``quick`` shrinks it to seconds (for tests).
 
     ``head="logits"`` (default) is torchvision's plain ResNet18, as in the reference
-    measurements. With the seed's softmax head on *random* weights every probability is about
+    measurements. With the pipeline's softmax head on *random* weights every probability is about
     1e-3 and d p_c / dx is a difference of nearly equal terms, so float32 itself loses about
     2e-3 (Captum and ours alike); the precision section reports that case too.
     """
@@ -231,8 +231,8 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
             x64, base64, target=t_ref, n_steps=n_steps)
         ig = IntegratedGradients(plain)
         # "Captum with its defaults" as a user calls it on a batch: every image's n_steps
-        # points in one forward/backward. (The issue's reference numbers, 0.16 img/s with
-        # defaults vs 0.28 with internal_batch_size=50, can only differ on a batch.)
+        # points in one forward/backward. (Defaults and internal_batch_size=50 can only
+        # differ on a batch.)
         add("ig", "captum/defaults-batch", "captum IG, defaults (one call on the batch)",
             lambda: ig.attribute(x, black_baseline(x), target=target, n_steps=n_steps),
             None, "no float64 twin: same arithmetic as the per-image rows")
@@ -241,31 +241,32 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
         for ibs in ((8, 16) if quick else (8, 16, 50)):
             add("ig", f"captum/ibs-{ibs}", f"captum IG, internal_batch_size={ibs} (per image)",
                 captum_per_image(internal_batch_size=ibs), ig64_gl)
-        seed64 = integrated_gradients(plain64, x64, t_ref, base64, n_steps, max_batch=mb)
-        add("ig", "ours/seed", "ours, seed rule (planned batch, channels_last)", ours(fast),
-            seed64,
-            ENDPOINT_NOTE)
-        add("ig", "ours/seed-no-stem", "ours, seed rule, stem not factored",
-            ours(fast, factor_stem=False), seed64,
+        riemann64 = integrated_gradients(plain64, x64, t_ref, base64, n_steps, max_batch=mb)
+        add("ig", "ours/linspace-mean", "ours, linspace_mean rule (planned batch, channels_last)",
+            ours(fast), riemann64, ENDPOINT_NOTE)
+        add("ig", "ours/linspace-mean-no-stem", "ours, linspace_mean rule, stem not factored",
+            ours(fast, factor_stem=False), riemann64,
             ENDPOINT_NOTE)
         if not quick:
             compiled = optimize(plain, dev, channels_last=True, compile=True)
             t0 = time.perf_counter()
             ours(compiled)()
             warm = time.perf_counter() - t0
-            add("ig", "ours/seed-compiled", "ours, seed rule + torch.compile (after warm-up)",
+            add("ig", "ours/linspace-mean-compiled",
+                "ours, linspace_mean rule + torch.compile (after warm-up)",
                 ours(compiled),
-                seed64, f"first call (compiling) {warm:.0f} s")
+                riemann64, f"first call (compiling) {warm:.0f} s")
         add("ig", "ours/gausslegendre", "ours, gausslegendre (= Captum's rule)",
             ours(fast, rule="gausslegendre"),
             ig64_gl)
         from pipeline.custom_explainers import get_custom_integrated_gradients
 
-        add("ig", "seed-function/default", "ours, seed function's default call on the plain model",
-            lambda: get_custom_integrated_gradients(plain, x, n_steps), seed64,
+        add("ig", "custom-explainers/default",
+            "ours, get_custom_integrated_gradients' default call on the plain model",
+            lambda: get_custom_integrated_gradients(plain, x, n_steps), riemann64,
             "get_custom_integrated_gradients(model, x, n_steps): NCHW, planned batch")
-        add("ig", "ours/seed-fused-bn", "ours, seed rule + folded BatchNorm", ours(fused), seed64,
-            ENDPOINT_NOTE)
+        add("ig", "ours/linspace-mean-fused-bn", "ours, linspace_mean rule + folded BatchNorm",
+            ours(fused), riemann64, ENDPOINT_NOTE)
         seeds = [image_seed(0, i) for i in range(images)]
         sg_params = {"nt_samples": nt_samples, "stdevs": 0.3, "abs": True}
         sg64 = attribute(METHODS["smoothgrad"], plain64, x64, t_ref, sg_params, mb,
@@ -308,7 +309,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
                                         rule="gausslegendre", max_batch=mb)
         with precision_mode("fp32", dev):
             add("precision", "ours-ig/fp32-softmax",
-                "ours IG fp32, seed's softmax head (random weights)",
+                "ours IG fp32, the pipeline's softmax head (random weights)",
                 ours(soft_fast, rule="gausslegendre"), ref_soft,
                 "float32 conditioning of softmax at p~1e-3, not the engine")
     _quadrature(res, fast, x[:n_ref], target[:n_ref], mb, quick, dev, reporter)
@@ -541,10 +542,10 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
 def _render(res: BenchResult, reporter: Callable[[str], None], quick: bool) -> None:
     from benchmarks.bench_render import measure
 
-    reporter("contact sheets: Pillow renderer vs the matplotlib one it replaced")
+    reporter("contact sheets: Pillow renderer vs a matplotlib baseline")
     m = measure(images=2, repeats=1) if quick else measure()
     n = m["images"]
-    res.rows.append(Row("render", "matplotlib sheet (before)", n / m["before_s"],
+    res.rows.append(Row("render", "matplotlib sheet (baseline)", n / m["before_s"],
                         m["before_s"], None, None, f"{m['before_mb']:.1f} MiB PNG",
                         method="matplotlib", variant="sheet"))
     res.rows.append(Row("render", "Pillow sheet (lookup tables)", n / m["after_s"],
@@ -635,11 +636,12 @@ def _adaptive(res: BenchResult, reporter: Callable[[str], None], quick: bool,
 
 def _user_setup(res: BenchResult, reporter: Callable[[str], None], quick: bool,
                 dev: torch.device) -> None:
-    """The seed function as a user measures it (:mod:`benchmarks.bench_user`): a fresh
-    trainable ResNet18 + softmax, ``randn`` input, the median of timed pairs; 1, 2, 4 images."""
+    """``get_custom_integrated_gradients`` as a user measures it
+    (:mod:`benchmarks.bench_user`): a fresh trainable ResNet18 + softmax, ``randn`` input, the
+    median of timed pairs; 1, 2, 4 images."""
     from benchmarks.bench_user import measure_user_setup
 
-    reporter("user setup (issue 25)")
+    reporter("user setup")
     sizes, size, steps = ((1, 2), 32, 4) if quick else ((1, 2, 4), 224, 50)
     for r in measure_user_setup(str(dev), sizes, pairs=1 if quick else 3, size=size,
                                 n_steps=steps, reporter=reporter):
@@ -650,7 +652,7 @@ def _user_setup(res: BenchResult, reporter: Callable[[str], None], quick: bool,
                             method="captum", variant=f"defaults-{n}"))
         res.rows.append(Row("user-setup", f"get_custom_integrated_gradients, {n} image(s)",
                             n / r["ours_s"], r["ours_s"], None, None, note,
-                            method="seed-function", variant=f"defaults-{n}"))
+                            method="custom-explainers", variant=f"defaults-{n}"))
 
 
 def _ratio(res: BenchResult, a: tuple[str, str, str], b: tuple[str, str, str]) -> float:
@@ -658,7 +660,7 @@ def _ratio(res: BenchResult, a: tuple[str, str, str], b: tuple[str, str, str]) -
 
 
 def _checks(res: BenchResult) -> None:
-    """The measurements the targets in docs/benchmarks.md are about (keys, not labels).
+    """The measurements the targets in docs/performance.md are about (keys, not labels).
 
     The targets themselves (thresholds, and on which device they apply) live in the docs:
     this only computes and names the measured values.
@@ -667,20 +669,20 @@ def _checks(res: BenchResult) -> None:
                        and r.variant.startswith("ibs-")), key=lambda r: r.images_per_s or 0)
     add = res.checks.append
     add(("ig_vs_captum_defaults_batch",
-         _ratio(res, ("ig", "ours", "seed"), ("ig", "captum", "defaults-batch")), "x"))
+         _ratio(res, ("ig", "ours", "linspace-mean"), ("ig", "captum", "defaults-batch")), "x"))
     add(("ig_vs_captum_defaults_per_image",
-         _ratio(res, ("ig", "ours", "seed"), ("ig", "captum", "defaults-per-image")), "x"))
-    add(("seed_function_vs_captum_defaults_batch",
-         _ratio(res, ("ig", "seed-function", "default"), ("ig", "captum", "defaults-batch")),
+         _ratio(res, ("ig", "ours", "linspace-mean"), ("ig", "captum", "defaults-per-image")), "x"))
+    add(("custom_explainers_vs_captum_defaults_batch",
+         _ratio(res, ("ig", "custom-explainers", "default"), ("ig", "captum", "defaults-batch")),
          "x"))
     for row in (r for r in res.rows if r.section == "user-setup" and r.method == "captum"):
         n = row.variant.split("-")[1]
-        add((f"seed_function_vs_captum_defaults_user_setup_{n}img",
-             _ratio(res, ("user-setup", "seed-function", row.variant),
+        add((f"custom_explainers_vs_captum_defaults_user_setup_{n}img",
+             _ratio(res, ("user-setup", "custom-explainers", row.variant),
                     ("user-setup", "captum", row.variant)), "x"))
     add((f"ig_vs_captum_best ({captum_best.variant})",
-         _ratio(res, ("ig", "ours", "seed"), ("ig", captum_best.method, captum_best.variant)),
-         "x"))
+         _ratio(res, ("ig", "ours", "linspace-mean"),
+                ("ig", captum_best.method, captum_best.variant)), "x"))
     mem = sorted((r for r in res.rows if r.section == "memory" and r.method.startswith("ours")
                   and r.peak_mb), key=lambda r: int(r.variant))
     if len(mem) >= 2:
@@ -725,7 +727,7 @@ def _checks(res: BenchResult) -> None:
 
 
 def to_markdown(res: BenchResult, command: str) -> str:
-    """The result as markdown tables (what docs/benchmarks.md keeps)."""
+    """The result as markdown tables (what docs/performance.md keeps)."""
     lines = [f"### {res.device}: {res.hardware}", "", f"Command: `{command}`", "",
              "Parameters: " + ", ".join(f"{k}={v}" for k, v in res.params.items()
                                         if k != "device_idle"), ""]
@@ -740,7 +742,7 @@ def to_markdown(res: BenchResult, command: str) -> str:
                          f"{fmt(r.seconds, '.2f')} | {fmt(r.peak_mb, '.0f')} | "
                          f"{fmt(r.rel_err, '.1e')} | {r.note} |")
         lines.append("")
-    lines += ["**measured for the targets** (the targets are in docs/benchmarks.md)", "",
+    lines += ["**measured for the targets** (the targets are in docs/performance.md)", "",
               "| measurement | value |", "| --- | ---: |"]
     quick = " (quick mode: not meaningful)" if res.params.get("quick") else ""
     for name, value, unit in res.checks:
@@ -750,7 +752,7 @@ def to_markdown(res: BenchResult, command: str) -> str:
 
 def save(res: BenchResult, out_dir: Path, command: str) -> tuple[Path, Path]:
     """Write ``bench-<device>.md`` and ``.json`` under ``out_dir``."""
-    from workflows.runner.records import atomic_write_bytes, atomic_write_json
+    from workflows.runner.disk_writes import atomic_write_bytes, atomic_write_json
 
     tag = res.device.replace(":", "")
     md, js = out_dir / f"bench-{tag}.md", out_dir / f"bench-{tag}.json"

@@ -1,8 +1,8 @@
 """Quadrature benchmark: gradient evaluations and time each IG rule needs per image to come
 within 1% and 5% (relative L2) of a converged reference.
 
-Rules: the fixed ones (``seed``, ``trapezoid``, ``gausslegendre``) on a grid of step counts,
-and ``adaptive`` on a grid of tolerances. For each image the cheapest setting that reaches
+Rules: the fixed ones (``linspace_mean``, ``trapezoid``, ``gausslegendre``) on a grid of step
+counts, and ``adaptive`` on a grid of tolerances. For each image the cheapest setting that reaches
 the threshold counts (the same oracle for every rule); the median and the 90th percentile
 over images are reported. The reference is Gauss-Legendre with ``ref_steps`` points in
 float64, and its own distance from ``ref_steps // 2`` points is reported.
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
-RULES = ("seed", "trapezoid", "gausslegendre")
+RULES = ("linspace_mean", "trapezoid", "gausslegendre")
 #: The adaptive variants measured: name -> stopping criterion.
 ADAPTIVE = {"adaptive": "completeness", "adaptive-map": "map"}
 #: Fixed-rule step counts, about 10% apart, so that the per-image count a rule needs is not
@@ -409,8 +409,8 @@ def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str 
     steps). ``ref_cache``: a folder that keeps the float64 references (:func:`reference`)."""
     from pipeline.data.evidence_dataset import TrainSettings, evidence_batch
     from pipeline.data.images import black_baseline
-    from pipeline.models.evidence_model import _inputs
     from pipeline.models.loading import load_model
+    from pipeline.models.sources.evidence_training import _inputs
 
     dev = torch.device(device)
     grid = STEP_GRID[:4] if quick else tuple(m for m in STEP_GRID if m <= grid_max)

@@ -6,8 +6,8 @@ Rows:
 - Captum ``IntegratedGradients`` called per image (as a hand-written loop does) with each
   ``internal_batch_size`` in (8, 16, 50): the best of them is the baseline;
 - ours, as the attribute stage runs it: the engine's model (channels_last), the planned batch,
-  with the seed rule (``custom_integrated_gradients``: the affine stem factored where found)
-  and with Gauss-Legendre (Captum's rule: the same numbers to compare);
+  with the linspace_mean rule (``custom_integrated_gradients``: the affine stem factored where
+  found) and with Gauss-Legendre (Captum's rule: the same numbers to compare);
 - the bare forward + input-gradient passes the engine cannot skip (the network after the
   factored stem, channels_last, the planned batch, as many samples as the IG rows): how fast
   any IG of these path points can be here, so the ceiling of the ratio to Captum;
@@ -116,7 +116,7 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
     plain64 = copy.deepcopy(plain).double()
     x64, b64, t1 = x[:1].double(), base[:1].double(), target[:1]
     ref_gl = IntegratedGradients(plain64).attribute(x64, b64, target=t1, n_steps=n_steps)
-    ref_seed = integrated_gradients(plain64, x64, t1, b64, n_steps, max_batch=mb)
+    ref_riemann = integrated_gradients(plain64, x64, t1, b64, n_steps, max_batch=mb)
 
     variants: dict[str, tuple[str, Callable[[], torch.Tensor], torch.Tensor | None]] = {}
 
@@ -133,9 +133,9 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
                                    n_steps=n_steps, internal_batch_size=ibs)
                       for i in range(images)]), ref_gl)
               for ibs in (IBS[:1] if quick else IBS)]
-    seed = add("ig", "ours, seed rule (attribute stage)",
+    riemann = add("ig", "ours, linspace_mean rule (attribute stage)",
                lambda: integrated_gradients(fast, x, target, base, n_steps, max_batch=mb),
-               ref_seed)
+               ref_riemann)
     gl = add("ig", "ours, gausslegendre (= Captum's rule)",
              lambda: integrated_gradients(fast, x, target, base, n_steps,
                                           rule="gausslegendre", max_batch=mb), ref_gl)
@@ -168,13 +168,13 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
         reporter(f"  {arch:20s} {name:44s} {row['img_per_s']:8.3f} img/s{err}")
     by = {r["name"]: r for r in rows}
     captum = [by[c] for c in captum]
-    seed, gl, floor, grad, cam = by[seed], by[gl], by[floor], by[grad], by[cam]
+    riemann, gl, floor, grad, cam = by[riemann], by[gl], by[floor], by[grad], by[cam]
     best = max(captum, key=lambda r: r["img_per_s"])
     return {
         "arch": arch, "device": str(dev), "images": images, "size": size, "n_steps": n_steps,
         "max_batch": mb, "head": head, "affine stem": describe_stem(fast), "rows": rows,
         "best captum": best["name"],
-        "ratio seed vs best captum": seed["img_per_s"] / best["img_per_s"],
+        "ratio linspace_mean vs best captum": riemann["img_per_s"] / best["img_per_s"],
         "ratio gausslegendre vs best captum": gl["img_per_s"] / best["img_per_s"],
         "ceiling vs best captum": floor["img_per_s"] / best["img_per_s"],
         "grad_cam vs gradient": cam["img_per_s"] / grad["img_per_s"],
@@ -186,14 +186,15 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
 def to_markdown(results: list[dict[str, Any]], command: str) -> str:
     """One table for all measured architectures."""
     lines = [f"`{command}`", "",
-             "| arch | affine stem | max_batch | best Captum IG img/s | ours seed img/s (x) | "
-             "ours GL img/s (x) | ceiling (x) | err seed / GL vs fp64 | gradient img/s | "
+             "| arch | affine stem | max_batch | best Captum IG img/s | "
+             "ours linspace_mean img/s (x) | ours GL img/s (x) | ceiling (x) | "
+             "err linspace_mean / GL vs fp64 | gradient img/s | "
              "Grad-CAM img/s (x) |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rows = {row["name"]: row for row in r["rows"]}
         best = rows[r["best captum"]]
-        seed = rows["ours, seed rule (attribute stage)"]
+        riemann = rows["ours, linspace_mean rule (attribute stage)"]
         gl = rows["ours, gausslegendre (= Captum's rule)"]
         grad = rows["gradient (Captum Saliency, batched)"]
         cam = next(row for name, row in rows.items() if name.startswith("grad_cam"))
@@ -201,10 +202,10 @@ def to_markdown(results: list[dict[str, Any]], command: str) -> str:
         lines.append(
             f"| {r['arch']} | {r['affine stem'].split(' (')[0]} | {r['max_batch']} | "
             f"{best['img_per_s']:.3f} "
-            f"({r['best captum'].split('=')[1].split(' ')[0]}) | {seed['img_per_s']:.3f} "
-            f"({r['ratio seed vs best captum']:.2f}x) | {gl['img_per_s']:.3f} "
+            f"({r['best captum'].split('=')[1].split(' ')[0]}) | {riemann['img_per_s']:.3f} "
+            f"({r['ratio linspace_mean vs best captum']:.2f}x) | {gl['img_per_s']:.3f} "
             f"({r['ratio gausslegendre vs best captum']:.2f}x) | {floor['img_per_s']:.3f} "
-            f"({r['ceiling vs best captum']:.2f}x) | {seed['rel_err']:.1e} / "
+            f"({r['ceiling vs best captum']:.2f}x) | {riemann['rel_err']:.1e} / "
             f"{gl['rel_err']:.1e} | {grad['img_per_s']:.2f} | {cam['img_per_s']:.2f} "
             f"({r['grad_cam vs gradient']:.2f}x) |")
     return "\n".join(lines)

@@ -2,12 +2,11 @@
 
 Writes ``SHARDS`` shards of ``raw`` (224 px, 32 images a shard) for ``METHODS`` methods,
 method by method within each shard as the attribute tasks do, through
-:meth:`pipeline.store.zarr_store.StoreView.write_maps` (the stage's own call, locks included), for
-each
-``[store] attributions`` dtype and each layout. Reports the files, the bytes stored, the
+:meth:`pipeline.store.zarr_store.StoreView.write_maps` (the stage's own call, locks included),
+for each ``[store] attributions`` dtype and each layout. Reports the files, the bytes stored, the
 bytes written (every write's file, summed: a ``"shard"`` file is rewritten whole by each
 method), the seconds per shard and method, and the write rate in images per second, to set
-against the attribute stage's rate on a device (docs/benchmarks.md, "GPU").
+against the attribute stage's rate on a device (docs/performance.md).
 
 The maps are Gaussian noise at a gradient's scale (1e-3): like real gradients they barely
 compress, so the bytes are close to a real run's.

@@ -1,4 +1,5 @@
-"""Rendering benchmark: the Pillow contact sheet against the matplotlib one it replaced.
+"""Rendering benchmark: the Pillow contact sheet against a matplotlib baseline
+(:mod:`benchmarks.render_baseline`).
 
 Both render the same rows (8 images at 224 px, five methods, smooth random maps) in this
 process, each timed best of ``repeats``, encoding included. Run alone with

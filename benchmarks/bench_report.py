@@ -206,7 +206,7 @@ def sorted_screen(page: Path, key: str = "prob", runs: int = 3) -> dict[str, Any
 
 def _script_json(path: Path) -> Any:
     """The object a ``data/*.js`` script sets or pushes
-    (:func:`pipeline.report.pages.data_script`)."""
+    (:func:`pipeline.report.data_scripts.data_script`)."""
     text = path.read_text()
     if text.startswith("(window."):
         return json.loads(text[text.index(".push(") + 6:text.rindex(");")])
@@ -223,7 +223,9 @@ def scale_up(report: Path, out: Path, images: int, shard_size: int, link_images:
     ``index.html``."""
     from PIL import Image
 
-    from pipeline.report import pages as rp
+    from pipeline.report.data_scripts import data_script, shard_data_path
+    from pipeline.report.publishing import link_tree_file
+    from pipeline.report.sprites import sprite_path
 
     manifest = _script_json(report / "data" / "manifest.js")
     template = [_script_json(report / shard["file"]) for shard in manifest["shards"]]
@@ -242,13 +244,13 @@ def scale_up(report: Path, out: Path, images: int, shard_size: int, link_images:
                 for k, r in enumerate(src["rows"][:n])]
         for kind in kinds if link_images else []:
             for part in range(-(-n // src["sprite"])):
-                name = rp.sprite_path(kind, src["index"], part)
+                name = sprite_path(kind, src["index"], part)
                 if not (report / name).is_file():
                     continue
-                dst = out / rp.sprite_path(kind, index, part)
+                dst = out / sprite_path(kind, index, part)
                 count = min(src["sprite"], n - part * src["sprite"])
                 if count == min(src["sprite"], shard_size - part * src["sprite"]):
-                    rp.link_tree_file(report / name, dst)
+                    link_tree_file(report / name, dst)
                 else:  # the last shard holds fewer rows: its sprite is cut to them
                     dst.parent.mkdir(parents=True, exist_ok=True)
                     with Image.open(report / name) as im:
@@ -256,17 +258,17 @@ def scale_up(report: Path, out: Path, images: int, shard_size: int, link_images:
                         im.crop((0, 0, side, count * side)).save(dst)
         payload = {**src, "index": index, "start": start, "stop": start + n, "rows": rows,
                    "missing": []}
-        (out / rp.shard_data_path(index)).write_bytes(
-            rp.data_script("XAI_SHARDS", payload, append=True))
-        shards.append({"index": index, "file": rp.shard_data_path(index)})
+        (out / shard_data_path(index)).write_bytes(
+            data_script("XAI_SHARDS", payload, append=True))
+        shards.append({"index": index, "file": shard_data_path(index)})
     strategies = out / "data" / "strategies.js"
     if strategies.is_file():
         data = _script_json(strategies)
         data["methods"] = {m: [v[i % len(v)] for i in range(images)]
                            for m, v in data["methods"].items()}
-        strategies.write_bytes(rp.data_script("XAI_STRATEGIES", data))
+        strategies.write_bytes(data_script("XAI_STRATEGIES", data))
     manifest.update(images=images, shards=shards, title=f"{manifest['dataset']}: {images} images")
-    (out / "data" / "manifest.js").write_bytes(rp.data_script("XAI_MANIFEST", manifest))
+    (out / "data" / "manifest.js").write_bytes(data_script("XAI_MANIFEST", manifest))
     return out / "index.html"
 
 

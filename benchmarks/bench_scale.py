@@ -14,11 +14,11 @@ child process and reports:
   as a fresh command (imports included, as a user types it);
 - the report's first screen in headless Chromium (when installed).
 
-The per-image overhead of the large run against the small one is the issue-24 target
-(within 1.2x). Run it with ``python -m benchmarks.bench_scale 50000 --baseline 2000``; it
+The per-image overhead of the large run against the small one is the scale target (within
+1.2x). Run it with ``python -m benchmarks.bench_scale 50000 --baseline 2000``; it
 writes ``runs/bench/scale-<N>-<layout>.json`` (``--layout shard``: the store's
 ``[store] layout``). A benchmark, not a test: the 50,000-image run takes about half an hour
-on 2 cores; the slow suite runs 5,000 images (tests/test_bench_scale.py).
+on 2 cores; the slow suite runs 5,000 images (tests/benchmarks/test_bench_scale.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What storing attributions costs, per codec and dtype, on a run's own ``raw`` array (issue 24).
+"""What storing attributions costs, per codec and dtype, on a run's own ``raw`` array.
 
 For each dtype (float32; float16 with a per-(explainer, image) scale, so that no value
 underflows; float16 without a scale; bfloat16) and each codec (Zarr's default zstd, zstd at

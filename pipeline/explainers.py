@@ -1,7 +1,9 @@
-"""The seed's Captum-based explainers, aggregation, normalization and plot (Task 1).
+"""The original function API of the Captum-based explainers, with aggregation, normalization
+and the plot of a row of maps.
 
 Images are batches ``(N, 3, H, W)`` normalized with the ImageNet mean/std; each row is
-explained with respect to the model's own predicted class.
+explained with respect to the model's own predicted class. Normalization is the pipeline's
+one normaliser (:func:`pipeline.attribution.postprocess.normalize_per_image`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 from matplotlib.figure import Figure, SubFigure
 from torch import nn
 
-from pipeline.custom_explainers import predicted_class
+from pipeline.attribution.gradient import predicted_class
+from pipeline.attribution.postprocess import normalize_per_image
 from pipeline.data.images import black_baseline
 
 ArrayT = TypeVar("ArrayT", torch.Tensor, np.ndarray)
@@ -86,8 +89,8 @@ def get_smoothgrad(
 def aggregate_attribution(attribution: ArrayT) -> ArrayT:
     """Sum over the colour channels.
 
-    ``(1, 3, H, W)`` -> ``(H, W)`` (as in the seed), ``(N, 3, H, W)`` -> ``(N, H, W)``,
-    ``(3, H, W)`` -> ``(H, W)``. Works on torch tensors and numpy arrays.
+    ``(1, 3, H, W)`` -> ``(H, W)`` (a batch of one is dropped), ``(N, 3, H, W)`` ->
+    ``(N, H, W)``, ``(3, H, W)`` -> ``(H, W)``. Works on torch tensors and numpy arrays.
     """
     if attribution.ndim == 4:
         summed = attribution.sum(1)
@@ -104,27 +107,12 @@ def normalize_attribution(attribution: ArrayT) -> ArrayT:
     """``|A|``, minus its minimum, divided by the new maximum: values in ``[0, 1]``.
 
     A 2-D array is one map; for 3-D and 4-D arrays each entry of the first axis (each image)
-    is normalized on its own. A constant or all-zero map gives zeros, never NaN or inf.
+    is normalized on its own. A constant or all-zero map gives zeros; a NaN map (an image
+    that was not explained) stays NaN, as in the store's ``normalized`` maps: this is
+    :func:`pipeline.attribution.postprocess.normalize_per_image`. Torch tensors and numpy
+    arrays alike; the same type, shape and (floating) dtype come back.
     """
-    if attribution.ndim < 2:
-        raise ValueError(
-            f"Expected a map of shape (H, W) or a stack (N, ...), got {tuple(attribution.shape)}."
-        )
-    if isinstance(attribution, torch.Tensor):
-        a = attribution.abs()
-        flat = a.reshape(a.shape[0], -1) if a.ndim > 2 else a.reshape(1, -1)
-        shifted = flat - flat.min(dim=1, keepdim=True).values
-        peak = shifted.max(dim=1, keepdim=True).values
-        safe = torch.where(peak > 0, peak, torch.ones_like(peak))
-        out_t = torch.where(peak > 0, shifted / safe, torch.zeros_like(shifted))
-        return out_t.reshape(a.shape)
-    arr = np.abs(np.asarray(attribution))
-    flat_np = arr.reshape(arr.shape[0], -1) if arr.ndim > 2 else arr.reshape(1, -1)
-    shifted_np = flat_np - flat_np.min(axis=1, keepdims=True)
-    peak_np = shifted_np.max(axis=1, keepdims=True)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out_np = np.where(peak_np > 0, shifted_np / np.where(peak_np > 0, peak_np, 1), 0)
-    return out_np.reshape(arr.shape).astype(arr.dtype, copy=False)
+    return normalize_per_image(attribution)
 
 
 def _to_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
@@ -140,7 +128,7 @@ def draw_attribution_row(
     cmap: str = "inferno",
     image_title: str = "Image",
 ) -> None:
-    """Draw the seed's row (image, then one titled heat map per method) into ``fig``."""
+    """Draw one row (the image, then one titled heat map per method) into ``fig``."""
     if len(attributions) != len(method_names):
         raise ValueError(
             f"Expected one method name per attribution, got {len(attributions)} attributions "

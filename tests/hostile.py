@@ -11,9 +11,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-#: file -> expected outcome: "ok", or a substring of the recorded reason.
-EXPECTED: dict[str, str] = {}
-
 
 def _png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims ``width x height`` pixels (no real pixel data needed to open it)."""
@@ -28,7 +25,8 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 
 def make_hostile(root: Path) -> dict[str, str]:
-    """Write the hostile set under ``root``; return {dataset-relative id: expected}."""
+    """Write the hostile set under ``root``; return ``{dataset-relative id: expected
+    outcome}``, the outcome ``"ok"`` or a substring of the recorded reason."""
     rng = np.random.default_rng(0)
     root.mkdir(parents=True, exist_ok=True)
     expected: dict[str, str] = {}

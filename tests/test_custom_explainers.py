@@ -55,7 +55,7 @@ def test_get_path_needs_two_points(images, bad):
 
 
 def _reference_ig_float64(model, images, num_samples):
-    """The seed's formula, literally, in float64: (x - x_bar) * mean of path gradients.
+    """The original formula, literally, in float64: (x - x_bar) * mean of path gradients.
 
     The baseline is the float32 black image upcast, not -mean/std recomputed in float64: the
     black image is constant, so max-pool ties everywhere at alpha=0, and a 1e-8 change of the
@@ -199,3 +199,12 @@ def test_custom_ig_with_explicit_baseline(model, images):
     attr = get_custom_integrated_gradients(model, images, 8, baseline=zero, max_batch=24)
     assert torch.isfinite(attr).all()
     assert rel_err(attr, get_custom_integrated_gradients(model, images, 8, max_batch=24)) > 1e-3
+
+
+def test_the_default_rule_is_linspace_mean_also_spelled_seed(model, images):
+    x = images[:2]
+    default = get_custom_integrated_gradients(model, x, 5, max_batch=4)
+    assert torch.equal(default, get_custom_integrated_gradients(model, x, 5, max_batch=4,
+                                                                rule="linspace_mean"))
+    assert torch.equal(default, get_custom_integrated_gradients(model, x, 5, max_batch=4,
+                                                                rule="seed"))

@@ -1,18 +1,32 @@
-"""The README's code examples run as written (paths pointed at a fresh run)."""
+"""The README and the hand-written docs say what the code does: their examples run as written,
+the commands, options, make targets, modules and tests they name exist, their links land,
+and the README stays a newcomer's page."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import re
+import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from tests.workflow_helpers import cli, make_images, write_config
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+#: The pages written by hand (configuration.md and store-format.md are generated, and have
+#: tests of their own).
+HAND_WRITTEN = ("methods.md", "scale.md", "performance.md", "design.md", "extending.md")
+PAGES = (README, *(DOCS / name for name in HAND_WRITTEN))
+#: The README is the newcomer's path; the rest goes into docs/ by topic.
+README_MAX_LINES = 400
 
 
 def _replace(code: str, old: str, new: str) -> str:
@@ -21,12 +35,23 @@ def _replace(code: str, old: str, new: str) -> str:
     return code.replace(old, new)
 
 
-def _block(heading: str) -> str:
+def _section(heading: str) -> str:
+    """The README from ``heading`` to the next heading of the same level."""
     text = README.read_text()
+    assert heading in text, f"the README has no heading {heading!r}: update this test"
     section = text[text.index(heading):]
-    match = re.search(r"```python\n(.*?)```", section, re.S)
+    level = heading.split(" ")[0]
+    end = section.find(f"\n{level} ", len(heading))
+    return section if end < 0 else section[:end]
+
+
+def _block(heading: str) -> str:
+    match = re.search(r"```python\n(.*?)```", _section(heading), re.S)
     assert match, f"no python block under {heading}"
     return match.group(1)
+
+
+# ------------------------------------------------------------------ the examples run
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +67,7 @@ def sample_store(tmp_path_factory):
 
 
 def test_analysis_example_runs(sample_store, capsys):
-    code = _replace(_block("## Analysing the results"), "runs/sample/store.zarr",
+    code = _replace(_block("## Analysing the store"), "runs/sample/store.zarr",
                     str(sample_store))
     exec(compile(code, "README.md", "exec"), {})
     printed = capsys.readouterr().out
@@ -53,8 +78,7 @@ def test_analysis_example_runs(sample_store, capsys):
 
 
 def test_library_example_runs(monkeypatch):
-    root = README.parent
-    monkeypatch.chdir(root)
+    monkeypatch.chdir(ROOT)
     code = _replace(_block("## Library use"), 'load_model("imagenet")', 'load_model("random")')
     code = _replace(code, "get_custom_integrated_gradients(model, x, 50)",
                     "get_custom_integrated_gradients(model, x, 4)")
@@ -66,39 +90,254 @@ def test_library_example_runs(monkeypatch):
 
 
 def test_export_example_runs_and_loads(tmp_path, monkeypatch):
-    """The three-line export gives a program the pipeline loads (dynamic batch included)."""
+    """The export lines give a program the pipeline loads (dynamic batch included)."""
     import torch
 
     from pipeline.models.loading import load_model
 
     monkeypatch.chdir(tmp_path)
-    exec(compile(_block("## Explaining your own model"), "README.md", "exec"), {})
+    exec(compile(_block("## Your own model"), "README.md", "exec"), {})
     loaded = load_model(tmp_path / "model.pt2", "logits")
     assert loaded.arch == "exported" and len(loaded.classes) == 10
     with torch.no_grad():
         assert loaded.backbone(torch.zeros(3, 3, 224, 224)).shape == (3, 10)
 
 
-# ------------------------------------------------------------------ shell commands
+def test_every_root_attribute_of_the_store_is_in_the_readme(sample_store):
+    import zarr
+
+    attrs = set(zarr.open_group(str(sample_store), mode="r").attrs)
+    section = _section("## Analysing the store")
+    match = re.search(r"Root\s+attributes:", section)
+    assert match, "the README's store section has no 'Root attributes:' paragraph"
+    paragraph = section[match.start():]
+    missing = sorted(a for a in attrs if f"`{a}`" not in paragraph)
+    assert not missing, f"root attributes the README does not describe: {missing}"
+
+
+# ------------------------------------------------------------------ the README's shape
+
+
+def test_the_readme_is_a_newcomers_page():
+    text = README.read_text()
+    lines = text.count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines, expected at most " \
+        f"{README_MAX_LINES}: move the detail into docs/"
+    headings = re.findall(r"^## (.+)$", text, re.M)
+    for topic in ("Two commands", "Your own images", "Your own model", "Which method to trust",
+                  "Analysing the store", "Where to read on"):
+        assert topic in headings, f"the README lost its section {topic!r}: {headings}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_no_page_tells_how_the_project_was_built(page):
+    """No issue numbers, no dated history: pages describe the code as it is."""
+    text = page.read_text()
+    found = re.findall(r"\bissues? #?\d+|(?<![\w/])#\d+\b|\b20\d\d-\d\d-\d\d\b", text, re.I)
+    assert not found, f"{page.name} mentions {found}"
+
+
+# ------------------------------------------------------------------ links land
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower())
+    return text.replace(" ", "-")
+
+
+def _anchors(page: Path) -> set[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return {_slug(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.M)}
+
+
+def _links(page: Path) -> list[str]:
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return [t for t in re.findall(r"\]\(([^)\s]+)\)", text) if "://" not in t]
+
+
+def test_slug_follows_github():
+    assert _slug("Integrated Gradients to a tolerance: `rule = \"adaptive\"`") == \
+        "integrated-gradients-to-a-tolerance-rule--adaptive"
+    assert _slug("Store layouts and 16-bit maps") == "store-layouts-and-16-bit-maps"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_link_lands(page):
+    broken = []
+    for target in _links(page):
+        path, _, anchor = target.partition("#")
+        dest = (page.parent / path).resolve() if path else page
+        if not dest.exists():
+            broken.append(f"{target}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+            broken.append(f"{target}: no heading #{anchor} in {dest.name}")
+    assert not broken, f"{page.name}: {broken}"
+
+
+def test_the_readme_links_every_page_of_the_docs():
+    linked = {Path(t.partition("#")[0]).name for t in _links(README)}
+    pages = {p.name for p in DOCS.glob("*.md")}
+    assert pages <= linked, f"docs pages the README does not lead to: {sorted(pages - linked)}"
+
+
+# ------------------------------------------------------------------ commands are real
+
+
+def _bash_lines(page: Path) -> list[str]:
+    """The lines of a page's bash blocks, comments dropped."""
+    return [ln.split("  #")[0].strip()
+            for block in re.findall(r"```bash\n(.*?)```", page.read_text(), re.S)
+            for ln in block.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def _inline_code(page: Path) -> list[str]:
+    """A page's inline code spans outside its code blocks, whitespace collapsed (a span may
+    wrap a line)."""
+    rest = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return [" ".join(m.split()) for m in re.findall(r"`([^`]+)`", rest)]
+
+
+def _code_spans(page: Path) -> list[str]:
+    """Every command-like text of a page: its bash lines and its inline code."""
+    return _bash_lines(page) + _inline_code(page)
+
+
+#: ``make`` targets that are ``xai`` commands (the Makefile's recipes).
+MAKE_TO_XAI = {"run": ["run"], "status": ["status"], "clean": ["clean"], "bench": ["bench"],
+               "xai": []}
+
+
+def _xai_argv(command: str) -> list[str] | None:
+    """The ``xai`` arguments a README command runs (``xai ...``, or ``make T ... ARGS=...``),
+    or None when it runs no ``xai`` command."""
+    try:
+        words = shlex.split(command.replace("…", ""))
+    except ValueError:
+        return None
+    if words[:1] == ["xai"]:
+        return words[1:]
+    if words[:1] == ["make"] and len(words) > 1 and words[1] in MAKE_TO_XAI:
+        args = [w.split("=", 1)[1] for w in words[2:] if w.startswith("ARGS=")]
+        return MAKE_TO_XAI[words[1]] + (shlex.split(args[0]) if args else [])
+    return None
+
+
+def _xai_group():
+    """The installed ``xai`` script's click group (its module, from pyproject.toml)."""
+    import typer
+
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["xai"]
+    module = importlib.import_module(target.split(":")[0])
+    return typer.main.get_command(module.app)
+
+
+def _unknown_options(group, argv: list[str]) -> list[str]:
+    """The subcommand or options of ``argv`` that ``xai`` does not have."""
+    command, words = group, list(argv)
+    while hasattr(command, "commands") and words and not words[0].startswith("-"):
+        name = words.pop(0)
+        if name not in command.commands:
+            return [f"xai command {name!r}"]
+        command = command.commands[name]
+    known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)} | {"--help"}
+    return [f"{w.split('=')[0]} of {command.name}" for w in words
+            if re.fullmatch(r"--?[a-zA-Z][\w-]*(=.*)?", w) and w.split("=")[0] not in known]
+
+
+def test_unknown_options_are_caught():
+    """The check below can fail: a made-up option and command are reported."""
+    group = _xai_group()
+    assert _unknown_options(group, ["run", "--dataset", "x"]) == []
+    assert _unknown_options(group, ["run", "--no-such-option"]) == ["--no-such-option of run"]
+    assert _unknown_options(group, ["frobnicate"]) == ["xai command 'frobnicate'"]
+    assert _unknown_options(group, ["weights", "import", "--arch", "resnet50", "f"]) == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_xai_command_and_option_named_exists(page):
+    group = _xai_group()
+    problems = []
+    for command in _code_spans(page):
+        argv = _xai_argv(command)
+        if argv is not None:
+            problems += [f"`{command}`: {p}" for p in _unknown_options(group, argv)]
+    assert not problems, f"{page.name}: {problems}"
+
+
+def test_the_readme_command_table_names_real_options():
+    """Each row of the README's command table: the options its description names exist."""
+    group = _xai_group()
+    problems = []
+    for row in re.findall(r"^\| `(xai [^`]+)` \|(.*)\|$", _section("## Commands"), re.M):
+        argv = [w for w in shlex.split(row[0].replace("…", "")) if not w.startswith("[")]
+        path = [w for w in argv[1:] if w.isidentifier() and not w.isupper()]
+        options = re.findall(r"`(--[a-z][\w-]*)", row[1])
+        problems += _unknown_options(group, path + options)
+    assert problems == []
+
+
+def _make_targets() -> set[str]:
+    return set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_make_target_named_exists(page):
+    targets = _make_targets()
+    named = {c.split()[1] for c in _code_spans(page)
+             if c.startswith("make ") and len(c.split()) > 1 and "=" not in c.split()[1]}
+    assert named <= targets, f"{page.name} names make targets {sorted(named - targets)}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_python_module_and_script_named_exists(page):
+    missing = []
+    for command in _code_spans(page):
+        for module in re.findall(r"python -m ([\w.]+)", command):
+            if importlib.util.find_spec(module) is None:
+                missing.append(module)
+        for script in re.findall(r"(?<![\w/])((?:benchmarks|tests|pipeline|workflows)/[\w/]+"
+                                 r"\.py)", command):
+            if not (ROOT / script).is_file():
+                missing.append(script)
+    assert not missing, f"{page.name} names {missing}"
+
+
+def test_every_test_the_guarantees_name_exists():
+    text = (DOCS / "scale.md").read_text()
+    table = text[text.index("| situation | promise | proved by |"):]
+    names = set(re.findall(r"`(test_\w+)(…?)`", table))
+    assert len(names) > 10
+    sources = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    missing = sorted(name for name, partial in names
+                     if f"def {name}{'' if partial else '('}" not in sources)
+    assert not missing, f"docs/scale.md's guarantees name tests that do not exist: {missing}"
+
+
+def test_the_guarantees_count_every_crash_point_of_the_registry():
+    from workflows.stages import REGISTRY
+
+    points = sum(len(stage.crash_points) for stage in REGISTRY)
+    text = (DOCS / "scale.md").read_text()
+    assert f"every crash point the stage registry declares, {points} in all" in text
+
+
+# ------------------------------------------------------------------ shell commands without uv
 
 #: How a README command line may start: every one of these works without ``uv`` on the PATH.
 COMMAND_STARTS = ("make ", "xai ", "dask ", "source .venv/bin/activate", "CUDA_VISIBLE_DEVICES=")
 
 
-def _shell_commands() -> list[str]:
-    """Every command the README shows: lines of its bash blocks and inline commands that
-    start like one (comments dropped)."""
-    text = README.read_text()
-    lines = [ln.split("  #")[0].strip()
-             for block in re.findall(r"```bash\n(.*?)```", text, re.S)
-             for ln in block.splitlines() if ln.strip() and not ln.startswith("#")]
-    inline = [m for m in re.findall(r"`([^`\n]+)`", text)
-              if m.startswith(("make ", "uv ", "xai ", "dask ", "python ", "pip "))]
-    return lines + inline
+def _readme_shell_commands() -> list[str]:
+    """Every command the README shows: the lines of its bash blocks, and inline code that
+    starts like a command."""
+    inline = [c for c in _inline_code(README)
+              if c.startswith(("make ", "uv ", "xai ", "dask ", "python ", "pip "))]
+    return _bash_lines(README) + inline
 
 
 def test_readme_commands_need_no_uv_on_the_path():
-    commands = _shell_commands()
+    commands = _readme_shell_commands()
     assert any(c.startswith("make xai") for c in commands)
     bad = [c for c in commands if not c.startswith(COMMAND_STARTS)]
     assert not bad, f"README commands that need uv (or another tool) on the PATH: {bad}"
@@ -127,7 +366,7 @@ def test_readme_make_commands_work_without_uv_on_the_path(tmp_path):
     assert shutil.which("uv", path=env["PATH"]) is None
 
     def make(*args: str) -> str:
-        done = subprocess.run(["make", "--no-print-directory", *args], cwd=README.parent,
+        done = subprocess.run(["make", "--no-print-directory", *args], cwd=ROOT,
                               env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, f"make {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
         return done.stdout + done.stderr
@@ -139,20 +378,3 @@ def test_readme_make_commands_work_without_uv_on_the_path(tmp_path):
     assert "cache:" in make("xai", "ARGS=weights status")
     make("clean", "DATASET=tiny", "ARGS=--yes")
     assert not (tmp_path / "runs" / "tiny" / "store.zarr").exists()
-
-
-def test_the_guarantees_count_every_crash_point_of_the_registry():
-    from workflows.stages import REGISTRY
-
-    points = sum(len(stage.crash_points) for stage in REGISTRY)
-    assert f"every crash point the stage registry declares, {points} in all" in README.read_text()
-
-
-def test_every_root_attribute_of_the_store_is_in_the_readme(sample_store):
-    import zarr
-
-    attrs = set(zarr.open_group(str(sample_store), mode="r").attrs)
-    text = README.read_text()
-    paragraph = text[text.index("Root\nattributes:"):text.index("## Analysing the results")]
-    missing = sorted(a for a in attrs if f"`{a}`" not in paragraph)
-    assert not missing, f"root attributes the README does not describe: {missing}"

@@ -4,7 +4,7 @@ The names are read without torch (configs, the CLI); each function imports torch
 Every baseline is built in normalized input space, shaped like the images ``(N, 3, H, W)``:
 
 ``black``
-    The black image, ``-mean / std`` per channel (the seed's, and the default).
+    The black image, ``-mean / std`` per channel (the default).
 ``blur``
     The image under a Gaussian blur of ``baseline_sigma`` pixels (reflected at the border):
     keeps the colours and drops the detail, so the map shows where detail matters.
@@ -22,6 +22,8 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from pipeline.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -88,27 +90,38 @@ def _mean(images: torch.Tensor, _params: Mapping[str, Any],
     return torch.zeros_like(images)
 
 
-BASELINES: dict[str, Baseline] = {
-    b.name: b for b in (
-        Baseline("black", _black, "the black image (the seed's)"),
-        Baseline("blur", _blur, "the image under a Gaussian blur of baseline_sigma pixels"),
-        Baseline("uniform", _uniform, "seeded uniform noise in [0, 1] pixel space"),
-        Baseline("mean", _mean, "the model's mean colour (zero after normalization; "
-                                "ImageNet's for ResNet18)"),
-    )
-}
+#: Every baseline, by the name configs use (``[methods.<name>] baseline``).
+BASELINES: Registry[Baseline] = Registry("baseline")
+for _baseline in (
+    Baseline("black", _black, "the black image (the default)"),
+    Baseline("blur", _blur, "the image under a Gaussian blur of baseline_sigma pixels"),
+    Baseline("uniform", _uniform, "seeded uniform noise in [0, 1] pixel space"),
+    Baseline("mean", _mean, "the model's mean colour (zero after normalization; "
+                            "ImageNet's for ResNet18)"),
+):
+    BASELINES.add(_baseline.name, _baseline)
 
 
 def make_baseline(name: str, images: torch.Tensor, params: Mapping[str, Any],
                   seeds: Sequence[int] | None = None, norm: Any = None) -> torch.Tensor:
     """The baseline ``name`` for a batch of normalized images ``(N, 3, H, W)``, same shape,
-    dtype and device (``norm``: their :class:`pipeline.data.images.Normalization`; ImageNet's by
-    default)."""
+    dtype and device (``norm``: their :class:`pipeline.data.images.Normalization`;
+    ImageNet's by default)."""
     try:
         spec = BASELINES[name]
     except KeyError:
         raise KeyError(f"Expected a baseline in {', '.join(BASELINES)}, got {name!r}.") from None
     return spec.make(images, params, seeds, norm)
+
+
+def method_baselines(images: torch.Tensor, params: Mapping[str, Any],
+                     seeds: Sequence[int] | None, given: torch.Tensor | None = None,
+                     norm: Any = None) -> torch.Tensor:
+    """``given``, or else the baseline a path method's parameters choose (``baseline``,
+    default black) for ``images`` ``(N, 3, H, W)``; same shape."""
+    if given is not None:
+        return given
+    return make_baseline(params.get("baseline", "black"), images, params, seeds, norm)
 
 
 def describe(params: Mapping[str, Any]) -> str:

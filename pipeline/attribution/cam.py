@@ -23,12 +23,12 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
+from pipeline.attribution.registry import LAYER, METHODS, MethodSpec
 from pipeline.errors import ConfigError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch loads when a function runs, not when the registry is read
     import torch
+    from torch import nn
 
 def named_layers(model: nn.Module) -> dict[str, nn.Module]:
     """The network's modules under its own names (``layer4``, ``features.7``): those of
@@ -166,6 +166,8 @@ def search_layer(model: nn.Module, image: torch.Tensor, name: str = ""
     # A gradient that reaches no layer at all (a zero classifier head) rules nothing out.
     # On tokens, a projection's output (a ViT block's qkv) mixes what the block keeps
     # apart: the block's own outputs and norms are read instead, as pytorch-grad-cam does.
+    from torch import nn
+
     modules = named_layers(model)
     candidates = [(n, shape, reach) for n, shape, reach in candidates
                   if len(shape) == 4 or not isinstance(modules[n], nn.Linear)]
@@ -289,9 +291,8 @@ def guided_grad_cam(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
                     _seeds: Sequence[int] | None = None) -> torch.Tensor:
     """The registry's ``guided_grad_cam``: Captum ``GuidedGradCam``'s product, guided
     backprop times the Grad-CAM at the layer upsampled (nearest, Captum's default), with the
-    guided backprop on :func:`pipeline.attribution.propagation.unshared` ``model`` and token layers
-    laid
-    out on their grid; ``(N, 3, H, W)``."""
+    guided backprop on :func:`pipeline.attribution.network_rewrite.unshared` ``model`` and
+    token layers laid out on their grid; ``(N, 3, H, W)``."""
     import torch
 
     from pipeline.attribution.propagation import guided_backprop
@@ -304,3 +305,16 @@ def guided_grad_cam(model: nn.Module, images: torch.Tensor, targets: torch.Tenso
         guided = guided_backprop(model, x, t, {}, step)
         out.append(guided * grad_cam_maps(model, x, t, layer, mode="nearest"))
     return torch.cat(out)
+
+
+METHODS.add("grad_cam", MethodSpec(
+    "grad_cam", grad_cam,
+    "Captum LayerGradCam at a layer, upsampled (bilinear) to the input", "captum",
+    {"layer": LAYER}, space="layer", hooks=True,
+))
+
+METHODS.add("guided_grad_cam", MethodSpec(
+    "guided_grad_cam", guided_grad_cam,
+    "Captum GuidedGradCam: guided backprop times the upsampled Grad-CAM", "captum",
+    {"layer": LAYER}, space="guided", hooks=True,
+))

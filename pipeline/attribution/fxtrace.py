@@ -4,11 +4,10 @@
 the whole process while it traces. A module called meanwhile by another thread (the ingest
 stage's ``transforms.Resize``, a predict task's network) is then routed into the tracer, which
 raises ``NameError: module is not installed as a submodule``. A streaming run traces the
-engine's model (:mod:`pipeline.attribution.stem`, :mod:`pipeline.attribution.propagation`) while
-ingest threads
-preprocess images, so images were skipped at random as "cannot preprocess". The tracer here
-records only the calls of the thread that traces and lets every other thread's calls through
-untouched.
+engine's model (:mod:`pipeline.attribution.stem`, :mod:`pipeline.attribution.network_rewrite`)
+while ingest threads preprocess images, so without it images would be skipped at random as
+"cannot preprocess". The tracer here records only the calls of the thread that traces and
+lets every other thread's calls through untouched.
 """
 
 from __future__ import annotations

@@ -4,9 +4,8 @@
 TF32 convolutions moved Integrated Gradients about 5% (relative L2) from a float64 reference.
 ``fp32-fwd`` runs the forward pass in strict float32 and the backward pass in TF32 (through
 :class:`pipeline.attribution.accel.TF32Backward`): the forward decides the ReLU and max-pool
-pattern, so
-that is where precision matters; measured on one H100, 1.3x faster at 1.4e-3 error. On a
-CPU, TF32 does not exist and ``fp32-fwd`` computes exactly what ``fp32`` does.
+pattern, so that is where precision matters; measured on one H100, 1.3x faster at 1.4e-3
+error. On a CPU, TF32 does not exist and ``fp32-fwd`` computes exactly what ``fp32`` does.
 ``tf32`` allows TF32 matmuls and convolutions; ``bf16`` runs the forward/backward under bfloat16
 autocast (CPU and CUDA). Faster modes are opt-in and their error is measured by the benchmark.
 """

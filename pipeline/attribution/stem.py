@@ -13,9 +13,8 @@ as a whole ran about 15% faster (``docs/benchmarks.md``).
 
 The split is found with ``torch.fx`` and works for any traceable model whose input flows
 through a chain of ``Conv2d`` / eval-mode ``BatchNorm2d`` / ``Identity`` modules (and
-``contiguous`` calls, e.g. from :class:`pipeline.attribution.accel.ChannelsLast`) before anything
-else
-uses it. Models that do not match are left to the plain engine.
+``contiguous`` calls, e.g. from :class:`pipeline.attribution.accel.ChannelsLast`) before
+anything else uses it. Models that do not match are left to the plain engine.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Image discovery, decoding and the seed's preprocessing.
+"""Image decoding, resizing, cropping and normalisation.
 
 Tensors follow PyTorch's layout: an image is ``(3, H, W)`` float in ``[0, 1]`` before
 normalization; a batch is ``(N, 3, H, W)``.
@@ -32,7 +32,7 @@ class ImageDecodeError(Exception):
 
 def preprocess_transform(resize: int = RESIZE, crop: int = CROP,
                          interpolation: str = "bilinear") -> transforms.Compose:
-    """The seed's preprocessing: resize the short side (with ``interpolation``: bilinear,
+    """The preprocessing: resize the short side (with ``interpolation``: bilinear,
     bicubic or nearest, as the model's weights were trained), centre-crop, to a tensor in
     ``[0, 1]``.
 

@@ -17,9 +17,9 @@ Layouts
 ``synthetic``
     ``count`` generated images; no files.
 ``evidence``
-    ``count`` generated images with known evidence (:mod:`pipeline.data.evidence_dataset`): a shape
-    on a
-    background cut from the photos in ``root``; the shape is the class, its pixels the mask.
+    ``count`` generated images with known evidence (:mod:`pipeline.data.evidence_dataset`):
+    a shape on a background cut from the photos in ``root``; the shape is the class, its
+    pixels the mask.
 ``auto``
     ``flat-csv`` when the CSV exists (``labels_csv``, else the one ``*.csv`` in ``root``),
     ``class-folders`` when the sub-folders are WordNet ids or all classes of the model,
@@ -39,7 +39,7 @@ import numpy as np
 
 from pipeline.data.discovery import discover_images, is_image_file
 from pipeline.errors import DataError
-from pipeline.models.architectures import imagenet_classes, synset_to_index
+from pipeline.models.class_names import imagenet_classes, synset_to_index
 
 WNID = re.compile(r"^n\d{8}$")
 

@@ -1,7 +1,8 @@
 """Attribution-quality metrics for the ``evaluate`` stage: name -> metric function.
 
-The registry :data:`METRICS` is read without torch (configs, the CLI); the model-based metrics
-import torch when they run. Every metric takes 2-D maps per image:
+The registry :data:`METRICS` (a :class:`pipeline.registry.Registry`, each metric registered
+beside its function with :func:`register_metric`) is read without torch (configs, the CLI);
+the model-based metrics import torch when they run. Every metric takes 2-D maps per image:
 
 ``attr``
     ``(N, H, W)`` float: channel-summed attributions (the store's ``aggregated`` array).
@@ -12,11 +13,11 @@ and returns one float per image ``(N,)`` (float64). A row of ``attr`` holding an
 that was not explained: the store fills such rows with NaN) scores NaN; so does a row where the
 metric is undefined (an empty mask, no positive attribution, ...).
 
-The definitions follow Quantus 0.6 (``tests/test_metrics.py`` checks the agreement), except
-where a docstring says otherwise. :func:`random_attribution` gives the seeded uniform-noise
-maps of the "random" row every metric is read against, and :func:`cascading_randomisation`
-is the model-parameter randomisation test (Adebayo et al. 2018), separate from the registry
-because it re-runs the explanation method.
+The definitions follow Quantus 0.6 (``tests/evaluation/test_metrics.py`` checks the
+agreement), except where a docstring says otherwise. :func:`random_attribution` gives the
+seeded uniform-noise maps of the "random" row every metric is read against, and
+:func:`cascading_randomisation` is the model-parameter randomisation test (Adebayo et al.
+2018), separate from the registry because it re-runs the explanation method.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+
+from pipeline.registry import Registry
 
 if TYPE_CHECKING:  # torch loads when a model-based metric runs, not when the registry is read
     import torch
@@ -124,27 +127,26 @@ class MetricSpec:
     curve: bool = False
 
 
-METRICS: dict[str, MetricSpec] = {}
+#: The metrics by name, in registration order (the order listings and the report use), each
+#: added beside its function by :func:`register_metric`.
+METRICS: Registry[MetricSpec] = Registry("metric")
 
 
-def _metric(name: str, description: str, *, higher_is_better: bool, needs_mask: bool = False,
-            needs_model: bool = False, curve: bool = False) -> Callable[[F], F]:
-    """Register the decorated function in :data:`METRICS` under ``name``."""
+def register_metric(name: str, description: str, *, higher_is_better: bool,
+                    needs_mask: bool = False, needs_model: bool = False, curve: bool = False
+                    ) -> Callable[[F], F]:
+    """Decorator: register the function in :data:`METRICS` under ``name`` (see
+    :class:`MetricSpec` for the arguments); the function itself is returned unchanged."""
     def register(fn: F) -> F:
-        if name in METRICS:
-            raise ValueError(f"metric {name!r} is registered twice")
-        METRICS[name] = MetricSpec(name, fn, description, higher_is_better, needs_mask,
-                                   needs_model, curve)
+        METRICS.add(name, MetricSpec(name, fn, description, higher_is_better, needs_mask,
+                                     needs_model, curve))
         return fn
     return register
 
 
 def get_metric(name: str) -> MetricSpec:
     """Look a metric up by name; a ``KeyError`` lists the registered names."""
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise KeyError(f"Expected a metric in {', '.join(METRICS)}, got {name!r}.") from None
+    return METRICS.get_or_raise(name)
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -180,8 +182,9 @@ def _descending_order(flat: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------- localisation metrics
 
 
-@_metric("relevance_mass_accuracy", "positive attribution inside the mask / all positive",
-         higher_is_better=True, needs_mask=True)
+@register_metric("relevance_mass_accuracy",
+                 "positive attribution inside the mask / all positive",
+                 higher_is_better=True, needs_mask=True)
 def relevance_mass_accuracy(attr: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Share of the positive attribution that falls inside the mask (Arras et al. 2022).
 
@@ -208,8 +211,9 @@ def relevance_mass_accuracy(attr: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(ok, inside / np.where(ok, total, 1.0), np.nan)
 
 
-@_metric("relevance_rank_accuracy", "share of the K top-attributed pixels inside the mask "
-         "(K = mask size)", higher_is_better=True, needs_mask=True)
+@register_metric("relevance_rank_accuracy",
+                 "share of the K top-attributed pixels inside the mask (K = mask size)",
+                 higher_is_better=True, needs_mask=True)
 def relevance_rank_accuracy(attr: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Fraction of the ``K`` highest-attributed pixels that lie in the mask, ``K = |mask|``
     (Arras et al. 2022).
@@ -241,8 +245,9 @@ def relevance_rank_accuracy(attr: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return np.where(ok, in_top_k / np.maximum(k, 1), np.nan)
 
 
-@_metric("pointing_game", "1 when the maximally attributed pixel is in the mask, else 0",
-         higher_is_better=True, needs_mask=True)
+@register_metric("pointing_game",
+                 "1 when the maximally attributed pixel is in the mask, else 0",
+                 higher_is_better=True, needs_mask=True)
 def pointing_game(attr: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Whether the maximally attributed pixel lies inside the mask (Zhang et al. 2018).
 
@@ -273,8 +278,8 @@ def pointing_game(attr: np.ndarray, mask: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------- complexity metric
 
 
-@_metric("sparseness", "Gini index of |attribution| (1: one pixel, 0: uniform)",
-         higher_is_better=True)
+@register_metric("sparseness", "Gini index of |attribution| (1: one pixel, 0: uniform)",
+                 higher_is_better=True)
 def sparseness(attr: np.ndarray) -> np.ndarray:
     """Gini index of the absolute attributions (Chalasani et al. 2020; Quantus Sparseness).
 
@@ -441,8 +446,9 @@ def _flip_metric(mode: str, forward: Forward, images: torch.Tensor, attr: np.nda
     return auc(curves), curves
 
 
-@_metric("deletion", "AUC of the target probability as top pixels are removed (MoRF)",
-         higher_is_better=False, needs_model=True, curve=True)
+@register_metric("deletion",
+                 "AUC of the target probability as top pixels are removed (MoRF)",
+                 higher_is_better=False, needs_model=True, curve=True)
 def deletion(forward: Forward, images: torch.Tensor, attr: np.ndarray,
              targets: torch.Tensor | Sequence[int] | np.ndarray,
              **params: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -457,8 +463,9 @@ def deletion(forward: Forward, images: torch.Tensor, attr: np.ndarray,
     return _flip_metric("deletion", forward, images, attr, targets, **params)
 
 
-@_metric("insertion", "AUC of the target probability as top pixels are revealed (MoRF)",
-         higher_is_better=True, needs_model=True, curve=True)
+@register_metric("insertion",
+                 "AUC of the target probability as top pixels are revealed (MoRF)",
+                 higher_is_better=True, needs_model=True, curve=True)
 def insertion(forward: Forward, images: torch.Tensor, attr: np.ndarray,
               targets: torch.Tensor | Sequence[int] | np.ndarray,
               **params: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,8 @@
-"""Weights identity without loading torch: each architecture's published checkpoint (its name,
-file, cache path and the hash in its name), a file's SHA-256, the remembered failed download
-and ``xai weights import``. ``xai status`` uses these to tell whether a store is current
-without importing torch; :mod:`pipeline.models.loading` uses the same definitions when it loads
-weights."""
+"""Weights without loading torch: each torchvision architecture's published checkpoint (its
+name, file, cache path and the hash in its name), a weights file's identity by SHA-256, the
+remembered failed download and ``xai weights import``. ``xai status`` uses these, through the
+model sources' weights identity, to tell whether a store is current without importing torch;
+the sources use the same definitions when they load weights."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline.atomic_files import copy_atomic, write_atomic
 from pipeline.errors import WeightsError
-from pipeline.models.architectures import DEFAULT_ARCH, PublishedWeights, published_weights
+from pipeline.models.torchvision_table import DEFAULT_ARCH, PublishedWeights, published_weights
 
 #: ``str(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)`` and its checkpoint file name
 #: (checked against torchvision in the tests): the reference model's.
@@ -27,7 +27,8 @@ IMAGENET_ID = f"torchvision:{IMAGENET_WEIGHTS_NAME}"
 #: What the classifier ends in: a softmax (class probabilities) or nothing (raw logits).
 HEADS: tuple[str, ...] = ("softmax", "logits")
 #: Keywords of ``[model] weights`` / ``--weights``; anything else is a weights file: a state
-#: dict (``.pth``, ``.pt``) or an exported program (``.pt2``).
+#: dict (``.pth``, ``.pt``) or an exported program (``.pt2``). The sources answer the same
+#: (:func:`pipeline.models.sources.is_weights_path`); kept here until importers move.
 WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "auto", "random", "evidence")
 #: The file ending of a ``torch.export`` program.
 EXPORTED = ".pt2"
@@ -38,28 +39,11 @@ def published(arch: str = DEFAULT_ARCH) -> PublishedWeights:
     return published_weights(arch)
 
 
-def weights_identity(weights: str, seed: int, evidence_key: str = "",
-                     arch: str = DEFAULT_ARCH) -> str:
-    """The identity a run records for ``weights`` of ``arch``, without loading anything.
-
-    ``imagenet``: torchvision's checkpoint (``torchvision:ResNet18_Weights.IMAGENET1K_V1``);
-    ``auto``: the same when its file is in the cache, else seeded random weights;
-    ``random``: ``random:seed=<seed>`` (``random:<arch>:seed=<seed>`` for another
-    architecture than ResNet18); ``evidence``: the evidence model of the training settings
-    whose key is ``evidence_key``; anything else a weights file, by name and SHA-256 (and the
-    architecture it is loaded into, for a state dict of another one than ResNet18).
-    :func:`pipeline.models.loading.load_model` records this, and ``xai status`` compares it with a
-    store's without importing torch.
-    """
-    if weights == "evidence":
-        return f"evidence:resnet18-{evidence_key}"
-    named = arch if arch != DEFAULT_ARCH else ""
-    if weights == "imagenet" or (weights == "auto" and cache_path(arch).exists()):
-        return f"torchvision:{published(arch).name}"
-    if weights in ("random", "auto"):
-        return f"random:{named + ':' if named else ''}seed={seed}"
+def file_identity(weights: str, qualifier: str) -> str:
+    """``file:[<qualifier>:]<name>:sha256=<hex>`` of a weights file; ``file:[...]<weights>``
+    when there is no such file."""
+    where = f"{qualifier}:" if qualifier else ""
     path = Path(weights).expanduser()
-    where = f"{named}:" if named and path.suffix != EXPORTED else ""
     if path.is_file():
         return f"file:{where}{path.name}:sha256={file_sha256(path)}"
     return f"file:{where}{weights}"

@@ -158,8 +158,9 @@ def randomisation_figure(randomisation: Mapping[str, Mapping[str, Mapping[str, A
         Per method, per layer group in the order randomised: ``mean``, ``low``, ``high``
         (None where untested), as in the evaluation summary's ``randomisation``.
     threshold
-        The sanity check's line on ``|ρ|`` (:data:`pipeline.report.pages.SANITY_THRESHOLD`): the
-        band ``|ρ| < threshold`` is shaded.
+        The sanity check's line on ``|ρ|``
+        (:data:`pipeline.report.verdicts.SANITY_THRESHOLD`): the band ``|ρ| < threshold`` is
+        shaded.
 
     Returns
     -------

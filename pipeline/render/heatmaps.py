@@ -8,7 +8,7 @@ Method headers, the colour bar, the random-weights banner and a footer listing s
 complete it. :func:`explain_figure` draws one image's row the same way (``xai explain``).
 
 A figure library is only used for what needs one: matplotlib's colormaps (as 256-entry lookup
-tables) and its DejaVu fonts. ``save_figure_atomic`` remains for the seed's matplotlib figure.
+tables) and its DejaVu fonts; the run's matplotlib figures are in :mod:`pipeline.render.figures`.
 """
 
 from __future__ import annotations
@@ -539,17 +539,3 @@ def save_image_atomic(image: Any, path: Path, before_rename: Callable[[], None] 
         image.save(buf, format=fmt, **save_args)
         data = buf.getvalue()
     write_atomic(path, data, before_rename)
-
-
-def save_figure_atomic(fig: Any, path: Path, dpi: int = 100,
-                       before_rename: Callable[[], None] | None = None) -> None:
-    """Write a matplotlib figure as PNG via a temporary file and a rename (the seed's figure).
-
-    ``before_rename`` runs between the two (crash tests use it to die mid-write).
-    """
-    buf = io.BytesIO()
-    with warnings.catch_warnings():
-        # File names in any script are captions; a missing glyph is drawn as a box.
-        warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font")
-        fig.savefig(buf, format="png", dpi=dpi)
-    write_atomic(path, buf.getvalue(), before_rename)

@@ -12,9 +12,8 @@ from pipeline.errors import StoreError
 #: power-of-two scale per (explainer, image) map in ``<array>_scale``, so that no value of a
 #: map falls into float16's subnormal range; ``bfloat16`` is kept as its 16 bits in a
 #: ``uint16`` array (neither numpy nor Zarr has the type). Reading through
-#: :meth:`pipeline.store.zarr_store.StoreView.read_maps` or
-# :func:`pipeline.store.zarr_store.open_dataset`
-#: gives float32 either way.
+#: :meth:`pipeline.store.view.StoreView.read_maps` or
+#: :func:`pipeline.store.access.open_dataset` gives float32 either way.
 ATTRIBUTION_DTYPES = ("float32", "float16", "bfloat16")
 #: ``[store] normalized``: how ``normalized`` (in [0, 1]) is stored. ``uint16`` is fixed
 #: point: ``round(v * 65534)``, 65535 for NaN, so 0 and 1 are exact and any other value is

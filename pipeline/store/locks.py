@@ -4,9 +4,8 @@ Zarr writes part of a chunk by reading the chunk, changing it and writing it bac
 (through a temporary file and a rename, so readers never see half a chunk). Two writers of one
 chunk at once would each write back what they read, and the first one's values would be lost.
 The store's small arrays (per-image scalars, curves) keep many shards and every explainer in
-one chunk (:attr:`pipeline.store.zarr_store.ArrayFamily.pooled`), and their writers are shard tasks
-that
-run at the same time, so they take the chunk's lock around the write.
+one chunk (:attr:`pipeline.store.schema.ArrayFamily.pooled`), and their writers are shard
+tasks that run at the same time, so they take the chunk's lock around the write.
 
 The lock is a POSIX record lock (``fcntl.lockf``) on one byte of one file beside the store,
 ``.<store>.lock``, the byte chosen by the chunk: a single file however many chunks, released

@@ -1,1 +1,3 @@
-"""The ``xai`` command line: parses options and calls library and workflow functions."""
+"""The ``xai`` command line: :mod:`workflows.cli.app` (the app and ``main``) and one module
+per group of commands; they parse options and call :mod:`workflows.commands` and
+:mod:`workflows.runner`."""

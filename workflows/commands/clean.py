@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import ConfigError
 from workflows.config.loading import Config
+from workflows.runner.completion_records import Records
 from workflows.runner.planning import Registry
-from workflows.runner.records import Records, RunLock
+from workflows.runner.run_lock import RunLock
 
 
 def stages_from(reg: Registry, stage: str, what: str = "STAGE") -> tuple[str, ...]:
@@ -29,6 +31,18 @@ def run_size(run_dir: Path) -> tuple[int, int]:
             files += 1
             size += path.stat().st_size
     return files, size
+
+
+def confirm_whole_removal(run_dir: Path, ask: Callable[[str], bool], can_ask: bool) -> bool:
+    """Whether the user agrees to remove the whole run at ``run_dir``: ``ask`` gets the
+    question (with the run's file count and size); without a terminal (``can_ask`` false)
+    a :class:`ConfigError` says to pass ``--yes`` or name a stage."""
+    files, size = run_size(run_dir)
+    if not can_ask:
+        raise ConfigError(f"Expected --yes to remove the whole run at {run_dir} "
+                          f"({files} files) without a terminal to ask on. Pass --yes, "
+                          "or name a STAGE to clear only that stage and those after it.")
+    return ask(f"Remove the whole run at {run_dir} ({files} files, {size / 2**20:.1f} MiB)?")
 
 
 def clean(cfg: Config, stage: str | None = None, registry: Registry | None = None,

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.errors import ConfigError, DataError, WeightsError
 
@@ -44,7 +45,8 @@ def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str
     from pipeline.attribution.registry import METHODS
     from pipeline.data.discovery import is_image_file
     from pipeline.models.architectures import check_arch
-    from pipeline.models.checkpoints import HEADS, cache_path, offline_hint, recent_failure
+    from pipeline.models.checkpoints import HEADS
+    from pipeline.models.sources import weights_problem
 
     if not paths:
         raise DataError("Expected one or more image files, got none: xai explain IMAGE ...")
@@ -88,11 +90,8 @@ def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str
         if not Path(weights).expanduser().is_file():
             raise WeightsError(f"--weights: expected {', '.join(EXPLAIN_WEIGHTS)} or a weights "
                                f"file, got {weights!r}, which is no file.")
-    elif weights == "imagenet" and not arch.startswith("timm:") \
-            and not cache_path(arch).exists() and recent_failure(arch=arch) is not None:
-        raise WeightsError(f"--weights imagenet: the {arch} checkpoint is not in the cache "
-                           f"({cache_path(arch)}) and a download failed recently. "
-                           f"{offline_hint(arch)}")
+    elif (problem := weights_problem(arch, weights)) is not None:
+        raise WeightsError(f"--weights {weights}: {problem}")
 
 
 def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
@@ -110,7 +109,6 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
     from pipeline.attribution.memory_planner import plan_max_batch
     from pipeline.attribution.registry import attribute, get_method, image_seed
     from pipeline.data.images import ImageDecodeError, load_tensor, normalize, to_uint8_hwc
-    from pipeline.explainers import aggregate_attribution, normalize_attribution
     from pipeline.models.loading import load_model
     from pipeline.render.heatmaps import SheetRow, contact_sheet, save_image_atomic
     from workflows.runner.worker import resolve_device
@@ -139,8 +137,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
                                    if k in spec.params})
             attr, _, _ = attribute(spec, loaded.model, x, target, params, max_batch,
                                    [image_seed(seed, i)], norm=prep.normalization)
-            # (1, 3, H, W) -> (H, W): the seed functions drop a batch of one
-            maps.append(normalize_attribution(aggregate_attribution(attr.cpu())).numpy())
+            maps.append(sheet_map(attr))
             if progress is not None:
                 progress(f"{path.name}: {name}")
         label, prob = loaded.classes[int(target)], float(probs[0, target])
@@ -156,7 +153,18 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
     return ExplainResult(lines, loaded.is_random)
 
 
-def _stack(maps: list[object]) -> object:
+def sheet_map(attributions: Any) -> Any:
+    """One image's attributions ``(1, 3, H, W)`` as its sheet shows them: the channel sum,
+    normalized by the pipeline's one normaliser (as the store's ``normalized``), ``(H, W)``
+    numpy."""
+    from pipeline.explainers import aggregate_attribution, normalize_attribution
+
+    # aggregate_attribution drops the batch of one: (1, 3, H, W) -> (H, W)
+    return normalize_attribution(aggregate_attribution(attributions.cpu())).numpy()
+
+
+def _stack(maps: list[Any]) -> Any:
+    """The sheet's maps of one image ``(methods, H, W)`` float32."""
     import numpy as np
 
     return np.stack([np.asarray(m, dtype=np.float32) for m in maps])

@@ -1,15 +1,20 @@
 """``xai status``: per stage (and method), how many images are done, stale or pending, and
-whether a run is in progress."""
+whether a run is in progress; and the table it prints."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
 from pipeline.store.zarr_store import array, explainers, open_store
+from workflows.commands.summary_tables import print_completeness
 from workflows.config.loading import Config
+from workflows.runner.completion_records import Records
 from workflows.runner.planning import Registry
-from workflows.runner.records import Records, RunLock
+from workflows.runner.run_lock import RunLock
 from workflows.runner.run_summary import (
     Completeness,
     completeness_from_records,
@@ -109,3 +114,47 @@ def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
     return RunStatus(run_dir, True, rows, n, skipped, notes, completeness,
                      bool(group.attrs.get("random_weights", False)),
                      str(group.attrs.get("weights_id", "")), running)
+
+
+def print_status(out: Console, st: RunStatus, registry: Registry | None = None) -> None:
+    """What ``xai status`` prints: the run folder, a run in progress, and per stage (and
+    method) the images done of the total, made stale, and the stage's state; then the
+    skipped images, the notes and the completeness table (20 flagged images listed)."""
+    from workflows.stages import REGISTRY
+
+    reg = registry or REGISTRY
+    out.print(f"run: {st.run_dir}")
+    if st.running:
+        r = st.running
+        out.print(f"[bold yellow]a run is in progress[/]: pid {r['pid']} on {r['host']}, "
+                  f"since {r['started']} (the counts below grow as it records its work)")
+    if not st.exists:
+        for note in st.notes:
+            out.print(note)
+        return
+    if st.random_weights:
+        out.print(f"[bold red]this run used random weights ({st.weights_id}): its maps say "
+                  "nothing about a real model[/]")
+    table = Table()
+    for col in ("stage", "explainer", "images done", "of", "stale", "state"):
+        table.add_column(col)
+    for s in st.stages:
+        shared = reg[s.stage].shared_label if s.method is None and reg[s.stage].per_method \
+            else ""
+        table.add_row(s.stage, s.method or shared, str(s.done), str(s.total), str(s.stale),
+                      stage_state(s))
+    out.print(table)
+    out.print(f"images: {st.images}, skipped: {len(st.skipped)}")
+    for image_id, reason in st.skipped:
+        out.print(f"  {image_id}: {reason}")
+    for note in st.notes:
+        out.print(f"[yellow]{note}[/]")
+    print_completeness(out, st.completeness, limit=20)
+
+
+def stage_state(s: StageStatus) -> str:
+    """``done`` (every image), ``stale`` (some made under other settings), ``partial`` (some
+    done) or ``pending`` (none)."""
+    if s.done == s.total:
+        return "done"
+    return "stale" if s.stale else "partial" if s.done else "pending"

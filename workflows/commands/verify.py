@@ -1,4 +1,5 @@
-"""``xai verify``: finished units re-read against their records' checksums."""
+"""``xai verify``: finished units re-read against their records' checksums, and what it
+prints."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+
+from rich.console import Console
 
 from pipeline.store.zarr_store import StoreView, array, open_store
 from workflows.config.loading import Config
+from workflows.runner.completion_records import Records
 from workflows.runner.planning import Registry, hash_key
-from workflows.runner.records import Records, RunLock
+from workflows.runner.run_lock import RunLock
 from workflows.runner.run_summary import Reporter, SilentReporter
 from workflows.runner.stage_api import Unit, unit_checksum
 
@@ -19,7 +24,7 @@ from workflows.runner.stage_api import Unit, unit_checksum
 #: codecs release the GIL).
 THREADS: int = 4
 #: Pooled chunks (256 shards of a small array each) a thread keeps decoded: the units of
-#: consecutive shards read one chunk, decoded once (docs/benchmarks.md, "ImageNet scale").
+#: consecutive shards read one chunk, decoded once (docs/performance.md, "ImageNet scale").
 CACHED_CHUNKS: int = 64
 
 
@@ -101,3 +106,19 @@ def _check(reg: Registry, cfg: Config, todo: list[tuple[Unit, dict[str, Any]]],
                 damaged.append((unit, what))
     rep.stage_end("verify")
     return damaged
+
+
+def print_verify_report(out: Console, report: VerifyReport, run_dir: Path) -> None:
+    """What ``xai verify`` prints: how many shards were checked (of how many, when drawn at
+    random), then that all matches or each damaged shard and what to run."""
+    drawn = f" (drawn at random of {report.finished})" if report.checked < report.finished \
+        else ""
+    out.print(f"checked {report.checked} finished shards and sheets{drawn} in {run_dir}")
+    if not report.damaged:
+        out.print("[green]all data matches its records[/]")
+        return
+    for stage, index, what in report.damaged:
+        out.print(f"  [red]damaged[/] {stage} shard {index}: {what}")
+    if report.repaired:
+        out.print("their records were dropped: run `xai run` (same options) to recompute "
+                  "exactly these shards")

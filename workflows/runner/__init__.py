@@ -1,2 +1,2 @@
 """The run machinery: planning units, the stage API, executors and workers, completion
-records, the store's lifecycle, progress and the run's summary."""
+records and the run lock, the store's lifecycle, progress and the run's summary."""

@@ -2,8 +2,9 @@
 
 A :class:`Registry` holds stage plugins in run order and checks each against the store
 schema as it is registered: every array family it reads must be written by an earlier stage
-(or with the store), and the stages it runs after are those writers. Everything here is pure
-planning, computed from a config; nothing runs or writes.
+(or with the store), every family it writes must be declared in the schema and have no other
+writer, and the stages it runs after are the writers of what it reads. Everything here is
+pure planning, computed from a config; nothing runs or writes.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import ConfigError
-from pipeline.store.zarr_store import EXPLAINER, SCHEMA, Schema
+from pipeline.store.schema import EXPLAINER, SCHEMA, ArrayFamily, Schema
 from workflows.config.loading import Config, stable_hash
-from workflows.runner.stage_api import CRASH_POINTS, UNIT_KINDS, Stage, Unit
+from workflows.runner.stage_api import CRASH_POINTS, STAGE_TYPES, UNIT_KINDS, Stage, Unit
 
 Hashes = dict[tuple[str, str | None], str]
 
@@ -32,30 +33,33 @@ class Registry:
     stages
         Registered in this order (:meth:`register`).
     schema
-        The store's array families (:data:`pipeline.store.zarr_store.SCHEMA`, or one extended with a
-        plugin's own arrays).
+        The store's array families (:data:`pipeline.store.schema.SCHEMA`, or one extended
+        with a plugin's own arrays).
     """
 
     def __init__(self, stages: Iterable[Stage] = (), schema: Schema = SCHEMA) -> None:
         self.schema = schema
         self._stages: dict[str, Stage] = {}
+        #: Array family name -> the registered stage that writes it.
+        self._writer_of: dict[str, str] = {}
         for stage in stages:
             self.register(stage)
 
     # ------------------------------------------------------------------ registration
 
     def register(self, stage: Stage) -> Stage:
-        """Add ``stage`` after those registered so far; set its ``after``, ``writes`` and
-        ``schema``.
+        """Add ``stage`` after those registered so far; set its ``after``,
+        ``written_families`` and ``schema``.
 
         Raises
         ------
         RegistryError
             A name used twice, an instance another registry holds, unknown crash points or
             unit, a read that no earlier stage writes (the message names the stage and the
-            array), a per-method stage whose arrays are not split by explainer (two tasks
-            would write one chunk), or whose arrays without an explainer axis no
-            :attr:`~workflows.runner.stage_api.Stage.shared` unit writes.
+            array), a write the schema does not declare or that another stage (or the store
+            itself) writes already, a per-method stage whose arrays are not split by
+            explainer (two tasks would write one chunk), or whose arrays without an
+            explainer axis no :attr:`~workflows.runner.stage_api.Stage.shared` unit writes.
         """
         name = stage.name
         if stage.registered:
@@ -72,7 +76,8 @@ class Registry:
         if stage.unit not in UNIT_KINDS:
             raise RegistryError(f"Stage {name!r}: expected unit in {UNIT_KINDS}, got "
                                 f"{stage.unit!r}.")
-        writes = self.schema.written_by(name)
+        after = self._writers(stage)
+        writes = self._written_families(stage)
         if stage.per_method:
             shared = [f.name for f in writes if f.dims[:1] == (EXPLAINER,)
                       and not f.split_explainer]
@@ -92,12 +97,38 @@ class Registry:
             raise RegistryError(f"Stage {name!r}: expected shared = True only with "
                                 "per_method = True (a per-shard stage's units are shared "
                                 "already), got per_method = False.")
-        stage.after = self._writers(stage)
-        stage.writes = writes
+        stage.after = after
+        stage.written_families = writes
         stage.schema = self.schema
         stage.registered = True
         self._stages[name] = stage
+        self._writer_of.update((f.name, name) for f in writes)
         return stage
+
+    def _written_families(self, stage: Stage) -> tuple[ArrayFamily, ...]:
+        """The schema's families that ``stage`` writes, in schema order; each must be
+        declared and have no writer yet."""
+        for written in stage.writes:
+            fam = self.schema.families.get(written)
+            if fam is None:
+                raise RegistryError(
+                    f"Stage {stage.name!r} writes {written!r}, which the store schema "
+                    f"(pipeline/store/schema.py) does not declare; declared: "
+                    f"{', '.join(self.schema.families)}. Declare its array family there (a "
+                    "plugin: SCHEMA.extended(...)), or fix the name in the stage's writes.")
+            if fam.with_store:
+                raise RegistryError(
+                    f"Stage {stage.name!r} writes {written!r}, which the store itself "
+                    "writes (with_store=True: create_store, resize_explainers, "
+                    "write_classes); expected exactly one writer of each array. Remove "
+                    f"{written!r} from the stage's writes.")
+            other = self._writer_of.get(written)
+            if other is not None:
+                raise RegistryError(
+                    f"Stage {stage.name!r} writes {written!r}, which stage {other!r} writes "
+                    "already; expected exactly one writer of each array. Remove it from one "
+                    "stage's writes, or give the new stage an array of its own.")
+        return self.schema.in_order(stage.writes)
 
     def _writers(self, stage: Stage) -> tuple[str, ...]:
         """The registered stages that write what ``stage`` reads, in run order."""
@@ -107,19 +138,33 @@ class Registry:
             if fam is None:
                 raise RegistryError(
                     f"Stage {stage.name!r} reads {read!r}, which the store schema "
-                    "(pipeline/store/zarr_store.py) does not declare."
-                    " Declare its array family there, "
-                    "with the stage that writes it.")
-            if fam.writer is None:  # written with the store (image, label, explainer)
+                    "(pipeline/store/schema.py) does not declare. Declare its array family "
+                    "there, and name it in the writes of the stage that writes it.")
+            if fam.with_store:  # image, label, class_name, explainer
                 continue
-            if fam.writer not in self._stages:
+            writer = self._writer_of.get(read)
+            if writer is None:
                 raise RegistryError(
                     f"Stage {stage.name!r} reads {read!r}, but no earlier stage writes it: "
-                    f"the schema says stage {fam.writer!r} does, and {fam.writer!r} is not "
-                    f"registered before {stage.name!r}. Put {fam.writer!r} before it in the "
-                    "stage tuple, or read something an earlier stage writes.")
-            found.add(fam.writer)
+                    f"{self._missing_writer(read, stage.name)}, or read something an earlier "
+                    "stage writes.")
+            found.add(writer)
         return tuple(s for s in self._stages if s in found)
+
+    def _missing_writer(self, read: str, reader: str) -> str:
+        """What to do about ``read``, which no registered stage writes: register the
+        project's stage that declares it (if one does) before ``reader``."""
+        known = [t.name for t in STAGE_TYPES.values() if read in t.writes]
+        if known:
+            return (f"stage {known[0]!r} writes it, and {known[0]!r} is not registered "
+                    f"before {reader!r}. Put {known[0]!r} before it in the run order")
+        return (f"no registered stage names it in its writes. Register a stage that writes "
+                f"it before {reader!r}")
+
+    def writer_of(self, family: str) -> str | None:
+        """The registered stage that writes array family ``family``; None when none does
+        (the arrays written with the store, or one whose stage is not registered)."""
+        return self._writer_of.get(family)
 
     # ------------------------------------------------------------------ lookup
 
@@ -233,10 +278,9 @@ class Registry:
 
         A per-shard upstream: its one unit. A per-method upstream: the same method's; for a
         per-shard stage, every unit of it (the shared one too); for the :attr:`shared
-        <workflows.runner.stage_api.Stage.shared>` unit of a per-method stage, only the upstream's
-        own
-        shared unit, if any: what every method shares never waits for (or is made stale by)
-        one method.
+        <workflows.runner.stage_api.Stage.shared>` unit of a per-method stage, only the
+        upstream's own shared unit, if any: what every method shares never waits for (or is
+        made stale by) one method.
         """
         if not up.per_method:
             return (None,)

@@ -2,10 +2,10 @@
 
 :func:`run_pipeline` is what ``xai run`` (and ``xai evaluate``, ``xai report``: one stage) calls.
 It loops over the stage registry's hooks and names no stage: the store's lifecycle is
-:mod:`workflows.runner.store_lifecycle`, the stages' own work :mod:`workflows.stages`, streaming
-:mod:`workflows.runner.coordinator`, the summary :mod:`workflows.runner.run_summary`. Nothing here
-parses arguments
-or prints: a :class:`~workflows.runner.run_summary.Reporter` receives progress and warnings.
+:mod:`workflows.runner.store_lifecycle`, the stages' own work :mod:`workflows.stages`,
+streaming :mod:`workflows.runner.coordinator`, the summary :mod:`workflows.runner.run_summary`.
+Nothing here parses arguments or prints: a :class:`~workflows.runner.run_summary.Reporter`
+receives progress and warnings.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.store.zarr_store import open_store
 from workflows.config.loading import GENERATED_LAYOUTS, Config
 from workflows.runner import store_lifecycle as lifecycle
+from workflows.runner.completion_records import Records
 from workflows.runner.coordinator import Stop, run_units
-from workflows.runner.executors import Executor
+from workflows.runner.disk_writes import atomic_write_json, disk_errors, read_json
+from workflows.runner.executors import Executor, open_executor
 from workflows.runner.planning import Hashes, Plan, Registry, flat_hashes, hash_key
-from workflows.runner.records import Records, RunLock, atomic_write_json, disk_errors, read_json
+from workflows.runner.run_lock import RunLock
 from workflows.runner.run_summary import (
     Recorder,
     Reporter,
@@ -31,7 +33,6 @@ from workflows.runner.run_summary import (
     skipped_images,
     top1_accuracy,
 )
-from workflows.runner.scheduler import open_executor
 from workflows.runner.stage_api import Context, Task, Unit
 from workflows.runner.worker import ModelSpec, resolve_device
 
@@ -171,11 +172,11 @@ def _nothing_to_do(reg: Registry, cfg: Config, rep: Reporter, scheduler: str
     recorder.end(plan.planned)
     random_weights = bool(group.attrs.get("random_weights", False))
     if random_weights and cfg.model.weights != "random":
-        from pipeline.models.checkpoints import offline_hint
+        from pipeline.models.sources import fallback_hint
 
         rep.warn(RANDOM_WEIGHTS_WARNING)
-        if cfg.model.weights == "auto" and ":" not in cfg.model.arch:
-            rep.info(offline_hint(cfg.model.arch))
+        if hint := fallback_hint(cfg.model.arch, cfg.model.weights):
+            rep.info(hint)
     return _summarize(reg, resolved, group, store_path, len(manifest), weights_id,
                       random_weights, device, scheduler, recorder, plan, None, rep, records,
                       hashes)

@@ -19,8 +19,9 @@ import numpy as np
 from pipeline.store.zarr_store import array, explainers
 from workflows.config.loading import Config
 from workflows.runner import fault_injection as faults
+from workflows.runner.completion_records import Records
+from workflows.runner.disk_writes import disk_errors
 from workflows.runner.planning import Hashes, Registry
-from workflows.runner.records import Records, disk_errors
 from workflows.runner.stage_api import Unit, explained_status
 
 
@@ -468,9 +469,8 @@ def skipped_from_records(records: Records, units: Sequence[Unit], target: str
 
 def skipped_images(group: Any, target: str) -> list[tuple[str, str]]:
     """``(image id, why)`` for every image without maps: its ingest status, or no label when
-    the label is the target (see :func:`workflows.runner.stage_api.explained_status`). Images not
-    yet
-    ingested (empty status) are listed with an empty reason."""
+    the label is the target (see :func:`workflows.runner.stage_api.explained_status`). Images
+    not yet ingested (empty status) are listed with an empty reason."""
     if "status" not in group:
         return [(str(i), "") for i in array(group, "image")[:].tolist()]
     status = array(group, "status")[:].tolist()

@@ -11,11 +11,12 @@ attributes declare it, methods are its lifecycle hooks, all optional but :meth:`
 ``finalize(ctx)``
     after the units: the dataset-wide step (the evaluation summary, the report's pages).
 
-The arrays a stage writes are the schema's (:data:`pipeline.store.zarr_store.SCHEMA`, ``writer``);
-the
-stages it runs after follow from the arrays it ``reads``, through the schema
-(:class:`workflows.runner.planning.Registry`). The run order is one explicit tuple,
-:data:`workflows.stages.STAGES`.
+A stage says which store arrays it ``reads`` and which it ``writes`` (names the store schema,
+:data:`pipeline.store.schema.SCHEMA`, declares); the stages it runs after follow from what it
+reads (:class:`workflows.runner.planning.Registry`, which checks both on registration). The
+project's stage classes register beside their definition (:func:`register_stage`, into
+:data:`STAGE_TYPES`); the run order is one explicit tuple of their names,
+:data:`workflows.stages.RUN_ORDER`.
 """
 
 from __future__ import annotations
@@ -25,19 +26,15 @@ import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
-from pipeline.store.zarr_store import (
-    SCHEMA,
-    ArrayFamily,
-    Schema,
-    StoreView,
-    array,
-    explainers,
-    shard_size,
-)
+from pipeline.registry import Registry
+from pipeline.store.access import explainers, shard_size
+from pipeline.store.arrays import array
+from pipeline.store.schema import SCHEMA, ArrayFamily, Schema
+from pipeline.store.view import StoreView
 from workflows.config.loading import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner import worker
@@ -84,6 +81,10 @@ class Stage:
     reads
         Store array families it reads (names in the schema). The stages that write them are
         the ones it runs after (:attr:`after`, set on registration).
+    writes
+        Store array families it writes (names in the schema; a prefix family by its prefix,
+        ``"metric_"``). Each array has exactly one writer: a stage, or the store itself
+        (``image``, ``label``, ``class_name``, ``explainer``).
     per_method
         True: one unit per (method, shard) and one record each.
     shared
@@ -108,13 +109,15 @@ class Stage:
         One line for ``xai --help`` and the docs.
     how_to_enable
         What turns the stage on, where :meth:`enabled` can say no.
-    after, writes, schema
+    after, written_families, schema
         Set by :meth:`workflows.runner.planning.Registry.register`: the upstream stages (from
-        ``reads``), the families the schema says this stage writes, and that schema.
+        ``reads``), the schema's families of ``writes`` in schema order (the order a unit's
+        checksum reads them in), and that schema.
     """
 
     name: ClassVar[str] = ""
     reads: ClassVar[tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
     per_method: ClassVar[bool] = False
     shared: ClassVar[bool] = False
     #: What the shared unit computes, in words (``xai status`` shows it as its explainer).
@@ -133,7 +136,7 @@ class Stage:
 
     def __init__(self) -> None:
         self.after: tuple[str, ...] = ()
-        self.writes: tuple[ArrayFamily, ...] = ()
+        self.written_families: tuple[ArrayFamily, ...] = ()
         self.schema: Schema = SCHEMA
         #: The registry this instance belongs to (one: its ``after`` is that registry's).
         self.registered = False
@@ -162,13 +165,13 @@ class Stage:
         return ((None,) if self.shared else ()) + tuple(cfg.method_names)
 
     def unit_families(self, unit: Unit) -> tuple[ArrayFamily, ...]:
-        """The families ``unit`` writes: all of :attr:`writes`, except in a per-method stage
-        with a :attr:`shared` unit, where a method's unit writes the explainer-split ones
-        (its slot) and the shared unit the others."""
+        """The families ``unit`` writes: all of :attr:`written_families`, except in a
+        per-method stage with a :attr:`shared` unit, where a method's unit writes the
+        explainer-split ones (its slot) and the shared unit the others."""
         if not (self.per_method and self.shared):
-            return self.writes
+            return self.written_families
         split = unit.method is not None
-        return tuple(f for f in self.writes if f.split_explainer == split)
+        return tuple(f for f in self.written_families if f.split_explainer == split)
 
     def unit_size(self, cfg: Config) -> int:
         return cfg.render.images_per_sheet if self.unit == "sheet" else cfg.run.shard_size
@@ -188,10 +191,10 @@ class Stage:
         """Before any unit: create the (fixed) arrays this stage writes, or drop them when the
         stage is off. Arrays with the right shape are kept, data and all."""
         if not self.enabled(cfg):
-            drop(group, self.schema.instances(group, self.writes))
+            drop(group, self.schema.instances(group, self.written_families))
             return
         sizes, shard = store_sizes(group, cfg), shard_length(group)
-        for fam in self.writes:
+        for fam in self.written_families:
             if not fam.prefix and self.schema.wanted(group, fam):
                 self.schema.create(group, fam.name, sizes, shard)
 
@@ -210,14 +213,27 @@ class Stage:
         return None
 
 
+StageType = TypeVar("StageType", bound=type[Stage])
+
+#: The project's stage classes by name, each added beside its class (:func:`register_stage`);
+#: :data:`workflows.stages.RUN_ORDER` puts them in run order. A plugin from outside the
+#: project need not register here: it builds a planning registry of its own.
+STAGE_TYPES: Registry[type[Stage]] = Registry("stage")
+
+
+def register_stage(cls: StageType) -> StageType:
+    """Class decorator: add a stage class to :data:`STAGE_TYPES` under its ``name``."""
+    STAGE_TYPES.add(cls.name, cls)
+    return cls
+
+
 @dataclass
 class Context:
     """What :meth:`Stage.finalize` sees: the run as it stands after the units ran.
 
     ``registry`` is the :class:`workflows.runner.planning.Registry`, ``summary`` the
-    :class:`workflows.runner.run_summary.RunSummary` so far and ``reporter`` its reporter (typed
-    loosely:
-    those modules import this one).
+    :class:`workflows.runner.run_summary.RunSummary` so far and ``reporter`` its reporter
+    (typed loosely: those modules import this one).
     """
 
     cfg: Config
@@ -273,7 +289,7 @@ def store_sizes(group: Any, cfg: Config) -> dict[str, int]:
 
 
 def shard_length(group: Any) -> int:
-    """The store's images per shard (see :func:`pipeline.store.zarr_store.shard_size`)."""
+    """The store's images per shard (see :func:`pipeline.store.access.shard_size`)."""
     return shard_size(group)
 
 
@@ -284,7 +300,7 @@ def drop(group: Any, names: list[str]) -> None:
 
 def open_view(task: Task, mode: str = "r+") -> StoreView:
     """The task's handle on the store (opened once; see
-        :class:`pipeline.store.zarr_store.StoreView`)."""
+    :class:`pipeline.store.view.StoreView`)."""
     return StoreView(task.store_path, mode=mode)
 
 

@@ -27,8 +27,9 @@ from pipeline.store.zarr_store import (
 )
 from workflows.config.loading import Config, stable_hash
 from workflows.runner import fault_injection as faults
+from workflows.runner.completion_records import Records
+from workflows.runner.disk_writes import atomic_write_bytes, atomic_write_json, disk_errors
 from workflows.runner.planning import Hashes, Registry, flat_hashes, hash_key
-from workflows.runner.records import Records, atomic_write_bytes, atomic_write_json, disk_errors
 from workflows.runner.run_summary import Reporter
 
 if TYPE_CHECKING:  # torch-free import for `xai status`: datasets load torchvision
@@ -61,7 +62,7 @@ def package_versions() -> dict[str, str]:
 
 def expected_weights_id(cfg: Config) -> str:
     """The weights identity a run would use, without loading the model (for status)."""
-    from pipeline.models.checkpoints import weights_identity
+    from pipeline.models.sources import weights_identity
 
     key = cfg.evidence_settings().key() if cfg.model.weights == "evidence" else ""
     return weights_identity(cfg.model.weights, cfg.run.seed, key, cfg.model.arch)
@@ -275,6 +276,8 @@ def baseline_descriptions(cfg: Config) -> dict[str, str]:
 
 def write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: str) -> None:
     """The store's root attributes: what the run used (only rewritten when they change)."""
+    from pipeline.models.sources import recorded_arch
+
     attrs = {
         "config": cfg.to_dict(),
         "config_hash": stable_hash(cfg.to_dict()),
@@ -286,7 +289,7 @@ def write_attrs(group: Any, cfg: Config, hashes: Hashes, loaded: Any, device: st
         "head": cfg.model.head,
         "precision": cfg.run.precision,
         "device": device,
-        "arch": cfg.model.arch if not cfg.model.weights.endswith(".pt2") else "exported",
+        "arch": recorded_arch(cfg.model.arch, cfg.model.weights),
         "preprocessing": cfg.preprocessing().to_dict(),
         "noise": NOISE_NOTE,
         "target": cfg.run.target,

@@ -183,7 +183,7 @@ def planned_pass(spec: ModelSpec, model: Any, device: Any) -> tuple[int, str]:
         measure_pass_size,
         plan_max_batch,
     )
-    from pipeline.models.evidence_model import cache_dir
+    from pipeline.models.sources.evidence_training import cache_dir
 
     shape = (3, spec.crop, spec.crop)
     if device.type != "cpu" or os.environ.get("XAI_CPU_MEMORY_BUDGET"):
@@ -207,7 +207,7 @@ def planned_pass(spec: ModelSpec, model: Any, device: Any) -> tuple[int, str]:
         except (OSError, ValueError, KeyError, TypeError):
             pass
         best, seconds = measure_pass_size(_ig_pass(model, shape, device), candidates)
-        from workflows.runner.records import atomic_write_json
+        from workflows.runner.disk_writes import atomic_write_json
 
         atomic_write_json(path, {**facts, "max_batch": best, "seconds_per_sample": {
             str(k): round(v, 6) for k, v in seconds.items()},

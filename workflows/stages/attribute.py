@@ -19,14 +19,17 @@ from workflows.runner.stage_api import (
     done,
     explained,
     open_view,
+    register_stage,
     to_input,
     unit_rows,
 )
 
 
+@register_stage
 class Attribute(Stage):
     name = "attribute"
     reads = ("pixels", "status", "pred", "label", "explainer")
+    writes = ("raw", "raw_scale", "delta", "gap", "steps", "residual")
     per_method = True
     device = True
     record_facts = ("completeness",)
@@ -119,7 +122,7 @@ def record_storage_error(ctx: Context, stage: str, array_name: str) -> dict[str,
     ``[store] normalized``), the store attribute ``<setting>_error[array_name]``: per method,
     the relative L2 error of the stored maps against the float32 ones, measured on the run's
     first shard (its record's ``storage_error``); None where it is kept in float32."""
-    from pipeline.store.zarr_store import stored_choice
+    from pipeline.store.schema import stored_choice
 
     setting = ctx.registry.schema[array_name].encoding
     choice = stored_choice(ctx.group, setting)

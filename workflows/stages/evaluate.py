@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.store.zarr_store import StoreView, array, explainers
+from pipeline.store.access import explainers
+from pipeline.store.arrays import array
+from pipeline.store.view import StoreView
 from workflows.config.loading import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner import worker
@@ -39,6 +41,7 @@ from workflows.runner.stage_api import (
     drop,
     explained,
     open_view,
+    register_stage,
     shard_length,
     store_sizes,
     to_input,
@@ -64,9 +67,11 @@ def evaluation_arrays(cfg: Config) -> list[str]:
     return out
 
 
+@register_stage
 class Evaluate(Stage):
     name = "evaluate"
     reads = ("pixels", "status", "pred", "label", "mask", "aggregated", "explainer")
+    writes = ("metric_", "random_", "curve_", "random_curve_", "randomisation")
     per_method = True
     shared = True  # the random floor: one unit per shard
     shared_label = "random maps (floor)"
@@ -98,7 +103,8 @@ class Evaluate(Stage):
         from pipeline.evaluation.metrics import LAYER_GROUPS
 
         wanted = evaluation_arrays(cfg) if self.enabled(cfg) else []
-        drop(group, [k for k in self.schema.instances(group, self.writes) if k not in wanted])
+        stored = self.schema.instances(group, self.written_families)
+        drop(group, [k for k in stored if k not in wanted])
         sizes = {**store_sizes(group, cfg), "step": cfg.evaluate.steps + 1,
                  "layer_group": LAYER_GROUPS}
         for name in wanted:

@@ -12,13 +12,15 @@ from pipeline.store.encoding import STORE_DEFAULTS
 from workflows.config.loading import GENERATED_LAYOUTS, Config
 from workflows.runner import fault_injection as faults
 from workflows.runner.records import disk_errors
-from workflows.runner.stage_api import Stage, Task, done, open_view
+from workflows.runner.stage_api import Stage, Task, done, open_view, register_stage
 
 
+@register_stage
 class Ingest(Stage):
     name = "ingest"
     record_facts = ("skipped",)
     reads = ("image",)
+    writes = ("pixels", "mask", "status")
     doc = "decode, resize, centre-crop; the uint8 crop or why the file cannot be used"
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:

@@ -12,7 +12,7 @@ from pipeline.attribution.postprocess import aggregate_block, normalize_block
 from workflows.config.loading import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner.records import disk_errors
-from workflows.runner.stage_api import Context, Stage, Task, done, open_view
+from workflows.runner.stage_api import Context, Stage, Task, done, open_view, register_stage
 from workflows.stages.attribute import record_storage_error
 
 #: Neither stage has a mid-write point: each writes one array in one assignment.
@@ -53,9 +53,11 @@ class _PerMap(Stage):
         return _postprocess(task, self.source, self.target, type(self).block)
 
 
+@register_stage
 class Aggregate(_PerMap):
     name = "aggregate"
     reads = ("raw",)
+    writes = ("aggregated", "aggregated_scale")
     source, target, version = "raw", "aggregated", "channel-sum"
     block = staticmethod(aggregate_block)
     doc = "channel sum of each raw map"
@@ -64,9 +66,11 @@ class Aggregate(_PerMap):
         return record_storage_error(ctx, self.name, "aggregated")
 
 
+@register_stage
 class Normalize(_PerMap):
     name = "normalize"
     reads = ("aggregated",)
+    writes = ("normalized",)
     source, target, version = "aggregated", "normalized", "abs-min-max"
     block = staticmethod(normalize_block)
     doc = "abs, minus the minimum, over the maximum, per map, in [0, 1]"

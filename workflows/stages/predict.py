@@ -11,12 +11,22 @@ from workflows.config.loading import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner import worker
 from workflows.runner.records import disk_errors
-from workflows.runner.stage_api import Stage, Task, done, open_view, to_input, unit_rows
+from workflows.runner.stage_api import (
+    Stage,
+    Task,
+    done,
+    open_view,
+    register_stage,
+    to_input,
+    unit_rows,
+)
 
 
+@register_stage
 class Predict(Stage):
     name = "predict"
     reads = ("pixels", "status")
+    writes = ("logits", "pred", "prob")
     device = True
     doc = "logits, predicted class and its softmax probability"
 

@@ -2,17 +2,20 @@
 
 Per shard (incremental: only shards whose inputs changed are rebuilt), into
 ``<run>/report-parts/``: the crops (JPEG), the grey-level maps per method (PNG) and the mask
-outlines, each as sprites (a shard's tiles in one file, :func:`pipeline.report.pages.sprite_path`),
-the rows the gallery shows (``data/shard-NNNNNN.js``), and the downsampled maps the explanation
-strategies are clustered from (``features/shard-NNNNNN.npy``).
+outlines, each as sprites (a shard's tiles in one file, :mod:`pipeline.report.sprites`), the
+rows the gallery shows (``data/shard-NNNNNN.js``, :func:`pipeline.report.gallery_page.
+gallery_row`), and the downsampled maps the explanation strategies are clustered from
+(``features/shard-NNNNNN.npy``).
 
 Then, in :meth:`Report.finalize`: the explanation strategies (SpRAy,
-:mod:`pipeline.evaluation.spray`)
-per class and method, written to the store's ``strategy`` array; the summary and strategies
-pages (:mod:`pipeline.report.pages`) and their plots (:mod:`pipeline.render.figures`); and the
-folder,
-assembled from the parts (hard links) in a private folder and published in one step
-(:func:`pipeline.report.pages.publish`), so a killed build leaves the old report or the new one.
+:mod:`pipeline.evaluation.spray`) per class and method, written to the store's ``strategy``
+array; the pages (:mod:`pipeline.report`) and their plots (:mod:`pipeline.render.figures`);
+and the folder, assembled from the parts (hard links) in a private folder and published in
+one step (:func:`pipeline.report.publishing.assemble`), so a killed build leaves the old
+report or the new one.
+
+This module only gathers what the pages show from the store and the config, and orchestrates;
+the pages, tiles and folder are :mod:`pipeline.report`'s.
 
 Built from incomplete inputs (``xai report`` on a run with stages missing), a shard's rows
 show what is there, the pages say which stages are missing, and the shard is not recorded:
@@ -24,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import shutil
 import time
 from collections.abc import Mapping, Sequence
@@ -35,7 +37,22 @@ import numpy as np
 
 from pipeline.atomic_files import write_atomic
 from pipeline.evaluation.spray import Cluster
-from pipeline.report import pages as rp
+from pipeline.report.data_scripts import data_script, finite, shard_data_path
+from pipeline.report.gallery_page import (
+    COLORMAPS,
+    MethodEntry,
+    MetricEntry,
+    gallery_html,
+    gallery_row,
+    manifest,
+)
+from pipeline.report.publishing import assemble, recover
+from pipeline.report.run_facts import banner_notes, run_facts
+from pipeline.report.sprites import SPRITES_CSS, Sprites, sprite_tiles
+from pipeline.report.strategies_page import StrategySettings, mean_maps, strategies_page
+from pipeline.report.summary_page import summary_page
+from pipeline.report.tile_files import grey_levels, outline_rgba, sprite_files
+from pipeline.report.verdicts import SANITY_THRESHOLD
 from pipeline.store.zarr_store import array, explainers
 from workflows.config.loading import Config, stable_hash
 from workflows.runner import fault_injection as faults
@@ -49,6 +66,7 @@ from workflows.runner.stage_api import (
     done,
     explained_status,
     open_view,
+    register_stage,
     sheet_style,
 )
 
@@ -61,22 +79,26 @@ STAMP = "data/build.json"
 
 
 def parts_dir(run_dir: Path | str) -> Path:
+    """The per-shard parts the report is assembled from."""
     return Path(run_dir) / PARTS
 
 
 def part_data(run_dir: Path | str, index: int) -> Path:
     """A shard's gallery rows; written last, so it is the unit's output file."""
-    return parts_dir(run_dir) / rp.shard_data_path(index)
+    return parts_dir(run_dir) / shard_data_path(index)
 
 
 def part_features(run_dir: Path | str, index: int) -> Path:
+    """A shard's downsampled maps ``(M, N_shard, downsample ** 2)``, for the strategies."""
     return parts_dir(run_dir) / "features" / f"shard-{index:06d}.npy"
 
 
+@register_stage
 class Report(Stage):
     name = "report"
     reads = ("image", "status", "pixels", "mask", "pred", "prob", "label", "normalized", "delta",
              "gap", "metric_", "random_", "curve_", "random_curve_", "randomisation")
+    writes = ("strategy",)
     partial_inputs = True
     output_dirs = (PARTS, REPORT)
     doc = "the static HTML report report/index.html: gallery, summary, explanation strategies"
@@ -127,7 +149,7 @@ class Report(Stage):
         units = ctx.planned.get(self.name) or []
         if not units:
             return None
-        rp.recover(ctx.run_dir / REPORT)  # what a killed build left
+        recover(ctx.run_dir / REPORT)  # what a killed build left
         stamp = build_stamp(ctx.hashes[(self.name, None)], ctx.records, units)
         if not (ctx.pending.get(self.name) or ctx.only == self.name
                 or current_stamp(ctx.run_dir) != stamp):
@@ -159,17 +181,16 @@ def evaluation_of(ctx: Context) -> dict[str, Any]:
 def method_signs(cfg: Config) -> dict[str, str]:
     """How each of the run's methods' maps (the stored ``aggregated``, which the metrics
     score) treat negative attribution: ``"absolute"`` where the method takes ``|·|``
-    (its ``abs`` or ``absolute`` parameter is true), ``"non-negative"`` for a layer map
+    (its ``absolute`` parameter is true), ``"non-negative"`` for a layer map
     (Grad-CAM keeps the positive part), else ``"signed"``."""
     from pipeline.attribution.registry import METHODS
 
     out = {}
     for m in cfg.method_names:
         spec, params = METHODS[m], cfg.methods.get(m) or {}
-        flag = next((k for k in ("abs", "absolute") if k in spec.params), None)
-        if flag is not None:
-            out[m] = "absolute" if bool(params.get(flag, spec.params[flag].default)) \
-                else "signed"
+        named = spec.canonical(params)
+        if "absolute" in named:
+            out[m] = "absolute" if named["absolute"] else "signed"
         else:
             out[m] = "non-negative" if spec.space == "layer" else "signed"
     return out
@@ -241,29 +262,26 @@ def report_shard(task: Task) -> dict[str, Any]:
                 crops[k] = pixels[k]
             outline = crop and bool(masks[k].any())
             if outline:
-                outlines[k] = rp.outline_rgba(masks[k])
+                outlines[k] = outline_rgba(masks[k])
             have = []
             for j in range(len(methods)):
                 m = maps[j, k]
                 good = ok and usable[j] and bool(np.isfinite(m).all())
                 if good:
-                    greys[j, k] = rp.grey_levels(display_values(m, style))
+                    greys[j, k] = grey_levels(display_values(m, style))
                     features[j, k] = downsample(m[None], size)[0]
                 have.append(good)
-            # One gallery row (gallery.js reads these keys; short, as there are thousands):
-            # i index, id image id, st status, c has a crop, o has a mask outline, m has a
-            # map (per method), p predicted class, pr its probability, t label, d relative
-            # completeness error (per method; None: not an IG method or not current), s
-            # metric scores (per metric, per method).
-            rows.append({
-                "i": i, "id": str(ids[k]), "st": st, "c": crop, "o": outline, "m": have,
-                "p": int(pred[k]), "pr": rp.finite(prob[k]), "t": int(label[k]),
-                "d": [rp.finite(rel[j, k]) if ig[j] and deltas_ok[j] else None
-                      for j in range(len(methods))],
-                "s": {m: [rp.finite(scores[m][j, k]) for j in range(len(methods))]
-                      for m in metrics}})
-        tiles = rp.sprite_tiles(px, cfg.run.shard_size)
-        _write_sprites(run_dir, u.index, tiles, rows, crops, outlines, greys)
+            rows.append(gallery_row(
+                index=i, image_id=str(ids[k]), status=st, crop=crop, outline=outline,
+                maps=have, pred=int(pred[k]), prob=finite(prob[k]), label=int(label[k]),
+                deltas=[finite(rel[j, k]) if ig[j] and deltas_ok[j] else None
+                        for j in range(len(methods))],
+                scores={m: [finite(scores[m][j, k]) for j in range(len(methods))]
+                        for m in metrics}))
+        tiles = sprite_tiles(px, cfg.run.shard_size)
+        for rel_path, content in sprite_files(u.index, tiles, rows, crops, outlines,
+                                              greys).items():
+            _write(parts_dir(run_dir) / rel_path, content)
         buf = io.BytesIO()
         np.save(buf, features)
         _write(part_features(run_dir, u.index), buf.getvalue())
@@ -271,33 +289,11 @@ def report_shard(task: Task) -> dict[str, Any]:
         payload = {"index": u.index, "start": u.start, "stop": u.stop, "sprite": tiles,
                    "rows": rows, "missing": sorted(missing)}
         atomic_write_bytes(part_data(run_dir, u.index),
-                           rp.data_script("XAI_SHARDS", payload, append=True))
+                           data_script("XAI_SHARDS", payload, append=True))
     result = done(task, store, file=part_data(run_dir, u.index).name)
     if missing:
         result["provisional"] = True
     return result
-
-
-def _write_sprites(run_dir: Path, shard: int, tiles: int, rows: Sequence[Mapping[str, Any]],
-                   crops: np.ndarray, outlines: np.ndarray, greys: np.ndarray) -> None:
-    """The shard's tiles as sprites (:func:`pipeline.report.pages.sprite_path`), ``tiles`` a
-    sprite: crops ``(N, H, W, 3)``, outlines ``(N, H, W, 4)``, grey maps ``(M, N, H, W)``.
-    A sprite is written only where one of its tiles is shown (the rows' ``c``, ``o``,
-    ``m`` flags); the others' places stay blank."""
-    root = parts_dir(run_dir)
-    for part, start in enumerate(range(0, len(rows), tiles)):
-        these = rows[start:start + tiles]
-        sl = slice(start, start + len(these))
-        if any(r["c"] for r in these):
-            _write(root / rp.sprite_path(rp.CROP, shard, part),
-                   rp.crop_jpeg(rp.stacked(crops[sl])))
-        if any(r["o"] for r in these):
-            _write(root / rp.sprite_path(rp.OUTLINE, shard, part),
-                   rp.outline_png(rp.stacked(outlines[sl])))
-        for j in range(greys.shape[0]):
-            if any(r["m"][j] for r in these):
-                _write(root / rp.sprite_path(rp.map_kind(j), shard, part),
-                       rp.grey_png(rp.stacked(greys[j, sl])))
 
 
 # ------------------------------------------------------------------------ strategies
@@ -402,49 +398,6 @@ def missing_stages(ctx: Context, n: int) -> list[str]:
     return out
 
 
-def _notes(attrs: Mapping[str, Any], missing: Sequence[str], ok: int, n: int) -> list[str]:
-    notes = []
-    if attrs.get("random_weights"):
-        notes.append(str(attrs.get("warning") or "RANDOM WEIGHTS: the maps say nothing about "
-                                                 "a real model."))
-    if missing:
-        notes.append("Stages missing, so some maps or scores are absent: " + "; ".join(missing)
-                     + ". Run `xai run` with the same options to complete them.")
-    if n and ok == 0 and not any(m.startswith("ingest") for m in missing):
-        notes.append(f"All {n} images were skipped: there is nothing to explain. Each card "
-                     "says why.")
-    return notes
-
-
-def run_facts(cfg: Config, attrs: Mapping[str, Any], images: int, ok: int, skipped: int,
-              accuracy: Mapping[str, Any] | None = None) -> list[tuple[str, Any]]:
-    """The summary page's run table."""
-    report = attrs.get("model_report") or {}
-    prep = attrs.get("preprocessing") or {}
-    spaces = attrs.get("map_space") or {}
-    acc = (f"{accuracy['accuracy']:.1%} ({accuracy['correct']} of {accuracy['labelled']} "
-           "labelled images)") if accuracy else "— (no labels)"
-    return [
-        ("dataset", cfg.dataset.name), ("layout", cfg.dataset.layout),
-        ("images", f"{images} ({ok} explained, {skipped} skipped)"),
-        ("weights", attrs.get("weights_id", "")),
-        ("random weights", "YES: the maps are meaningless" if attrs.get("random_weights")
-         else "no"),
-        ("model", "; ".join(f"{k}: {v}" for k, v in report.items()
-                            if k in ("accuracy", "seconds", "key", "note")) or "—"),
-        ("architecture", attrs.get("arch", "")),
-        ("classes", f"{len(attrs.get('classes') or [])}"),
-        ("top-1 accuracy", acc),
-        ("preprocessing", ", ".join(f"{k} {v}" for k, v in prep.items()) or "—"),
-        ("head", attrs.get("head", "")), ("precision", attrs.get("precision", "")),
-        ("device", attrs.get("device", "")), ("target", attrs.get("target", "")),
-        ("methods", ", ".join(cfg.method_names)),
-        ("maps", "; ".join(f"{m}: {spaces.get(m, 'input')}" for m in cfg.method_names)),
-        ("config hash", attrs.get("config_hash", "")),
-        ("config file", str(cfg.source or "")),
-    ]
-
-
 #: The sanity section's figure, relative to the report folder.
 SANITY_PLOT = "plots/randomisation.png"
 
@@ -470,7 +423,7 @@ def plots(group: Any, cfg: Config, run_dir: Path, evaluation: Mapping[str, Any]
     figure = run_dir / "evaluation.png"
     if evaluation.get("metrics") and figure.is_file():
         out["plots/evaluation.png"] = figure.read_bytes()
-    sanity = randomisation_figure(evaluation.get("randomisation") or {}, rp.SANITY_THRESHOLD)
+    sanity = randomisation_figure(evaluation.get("randomisation") or {}, SANITY_THRESHOLD)
     if sanity is not None:
         out[SANITY_PLOT] = png(sanity)
     return out
@@ -508,78 +461,53 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
     with disk_errors(run_dir / "store.zarr"):
         write_strategy_array(group, cfg, labels)
     ok = n - len(skipped)
-    notes = _notes(attrs, missing, ok, n)
+    notes = banner_notes(attrs, missing, ok, n)
     figures = plots(group, cfg, run_dir, evaluation)
     signs = method_signs(cfg)
     sanity_plot = SANITY_PLOT if SANITY_PLOT in figures else None
-    colormaps = list(dict.fromkeys([cfg.render.colormap, *rp.COLORMAPS]))
+    colormaps = list(dict.fromkeys([cfg.render.colormap, *COLORMAPS]))
     strategy_data = {"methods": {m: labels[j].tolist() for j, m in enumerate(methods)
                                  if clusters.get(m)}}
-    manifest = {
-        "title": f"{cfg.dataset.name}: {n} images", "dataset": cfg.dataset.name,
-        "images": n, "classes": classes, "colormaps": colormaps,
-        "colormap": cfg.render.colormap, "target": cfg.run.target, "notes": notes,
-        "bad": bool(attrs.get("random_weights") or missing),
-        "methods": [{"name": m, "ig": bool(METHODS[m].has_delta), "sign": signs[m]}
-                    for m in methods],
-        "metrics": [{"name": m, "higher": METRICS[m].higher_is_better,
-                     "short": rp.short_metric(m), "description": METRICS[m].description}
-                    for m in cfg.evaluate.metrics if f"metric_{m}" in group],
-        "shards": [{"index": u.index, "file": rp.shard_data_path(u.index)} for u in units
-                   if part_data(run_dir, u.index).is_file()],
-        "strategies": "data/strategies.js" if strategy_data["methods"] else None,
-    }
+    gallery = manifest(
+        title=f"{cfg.dataset.name}: {n} images", dataset=cfg.dataset.name, images=n,
+        classes=classes, colormaps=colormaps, colormap=cfg.render.colormap,
+        target=cfg.run.target, notes=notes, bad=bool(attrs.get("random_weights") or missing),
+        methods=[MethodEntry(m, bool(METHODS[m].has_delta), signs[m]) for m in methods],
+        metrics=[MetricEntry(m, METRICS[m].higher_is_better, METRICS[m].description)
+                 for m in cfg.evaluate.metrics if f"metric_{m}" in group],
+        shards=[{"index": u.index, "file": shard_data_path(u.index)} for u in units
+                if part_data(run_dir, u.index).is_file()],
+        strategies="data/strategies.js" if strategy_data["methods"] else None)
+    facts_rows = run_facts(dataset=cfg.dataset.name, layout=cfg.dataset.layout,
+                           methods=methods, config_file=str(cfg.source or ""), attrs=attrs,
+                           images=n, ok=ok, skipped=len(skipped),
+                           accuracy=top1_accuracy(group))
     rc = cfg.report
-    settings = rp.StrategySettings(rc.min_images, rc.downsample, rc.neighbors,
-                                   rc.max_clusters, rc.members)
-    sprites = rp.Sprites(cfg.run.shard_size, n, cfg.dataset.crop)
+    settings = StrategySettings(rc.min_images, rc.downsample, rc.neighbors, rc.max_clusters,
+                                rc.members)
+    sprites = Sprites(cfg.run.shard_size, n, cfg.dataset.crop)
     files: dict[str, bytes | str] = {
-        "index.html": rp.gallery_html(manifest["title"], colormaps),
-        "summary.html": rp.summary_page(
-            cfg.dataset.name, run_facts(cfg, attrs, n, ok, len(skipped), top1_accuracy(group)),
-            attrs.get("package_versions") or {}, summary, evaluation, notes,
-            sorted(f for f in figures if f != SANITY_PLOT), skipped, signs, sanity_plot),
-        "strategies.html": rp.strategies_page(
+        "index.html": gallery_html(gallery["title"], colormaps),
+        "summary.html": summary_page(
+            cfg.dataset.name, facts_rows, attrs.get("package_versions") or {}, summary,
+            evaluation, notes, sorted(f for f in figures if f != SANITY_PLOT), skipped, signs,
+            sanity_plot),
+        "strategies.html": strategies_page(
             cfg.dataset.name, clusters, facts, methods, classes, sprites, notes,
             settings, cfg.render.colormap, cfg.shortcut().label),
-        "data/manifest.js": rp.data_script("XAI_MANIFEST", manifest),
-        rp.SPRITES_CSS: sprites.css(),
-        "data/strategies.js": rp.data_script("XAI_STRATEGIES", strategy_data),
+        "data/manifest.js": data_script("XAI_MANIFEST", gallery),
+        SPRITES_CSS: sprites.css(),
+        "data/strategies.js": data_script("XAI_STRATEGIES", strategy_data),
         STAMP: json.dumps({"stamp": stamp}),
-        **figures, **rp.mean_maps(clusters, methods, rc.downsample, cfg.render.colormap),
+        **figures, **mean_maps(clusters, methods, rc.downsample, cfg.render.colormap),
     }
     with disk_errors(run_dir):
-        _publish(run_dir, target, manifest["shards"], len(methods), files)
+        assemble(parts_dir(run_dir), target, gallery["shards"], len(methods), files,
+                 before_publish=lambda: faults.point("report:before-publish"))
     purity = {m: p["purity"] for m, p in facts.get("purity", {}).items()}
     return {"path": str(target / "index.html"), "seconds": round(time.perf_counter() - t0, 3),
             "strategy_classes": facts.get("classes", 0), "shortcut_purity": purity,
             "missing": list(missing)}
-
-
-def _publish(run_dir: Path, target: Path, shards: Sequence[Mapping[str, Any]], n_methods: int,
-             files: Mapping[str, bytes | str]) -> None:
-    """Assemble the folder from this run's shards and methods (hard links) and ``files`` in a
-    private folder, then put it in ``target``'s place in one step."""
-    build = rp.build_folder(target)
-    try:
-        parts = parts_dir(run_dir)
-        (build / "data").mkdir(parents=True, exist_ok=True)
-        wanted = {int(shard["index"]) for shard in shards}
-        for shard in shards:
-            rp.link_tree_file(parts / shard["file"], build / shard["file"])
-        for kind in [rp.CROP, rp.OUTLINE, *(rp.map_kind(j) for j in range(n_methods))]:
-            folder = parts / "img" / kind
-            # One listing a kind, not one a shard: the sprites of the shards shown.
-            for name in sorted(os.listdir(folder)) if folder.is_dir() else []:
-                if name[:6].isdigit() and int(name[:6]) in wanted and not name.startswith("."):
-                    rp.link_tree_file(folder / name, build / "img" / kind / name)
-        rp.write_files(build, files)
-        rp.copy_assets(build)
-        faults.point("report:before-publish")
-        rp.publish(build, target)
-    except BaseException:
-        rp.remove(build)
-        raise
 
 
 def previous_summary(run_dir: Path) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from workflows.runner.stage_api import (
     done,
     explained_status,
     open_view,
+    register_stage,
     sheet_style,
 )
 
@@ -44,9 +45,11 @@ def class_name(classes: list[str], index: int) -> str:
     return classes[index] if index < len(classes) else str(index)
 
 
+@register_stage
 class Render(Stage):
     name = "render"
     reads = ("image", "status", "pixels", "pred", "prob", "label", "normalized", "aggregated")
+    writes = ()  # files: sheets/ and tiles/
     unit = "sheet"
     output_dirs = ("sheets", "tiles")
     doc = "contact sheets sheets/sheet-NNNN.png: image + one heat map per method per row"

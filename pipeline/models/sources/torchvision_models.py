@@ -1,0 +1,218 @@
+"""torchvision's classification models by name (``resnet18``, ``convnext_tiny``,
+``vit_b_16``, ...), with their published ImageNet weights through torch's hub cache, or
+seeded random weights.
+
+What is known about them without torch (names, preprocessing, weights files, classifier
+entries) comes from :mod:`pipeline.models.torchvision_table`; the published checkpoints'
+cache, download memory and import from :mod:`pipeline.models.checkpoints`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import WeightsError
+from pipeline.models.checkpoints import (
+    cache_path,
+    forget_failure,
+    hash_prefix,
+    offline_hint,
+    published,
+    recent_failure,
+    remember_failure,
+    weights_url,
+)
+from pipeline.models.class_names import imagenet_classes
+from pipeline.models.preprocessing import Preprocessing
+from pipeline.models.sources.base import (
+    ArchitectureFamily,
+    LoadRequest,
+    WeightsUnavailable,
+    register_source,
+)
+from pipeline.models.torchvision_table import (
+    DEFAULT_ARCH,
+    fitting_archs,
+    is_torchvision_arch,
+    table_classifier_entries,
+    table_preprocessing,
+    torchvision_archs,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: Built with their auxiliary heads and ``transform_input``, as their published weights are.
+_AUXILIARY_HEADS = ("googlenet", "inception_v3")
+
+
+class TorchvisionModels(ArchitectureFamily):
+    """Every classification model of ``torchvision.models``."""
+
+    name = "torchvision"
+
+    def arch_form(self) -> str:
+        return (f"a torchvision classification model (e.g. resnet18, resnet50, "
+                f"convnext_tiny, vit_b_16; all {len(torchvision_archs())}: "
+                f"torchvision.models.list_models(module=torchvision.models))")
+
+    def names_arch(self, arch: str) -> bool:
+        return is_torchvision_arch(arch)
+
+    def arch_suggestions(self, arch: str) -> list[str]:
+        return difflib.get_close_matches(arch, torchvision_archs(), n=3, cutoff=0.6)
+
+    def arch_preprocessing(self, arch: str) -> Preprocessing:
+        return table_preprocessing(arch)
+
+    def has_published(self, arch: str) -> bool:
+        return cache_path(arch).exists()
+
+    def published_id(self, arch: str) -> str:
+        return f"torchvision:{published(arch).name}"
+
+    def weights_problem(self, arch: str, weights: str) -> str | None:
+        if weights == "imagenet" and not cache_path(arch).exists() \
+                and recent_failure(arch=arch) is not None:
+            return (f"the {arch} checkpoint is not in the cache ({cache_path(arch)}) and a "
+                    f"download failed recently. {offline_hint(arch)}")
+        return None
+
+    def fallback_hint(self, arch: str, weights: str) -> str:
+        return offline_hint(arch) if weights == "auto" else ""
+
+    def build(self, arch: str, num_classes: int | None = None, crop: int | None = None, *,
+              initialise: bool = True) -> nn.Module:
+        """``arch`` built as torchvision builds it for its published weights (the same extra
+        parameters): googlenet and inception_v3 with their auxiliary heads and
+        ``transform_input``, a ViT for ``crop`` px, a MaxViT for ``(crop, crop)`` inputs."""
+        import warnings
+
+        from torchvision.models import get_model
+
+        kwargs: dict[str, Any] = {} if num_classes is None else {"num_classes": num_classes}
+        if arch in _AUXILIARY_HEADS:
+            kwargs.update(transform_input=True, aux_logits=True, init_weights=initialise)
+        elif arch.startswith("vit_") and crop is not None:
+            kwargs["image_size"] = crop
+        elif arch.startswith("maxvit") and crop is not None:
+            kwargs["input_size"] = (crop, crop)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*weight initialization.*")
+            return get_model(arch, weights=None, **kwargs)
+
+    def classifier_entries(self, arch: str) -> tuple[str, ...]:
+        return table_classifier_entries(arch)
+
+    def after_load(self, arch: str, net: nn.Module) -> nn.Module:
+        """Drop the auxiliary heads (training only) once their weights are loaded."""
+        if arch == "googlenet":
+            net.aux_logits = False  # type: ignore[assignment]
+            net.aux1 = net.aux2 = None  # type: ignore[assignment]
+        elif arch == "inception_v3":
+            net.aux_logits = False  # type: ignore[assignment]
+            net.AuxLogits = None  # type: ignore[assignment]
+        return net
+
+    def fitting_archs(self, shapes: Mapping[str, Sequence[int]]) -> list[str]:
+        return fitting_archs(shapes)
+
+    def load_published(self, arch: str, crop: int, remember: bool = False) -> nn.Module:
+        return load_imagenet(self, arch, crop, remember)
+
+    def class_names(self, net: nn.Module, request: LoadRequest
+                    ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Its 1000 ImageNet categories."""
+        return imagenet_classes(), ()
+
+
+def offline_message(reason: str, arch: str) -> str:
+    """What to do when ``arch``'s ImageNet weights are not in the cache and could not be
+    downloaded for ``reason``."""
+    path = cache_path(arch)
+    pub = published(arch)
+    where = "" if arch == DEFAULT_ARCH else f" --arch {arch}"
+    return (
+        f"Expected the ImageNet weights of {arch} ({pub.name}), but they are not in the cache "
+        f"and could not be downloaded ({reason}).\n"
+        "Ways out:\n"
+        f"  1. on a machine with network, download {pub.url}, then: "
+        f"xai weights import{where} FILE, or in Python "
+        "pipeline.models.checkpoints.import_weights(FILE"
+        f"{', arch=' + repr(arch) if where else ''}) (checks it and copies it to {path})\n"
+        f"  2. point to a local state-dict file: --weights /path/to/{arch}.pth, or "
+        f"load_model(weights='/path/to/{arch}.pth')\n"
+        "  3. run with seeded random weights (results are meaningless): --weights random, or "
+        "load_model(weights='random')"
+    )
+
+
+def _unavailable(reason: str, arch: str) -> WeightsUnavailable:
+    return WeightsUnavailable(offline_message(reason, arch), reason)
+
+
+def download(arch: str, path: Path, remember: bool, timeout_s: float) -> None:
+    """Fetch ``arch``'s checkpoint into the cache, checked against torchvision's hash prefix.
+
+    With ``remember`` (the ``auto`` weights), a failure is noted in the cache folder and the
+    network is not tried again until it is
+    :data:`~pipeline.models.checkpoints.RETRY_AFTER_S` old, so offline runs do not wait on it
+    every time.
+    """
+    import socket
+
+    import torch
+
+    failed = recent_failure(arch=arch) if remember else None
+    if failed is not None:
+        retry = time.strftime("%H:%M", time.localtime(failed["retry_at"]))
+        raise _unavailable(f"{failed['reason']}; not retried until {retry}", arch)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        # download_url_to_file, not load_state_dict_from_url: the latter prints
+        # "Downloading: ..." on every offline run before it fails.
+        torch.hub.download_url_to_file(weights_url(arch), str(path),
+                                       hash_prefix=hash_prefix(arch) or None, progress=False)
+    except Exception as exc:  # urllib, socket and hash-check errors all mean the same here
+        reason = f"{type(exc).__name__}: {exc}"
+        if remember:
+            remember_failure(reason, arch)
+        raise _unavailable(reason, arch) from exc
+    finally:
+        socket.setdefaulttimeout(old_timeout)
+    forget_failure(arch)
+
+
+def load_imagenet(source: TorchvisionModels, arch: str, crop: int, remember: bool = False,
+                  timeout_s: float = 20.0) -> nn.Module:
+    """``arch`` with its published ImageNet weights, downloaded into the cache first when
+    they are not there."""
+    import torch
+
+    path = cache_path(arch)
+    if not path.exists():
+        download(arch, path, remember, timeout_s)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net = source.build(arch, None, crop, initialise=False)
+        net.load_state_dict(state)
+    except Exception as exc:  # unpickling and shape errors all mean the same here
+        where = "" if arch == DEFAULT_ARCH else f" --arch {arch}"
+        raise WeightsError(
+            f"Expected a valid checkpoint at {path}, but it could not be read "
+            f"({type(exc).__name__}). Delete the file and run again to download it, or "
+            f"`xai weights import{where} FILE` (pipeline.models.checkpoints.import_weights) "
+            "a good copy, "
+            "or pass --weights (load_model(weights=...)) with a local "
+            "file."
+        ) from exc
+    return source.after_load(arch, net)
+
+
+register_source(TorchvisionModels())

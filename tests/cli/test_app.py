@@ -1,0 +1,280 @@
+"""The command line as a person meets it: help that reads whole, your own images in one
+command, later commands on the run folder, and ``xai explain`` checking its arguments
+before any model loads."""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from tests.workflow_helpers import ROOT, cli
+
+COMMANDS = [[], ["run"], ["evaluate"], ["report"], ["status"], ["clean"], ["verify"],
+            ["explain"], ["datasets"], ["weights"], ["weights", "import"],
+            ["weights", "status"], ["bench"]]
+
+
+def _help(args: list[str]) -> str:
+    from workflows.cli.app import app
+
+    result = CliRunner().invoke(app, [*args, "--help"], env={"COLUMNS": "80"},
+                                terminal_width=80)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def _words(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _docstring(args: list[str]) -> str:
+    import typer.main
+
+    from workflows.cli.app import app
+
+    command = typer.main.get_command(app)
+    for name in args:
+        command = command.commands[name]  # type: ignore[attr-defined]
+    return command.help or ""
+
+
+@pytest.mark.parametrize("args", COMMANDS, ids=lambda a: " ".join(a) or "xai")
+def test_help_reads_whole_at_80_columns(args):
+    text = _help(args)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    flat = _words(text)
+    for sentence in re.split(r"(?<=[.:;])\s+", _words(_docstring(args))):
+        assert sentence in flat, sentence  # no sentence cut, no [markup] swallowed
+    assert "``" not in text  # reST quotes
+    assert not re.search(r"<(str|int|float|path|bool|list\[[^\]]*\])( range)?>", text,
+                         re.I), text
+
+
+def test_help_keeps_square_brackets_and_shows_readable_metavars():
+    text = _help(["run"])
+    assert "[evaluate] metrics" in text
+    for metavar in ("--dataset NAME", "--config FILE", "--data-dir DIR", "--out DIR",
+                    "--set SECTION.KEY=VALUE", "--force STAGE", "[RUN_DIR]"):
+        assert metavar in text, metavar
+    assert "--n-steps N" in _help(["explain"])
+
+
+# ------------------------------------------------------------------ your own images
+
+
+def _photos(folder: Path, names: list[str], size: int = 40) -> None:
+    rng = np.random.default_rng(0)
+    for name in names:
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+
+
+SMALL = ["--weights", "random", "--set", "dataset.resize=32", "--set", "dataset.crop=32",
+         "--set", "methods.integrated_gradients.n_steps=4",
+         "--set", "methods.smoothgrad.nt_samples=2", "--set", "report.enabled=false",
+         "--scheduler", "synchronous"]
+
+
+def test_own_images_in_one_command_then_the_run_folder_for_the_rest(tmp_path):
+    photos = tmp_path / "holiday"
+    _photos(photos, ["a.jpg", "beach/b.png", "beach/c.png"])
+    first = cli("run", "--data-dir", str(photos), "--out", str(tmp_path / "runs"), *SMALL)
+    assert first.exit_code == 0, first.output
+    run_dir = tmp_path / "runs" / "holiday"  # named after the folder
+    assert "images: 3 (3 explained" in first.output
+    assert (run_dir / "config.toml").is_file()
+    status = cli("status", str(run_dir))
+    assert status.exit_code == 0, status.output
+    assert "attribute" in status.output and "done" in status.output
+    assert f"run: {run_dir}" in status.output
+    again = cli("run", str(run_dir), "--scheduler", "synchronous")
+    assert again.exit_code == 0, again.output
+    assert "nothing was recomputed" in again.output  # the saved config is the same run
+    verify = cli("verify", str(run_dir))
+    assert verify.exit_code == 0, verify.output
+    named = cli("run", "--data-dir", str(photos), "--out", str(tmp_path / "runs"),
+                "--name", "mine", *SMALL)
+    assert named.exit_code == 0 and (tmp_path / "runs" / "mine" / "store.zarr").is_dir()
+
+
+def test_a_moved_run_folder_is_still_its_run(tmp_path):
+    photos = tmp_path / "pics"
+    _photos(photos, ["a.png", "b.png"])
+    assert cli("run", "--data-dir", str(photos), "--out", str(tmp_path / "runs"),
+               *SMALL).exit_code == 0
+    moved = tmp_path / "elsewhere" / "pics"
+    moved.parent.mkdir()
+    (tmp_path / "runs" / "pics").rename(moved)
+    status = cli("status", str(moved))
+    assert status.exit_code == 0 and f"run: {moved}" in status.output
+
+
+def test_a_path_label_csv_with_class_names_labels_the_images(tmp_path):
+    from pipeline.models.architectures import imagenet_classes
+
+    photos = tmp_path / "labelled"
+    _photos(photos, ["x/1.png", "x/2.png", "3.png"])
+    names = imagenet_classes()
+    with (photos / "labels.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["path", "label"])
+        w.writerows([["x/1.png", names[1].upper()], ["x/2.png", names[207]]])
+    result = cli("run", "--data-dir", str(photos), "--out", str(tmp_path / "runs"), *SMALL)
+    assert result.exit_code == 0, result.output
+    import xarray as xr
+
+    ds = xr.open_zarr(tmp_path / "runs" / "labelled" / "store.zarr", consolidated=False)
+    labels = dict(zip(ds.image.values.tolist(), ds.label.values.tolist(), strict=True))
+    assert labels == {"3.png": -1, "x/1.png": 1, "x/2.png": 207}
+
+
+def test_own_images_bad_input_says_what_to_do(tmp_path):
+    photos = tmp_path / "pets"
+    _photos(photos, ["1.png"])
+    (photos / "labels.csv").write_text("path,label\n1.png,kitty cat\n")
+    bad_label = cli("run", "--data-dir", str(photos), "--out", str(tmp_path / "r"), *SMALL)
+    assert bad_label.exit_code == 2
+    assert "'kitty cat'" in bad_label.output and "close ones" in bad_label.output
+    assert "tabby" in _words(bad_label.output) or "cat" in bad_label.output
+    as_file = cli("run", "--data-dir", str(photos / "labels.csv"), "--out",
+                  str(tmp_path / "r"), *SMALL)
+    assert as_file.exit_code == 2
+    assert "got the file" in as_file.output and f"--data-dir {photos}" in as_file.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    none = cli("run", "--data-dir", str(empty), "--out", str(tmp_path / "r"), *SMALL)
+    assert none.exit_code == 2 and "found none" in none.output
+
+
+# ------------------------------------------------------------------ xai explain
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Loading a model fails the test: explain must have stopped before."""
+    import pipeline.models.loading
+
+    def refuse(*_a, **_k):
+        raise AssertionError("a model was loaded before the arguments were checked")
+
+    monkeypatch.setattr(pipeline.models.loading, "load_model", refuse)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--method", "gradcam"], "Did you mean grad_cam"),
+    (["--weights", "nothing.pth"], "which is no file"),
+    (["--arch", "resnet181"], "did you mean resnet18"),
+    (["--n-steps", "0"], "--n-steps: expected at least 1"),
+    (["--out", "x.jpg"], "expected a .png file"),
+    (["--device", "gpu"], "--device: expected auto, cpu"),
+])
+def test_explain_checks_arguments_before_loading_a_model(tmp_path, no_model, args, expected):
+    _photos(tmp_path, ["junco.jpg"])
+    result = cli("explain", str(tmp_path / "junco.jpg"), *args)
+    assert result.exit_code == 2
+    assert expected in _words(result.output), result.output
+
+
+def test_explain_refuses_a_folder_and_a_missing_file_before_loading(tmp_path, no_model):
+    folder = cli("explain", str(tmp_path))
+    assert folder.exit_code == 2 and "got the folder" in folder.output
+    missing = cli("explain", str(tmp_path / "none.jpg"))
+    assert missing.exit_code == 2 and "there is none" in missing.output
+
+
+def test_explain_draws_with_the_sheets_renderer(tmp_path):
+    _photos(tmp_path, ["a.png"], size=48)
+    out = tmp_path / "fig.png"
+    result = cli("explain", str(tmp_path / "a.png"), "--weights", "random", "--method",
+                 "gradient", "--method", "integrated_gradients", "--n-steps", "4",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.output
+    figure = np.asarray(Image.open(out).convert("RGB"))
+    assert figure.shape[0] > 224 and figure.shape[1] > 3 * 224  # the image and two maps
+    # The colour bar of the sheets is there: rows holding the whole colormap, end to end.
+    from pipeline.render.heatmaps import SheetStyle, colormap_lut
+
+    bar = colour_bar_rows(figure, colormap_lut(SheetStyle().colormap))
+    assert bar and bar == list(range(bar[0], bar[0] + len(bar)))
+    assert "explain: finished, 1/1 images" in result.output
+
+
+def colour_bar_rows(figure: np.ndarray, lut: np.ndarray) -> list[int]:
+    """The rows of ``figure`` (H, W, 3) that hold a colour bar of ``lut`` (256, 3): a run of at
+    least 64 pixels from ``lut[0]`` to ``lut[255]`` sampling the table evenly, as the sheets
+    draw it."""
+    rows = []
+    for y, row in enumerate(figure):
+        ends = np.flatnonzero((row == lut[255]).all(1))
+        for x0 in np.flatnonzero((row == lut[0]).all(1)):
+            x1 = ends[-1] if len(ends) else -1
+            width = x1 - x0 + 1
+            if width >= 64 and np.array_equal(
+                    row[x0:x1 + 1], lut[np.linspace(0, 255, width).round().astype(int)]):
+                rows.append(y)
+                break
+    return rows
+
+
+def test_colour_bar_rows_finds_a_bar_and_nothing_else():
+    lut = np.stack([np.arange(256), 255 - np.arange(256), np.full(256, 7)], 1).astype(np.uint8)
+    figure = np.full((6, 300, 3), 255, np.uint8)
+    figure[2:4, 20:220] = lut[np.linspace(0, 255, 200).round().astype(int)]
+    figure[5, 20:220] = lut[np.linspace(0, 255, 200).round().astype(int)][::-1]  # reversed
+    assert colour_bar_rows(figure, lut) == [2, 3]
+
+
+def test_the_command_list_never_cuts_a_sentence():
+    for args in ([], ["weights"]):
+        listing = _help(args).split("Commands:")[1]
+        cut = [line for line in listing.splitlines() if line.rstrip().endswith("...")]
+        assert not cut, cut
+
+
+_EXIT_PROBE = """
+import atexit, sys, threading, time
+from pathlib import Path
+from workflows.cli.app import main
+out = Path(sys.argv.pop(1))
+def late():
+    time.sleep(0.3)
+    out.with_suffix('.thread').write_text('joined')
+threading.Thread(target=late).start()  # non-daemon: the normal exit would wait for it
+atexit.register(lambda: out.write_text('atexit ran'))
+print('before the command', end='')  # unflushed: the exit must flush it
+main()
+print('never printed: main() ends the process')
+"""
+
+
+@pytest.mark.parametrize(("args", "code"), [(["--help"], 0), (["run", "--config", "nope.toml"], 2)])
+def test_main_ends_the_process_with_the_commands_status_after_the_normal_exit_steps(
+        tmp_path, args, code):
+    """``main`` skips only the interpreter's teardown: the status is the command's, the
+    non-daemon threads are joined, the atexit handlers run and the output is flushed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _EXIT_PROBE, str(tmp_path / "probe"), *args],
+                          capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == code, done.stdout + done.stderr
+    assert done.stdout.startswith("before the command")
+    assert "never printed" not in done.stdout
+    assert (tmp_path / "probe").read_text() == "atexit ran"
+    assert (tmp_path / "probe.thread").read_text() == "joined"
+
+
+def test_exit_code_of_each_kind_of_system_exit(capsys):
+    from workflows.cli.app import exit_code
+
+    assert [exit_code(SystemExit(c)) for c in (None, 0, 3)] == [0, 0, 3]
+    assert exit_code(SystemExit("went wrong")) == 1
+    assert "went wrong" in capsys.readouterr().err
