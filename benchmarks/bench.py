@@ -157,9 +157,9 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
 
     from pipeline.attribution.accel import for_precision, optimize
     from pipeline.attribution.memory_planner import plan_max_batch
+    from pipeline.attribution.method_registry import METHODS, attribute, image_seed
+    from pipeline.attribution.path_engine import integrated_gradients
     from pipeline.attribution.precision import precision_mode
-    from pipeline.attribution.registry import METHODS, attribute, image_seed
-    from pipeline.custom_explainers import integrated_gradients
     from pipeline.data.images import black_baseline, normalize
     from pipeline.data.layouts import synthetic_image
     from pipeline.models.loading import load_model
@@ -335,7 +335,7 @@ def memory_probe(kind: str, steps: int, size: int, max_batch: int) -> float:
     from captum.attr import IntegratedGradients
 
     from pipeline.attribution.accel import optimize
-    from pipeline.custom_explainers import integrated_gradients
+    from pipeline.attribution.path_engine import integrated_gradients
     from pipeline.data.images import black_baseline
     from pipeline.models.loading import load_model
 
@@ -402,7 +402,8 @@ def _quadrature(res: BenchResult, fast: nn.Module, x: torch.Tensor, target: torc
     integrand is piecewise constant and every rule converges at first order. The reference's
     own error is estimated from the same rule at half its steps.
     """
-    from pipeline.custom_explainers import QUADRATURE_RULES, integrated_gradients
+    from pipeline.attribution.path_engine import integrated_gradients
+    from pipeline.attribution.quadrature import QUADRATURE_RULES
     from pipeline.data.images import black_baseline
 
     reporter("quadrature: steps to reach 1% of a converged reference (1 image)")
@@ -471,7 +472,7 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
            nt_samples: int, reporter: Callable[[str], None]) -> None:
     from PIL import Image
 
-    from pipeline.attribution.registry import DEFAULT_METHODS
+    from pipeline.attribution.method_registry import DEFAULT_METHODS
     from pipeline.data.layouts import synthetic_image
     from workflows.config.loading import load_config
     from workflows.runner.run import run_pipeline

@@ -99,8 +99,8 @@ def reference(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
     import io
     from pathlib import Path
 
-    from pipeline.atomic_files import write_atomic
-    from pipeline.custom_explainers import integrated_gradients
+    from pipeline.attribution.path_engine import integrated_gradients
+    from pipeline.file_io import write_atomic
 
     path = None
     if cache is not None:
@@ -132,7 +132,7 @@ def measure_model(model: torch.nn.Module, x: torch.Tensor, target: torch.Tensor,
                   reporter: Any = print) -> dict[str, Any]:
     """Per rule and threshold: evaluations and seconds per image to get there (median, p90)."""
     from pipeline.attribution.adaptive import adaptive_integrated_gradients
-    from pipeline.custom_explainers import integrated_gradients
+    from pipeline.attribution.path_engine import integrated_gradients
 
     device = x.device
     ref, half = reference(model, x, target, base, ref_steps, max_batch, ref_cache)

@@ -84,14 +84,16 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
 
     from pipeline.attribution.accel import optimize
     from pipeline.attribution.cam import find_layer
+    from pipeline.attribution.method_registry import METHODS, attribute
+    from pipeline.attribution.path_engine import integrated_gradients
     from pipeline.attribution.precision import precision_mode
-    from pipeline.attribution.registry import METHODS, attribute
     from pipeline.attribution.stem import affine_stem, describe_stem
-    from pipeline.custom_explainers import integrated_gradients
     from pipeline.data.images import black_baseline, normalize
     from pipeline.data.layouts import synthetic_image
-    from pipeline.models.architectures import Preprocessing, check_arch, default_preprocessing
+    from pipeline.models.architectures import default_preprocessing
     from pipeline.models.loading import load_model
+    from pipeline.models.preprocessing import Preprocessing
+    from pipeline.models.sources import check_arch
 
     problem = check_arch(arch)
     if problem:

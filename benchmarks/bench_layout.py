@@ -2,7 +2,7 @@
 
 Writes ``SHARDS`` shards of ``raw`` (224 px, 32 images a shard) for ``METHODS`` methods,
 method by method within each shard as the attribute tasks do, through
-:meth:`pipeline.store.zarr_store.StoreView.write_maps` (the stage's own call, locks included),
+:meth:`pipeline.store.view.StoreView.write_maps` (the stage's own call, locks included),
 for each ``[store] attributions`` dtype and each layout. Reports the files, the bytes stored, the
 bytes written (every write's file, summed: a ``"shard"`` file is rewritten whole by each
 method), the seconds per shard and method, and the write rate in images per second, to set
@@ -24,8 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.store.access import create_store
+from pipeline.store.axes import resize_explainers
 from pipeline.store.encoding import ATTRIBUTION_DTYPES, STORE_LAYOUTS
-from pipeline.store.zarr_store import SCHEMA, StoreView, create_store, resize_explainers
+from pipeline.store.schema import SCHEMA
+from pipeline.store.view import StoreView
 
 SHARD = 32
 

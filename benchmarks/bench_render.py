@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.attribution.registry import DEFAULT_METHODS as METHODS
+from pipeline.attribution.method_registry import DEFAULT_METHODS as METHODS
 
 
 def bench_rows(images: int = 8, size: int = 224, seed: int = 0) -> list[Any]:

@@ -23,11 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.attribution.registry import DEFAULT_METHODS as METHODS
+from pipeline.attribution.method_registry import DEFAULT_METHODS as METHODS
 
 
 def _config(out: Path, images: int, shard_size: int) -> Any:
-    from workflows.config.loading import config_dir, load_config
+    from workflows.config.loading import load_config
+    from workflows.config.paths import config_dir
 
     return load_config(config_dir() / "synthetic.toml",
                        [f"dataset.count={images}", f"run.shard_size={shard_size}",
@@ -39,7 +40,9 @@ def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
     from PIL import Image, ImageFilter
 
     from pipeline.models.loading import class_names
-    from pipeline.store.zarr_store import array, create_store, resize_explainers
+    from pipeline.store.access import create_store
+    from pipeline.store.arrays import array
+    from pipeline.store.axes import resize_explainers
     from workflows.stages import REGISTRY
 
     run_dir = cfg.run_dir
@@ -88,7 +91,8 @@ def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
 def build(cfg: Any, workers: int) -> dict[str, float]:
     """The report stage on the existing maps: shard tasks in ``workers`` processes, then the
     coordinator's step. Returns seconds for each part."""
-    from pipeline.store.zarr_store import array, open_store
+    from pipeline.store.access import open_store
+    from pipeline.store.arrays import array
     from workflows.runner.stage_api import Task, execute
     from workflows.stages import REGISTRY
     from workflows.stages.report import build_report

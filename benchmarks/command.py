@@ -84,7 +84,7 @@ def _bench_archs(archs: list[str], dev: str, images: int, size: int, n_steps: in
 
     from benchmarks.bench_arch import measure_arch, to_markdown
     from pipeline.errors import XaiError
-    from pipeline.models.architectures import check_arch
+    from pipeline.models.sources import check_arch
 
     for name in archs:  # every name before any measurement
         if (problem := check_arch(name)) is not None:

@@ -25,9 +25,6 @@ __all__ = [
     "integrated_gradients", "predicted_class", "quadrature",
 ]
 
-# re-exported until importers move
-from pipeline.attribution.path_engine import DEFAULT_MAX_BATCH, GradientFn  # noqa: F401
-from pipeline.attribution.quadrature import QUADRATURE_RULES  # noqa: F401
 
 
 def get_custom_gradient(

@@ -22,7 +22,7 @@ import torch
 import torchvision  # noqa: F401
 import zarr  # noqa: F401
 
-import pipeline.attribution.registry
+import pipeline.attribution.method_registry
 import pipeline.models.loading  # noqa: F401
 import workflows.cli.app
 import workflows.runner.run

@@ -20,9 +20,9 @@ os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
-# After MPLBACKEND is set: Captum (imported by pipeline.attribution.registry) imports
+# After MPLBACKEND is set: Captum (imported by pipeline.attribution.method_registry) imports
 # matplotlib.pyplot.
-from pipeline.attribution.registry import METHODS, MethodSpec  # noqa: E402
+from pipeline.attribution.method_registry import METHODS, MethodSpec  # noqa: E402
 
 
 @pytest.fixture(scope="session")

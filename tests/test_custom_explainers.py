@@ -6,14 +6,13 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients, Saliency
 
+from pipeline.attribution.gradient import predicted_class
+from pipeline.attribution.path_engine import integrated_gradients
+from pipeline.attribution.quadrature import QUADRATURE_RULES, quadrature
 from pipeline.custom_explainers import (
-    QUADRATURE_RULES,
     get_custom_gradient,
     get_custom_integrated_gradients,
     get_path,
-    integrated_gradients,
-    predicted_class,
-    quadrature,
 )
 from pipeline.data.images import black_baseline
 from tests.conftest import rel_err

@@ -7,7 +7,8 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients
 
-from pipeline.custom_explainers import get_custom_gradient, predicted_class
+from pipeline.attribution.gradient import predicted_class
+from pipeline.custom_explainers import get_custom_gradient
 from pipeline.data.images import IMAGENET_MEAN, IMAGENET_STD
 from pipeline.explainers import (
     aggregate_attribution,

@@ -13,7 +13,7 @@ import xarray as xr
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.attribution.registry import DEFAULT_METHODS
+from pipeline.attribution.method_registry import DEFAULT_METHODS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,7 +149,7 @@ def store_arrays(store: Path) -> dict[str, np.ndarray]:
     strings): what "equals a clean run" compares."""
     import zarr
 
-    from pipeline.store.zarr_store import SCHEMA
+    from pipeline.store.schema import SCHEMA
 
     names = SCHEMA.arrays(zarr.open_group(str(store), mode="r"))
     ds = xr.open_zarr(store, consolidated=False)
@@ -174,7 +174,7 @@ def assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray],
 
 def records(run_dir: Path, stage: str) -> dict[str, dict[str, object]]:
     """The completion records of ``stage`` (all methods), keyed ``[method/]NNNNNN``."""
-    from workflows.runner.records import Records
+    from workflows.runner.completion_records import Records
 
     recs = Records(run_dir)
     return {key.removeprefix(stage + "/"): rec for folder in recs.folders(stage)

@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipeline.attribution.registry import LAYER, METHODS, MethodSpec
+from pipeline.attribution.method_registry import LAYER, METHODS, MethodSpec
 from pipeline.errors import ConfigError
 
 if TYPE_CHECKING:  # torch loads when a function runs, not when the registry is read

@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.attribution.batching import chunk_slices
+from pipeline.attribution.method_registry import BASELINE_PARAMS, METHODS, STEPS, MethodSpec, Param
 from pipeline.attribution.quadrature import QUADRATURE_RULES
-from pipeline.attribution.registry import BASELINE_PARAMS, METHODS, STEPS, MethodSpec, Param
 from pipeline.validation import rule
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def custom_integrated_gradients(model: nn.Module, images: torch.Tensor, targets:
                                 baselines: torch.Tensor | None = None) -> Any:
     """Integrated Gradients by a quadrature rule: ``(N, 3, H, W)``; by ``rule = "adaptive"``:
     the maps and, per image, the points used, the final residual and whether the output gap
-    was zero (see :func:`pipeline.attribution.registry.attribute`'s ``info``)."""
+    was zero (see :func:`pipeline.attribution.method_registry.attribute`'s ``info``)."""
     from pipeline.attribution.baselines import method_baselines
     from pipeline.attribution.path_engine import integrated_gradients
 

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.attribution.batching import chunk_slices
-from pipeline.attribution.registry import METHODS, MethodSpec, Param
+from pipeline.attribution.method_registry import METHODS, MethodSpec, Param
 
 if TYPE_CHECKING:
     import torch

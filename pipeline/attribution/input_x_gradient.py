@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.attribution.batching import chunk_slices
-from pipeline.attribution.registry import METHODS, MethodSpec
+from pipeline.attribution.method_registry import METHODS, MethodSpec
 
 if TYPE_CHECKING:
     import torch

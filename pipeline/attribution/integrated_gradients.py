@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.attribution.batching import chunk_slices
-from pipeline.attribution.registry import BASELINE_PARAMS, METHODS, STEPS, MethodSpec, Param
+from pipeline.attribution.method_registry import BASELINE_PARAMS, METHODS, STEPS, MethodSpec, Param
 from pipeline.validation import rule
 
 if TYPE_CHECKING:

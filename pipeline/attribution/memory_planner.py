@@ -21,7 +21,7 @@ DEFAULT_CPU_BUDGET: int = 1 << 30
 CPU_CAP: int = 64
 #: Fewer samples per pass than this leave a CPU waiting on per-pass overhead: the 1 GiB budget
 #: planned 2 for ResNet50 and ConvNeXt-T at 224 px, where IG then ran at 0.86-0.88x Captum's
-#: speed; with 4 it ran at 1.12x (docs/benchmarks.md). Planned whenever 4 samples fit in
+#: speed; with 4 it ran at 1.12x (docs/performance.md). Planned whenever 4 samples fit in
 #: :data:`CPU_FLOOR_SHARE` of the machine's memory.
 CPU_FLOOR: int = 4
 CPU_FLOOR_SHARE: float = 0.125
@@ -150,7 +150,7 @@ def measure_pass_size(run_pass: Callable[[int], object], candidates: tuple[int, 
 
     On a CPU the per-sample cost of a pass does not follow its memory: ConvNeXt-T ran IG at
     0.92x Captum's speed with 4 samples a pass and 1.09x with 8, ViT-B/16 0.6x and 1.07x with
-    16, ResNet50 best with 4 (docs/benchmarks.md), and some sizes hit slow kernels. So each
+    16, ResNet50 best with 4 (docs/performance.md), and some sizes hit slow kernels. So each
     candidate runs ``run_pass(size)`` (one pass of that many samples) in ``rounds``
     interleaved rounds after a warm-up; the best of each counts.
 

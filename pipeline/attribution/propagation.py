@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeline.attribution.batching import chunk_slices
-from pipeline.attribution.registry import BASELINE_PARAMS, METHODS, MethodSpec
+from pipeline.attribution.method_registry import BASELINE_PARAMS, METHODS, MethodSpec
 
 if TYPE_CHECKING:
     import torch
@@ -70,5 +70,5 @@ METHODS.add("deeplift", MethodSpec(
     "captum", dict(BASELINE_PARAMS), has_delta=True, hooks=True, min_pass=2,
     incomplete_hint="DeepLift's rules add up on ReLU and max-pool networks only; "
                     "GELU, SiLU, Hardswish, LayerNorm and attention pass the plain "
-                    "gradient (README, the methods)",
+                    "gradient (docs/methods.md)",
 ))

@@ -28,7 +28,7 @@ QuadratureRule = Literal["linspace_mean", "trapezoid", "gausslegendre"]
 QUADRATURE_RULES: tuple[str, ...] = ("linspace_mean", "trapezoid", "gausslegendre")
 
 #: Other accepted spellings of a rule, and the rule they mean. ``seed`` is how stores and
-#: stage hashes spell ``linspace_mean`` (see ``pipeline.attribution.registry.Param``).
+#: stage hashes spell ``linspace_mean`` (see ``pipeline.attribution.method_registry.Param``).
 RULE_SPELLINGS: dict[str, str] = {"seed": "linspace_mean"}
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipeline.attribution.registry import METHODS, MethodSpec, Param
+from pipeline.attribution.method_registry import METHODS, MethodSpec, Param
 from pipeline.validation import rule
 
 if TYPE_CHECKING:

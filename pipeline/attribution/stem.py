@@ -9,7 +9,7 @@ twice per image (at ``b`` and ``x``) and ``J^T`` only once (on the weighted sum 
 gradients), instead of ``m`` forwards and ``m`` backwards. For ResNet18 at 224 px the stem is
 the largest activation and its input-gradient convolution is slow (3 output channels): per
 path point the rest costs about 20 ms against 25 ms for the whole model on 2 CPU cores, and IG
-as a whole ran about 15% faster (``docs/benchmarks.md``).
+as a whole ran about 15% faster (``docs/performance.md``).
 
 The split is found with ``torch.fx`` and works for any traceable model whose input flows
 through a chain of ``Conv2d`` / eval-mode ``BatchNorm2d`` / ``Identity`` modules (and

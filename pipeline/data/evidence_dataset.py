@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import DataError
-from pipeline.models.checkpoints import file_sha256
+from pipeline.file_io import file_sha256
 
 #: The classes: the filled object's shape, each drawn in its own colour (``PALETTE[k]``).
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "plus", "star", "bar")

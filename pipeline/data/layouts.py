@@ -37,9 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.class_names import imagenet_classes, synset_to_index
 from pipeline.data.discovery import discover_images, is_image_file
 from pipeline.errors import DataError
-from pipeline.models.class_names import imagenet_classes, synset_to_index
 
 WNID = re.compile(r"^n\d{8}$")
 

@@ -116,7 +116,7 @@ def laplacian_eigenvalues(graph: object, count: int) -> np.ndarray:
     # out once per part (single-vector Lanczos finds one copy), and linear in the maps.
     # Shift-invert around 0 (what this did before) factorizes L, whose fill-in made it
     # superlinear: 104 s against well under a second for one class of 7,400 maps, the same
-    # eigenvalues (docs/benchmarks.md).
+    # eigenvalues (docs/performance.md).
     adjacency = sp.identity(n, format="csr", dtype=np.float64) - lap.astype(np.float64)
     start = np.random.default_rng(0).standard_normal((n, count))
     with warnings.catch_warnings():  # "not reaching the requested tolerance" at 1e-9

@@ -12,28 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pipeline.models.class_names import (  # noqa: F401  re-exported until importers move
-    imagenet_classes,
-    imagenet_synsets,
-    read_classes_file,
-    synset_to_index,
-)
-from pipeline.models.preprocessing import (  # noqa: F401  re-exported until importers move
-    IMAGENET,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    INTERPOLATIONS,
+from pipeline.models.preprocessing import (
     Preprocessing,
 )
 from pipeline.models.sources import check_arch, family_of
 from pipeline.models.sources.base import random_network
-from pipeline.models.torchvision_table import (  # noqa: F401  re-exported until importers move
+from pipeline.models.torchvision_table import (
     DEFAULT_ARCH,
-    PublishedWeights,
-    fitting_archs,
-    published_weights,
-    state_signature,
-    torchvision_archs,
 )
 
 if TYPE_CHECKING:

@@ -7,15 +7,14 @@ the sources use the same definitions when they load weights."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from pipeline.atomic_files import copy_atomic, write_atomic
 from pipeline.errors import WeightsError
+from pipeline.file_io import copy_atomic, file_sha256, write_atomic
 from pipeline.models.torchvision_table import DEFAULT_ARCH, PublishedWeights, published_weights
 
 #: ``str(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)`` and its checkpoint file name
@@ -75,15 +74,6 @@ def cache_path(arch: str = DEFAULT_ARCH) -> Path:
 def imagenet_cache_path() -> Path:
     """Where torchvision caches the ResNet18 checkpoint (:func:`cache_path` of resnet18)."""
     return cache_path(DEFAULT_ARCH)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes (part of a local weight file's identity)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ------------------------------------------------------------------ offline machines

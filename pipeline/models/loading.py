@@ -17,14 +17,13 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from pipeline.errors import WeightsError
-from pipeline.models.checkpoints import HEADS, cache_path
-from pipeline.models.class_names import (  # noqa: F401  re-exported until importers move
+from pipeline.data.class_names import (
     imagenet_classes,
     imagenet_synsets,
-    resolve_classes,
     synset_to_index,
 )
+from pipeline.errors import WeightsError
+from pipeline.models.checkpoints import HEADS, cache_path
 from pipeline.models.preprocessing import IMAGENET, Preprocessing
 from pipeline.models.sources import LoadRequest, source_for
 from pipeline.models.torchvision_table import DEFAULT_ARCH
@@ -152,7 +151,7 @@ def load_model(
         ``timm:<name>``.
     classes
         A checkpoint's class names, or a file of them (see
-        :func:`~pipeline.models.class_names.resolve_classes`).
+        :func:`~pipeline.data.class_names.resolve_classes`).
     dataset_classes
         The dataset's class folders, sorted: a checkpoint's names when none are given.
     preprocessing

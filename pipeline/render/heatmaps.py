@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic_files import write_atomic
+from pipeline.file_io import write_atomic
 
 RIGHT, WRONG, UNKNOWN = "#1a7f37", "#cf222e", "#24292f"
 BACKGROUND = (255, 255, 255)

@@ -34,7 +34,7 @@ SCALE_SUFFIX = "_scale"
 #: ``"method"``: one file per shard and method, each write a whole file. ``"shard"``: one file
 #: per shard holding every method (Zarr's sharding codec), so the store's file count does not
 #: grow with the methods; each method's write rewrites its shard's file, about (methods + 1) / 2
-#: times the bytes written (docs/benchmarks.md, "One file per shard").
+#: times the bytes written (docs/performance.md, "ImageNet scale").
 STORE_LAYOUTS = ("method", "shard")
 #: What each ``[store]`` setting reads as in a store made before it existed.
 STORE_DEFAULTS = {"attributions": "float32", "normalized": "float32", "layout": "method"}

@@ -49,8 +49,8 @@ EXPLAINER = "explainer"
 
 def attribution_codecs() -> list[Any]:
     """The codec of the attribution arrays: blosc zstd with bit shuffle, 2-8% smaller than
-    Zarr's default zstd on every dtype and as fast to decode (docs/benchmarks.md, "Storing
-    attributions")."""
+    Zarr's default zstd on every dtype and as fast to decode (docs/performance.md,
+    "Storing maps in 16 bits")."""
     from zarr.codecs import BloscCodec
 
     return [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")]

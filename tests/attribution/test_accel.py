@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pipeline.attribution.accel import CompiledWithFallback, optimize
-from pipeline.attribution.registry import METHODS, attribute
+from pipeline.attribution.method_registry import METHODS, attribute
 from pipeline.custom_explainers import get_custom_gradient, get_custom_integrated_gradients
 from tests.conftest import rel_err
 

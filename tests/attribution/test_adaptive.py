@@ -183,7 +183,7 @@ def test_the_library_entry_points_take_the_rule() -> None:
 
 
 def test_the_method_validates_tolerance_and_max_steps() -> None:
-    from pipeline.attribution.registry import METHODS
+    from pipeline.attribution.method_registry import METHODS
 
     spec = METHODS["custom_integrated_gradients"]
     ok = spec.resolve({"rule": "adaptive", "n_steps": 17})

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from pipeline.attribution.baselines import BASELINES, blur_kernel_size, describe, make_baseline
-from pipeline.attribution.registry import METHODS, attribute, completeness_delta
+from pipeline.attribution.method_registry import METHODS, attribute, completeness_delta
 from pipeline.data.images import IMAGENET_MEAN, black_baseline, denormalize
 
 IG_METHODS = [name for name, spec in METHODS.items() if "baseline" in spec.params]

@@ -11,14 +11,15 @@ import torch
 import xarray as xr
 
 from pipeline.attribution.baselines import make_baseline
-from pipeline.attribution.registry import (
+from pipeline.attribution.method_registry import (
     METHODS,
     attribute,
     image_seed,
     relative_completeness_error,
 )
+from pipeline.data.class_names import synset_to_index
 from pipeline.data.images import from_uint8_hwc, normalize
-from pipeline.models.loading import load_model, synset_to_index
+from pipeline.models.loading import load_model
 from tests.workflow_helpers import cli, make_images, run_ok, write_config
 from workflows.runner.stage_api import NO_LABEL
 

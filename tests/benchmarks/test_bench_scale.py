@@ -2,7 +2,7 @@
 synthetic images with the report on and one file per shard, then ``status`` and ``verify``
 as a user types them. It checks what must hold at any size, not how fast: every image is
 done, the records and the store's files are bounded by the stages and the shards, the page
-embeds no rows. Timings are the benchmark's (docs/benchmarks.md, "ImageNet scale")."""
+embeds no rows. Timings are the benchmark's (docs/performance.md, "ImageNet scale")."""
 
 from __future__ import annotations
 

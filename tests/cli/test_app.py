@@ -117,7 +117,7 @@ def test_a_moved_run_folder_is_still_its_run(tmp_path):
 
 
 def test_a_path_label_csv_with_class_names_labels_the_images(tmp_path):
-    from pipeline.models.architectures import imagenet_classes
+    from pipeline.data.class_names import imagenet_classes
 
     photos = tmp_path / "labelled"
     _photos(photos, ["x/1.png", "x/2.png", "3.png"])

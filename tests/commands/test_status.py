@@ -55,7 +55,7 @@ def _equivalence_run(tmp_path):
 def test_status_from_the_records_equals_status_from_the_store(tmp_path, monkeypatch):
     """Skipped images and completeness come from the records: the same answer as the arrays
     give, and no chunk but the flagged images' ids is read."""
-    from pipeline.store.zarr_store import open_store
+    from pipeline.store.access import open_store
     from workflows.commands import status as status_module
     from workflows.config.loading import load_config
     from workflows.runner.completion_records import Records

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.attribution.registry import METHODS
+from pipeline.attribution.method_registry import METHODS
 from pipeline.errors import ConfigError
 from workflows.config.loading import load_config
 from workflows.config.paths import available_datasets, config_dir

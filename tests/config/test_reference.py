@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from pipeline.attribution.registry import METHODS
+from pipeline.attribution.method_registry import METHODS
 from workflows.config.reference import COMMAND, REFERENCE, main, render_reference
 from workflows.config.sections import SECTIONS, key_fields
 

@@ -13,7 +13,7 @@ import pytest
 import xarray as xr
 import zarr
 
-from pipeline.store.zarr_store import SCHEMA
+from pipeline.store.schema import SCHEMA
 from tests.hostile import make_hostile
 from tests.workflow_helpers import (
     all_records,
@@ -27,7 +27,7 @@ from tests.workflow_helpers import (
     store_arrays,
     write_config,
 )
-from workflows.runner.records import Records
+from workflows.runner.completion_records import Records
 from workflows.stages import REGISTRY
 
 _arrays, _assert_same, _run = store_arrays, assert_same, run_ok

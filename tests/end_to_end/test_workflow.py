@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from pipeline.attribution.registry import DEFAULT_METHODS, METHODS
+from pipeline.attribution.method_registry import DEFAULT_METHODS, METHODS
 from tests.workflow_helpers import (
     ROOT,
     assert_same,
@@ -26,7 +26,7 @@ from tests.workflow_helpers import (
     units_run,
     write_config,
 )
-from workflows.runner.records import RunLock
+from workflows.runner.run_lock import RunLock
 from workflows.stages import REGISTRY
 
 METHOD_NAMES = list(DEFAULT_METHODS)
@@ -283,7 +283,7 @@ def test_a_schema_1_store_is_refused_not_misread(done):
     result = cli("run", "--config", str(config))
     assert result.exit_code == 2 and "now `class_name`" in " ".join(result.output.split())
     from pipeline.errors import StoreError
-    from pipeline.store.zarr_store import open_dataset
+    from pipeline.store.access import open_dataset
 
     with pytest.raises(StoreError, match="xai clean"):
         open_dataset(_store(tmp))
@@ -396,7 +396,7 @@ def test_second_concurrent_run_is_refused(tiny):
 def test_lock_of_a_killed_run_does_not_block(tiny):
     config, tmp = tiny
     run_dir = tmp / "runs" / "tiny"
-    code = ("import os, signal, sys; from workflows.runner.records import RunLock; "
+    code = ("import os, signal, sys; from workflows.runner.run_lock import RunLock; "
             f"RunLock({str(run_dir)!r}).acquire(); os.kill(os.getpid(), signal.SIGKILL)")
     import subprocess
     import sys

@@ -15,7 +15,7 @@ import torch
 import zarr
 from captum.attr import IntegratedGradients, Saliency
 
-from pipeline.attribution.registry import METHODS
+from pipeline.attribution.method_registry import METHODS
 from pipeline.data.images import black_baseline
 from pipeline.models.loading import load_model
 from tests.workflow_helpers import cli, make_images, write_config
@@ -69,7 +69,7 @@ def _reference(name: str, model, x, t, params, norm) -> torch.Tensor:
             x, baselines=black_baseline(x, norm), target=t, n_steps=params["n_steps"],
             method=params["method"])
     if name == "custom_integrated_gradients":  # the plain engine: no stem factoring
-        from pipeline.custom_explainers import integrated_gradients
+        from pipeline.attribution.path_engine import integrated_gradients
 
         return integrated_gradients(model, x, t, black_baseline(x, norm), params["n_steps"],
                                     rule=params["rule"], max_batch=8, factor_stem=False)
@@ -132,8 +132,8 @@ def test_the_planner_and_bf16_work_on_the_architecture(arch):
     runs on it with an error of bf16's size (not a wrong number) against fp32."""
     from pipeline.attribution.accel import optimize
     from pipeline.attribution.memory_planner import plan_max_batch
+    from pipeline.attribution.path_engine import integrated_gradients
     from pipeline.attribution.precision import precision_mode
-    from pipeline.custom_explainers import integrated_gradients
     from pipeline.models.architectures import default_preprocessing
     from pipeline.models.preprocessing import Preprocessing
 

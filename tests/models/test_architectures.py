@@ -9,12 +9,12 @@ import torch
 from pipeline.errors import ConfigError
 from pipeline.models.architectures import (
     build,
-    check_arch,
     classifier_entries,
     default_preprocessing,
     num_classes_of,
-    random_network,
 )
+from pipeline.models.sources import check_arch
+from pipeline.models.sources.base import random_network
 
 
 def test_unknown_arch_has_a_did_you_mean():

@@ -7,13 +7,9 @@ import pytest
 import torch
 import torchvision
 
+from pipeline.data.class_names import imagenet_synsets, synset_to_index
 from pipeline.errors import WeightsError
-from pipeline.models.loading import (
-    class_names,
-    imagenet_synsets,
-    load_model,
-    synset_to_index,
-)
+from pipeline.models.loading import class_names, load_model
 
 NAMES = tuple(f"kind{i}" for i in range(10))
 

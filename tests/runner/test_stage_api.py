@@ -14,10 +14,11 @@ from pipeline.store.access import open_store
 from pipeline.store.arrays import array
 from pipeline.store.schema import SCHEMA, STORE_ATTRIBUTES, ArrayFamily
 from tests.workflow_helpers import make_images, records, spawn, write_config
-from workflows.config.loading import Config, load_config
+from workflows.config.loading import load_config
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
+from workflows.runner.disk_writes import disk_errors
 from workflows.runner.planning import Registry
-from workflows.runner.records import disk_errors
 from workflows.runner.stage_api import Stage, Task, done, open_view, unit_rows
 
 #: The toy stage's array: the mean brightness of each usable crop.

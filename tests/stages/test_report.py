@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from pipeline.attribution.registry import DEFAULT_METHODS
+from pipeline.attribution.method_registry import DEFAULT_METHODS
 from pipeline.report.sprites import CROP, OUTLINE, map_kind, sprite_path, sprite_tiles, tile_place
 from pipeline.report.tile_files import crop_jpeg, grey_levels, mask_outline
 from tests.report.html_tables import _tables
@@ -24,7 +24,7 @@ from tests.workflow_helpers import (
     units_run,
     write_config,
 )
-from workflows.runner.records import Records
+from workflows.runner.completion_records import Records
 
 XSS = "<img src=x onerror=alert(1)>.png"
 

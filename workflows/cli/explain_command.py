@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.attribution.registry import DEFAULT_METHODS, METHODS
+from pipeline.attribution.method_registry import DEFAULT_METHODS, METHODS
 from pipeline.errors import XaiError
 from workflows.cli.console import console, fail, out
 from workflows.runner.progress import make_reporter

@@ -40,7 +40,8 @@ def run_config(dataset: str | None, config: Path | None, sets: list[str] | None,
     ``kw`` are :func:`workflows.config.loading.load_config`'s keywords (``out``,
     ``data_dir``, ``name``, ...), the options as given (None: not given).
     """
-    from workflows.config.loading import load_config, own_images_config, resolve_config_path
+    from workflows.config.loading import load_config
+    from workflows.config.paths import own_images_config, resolve_config_path
 
     if run_dir is not None:
         if dataset is not None or config is not None:

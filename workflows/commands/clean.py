@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 from workflows.runner.completion_records import Records
 from workflows.runner.planning import Registry
 from workflows.runner.run_lock import RunLock

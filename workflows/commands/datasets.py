@@ -18,7 +18,8 @@ def print_datasets(out: Console) -> None:
     """A table of the configs in ``configs/`` (layout, root, whether it is found, weights,
     how many methods), then one line per dataset with a run: a narrow terminal squeezes
     table columns to "r…", a line keeps the whole path."""
-    from workflows.config.loading import available_datasets, config_dir, load_config
+    from workflows.config.loading import load_config
+    from workflows.config.paths import available_datasets, config_dir
 
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
     table.add_column("name", no_wrap=True)

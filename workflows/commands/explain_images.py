@@ -42,11 +42,10 @@ def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str
         A weights file that does not exist, or ImageNet weights that are not in the cache
         while a download failed recently (with how to put them in place).
     """
-    from pipeline.attribution.registry import METHODS
+    from pipeline.attribution.method_registry import METHODS
     from pipeline.data.discovery import is_image_file
-    from pipeline.models.architectures import check_arch
     from pipeline.models.checkpoints import HEADS
-    from pipeline.models.sources import weights_problem
+    from pipeline.models.sources import check_arch, weights_problem
 
     if not paths:
         raise DataError("Expected one or more image files, got none: xai explain IMAGE ...")
@@ -107,7 +106,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
     import torch
 
     from pipeline.attribution.memory_planner import plan_max_batch
-    from pipeline.attribution.registry import attribute, get_method, image_seed
+    from pipeline.attribution.method_registry import attribute, get_method, image_seed
     from pipeline.data.images import ImageDecodeError, load_tensor, normalize, to_uint8_hwc
     from pipeline.models.loading import load_model
     from pipeline.render.heatmaps import SheetRow, contact_sheet, save_image_atomic

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import ConfigError
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 
 
 def check_report_enabled(cfg: Config) -> None:

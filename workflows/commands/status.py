@@ -9,9 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.store.zarr_store import array, explainers, open_store
+from pipeline.store.access import explainers, open_store
+from pipeline.store.arrays import array
 from workflows.commands.summary_tables import print_completeness
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 from workflows.runner.completion_records import Records
 from workflows.runner.planning import Registry
 from workflows.runner.run_lock import RunLock

@@ -176,7 +176,7 @@ def _adaptive_line(method: str, a: dict[str, Any]) -> str:
 
 def incomplete_hint(method: str) -> str:
     """What to change when ``method``'s maps miss completeness (its registry entry says)."""
-    from pipeline.attribution.registry import METHODS
+    from pipeline.attribution.method_registry import METHODS
 
     spec = METHODS.get(method)
     return spec.incomplete_hint if spec is not None else ""

@@ -12,8 +12,10 @@ from typing import Any
 
 from rich.console import Console
 
-from pipeline.store.zarr_store import StoreView, array, open_store
-from workflows.config.loading import Config
+from pipeline.store.access import open_store
+from pipeline.store.arrays import array
+from pipeline.store.view import StoreView
+from workflows.config.run_config import Config
 from workflows.runner.completion_records import Records
 from workflows.runner.planning import Registry, hash_key
 from workflows.runner.run_lock import RunLock

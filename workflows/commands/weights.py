@@ -14,7 +14,7 @@ from pipeline.errors import ConfigError
 
 def check_arch_option(arch: str) -> None:
     """A :class:`ConfigError` naming ``--arch`` when ``arch`` is no known architecture."""
-    from pipeline.models.architectures import check_arch
+    from pipeline.models.sources import check_arch
 
     if problem := check_arch(arch):
         raise ConfigError(f"--arch: {problem}")

@@ -3,7 +3,7 @@
 - :mod:`~workflows.config.loading`: :func:`load_config`, a TOML file to a :class:`Config`.
 - :mod:`~workflows.config.sections`: the ``[section]`` tables, each key with its rule.
 - :mod:`~workflows.config.key_checks`: the checks of keys that a type and bounds cannot say.
-- :mod:`~workflows.config.schema`: :class:`Config`, the whole, and its JSON form.
+- :mod:`~workflows.config.run_config`: :class:`Config`, the whole, and its JSON form.
 - :mod:`~workflows.config.frozen_map`: the read-only mapping of the methods' parameters.
 - :mod:`~workflows.config.hashing`: :func:`stable_hash`, what stage hashes are made of.
 - :mod:`~workflows.config.names`: the check that every name exists.

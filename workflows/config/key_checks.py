@@ -77,14 +77,14 @@ def shortcut_class_problem(name: str) -> str | None:
 
 def arch_problem(arch: str) -> str | None:
     """A torchvision or timm architecture name."""
-    from pipeline.models.architectures import check_arch  # torch-free: names are a table
+    from pipeline.models.sources import check_arch
 
     return check_arch(arch)
 
 
 def interpolation_problem(name: str) -> str | None:
     """Empty (the model's own), or an interpolation the image loader knows."""
-    from pipeline.models.architectures import INTERPOLATIONS
+    from pipeline.models.preprocessing import INTERPOLATIONS
 
     if name and name not in INTERPOLATIONS:
         return f"expected one of {', '.join(INTERPOLATIONS)} (or nothing: the model's), " \

@@ -22,48 +22,25 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline.attribution.registry import METHODS
+from pipeline.attribution.method_registry import METHODS
 from pipeline.errors import ConfigError
 from pipeline.models.sources import is_weights_path
-from pipeline.validation import Check, Rule  # noqa: F401  (re-exported until importers move)
-from workflows.config.frozen_map import FrozenMap  # noqa: F401  (re-exported, as above)
-from workflows.config.hashing import stable_hash  # noqa: F401  (re-exported, as above)
 from workflows.config.names import check_names
 from workflows.config.origins import Origins, key_error, no_methods
 from workflows.config.overrides import (
     apply_command_line,
     apply_overrides,
-    parse_override,  # noqa: F401  (re-exported until importers move)
 )
-from workflows.config.paths import (  # noqa: F401  (re-exported until importers move)
-    CONFIG_DIR_ENV,
+from workflows.config.paths import (
     DATA_DIR_ENV,
-    OWN_IMAGES,
-    RUN_CONFIG,
-    available_datasets,
-    config_dir,
-    own_images_config,
-    resolve_config_path,
-    run_config_path,
 )
-from workflows.config.schema import Config
-from workflows.config.sections import (  # noqa: F401  (re-exported until importers move)
+from workflows.config.run_config import Config
+from workflows.config.sections import (
     BASE_FOLDER,
-    GENERATED_LAYOUTS,
-    LAYOUTS,
-    NO_RULE,
     SECTIONS,
-    TARGETS,
     DatasetConfig,
-    EvaluateConfig,
     ModelConfig,
-    RenderConfig,
-    ReportConfig,
-    RunConfig,
-    StoreConfig,
-    rule_of,
 )
-from workflows.config.toml_writer import config_toml  # noqa: F401  (re-exported, as above)
 
 #: A validator per section (validating through it passes the config file's folder on, for
 #: relative paths).

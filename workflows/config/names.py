@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.attribution.registry import METHODS
+from pipeline.attribution.method_registry import METHODS
 from pipeline.errors import ConfigError
 from workflows.config.origins import Origins, as_table, no_methods, unknown_name
 from workflows.config.sections import SECTIONS, key_fields

@@ -2,7 +2,7 @@
 
 Every section's keys with their type, default, allowed values and help line come from
 :mod:`workflows.config.sections`; the ``[methods.<name>]`` keys from
-:data:`pipeline.attribution.registry.METHODS`. ``tests/config/test_reference.py`` fails when
+:data:`pipeline.attribution.method_registry.METHODS`. ``tests/config/test_reference.py`` fails when
 the committed file differs from what this module writes. Regenerate it with::
 
     .venv/bin/python -m workflows.config.reference
@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.attribution.registry import METHODS
+from pipeline.attribution.method_registry import METHODS
 from pipeline.validation import Rule, type_name
 from workflows.config.paths import DATA_DIR_ENV
 from workflows.config.sections import SECTIONS, key_fields, key_type, rule_of

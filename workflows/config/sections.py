@@ -297,7 +297,7 @@ class StoreConfig(Section):
 
     ``float16`` keeps a power-of-two scale per map, so no value underflows: 2.1e-4 relative
     L2 against float32 and 2.3x smaller; ``bfloat16`` 1.7e-3 and 2.8x. Reading
-    (``pipeline.store.zarr_store.open_dataset``) gives float32. ``uint16`` keeps the [0, 1]
+    (``pipeline.store.access.open_dataset``) gives float32. ``uint16`` keeps the [0, 1]
     maps as fixed point (``round(v * 65534)``): 0 and 1 exact, every value within 7.6e-6,
     half the bytes of float32 before compression.
     """

@@ -11,7 +11,7 @@ from typing import Any
 
 import tomli_w
 
-from workflows.config.schema import Config
+from workflows.config.run_config import Config
 
 
 def _toml_value(value: Any) -> Any:

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic_files import write_atomic
 from pipeline.errors import DiskFullError
+from pipeline.file_io import write_atomic
 
 
 @contextlib.contextmanager
@@ -31,7 +31,7 @@ def disk_errors(path: Path | str) -> Iterator[None]:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (:func:`pipeline.atomic_files.write_atomic`); a full
+    """Write ``data`` to ``path`` atomically (:func:`pipeline.file_io.write_atomic`); a full
     disk is a :class:`DiskFullError` naming ``path``."""
     with disk_errors(path):
         write_atomic(path, data)

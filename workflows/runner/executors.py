@@ -140,7 +140,7 @@ class PoolExecutor(_Tracked):
             if "forkserver" in methods:
                 ctx = multiprocessing.get_context("forkserver")
                 ctx.set_forkserver_preload(
-                    ["workflows.stages", "torch", "pipeline.attribution.registry"])
+                    ["workflows.stages", "torch", "pipeline.attribution.method_registry"])
             else:
                 ctx = multiprocessing.get_context("spawn")
             self._pool = cf.ProcessPoolExecutor(self._cpus, mp_context=ctx)

@@ -15,7 +15,8 @@ from typing import Any
 
 from pipeline.errors import ConfigError
 from pipeline.store.schema import EXPLAINER, SCHEMA, ArrayFamily, Schema
-from workflows.config.loading import Config, stable_hash
+from workflows.config.hashing import stable_hash
+from workflows.config.run_config import Config
 from workflows.runner.stage_api import CRASH_POINTS, STAGE_TYPES, UNIT_KINDS, Stage, Unit
 
 Hashes = dict[tuple[str, str | None], str]

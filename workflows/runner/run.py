@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store.zarr_store import open_store
-from workflows.config.loading import GENERATED_LAYOUTS, Config
+from pipeline.store.access import open_store
+from workflows.config.run_config import Config
+from workflows.config.sections import GENERATED_LAYOUTS
 from workflows.runner import store_lifecycle as lifecycle
 from workflows.runner.completion_records import Records
 from workflows.runner.coordinator import Stop, run_units

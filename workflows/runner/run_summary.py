@@ -16,8 +16,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.store.zarr_store import array, explainers
-from workflows.config.loading import Config
+from pipeline.store.access import explainers
+from pipeline.store.arrays import array
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner.completion_records import Records
 from workflows.runner.disk_writes import disk_errors
@@ -329,7 +330,7 @@ def completeness_summary(group: Any, methods: Sequence[str], threshold: float
                          ) -> list[Completeness]:
     """Per method with a completeness property (the IG methods): median and worst relative
     completeness error, and the images above ``threshold``, worst first."""
-    from pipeline.attribution.registry import METHODS, relative_completeness_error
+    from pipeline.attribution.method_registry import METHODS, relative_completeness_error
 
     names = explainers(group)
     if "gap" not in group:
@@ -359,7 +360,7 @@ def completeness_from_records(group: Any, records: Records, units: Sequence[Unit
     """:func:`completeness_summary` from the attribute records' per-image facts, reading
     from the store only the image ids of the shards it names (the worst and flagged images).
     None when a finished unit's record lacks them (a run from before they were kept)."""
-    from pipeline.attribution.registry import METHODS
+    from pipeline.attribution.method_registry import METHODS
 
     n = array(group, "image").shape[0]
     out = []

@@ -35,7 +35,7 @@ from pipeline.store.access import explainers, shard_size
 from pipeline.store.arrays import array
 from pipeline.store.schema import SCHEMA, ArrayFamily, Schema
 from pipeline.store.view import StoreView
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner import worker
 

@@ -15,17 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigError, StoreError
-from pipeline.store.zarr_store import (
-    array,
-    copy_slot,
-    create_store,
-    explainers,
-    open_store,
-    resize_explainers,
-    schema_problem,
-    write_classes,
-)
-from workflows.config.loading import Config, stable_hash
+from pipeline.store.access import create_store, explainers, open_store, schema_problem
+from pipeline.store.arrays import array
+from pipeline.store.axes import copy_slot, resize_explainers, write_classes
+from workflows.config.hashing import stable_hash
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner.completion_records import Records
 from workflows.runner.disk_writes import atomic_write_bytes, atomic_write_json, disk_errors
@@ -268,7 +262,7 @@ def purge_stale(registry: Registry, records: Records, cfg: Config, hashes: Hashe
 def baseline_descriptions(cfg: Config) -> dict[str, str]:
     """Per configured IG method, the baseline its paths start from, in words."""
     from pipeline.attribution.baselines import describe
-    from pipeline.attribution.registry import METHODS
+    from pipeline.attribution.method_registry import METHODS
 
     return {m: describe(p) for m, p in cfg.methods.items()
             if m in METHODS and "baseline" in METHODS[m].params}
@@ -330,7 +324,7 @@ def resolve_methods(cfg: Config, loaded: Any) -> Config:
     import torch
 
     from pipeline.attribution.cam import find_layer
-    from pipeline.attribution.registry import METHODS
+    from pipeline.attribution.method_registry import METHODS
 
     methods = {}
     for name, params in cfg.methods.items():
@@ -354,11 +348,11 @@ def resolve_methods(cfg: Config, loaded: Any) -> Config:
 
 def map_spaces(cfg: Config, loaded: Any) -> dict[str, str]:
     """Per method, what its map is: ``input``, or the layer it comes from and how it was
-    brought to the input's size (:func:`pipeline.attribution.registry.map_space`)."""
+    brought to the input's size (:func:`pipeline.attribution.method_registry.map_space`)."""
     import torch
 
     from pipeline.attribution.cam import find_layer
-    from pipeline.attribution.registry import METHODS, map_space
+    from pipeline.attribution.method_registry import METHODS, map_space
 
     out = {}
     crop = cfg.dataset.crop
@@ -374,7 +368,7 @@ def map_spaces(cfg: Config, loaded: Any) -> dict[str, str]:
 def requested_key(cfg: Config) -> str:
     """A hash of the config as asked for (before the model resolved anything), where it came
     from left out: what tells a rerun that it asks for what the last run resolved."""
-    from workflows.config.loading import stable_hash
+    from workflows.config.hashing import stable_hash
 
     return stable_hash({k: v for k, v in cfg.to_dict().items() if k != "source"})
 
@@ -384,7 +378,8 @@ def write_resolved_config(cfg: Config, hashes: Hashes, weights_id: str, device: 
     """``config.resolved.json``: the config as resolved, with the hashes and versions; and
     ``config.toml``, the same config as a file that later commands load (``xai status
     RUN_DIR``)."""
-    from workflows.config.loading import RUN_CONFIG, config_toml
+    from workflows.config.paths import RUN_CONFIG
+    from workflows.config.toml_writer import config_toml
 
     atomic_write_bytes(cfg.run_dir / RUN_CONFIG, config_toml(cfg).encode())
     atomic_write_json(cfg.run_dir / "config.resolved.json",

@@ -220,7 +220,7 @@ def _ig_pass(model: Any, shape: tuple[int, ...], device: Any) -> Any:
     image, ``n_steps = size``: one chunk), what the attribute stage's passes are."""
     import torch
 
-    from pipeline.custom_explainers import integrated_gradients
+    from pipeline.attribution.path_engine import integrated_gradients
 
     x = torch.randn((1, *shape), generator=torch.Generator().manual_seed(0)).to(device)
     base = torch.zeros_like(x)

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner import worker
-from workflows.runner.records import disk_errors
+from workflows.runner.disk_writes import disk_errors
 from workflows.runner.stage_api import (
     Context,
     Stage,
@@ -37,7 +37,7 @@ class Attribute(Stage):
            "errors and output gaps")
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
-        from pipeline.attribution.registry import METHODS
+        from pipeline.attribution.method_registry import METHODS
 
         assert method is not None
         spec = METHODS[method]
@@ -48,8 +48,8 @@ class Attribute(Stage):
     def run(self, task: Task) -> dict[str, Any]:
         import torch
 
+        from pipeline.attribution.method_registry import METHODS, attribute, image_seed
         from pipeline.attribution.precision import precision_mode
-        from pipeline.attribution.registry import METHODS, attribute, image_seed
 
         assert task.model is not None and task.unit.method is not None
         eng = worker.model_for(task.model)
@@ -105,7 +105,7 @@ def per_image_facts(out: dict[str, np.ndarray]) -> dict[str, Any]:
     """For a method with a completeness property: each image's relative completeness error
     (and an adaptive rule's steps and residual), in shard order, NaN as None. The record
     keeps them, so that ``xai status`` summarises completeness without reading the store."""
-    from pipeline.attribution.registry import relative_completeness_error
+    from pipeline.attribution.method_registry import relative_completeness_error
 
     def listed(values: np.ndarray) -> list[float | None]:
         return [float(v) if np.isfinite(v) else None for v in np.asarray(values, np.float64)]

@@ -29,10 +29,10 @@ import numpy as np
 from pipeline.store.access import explainers
 from pipeline.store.arrays import array
 from pipeline.store.view import StoreView
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner import worker
-from workflows.runner.records import atomic_write_bytes, atomic_write_json, disk_errors
+from workflows.runner.disk_writes import atomic_write_bytes, atomic_write_json, disk_errors
 from workflows.runner.stage_api import (
     Context,
     Stage,
@@ -159,7 +159,7 @@ def random_maps(indices: Sequence[int] | np.ndarray, shape: tuple[int, int], see
                 ) -> np.ndarray:
     """The random maps of images ``indices`` ``(K, H, W)``: seeded per image, so the floor is
     the same for any shard size or resume."""
-    from pipeline.attribution.registry import image_seed
+    from pipeline.attribution.method_registry import image_seed
     from pipeline.evaluation.metrics import random_attribution
 
     if not len(indices):
@@ -222,7 +222,7 @@ def _randomisation(task: Task, eng: Any, method: str, x: Any, targets: Any,
     others)."""
     import torch
 
-    from pipeline.attribution.registry import METHODS, attribute, image_seed
+    from pipeline.attribution.method_registry import METHODS, attribute, image_seed
     from pipeline.evaluation.metrics import LAYER_GROUPS, cascading_randomisation
     from pipeline.models.loading import with_head
 

@@ -9,9 +9,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.store.encoding import STORE_DEFAULTS
-from workflows.config.loading import GENERATED_LAYOUTS, Config
+from workflows.config.run_config import Config
+from workflows.config.sections import GENERATED_LAYOUTS
 from workflows.runner import fault_injection as faults
-from workflows.runner.records import disk_errors
+from workflows.runner.disk_writes import disk_errors
 from workflows.runner.stage_api import Stage, Task, done, open_view, register_stage
 
 

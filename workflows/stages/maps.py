@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from pipeline.attribution.postprocess import aggregate_block, normalize_block
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
-from workflows.runner.records import disk_errors
+from workflows.runner.disk_writes import disk_errors
 from workflows.runner.stage_api import Context, Stage, Task, done, open_view, register_stage
 from workflows.stages.attribute import record_storage_error
 

@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner import worker
-from workflows.runner.records import disk_errors
+from workflows.runner.disk_writes import disk_errors
 from workflows.runner.stage_api import (
     Stage,
     Task,
@@ -31,7 +31,7 @@ class Predict(Stage):
     doc = "logits, predicted class and its softmax probability"
 
     def depends(self, cfg: Config, method: str | None, weights_id: str) -> Any:
-        from pipeline.models.architectures import IMAGENET_MEAN, IMAGENET_STD
+        from pipeline.models.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
         r, m = cfg.run, cfg.model
         imagenet = (tuple(m.mean), tuple(m.std)) == (IMAGENET_MEAN, IMAGENET_STD)

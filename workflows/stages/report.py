@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic_files import write_atomic
 from pipeline.evaluation.spray import Cluster
+from pipeline.file_io import write_atomic
 from pipeline.report.data_scripts import data_script, finite, shard_data_path
 from pipeline.report.gallery_page import (
     COLORMAPS,
@@ -53,10 +53,12 @@ from pipeline.report.strategies_page import StrategySettings, mean_maps, strateg
 from pipeline.report.summary_page import summary_page
 from pipeline.report.tile_files import grey_levels, outline_rgba, sprite_files
 from pipeline.report.verdicts import SANITY_THRESHOLD
-from pipeline.store.zarr_store import array, explainers
-from workflows.config.loading import Config, stable_hash
+from pipeline.store.access import explainers
+from pipeline.store.arrays import array
+from workflows.config.hashing import stable_hash
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
-from workflows.runner.records import atomic_write_bytes, disk_errors, read_json
+from workflows.runner.disk_writes import atomic_write_bytes, disk_errors, read_json
 from workflows.runner.run_summary import top1_accuracy
 from workflows.runner.stage_api import (
     Context,
@@ -183,7 +185,7 @@ def method_signs(cfg: Config) -> dict[str, str]:
     score) treat negative attribution: ``"absolute"`` where the method takes ``|·|``
     (its ``absolute`` parameter is true), ``"non-negative"`` for a layer map
     (Grad-CAM keeps the positive part), else ``"signed"``."""
-    from pipeline.attribution.registry import METHODS
+    from pipeline.attribution.method_registry import METHODS
 
     out = {}
     for m in cfg.method_names:
@@ -208,7 +210,7 @@ def _metric_names(group: Any, cfg: Config) -> list[str]:
 
 def report_shard(task: Task) -> dict[str, Any]:
     """Crops, maps, rows and strategy features of one shard, into ``report-parts/``."""
-    from pipeline.attribution.registry import METHODS, relative_completeness_error
+    from pipeline.attribution.method_registry import METHODS, relative_completeness_error
     from pipeline.evaluation.spray import downsample
     from pipeline.render.heatmaps import display_values
 
@@ -407,7 +409,7 @@ def plots(group: Any, cfg: Config, run_dir: Path, evaluation: Mapping[str, Any]
     """``plots/*.png``: the completeness errors of the IG methods, and, when the run was
     evaluated, the evaluation figure (``evaluation.png``, which the evaluate stage has just
     drawn) and the randomisation curves of the sanity section (:data:`SANITY_PLOT`)."""
-    from pipeline.attribution.registry import METHODS, relative_completeness_error
+    from pipeline.attribution.method_registry import METHODS, relative_completeness_error
     from pipeline.render.figures import completeness_figure, png, randomisation_figure
 
     names = explainers(group)
@@ -448,7 +450,7 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
                  stamp: str = "") -> dict[str, Any]:
     """Cluster, write the pages and publish ``<run>/report/``; return facts for the
     summary (``path``, ``seconds``, ``strategy_classes``, ``shortcut_purity``, ``missing``)."""
-    from pipeline.attribution.registry import METHODS
+    from pipeline.attribution.method_registry import METHODS
     from pipeline.evaluation.metrics import METRICS
 
     t0 = time.perf_counter()

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from workflows.config.loading import Config
+from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
-from workflows.runner.records import disk_errors
+from workflows.runner.disk_writes import disk_errors
 from workflows.runner.stage_api import (
     Stage,
     Task,

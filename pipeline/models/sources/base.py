@@ -20,8 +20,8 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.data.class_names import imagenet_classes, resolve_classes
 from pipeline.errors import ConfigError, WeightsError
-from pipeline.models.class_names import imagenet_classes, resolve_classes
 from pipeline.models.preprocessing import IMAGENET, Preprocessing
 from pipeline.models.torchvision_table import DEFAULT_ARCH
 from pipeline.registry import Registry
@@ -206,7 +206,7 @@ class ModelSource:
                     ) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The names of ``net``'s outputs in order, and warnings for the user: by default
         those given, else the dataset's, else ``class_0 ...``
-        (:func:`~pipeline.models.class_names.resolve_classes`)."""
+        (:func:`~pipeline.data.class_names.resolve_classes`)."""
         return self.names_of_outputs(output_width(net, request.crop), request)
 
     def names_of_outputs(self, count: int, request: LoadRequest

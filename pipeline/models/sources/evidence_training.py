@@ -24,10 +24,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipeline.atomic_files import write_atomic
 from pipeline.data.evidence_dataset import SHAPES, TrainSettings, evidence_batch
 from pipeline.errors import WeightsError
-from pipeline.models.checkpoints import file_sha256
+from pipeline.file_io import file_sha256, write_atomic
 from pipeline.models.sources.base import family_of
 from pipeline.models.torchvision_table import DEFAULT_ARCH
 

@@ -131,7 +131,7 @@ def describe_file(path: Path) -> str:
                     f"{shown}), which is refused because loading it would run their code. "
                     "Save model.state_dict() instead (torch.save(model.state_dict(), path)) "
                     "and set the architecture, or export the model with torch.export "
-                    "(README, Explaining your own model) and pass the .pt2")
+                    "(README, Your own model) and pass the .pt2")
         return ("it is a zip archive like a torch.save() file, but not a readable one "
                 "(truncated, or it holds objects other than tensors, which are refused "
                 "because loading them could run code)")

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipeline.data.class_names import imagenet_classes
 from pipeline.errors import WeightsError
 from pipeline.models.checkpoints import (
     cache_path,
@@ -26,7 +27,6 @@ from pipeline.models.checkpoints import (
     remember_failure,
     weights_url,
 )
-from pipeline.models.class_names import imagenet_classes
 from pipeline.models.preprocessing import Preprocessing
 from pipeline.models.sources.base import (
     ArchitectureFamily,

@@ -11,7 +11,7 @@ import torch
 import torchvision
 
 from pipeline.errors import WeightsError
-from pipeline.models.checkpoints import file_sha256
+from pipeline.file_io import file_sha256
 from pipeline.models.loading import load_model
 from pipeline.models.preprocessing import Preprocessing
 from pipeline.models.sources import weights_identity

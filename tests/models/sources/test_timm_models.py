@@ -8,9 +8,8 @@ import sys
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.models.architectures import check_arch
 from pipeline.models.loading import load_model
-from pipeline.models.sources import MODEL_SOURCES, source_for
+from pipeline.models.sources import MODEL_SOURCES, check_arch, source_for
 
 
 def test_timm_names_are_taken_by_the_timm_source():

@@ -1,4 +1,4 @@
-"""pipeline.atomic_files: an atomic write leaves the old file or the whole new one."""
+"""pipeline.file_io: an atomic write leaves the old file or the whole new one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.atomic_files import write_atomic
+from pipeline.file_io import write_atomic
 
 
 def test_write_atomic_replaces_and_shares(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from workflows.config.frozen_map import FrozenMap
 from workflows.config.loading import load_config
 from workflows.config.paths import available_datasets, config_dir
-from workflows.config.schema import Config
+from workflows.config.run_config import Config
 from workflows.config.sections import DatasetConfig, RunConfig
 
 MINIMAL = '[dataset]\nroot = "imgs"\n[methods.gradient]\n'

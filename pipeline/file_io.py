@@ -1,8 +1,12 @@
-"""Atomic file writes: a temporary file in the same folder, fsynced, then renamed into place,
-so a reader (or a resumed run) sees the old file or the whole new one, never a torn one."""
+"""Files on disk: atomic writes and copies, and a file's SHA-256.
+
+An atomic write goes to a temporary file in the same folder, fsynced, then renamed into
+place, so a reader (or a resumed run) sees the old file or the whole new one, never a torn
+one."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -54,3 +58,12 @@ def copy_atomic(src: Path, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes (a local weight file's identity, a dataset's fingerprint)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -6,7 +6,7 @@ schema names arrays, never the stages. Then the store's root attributes
 (:data:`pipeline.store.schema.STORE_ATTRIBUTES`). A test regenerates the page and fails when
 the committed one differs; regenerate it with::
 
-    .venv/bin/python -m workflows.stages.store_format > docs/store-format.md
+    .venv/bin/python -m workflows.commands.store_format > docs/store-format.md
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pipeline.store.schema import (
 from workflows.runner.planning import Registry
 
 #: The command that writes the page (the test's message names it).
-COMMAND = ".venv/bin/python -m workflows.stages.store_format > docs/store-format.md"
+COMMAND = ".venv/bin/python -m workflows.commands.store_format > docs/store-format.md"
 
 #: The page's opening paragraphs (each filled to :data:`WIDTH` columns).
 _INTRO = (

@@ -56,7 +56,7 @@ class Config:
     def preprocessing(self) -> Any:
         """What the images go through, resolved
         (:class:`pipeline.models.architectures.Preprocessing`)."""
-        from pipeline.models.architectures import Preprocessing
+        from pipeline.models.preprocessing import Preprocessing
 
         d, m = self.dataset, self.model
         return Preprocessing(d.resize, d.crop, m.mean, m.std, m.interpolation)  # type: ignore[arg-type]

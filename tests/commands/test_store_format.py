@@ -6,9 +6,9 @@ import pytest
 
 from pipeline.store.schema import SCHEMA, STORE_ATTRIBUTES, ArrayFamily
 from tests.workflow_helpers import ROOT
+from workflows.commands.store_format import COMMAND, array_rows, store_format
 from workflows.runner.planning import Registry
 from workflows.runner.stage_api import Stage
-from workflows.stages.store_format import COMMAND, array_rows, store_format
 
 
 def test_the_committed_store_format_page_is_the_generated_one():

@@ -1,4 +1,4 @@
-"""The method registry (:mod:`pipeline.attribution.registry`): every registered method, run
+"""The method registry (:mod:`pipeline.attribution.method_registry`): every registered method, run
 directly."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from pipeline.attribution.gradient import input_gradient, predicted_class
-from pipeline.attribution.registry import (
+from pipeline.attribution.method_registry import (
     DEFAULT_METHODS,
     METHODS,
     MethodSpec,
@@ -405,7 +405,7 @@ def test_the_registry_is_read_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom pipeline.attribution.registry import METHODS\n"
+    code = ("import sys\nfrom pipeline.attribution.method_registry import METHODS\n"
             "assert len(METHODS) == 10\n"
             "print(sorted(m for m in ('torch', 'captum', 'matplotlib') if m in sys.modules))")
     root = Path(__file__).resolve().parents[2]
