@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pipeline.models.sources import arch_help
+
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
@@ -46,7 +48,7 @@ def bench(
         Path("runs/bench"),
     arch: Annotated[list[str] | None, typer.Option(
         metavar="ARCH", help="measure IG against Captum and Grad-CAM against the gradient on this "
-             "architecture instead (repeatable; any torchvision name, or timm:NAME)")] = None,
+             f"architecture instead (repeatable; {arch_help()})")] = None,
 ) -> None:
     """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""
     from benchmarks.bench import run_bench, save, to_markdown

@@ -34,7 +34,7 @@ def loaded():
 
 @pytest.fixture(scope="session")
 def model(loaded):
-    """The seed's model: ResNet18 followed by Softmax (random weights, eval, frozen)."""
+    """The original model: ResNet18 followed by Softmax (random weights, eval, frozen)."""
     return loaded.model
 
 

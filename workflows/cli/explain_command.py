@@ -9,6 +9,8 @@ import typer
 
 from pipeline.attribution.method_registry import DEFAULT_METHODS, METHODS
 from pipeline.errors import XaiError
+from pipeline.models.sources import arch_help, weights_help
+from pipeline.models.torchvision_table import DEFAULT_ARCH
 from workflows.cli.console import console, fail, out
 from workflows.runner.progress import make_reporter
 
@@ -23,10 +25,10 @@ def explain(
     out_file: Annotated[Path, typer.Option("--out", metavar="FILE", help="PNG to write")]
         = Path("explain.png"),
     weights: Annotated[str, typer.Option(metavar="WEIGHTS",
-        help="imagenet | auto | random | a state-dict file | a .pt2 exported program")]
+        help=weights_help(single_images=True))]
         = "auto",
     arch: Annotated[str, typer.Option(metavar="ARCH",
-        help="any torchvision classification model, or timm:NAME")] = "resnet18",
+        help=arch_help())] = DEFAULT_ARCH,
     classes: Annotated[Path | None, typer.Option(metavar="FILE",
         help="a checkpoint's class names, one a line")] = None,
     head: Annotated[str, typer.Option(metavar="HEAD", help="softmax | logits")] = "softmax",

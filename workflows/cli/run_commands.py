@@ -12,6 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.errors import XaiError
+from pipeline.models.sources import arch_help, weights_help
+from pipeline.models.torchvision_table import DEFAULT_ARCH
 from workflows.cli.console import console, fail, out
 from workflows.cli.options import (
     ConfigOpt,
@@ -48,11 +50,9 @@ def run(
     data_dir: DataDirOpt = None,
     out_dir: OutOpt = None,
     weights: Annotated[str | None, typer.Option(metavar="WEIGHTS",
-        help="imagenet | auto | random | evidence | a state-dict file | a .pt2 exported "
-             "program")] = None,
+        help=weights_help())] = None,
     arch: Annotated[str | None, typer.Option(metavar="ARCH",
-        help="any torchvision classification model (resnet50, convnext_tiny, vit_b_16, ...) "
-             "or timm:NAME; default resnet18")] = None,
+        help=f"{arch_help()}; default {DEFAULT_ARCH}")] = None,
     device: DeviceOpt = None,
     scheduler: Annotated[str, typer.Option(metavar="SCHEDULER",
         help="threads | processes | synchronous | local:N | local-cuda | tcp://host:port "

@@ -22,11 +22,6 @@ class ExplainResult:
     random_weights: bool
 
 
-#: ``xai explain --weights``: the keywords it takes (a file otherwise). ``evidence`` is a
-#: dataset's model: `xai run --dataset evidence`.
-EXPLAIN_WEIGHTS = ("imagenet", "auto", "random")
-
-
 def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str, arch: str,
                   head: str, classes: Path | None, n_steps: int, nt_samples: int,
                   device: str, out_file: Path) -> None:
@@ -45,7 +40,7 @@ def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str
     from pipeline.attribution.method_registry import METHODS
     from pipeline.data.discovery import is_image_file
     from pipeline.models.checkpoints import HEADS
-    from pipeline.models.sources import check_arch, weights_problem
+    from pipeline.models.sources import check_arch, source_for, weight_names
 
     if not paths:
         raise DataError("Expected one or more image files, got none: xai explain IMAGE ...")
@@ -82,14 +77,15 @@ def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str
                           f"{classes}, but there is none.")
     if out_file.suffix.lower() != ".png":
         raise ConfigError(f"--out: expected a .png file, got {out_file}.")
-    if weights == "evidence":
-        raise ConfigError("--weights: the evidence model belongs to its dataset; run "
-                          "`xai run --dataset evidence` instead.")
-    if weights not in EXPLAIN_WEIGHTS:
-        if not Path(weights).expanduser().is_file():
-            raise WeightsError(f"--weights: expected {', '.join(EXPLAIN_WEIGHTS)} or a weights "
-                               f"file, got {weights!r}, which is no file.")
-    elif (problem := weights_problem(arch, weights)) is not None:
+    # Which weights these are is the model sources' to say: nothing here names one.
+    source = source_for(arch, weights)
+    if source.single_images_refusal:
+        raise ConfigError(f"--weights: {source.single_images_refusal}")
+    if source.weights_missing(weights):
+        names = ", ".join(weight_names(single_images=True))
+        raise WeightsError(f"--weights: expected {names} or a weights file, got {weights!r}, "
+                           "which is no file.")
+    if (problem := source.weights_problem(arch, weights)) is not None:
         raise WeightsError(f"--weights {weights}: {problem}")
 
 

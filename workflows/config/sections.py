@@ -25,6 +25,8 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.attribution.precision import PRECISIONS
 from pipeline.models.checkpoints import HEADS
+from pipeline.models.sources import arch_help, weights_help
+from pipeline.models.torchvision_table import DEFAULT_ARCH
 from pipeline.store.encoding import ATTRIBUTION_DTYPES, NORMALIZED_DTYPES, STORE_LAYOUTS
 from pipeline.validation import Rule, rule, value_problem
 from workflows.config import key_checks
@@ -150,11 +152,10 @@ class ModelConfig(Section):
 
     arch: Annotated[str, rule(
         check=key_checks.arch_problem,
-        help="The architecture: a torchvision name, or `timm/<name>`.")] = "resnet18"
+        help=f"The architecture: {arch_help()}.")] = DEFAULT_ARCH
     weights: Annotated[str, rule(
-        help="imagenet | auto (ImageNet weights when available, else seeded random) | random "
-        "| evidence | a state-dict file | a .pt2 exported program (relative: to the config "
-        "file's folder).")] = "imagenet"
+        help=f"{weights_help()} (auto: ImageNet weights when available, else seeded random; a "
+        "path is relative to the config file's folder).")] = "imagenet"
     head: Annotated[str, rule(
         choices=HEADS, help="What the maps explain: the softmax probability or the "
         "logit.")] = "softmax"

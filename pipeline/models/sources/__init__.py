@@ -42,10 +42,48 @@ SOURCE_MODULES = ("torchvision_models", "timm_models", "evidence", "state_dict_f
 for _module in SOURCE_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["MODEL_SOURCES", "LoadRequest", "LoadedNetwork", "ModelSource", "check_arch",
-           "fallback_hint", "family_of", "hashed_class_count", "is_weights_path",
-           "preprocessing_for", "recorded_arch", "source_for", "weights_identity",
-           "weights_problem"]
+__all__ = [
+    "MODEL_SOURCES",
+    "LoadRequest",
+    "LoadedNetwork",
+    "ModelSource",
+    "arch_help",
+    "check_arch",
+    "fallback_hint",
+    "family_of",
+    "hashed_class_count",
+    "is_weights_path",
+    "preprocessing_for",
+    "recorded_arch",
+    "source_for",
+    "weight_names",
+    "weights_help",
+    "weights_identity",
+    "weights_problem",
+]
+
+
+def weights_help(*, single_images: bool = False) -> str:
+    """The ``--weights`` choices of every source, for help texts (``imagenet | auto | ...``).
+
+    ``single_images``: only those ``xai explain`` takes."""
+    parts = (s.weights_help for s in MODEL_SOURCES.values()
+             if s.weights_help and not (single_images and s.single_images_refusal))
+    return " | ".join(dict.fromkeys(parts))
+
+
+def arch_help() -> str:
+    """How every source names its architectures, for help texts."""
+    return " or ".join(dict.fromkeys(s.arch_help for s in MODEL_SOURCES.values()
+                                     if s.arch_help))
+
+
+def weight_names(*, single_images: bool = False) -> tuple[str, ...]:
+    """Every ``[model] weights`` name a source answers to (``single_images``: those
+    ``xai explain`` takes)."""
+    names = (n for s in MODEL_SOURCES.values()
+             if not (single_images and s.single_images_refusal) for n in s.weight_names)
+    return tuple(dict.fromkeys(names))
 
 
 def preprocessing_for(arch: str, weights: str) -> Preprocessing:

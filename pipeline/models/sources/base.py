@@ -106,6 +106,15 @@ class ModelSource:
     name: str = ""
     #: Takes any pair no other source takes.
     catch_all: bool = False
+    #: The ``[model] weights`` names this source answers to (``imagenet``), not paths.
+    weight_names: tuple[str, ...] = ()
+    #: How ``--weights`` help texts name this source's weights ("" when they name none).
+    weights_help: str = ""
+    #: How ``--arch`` help texts name this source's architectures ("" when it has none).
+    arch_help: str = ""
+    #: Why ``xai explain`` (single image files, no dataset) cannot use this source, and what
+    #: to run instead; empty when it can.
+    single_images_refusal: str = ""
 
     # ------------------------------------------------------------------ torch-free
 
@@ -115,6 +124,10 @@ class ModelSource:
 
     def names_weights(self, weights: str) -> bool:
         """Whether ``weights`` is a name this source answers to (``imagenet``), not a path."""
+        return weights in self.weight_names
+
+    def weights_missing(self, weights: str) -> bool:
+        """Whether ``weights`` is a path this source reads that is not there."""
         return False
 
     def arch_form(self) -> str:
@@ -235,11 +248,11 @@ class ArchitectureFamily(ModelSource):
     (``auto``). Subclasses say which names are theirs, build them, and load the published
     weights."""
 
+    weight_names = FAMILY_KEYWORDS
+    weights_help = " | ".join(FAMILY_KEYWORDS)
+
     def takes(self, arch: str, weights: str) -> bool:
         return weights in FAMILY_KEYWORDS and self.names_arch(arch)
-
-    def names_weights(self, weights: str) -> bool:
-        return weights in FAMILY_KEYWORDS
 
     def preprocessing(self, arch: str, weights: str) -> Preprocessing:
         return self.arch_preprocessing(arch)

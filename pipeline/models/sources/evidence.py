@@ -25,11 +25,12 @@ class EvidenceModel(ModelSource):
     """The ResNet18 of the evidence dataset, trained on first use and cached."""
 
     name = "evidence"
+    weight_names = (KEYWORD,)
+    weights_help = KEYWORD
+    single_images_refusal = ("the evidence model belongs to its dataset; run "
+                             "`xai run --dataset evidence` instead.")
 
     def takes(self, arch: str, weights: str) -> bool:
-        return weights == KEYWORD
-
-    def names_weights(self, weights: str) -> bool:
         return weights == KEYWORD
 
     def hashed_class_count(self) -> int:

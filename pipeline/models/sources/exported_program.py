@@ -30,6 +30,10 @@ class ExportedProgram(ModelSource):
     config sets its own."""
 
     name = "exported-program"
+    weights_help = "a .pt2 exported program"
+
+    def weights_missing(self, weights: str) -> bool:
+        return not Path(weights).expanduser().is_file()
 
     def takes(self, arch: str, weights: str) -> bool:
         return weights.endswith(EXPORTED)

@@ -32,6 +32,10 @@ class StateDictFile(ModelSource):
 
     name = "state-dict"
     catch_all = True
+    weights_help = "a state-dict file"
+
+    def weights_missing(self, weights: str) -> bool:
+        return not Path(weights).expanduser().is_file()
 
     def takes(self, arch: str, weights: str) -> bool:
         return is_weights_path(weights)

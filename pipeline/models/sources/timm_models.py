@@ -23,6 +23,7 @@ class TimmModels(ArchitectureFamily):
     """timm's models by name, behind the ``timm:`` prefix."""
 
     name = "timm"
+    arch_help = f"{PREFIX}NAME"
 
     def arch_form(self) -> str:
         return f"{PREFIX}<name>"

@@ -54,6 +54,7 @@ class TorchvisionModels(ArchitectureFamily):
     """Every classification model of ``torchvision.models``."""
 
     name = "torchvision"
+    arch_help = "any torchvision classification model (resnet50, convnext_tiny, vit_b_16, ...)"
 
     def arch_form(self) -> str:
         return (f"a torchvision classification model (e.g. resnet18, resnet50, "
