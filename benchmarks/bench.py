@@ -162,7 +162,7 @@ def run_bench(device: str = "cpu", images: int = 4, size: int = 224, n_steps: in
     from pipeline.attribution.precision import precision_mode
     from pipeline.data.images import black_baseline, normalize
     from pipeline.data.layouts import synthetic_image
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
     dev = torch.device(device)
@@ -337,7 +337,7 @@ def memory_probe(kind: str, steps: int, size: int, max_batch: int) -> float:
     from pipeline.attribution.accel import optimize
     from pipeline.attribution.path_engine import integrated_gradients
     from pipeline.data.images import black_baseline
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     dev = torch.device("cuda" if kind.endswith("cuda") else "cpu")
     plain = load_model("random", "logits", seed=0, device=dev).model
@@ -443,7 +443,7 @@ def _naive_loop(files: list[Path], out: Path, dev: torch.device, n_steps: int,
     from captum.attr import IntegratedGradients, NoiseTunnel, Saliency
 
     from pipeline.data.images import black_baseline, load_tensor, normalize
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     model = load_model("random", "softmax", seed=0, device=dev).model
     t0 = time.perf_counter()

@@ -409,7 +409,7 @@ def measure(images: int = 8, size: int = 64, ref_steps: int = 2048, device: str 
     steps). ``ref_cache``: a folder that keeps the float64 references (:func:`reference`)."""
     from pipeline.data.evidence_dataset import TrainSettings, evidence_batch
     from pipeline.data.images import black_baseline
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
     from pipeline.models.sources.evidence_training import _inputs
 
     dev = torch.device(device)

@@ -91,7 +91,7 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
     from pipeline.data.images import black_baseline, normalize
     from pipeline.data.layouts import synthetic_image
     from pipeline.models.architectures import default_preprocessing
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
     from pipeline.models.preprocessing import Preprocessing
     from pipeline.models.sources import check_arch
 

@@ -44,10 +44,10 @@ def cpu_seconds() -> float:
 
 def metered_registry(cpu: list[float]) -> Any:
     """The stages, with the evaluate stage's CPU seconds per task appended to ``cpu``."""
-    from workflows.runner.planning import Registry
+    from workflows.runner.stage_registry import StageRegistry
     from workflows.stages import STAGES
 
-    reg = Registry([type(s)() for s in STAGES])
+    reg = StageRegistry([type(s)() for s in STAGES])
     stage = reg["evaluate"]
     run: Callable[[Any], Any] = stage.run
 

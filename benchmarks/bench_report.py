@@ -39,7 +39,7 @@ def make_store(cfg: Any, images: int, size: int = 224, seed: int = 0) -> Path:
     """A store whose maps exist: every array the report reads, filled shard by shard."""
     from PIL import Image, ImageFilter
 
-    from pipeline.models.loading import class_names
+    from pipeline.models.classifier import class_names
     from pipeline.store.access import create_store
     from pipeline.store.arrays import array
     from pipeline.store.axes import resize_explainers

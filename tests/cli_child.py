@@ -23,7 +23,7 @@ import torchvision  # noqa: F401
 import zarr  # noqa: F401
 
 import pipeline.attribution.method_registry
-import pipeline.models.loading  # noqa: F401
+import pipeline.models.classifier  # noqa: F401
 import workflows.cli.app
 import workflows.runner.run
 import workflows.stages

@@ -27,7 +27,7 @@ from pipeline.attribution.method_registry import METHODS, MethodSpec  # noqa: E4
 
 @pytest.fixture(scope="session")
 def loaded():
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     return load_model("random", head="softmax", seed=0)
 

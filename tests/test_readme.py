@@ -93,7 +93,7 @@ def test_export_example_runs_and_loads(tmp_path, monkeypatch):
     """The export lines give a program the pipeline loads (dynamic batch included)."""
     import torch
 
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     monkeypatch.chdir(tmp_path)
     exec(compile(_block("## Your own model"), "README.md", "exec"), {})

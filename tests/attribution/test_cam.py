@@ -15,7 +15,7 @@ from pipeline.attribution.accel import optimize
 from pipeline.attribution.cam import find_layer, grad_cam, guided_grad_cam, named_layers
 from pipeline.attribution.network_rewrite import unshared
 from pipeline.errors import ConfigError
-from pipeline.models.loading import freeze, with_head
+from pipeline.models.classifier import freeze, with_head
 
 
 def _net(arch: str, **kwargs) -> nn.Module:

@@ -13,7 +13,7 @@ from torch import nn
 from pipeline.attribution.accel import optimize
 from pipeline.attribution.network_rewrite import unshared
 from pipeline.attribution.propagation import deeplift, guided_backprop
-from pipeline.models.loading import freeze, with_head
+from pipeline.models.classifier import freeze, with_head
 
 
 def _resnet(head: str = "logits") -> nn.Module:

@@ -19,7 +19,7 @@ from pipeline.attribution.method_registry import (
 )
 from pipeline.data.class_names import synset_to_index
 from pipeline.data.images import from_uint8_hwc, normalize
-from pipeline.models.loading import load_model
+from pipeline.models.classifier import load_model
 from tests.workflow_helpers import cli, make_images, run_ok, write_config
 from workflows.runner.stage_api import NO_LABEL
 

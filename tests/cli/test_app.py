@@ -159,12 +159,12 @@ def test_own_images_bad_input_says_what_to_do(tmp_path):
 @pytest.fixture
 def no_model(monkeypatch):
     """Loading a model fails the test: explain must have stopped before."""
-    import pipeline.models.loading
+    import pipeline.models.classifier
 
     def refuse(*_a, **_k):
         raise AssertionError("a model was loaded before the arguments were checked")
 
-    monkeypatch.setattr(pipeline.models.loading, "load_model", refuse)
+    monkeypatch.setattr(pipeline.models.classifier, "load_model", refuse)
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -7,8 +7,8 @@ import pytest
 from pipeline.store.schema import SCHEMA, STORE_ATTRIBUTES, ArrayFamily
 from tests.workflow_helpers import ROOT
 from workflows.commands.store_format import COMMAND, array_rows, store_format
-from workflows.runner.planning import Registry
 from workflows.runner.stage_api import Stage
+from workflows.runner.stage_registry import StageRegistry
 
 
 def test_the_committed_store_format_page_is_the_generated_one():
@@ -39,8 +39,8 @@ def test_a_plugin_s_array_shows_its_stage_and_an_unwritten_one_is_refused():
     from workflows.stages import STAGES
 
     schema = SCHEMA.extended(toy)
-    rows = array_rows(Registry([*(type(s)() for s in STAGES), Toy()], schema), schema)
+    rows = array_rows(StageRegistry([*(type(s)() for s in STAGES), Toy()], schema), schema)
     assert rows[-1] == "| `brightness` | (image,) | float32 | one shard | `toy` | " \
                        "mean pixel value |"
     with pytest.raises(ValueError, match=r"Expected a stage that writes 'pixels'"):
-        array_rows(Registry([Toy()], schema), schema)  # no ingest: pixels has no writer
+        array_rows(StageRegistry([Toy()], schema), schema)  # no ingest: pixels has no writer

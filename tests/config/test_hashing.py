@@ -126,7 +126,7 @@ for _name, _report in (("evidence", "7ecea3ea6e12e790"), ("sample", "eeeec9082bd
 
 @pytest.mark.parametrize("name", sorted(STAGE_HASHES))
 def test_stage_hashes_of_the_shipped_configs_are_kept(name):
-    from workflows.runner.planning import flat_hashes
+    from workflows.runner.stage_registry import flat_hashes
     from workflows.stages import REGISTRY
 
     cfg = load_config(REPO / "configs" / f"{name}.toml", env={}, data_dir=Path("/data"),

@@ -132,7 +132,7 @@ def test_the_stored_gradient_is_saliency_of_the_stored_crop(done):
     """The stored gradient is Captum Saliency of the stored crop for the stored prediction."""
     from pipeline.data.images import from_uint8_hwc, normalize
     from pipeline.explainers import get_gradient
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     _config, tmp, _ = done
     a = _arrays(_store(tmp))

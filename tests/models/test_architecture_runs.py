@@ -17,7 +17,7 @@ from captum.attr import IntegratedGradients, Saliency
 
 from pipeline.attribution.method_registry import METHODS
 from pipeline.data.images import black_baseline
-from pipeline.models.loading import load_model
+from pipeline.models.classifier import load_model
 from tests.workflow_helpers import cli, make_images, write_config
 from workflows.config.loading import load_config
 

@@ -69,7 +69,7 @@ def offline_hub(monkeypatch, tmp_path):
 
 def test_auto_tries_the_network_once_then_remembers(offline_hub, tmp_path, monkeypatch):
     from pipeline.models import checkpoints as weights
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     first = load_model("auto")
     assert first.is_random and len(offline_hub) == 1
@@ -130,7 +130,7 @@ def test_weights_import_copies_a_matching_file_and_auto_then_uses_it(offline_hub
                                                                     monkeypatch):
     import torch
 
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     src = tmp_path / "download.pth"
     digest = _fake_checkpoint(src)

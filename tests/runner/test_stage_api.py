@@ -18,8 +18,8 @@ from workflows.config.loading import load_config
 from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner.disk_writes import disk_errors
-from workflows.runner.planning import Registry
 from workflows.runner.stage_api import Stage, Task, done, open_view, unit_rows
+from workflows.runner.stage_registry import StageRegistry
 
 #: The toy stage's array: the mean brightness of each usable crop.
 BRIGHTNESS = ArrayFamily("brightness", ("image",), "float32", float("nan"),
@@ -49,11 +49,11 @@ class Toy(Stage):
         return done(task, store)
 
 
-def toy_registry() -> Registry:
+def toy_registry() -> StageRegistry:
     """Fresh instances of the project's stages, then the toy, over the extended schema."""
     from workflows.stages import STAGES
 
-    return Registry([*(type(s)() for s in STAGES), Toy()], SCHEMA.extended(BRIGHTNESS))
+    return StageRegistry([*(type(s)() for s in STAGES), Toy()], SCHEMA.extended(BRIGHTNESS))
 
 
 def run(config: str) -> None:

@@ -82,7 +82,7 @@ def test_stored_map_metrics_equal_the_library_on_the_stored_maps(evidence_run):
 def test_stored_deletion_and_insertion_equal_the_library(evidence_run, monkeypatch):
     cfg_path, run_dir, _ = evidence_run
     from pipeline.data.images import from_uint8_hwc, normalize
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
     from workflows.config.loading import load_config
 
     cfg = load_config(cfg_path)
@@ -258,7 +258,7 @@ def test_the_evaluation_equals_the_all_at_once_evaluation(evidence_run, monkeypa
     call of each metric on every map), the per-(method, shard) units store too."""
     cfg_path, run_dir, _ = evidence_run
     from pipeline.data.images import from_uint8_hwc, normalize
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
     from workflows.config.loading import load_config
 
     cfg = load_config(cfg_path)
@@ -318,8 +318,8 @@ def test_planning_one_method_change_touches_that_methods_units_alone(evidence_ru
 
 def test_a_per_method_stage_writing_per_shard_arrays_needs_a_shared_unit():
     from pipeline.store.schema import SCHEMA, ArrayFamily
-    from workflows.runner.planning import Registry, RegistryError
     from workflows.runner.stage_api import Stage, Unit
+    from workflows.runner.stage_registry import RegistryError, StageRegistry
 
     schema = SCHEMA.extended(
         ArrayFamily("x_floor", ("image",), "float32", np.nan, "per shard"),
@@ -332,12 +332,12 @@ def test_a_per_method_stage_writing_per_shard_arrays_needs_a_shared_unit():
         writes = ("x_floor", "x_score")
 
     with pytest.raises(RegistryError, match=r"\['x_floor'\], which have no explainer axis"):
-        Registry([PerMethod()], schema)
+        StageRegistry([PerMethod()], schema)
 
     class Shared(PerMethod):
         shared = True
 
-    stage = Registry([Shared()], schema)["permethod"]
+    stage = StageRegistry([Shared()], schema)["permethod"]
     assert [f.name for f in stage.unit_families(Unit("permethod", None, 0, 0, 1))] == \
         ["x_floor"]
     assert [f.name for f in stage.unit_families(Unit("permethod", "gradient", 0, 0, 1))] == \
@@ -348,7 +348,7 @@ def test_a_per_method_stage_writing_per_shard_arrays_needs_a_shared_unit():
         shared = True
 
     with pytest.raises(RegistryError, match="shared = True only with per_method = True"):
-        Registry([SharedAlone()], schema)
+        StageRegistry([SharedAlone()], schema)
 
 
 def test_status_and_the_report_read_the_per_method_evaluation(ev_copy):

@@ -10,11 +10,11 @@ from pathlib import Path
 from pipeline.errors import ConfigError
 from workflows.config.run_config import Config
 from workflows.runner.completion_records import Records
-from workflows.runner.planning import Registry
 from workflows.runner.run_lock import RunLock
+from workflows.runner.stage_registry import StageRegistry
 
 
-def stages_from(reg: Registry, stage: str, what: str = "STAGE") -> tuple[str, ...]:
+def stages_from(reg: StageRegistry, stage: str, what: str = "STAGE") -> tuple[str, ...]:
     """``stage`` and every stage after it in the pipeline's order (the report included);
     a :class:`ConfigError` naming ``what`` (the argument the user typed) when it is none."""
     names = tuple(reg.names())
@@ -45,7 +45,7 @@ def confirm_whole_removal(run_dir: Path, ask: Callable[[str], bool], can_ask: bo
     return ask(f"Remove the whole run at {run_dir} ({files} files, {size / 2**20:.1f} MiB)?")
 
 
-def clean(cfg: Config, stage: str | None = None, registry: Registry | None = None,
+def clean(cfg: Config, stage: str | None = None, registry: StageRegistry | None = None,
           what: str = "STAGE") -> str:
     """Remove a whole run (``stage=None``: every file, the lock included, and the folder) or
     clear ``stage`` and every stage after it: their records and output folders, so that the

@@ -104,7 +104,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
     from pipeline.attribution.memory_planner import plan_max_batch
     from pipeline.attribution.method_registry import attribute, get_method, image_seed
     from pipeline.data.images import ImageDecodeError, load_tensor, normalize, to_uint8_hwc
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
     from pipeline.render.heatmaps import SheetRow, contact_sheet, save_image_atomic
     from workflows.runner.worker import resolve_device
 

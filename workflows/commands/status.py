@@ -14,7 +14,6 @@ from pipeline.store.arrays import array
 from workflows.commands.summary_tables import print_completeness
 from workflows.config.run_config import Config
 from workflows.runner.completion_records import Records
-from workflows.runner.planning import Registry
 from workflows.runner.run_lock import RunLock
 from workflows.runner.run_summary import (
     Completeness,
@@ -23,6 +22,7 @@ from workflows.runner.run_summary import (
     skipped_from_records,
     skipped_images,
 )
+from workflows.runner.stage_registry import StageRegistry
 from workflows.runner.store_lifecycle import config_changes, expected_weights_id
 
 
@@ -53,7 +53,7 @@ class RunStatus:
     running: dict[str, str] | None = None
 
 
-def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
+def run_status(cfg: Config, registry: StageRegistry | None = None) -> RunStatus:
     """Per stage, and per method for method stages: units done, total, and made stale.
 
     Everything comes from the records (a few log files) and the store's metadata; the only
@@ -117,7 +117,7 @@ def run_status(cfg: Config, registry: Registry | None = None) -> RunStatus:
                      str(group.attrs.get("weights_id", "")), running)
 
 
-def print_status(out: Console, st: RunStatus, registry: Registry | None = None) -> None:
+def print_status(out: Console, st: RunStatus, registry: StageRegistry | None = None) -> None:
     """What ``xai status`` prints: the run folder, a run in progress, and per stage (and
     method) the images done of the total, made stale, and the stage's state; then the
     skipped images, the notes and the completeness table (20 flagged images listed)."""

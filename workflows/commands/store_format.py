@@ -24,7 +24,7 @@ from pipeline.store.schema import (
     ArrayFamily,
     Schema,
 )
-from workflows.runner.planning import Registry
+from workflows.runner.stage_registry import StageRegistry
 
 #: The command that writes the page (the test's message names it).
 COMMAND = ".venv/bin/python -m workflows.commands.store_format > docs/store-format.md"
@@ -54,7 +54,7 @@ def dims_text(fam: ArrayFamily) -> str:
     return "(" + ", ".join(fam.dims) + ("," if len(fam.dims) == 1 else "") + ")"
 
 
-def writer_text(fam: ArrayFamily, registry: Registry) -> str:
+def writer_text(fam: ArrayFamily, registry: StageRegistry) -> str:
     """Who writes ``fam``: the store itself, or the one stage that says it does."""
     if fam.with_store:
         return "the store"
@@ -65,7 +65,7 @@ def writer_text(fam: ArrayFamily, registry: Registry) -> str:
     return f"`{writer}`"
 
 
-def array_rows(registry: Registry, schema: Schema = SCHEMA) -> list[str]:
+def array_rows(registry: StageRegistry, schema: Schema = SCHEMA) -> list[str]:
     """The arrays' table: one markdown row per family, in schema order."""
     out = ["| array | dims | dtype | chunks | written by | meaning |",
            "| --- | --- | --- | --- | --- | --- |"]
@@ -82,7 +82,7 @@ def attribute_rows() -> list[str]:
             *(f"| `{name}` | {meaning} |" for name, meaning in STORE_ATTRIBUTES.items())]
 
 
-def store_format(registry: Registry | None = None) -> str:
+def store_format(registry: StageRegistry | None = None) -> str:
     """The whole page, for ``registry`` (the project's stages by default)."""
     if registry is None:
         from workflows.stages import REGISTRY

@@ -17,10 +17,10 @@ from pipeline.store.arrays import array
 from pipeline.store.view import StoreView
 from workflows.config.run_config import Config
 from workflows.runner.completion_records import Records
-from workflows.runner.planning import Registry, hash_key
 from workflows.runner.run_lock import RunLock
 from workflows.runner.run_summary import Reporter, SilentReporter
 from workflows.runner.stage_api import Unit, unit_checksum
+from workflows.runner.stage_registry import StageRegistry, hash_key
 
 #: Units checked at once: reading chunks and their CRCs overlap across threads (zlib and the
 #: codecs release the GIL).
@@ -40,7 +40,7 @@ class VerifyReport:
     finished: int = 0
 
 
-def verify(cfg: Config, repair: bool = True, registry: Registry | None = None,
+def verify(cfg: Config, repair: bool = True, registry: StageRegistry | None = None,
            sample: int | None = None, reporter: Reporter | None = None,
            seed: int | None = None) -> VerifyReport:
     """Re-read every finished unit (store region or output file) against its record.
@@ -80,7 +80,7 @@ def verify(cfg: Config, repair: bool = True, registry: Registry | None = None,
                                     for u, what in damaged], repair, len(finished))
 
 
-def _check(reg: Registry, cfg: Config, todo: list[tuple[Unit, dict[str, Any]]],
+def _check(reg: StageRegistry, cfg: Config, todo: list[tuple[Unit, dict[str, Any]]],
            rep: Reporter) -> list[tuple[Unit, str]]:
     """The damaged units of ``todo``, in its order, with what is wrong."""
     store_path, run_dir = cfg.run_dir / "store.zarr", cfg.run_dir

@@ -22,7 +22,6 @@ from workflows.runner.completion_records import Records
 from workflows.runner.coordinator import Stop, run_units
 from workflows.runner.disk_writes import atomic_write_json, disk_errors, read_json
 from workflows.runner.executors import Executor, open_executor
-from workflows.runner.planning import Hashes, Plan, Registry, flat_hashes, hash_key
 from workflows.runner.run_lock import RunLock
 from workflows.runner.run_summary import (
     Recorder,
@@ -35,13 +34,14 @@ from workflows.runner.run_summary import (
     top1_accuracy,
 )
 from workflows.runner.stage_api import Context, Task, Unit
+from workflows.runner.stage_registry import Hashes, Plan, StageRegistry, flat_hashes, hash_key
 from workflows.runner.worker import ModelSpec, resolve_device
 
 #: Kept for the CLI and tests: the warning of a run with random weights.
 RANDOM_WEIGHTS_WARNING = lifecycle.RANDOM_WEIGHTS_WARNING
 
 
-def default_registry() -> Registry:
+def default_registry() -> StageRegistry:
     """The project's stages (:data:`workflows.stages.STAGES`)."""
     from workflows.stages import REGISTRY
 
@@ -50,7 +50,7 @@ def default_registry() -> Registry:
 
 def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None = None,
                  reporter: Reporter | None = None, replace: bool = False,
-                 only: str | None = None, registry: Registry | None = None,
+                 only: str | None = None, registry: StageRegistry | None = None,
                  stop: Stop | None = None) -> RunSummary:
     """Run (or resume) every stage of ``cfg``; return what happened.
 
@@ -108,7 +108,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
                           device, scheduler, recorder, plan, only, rep, records, hashes)
 
 
-def _summarize(reg: Registry, cfg: Config, group: Any, store_path: Path, n: int,
+def _summarize(reg: StageRegistry, cfg: Config, group: Any, store_path: Path, n: int,
                weights_id: str, random_weights: bool, device: str, scheduler: str,
                recorder: Recorder, plan: Plan, only: str | None, rep: Reporter,
                records: Records, hashes: Hashes) -> RunSummary:
@@ -135,7 +135,7 @@ def _summarize(reg: Registry, cfg: Config, group: Any, store_path: Path, n: int,
     return summary
 
 
-def _nothing_to_do(reg: Registry, cfg: Config, rep: Reporter, scheduler: str
+def _nothing_to_do(reg: StageRegistry, cfg: Config, rep: Reporter, scheduler: str
                    ) -> RunSummary | None:
     """A rerun's summary when every record is current, found without loading the model (so
     without importing torch): the config is the one the last run resolved, the weights'
@@ -213,7 +213,7 @@ def _load_weights(cfg: Config, rep: Reporter) -> Any:
     """The model on the CPU, only to learn (and check) the weights' identity and classes
     before any work; ``auto`` falling back to random weights is announced."""
     from pipeline.data.layouts import class_folders
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     m, d = cfg.model, cfg.dataset
     folders = class_folders(d.root) if d.layout in ("auto", "class-folders") and d.root \
@@ -245,7 +245,7 @@ def _model_spec(cfg: Config, loaded: Any) -> ModelSpec:
                      preprocessing=cfg.preprocessing())
 
 
-def _plan(reg: Registry, cfg: Config, n: int, records: Records, hashes: Hashes,
+def _plan(reg: StageRegistry, cfg: Config, n: int, records: Records, hashes: Hashes,
           forced: tuple[str, ...]) -> Plan:
     """Forget forced and stale records, remove the files of units without a record, and plan
     what is left to do."""
@@ -260,7 +260,7 @@ def _plan(reg: Registry, cfg: Config, n: int, records: Records, hashes: Hashes,
     return plan
 
 
-def _execute(reg: Registry, cfg: Config, plan: Plan, records: Records, executor: Executor,
+def _execute(reg: StageRegistry, cfg: Config, plan: Plan, records: Records, executor: Executor,
              recorder: Recorder, spec: ModelSpec, n: int, stop: Stop | None = None) -> None:
     """Submit every pending unit (streaming, or one stage after another) and record each as
     it returns."""
@@ -289,7 +289,7 @@ def _execute(reg: Registry, cfg: Config, plan: Plan, records: Records, executor:
 # ------------------------------------------------------------------------ one stage alone
 
 
-def _check_stage(reg: Registry, only: str, cfg: Config, store_path: Path) -> None:
+def _check_stage(reg: StageRegistry, only: str, cfg: Config, store_path: Path) -> None:
     if only not in reg:
         raise ConfigError(f"Expected a stage in {', '.join(reg.names())}, got {only!r}.")
     stage = reg[only]
@@ -302,7 +302,7 @@ def _check_stage(reg: Registry, only: str, cfg: Config, store_path: Path) -> Non
                          "store. Run `xai run` with the same options first.")
 
 
-def _check_inputs(reg: Registry, only: str, cfg: Config, store_path: Path, records: Records,
+def _check_inputs(reg: StageRegistry, only: str, cfg: Config, store_path: Path, records: Records,
                   hashes: Hashes, n: int) -> None:
     """A stage built from what is there (the report) refuses a config that changes the run;
     any other stage needs every stage it reads from complete and current."""

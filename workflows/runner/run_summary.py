@@ -22,8 +22,8 @@ from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner.completion_records import Records
 from workflows.runner.disk_writes import disk_errors
-from workflows.runner.planning import Hashes, Registry
 from workflows.runner.stage_api import Unit, explained_status
+from workflows.runner.stage_registry import Hashes, StageRegistry
 
 
 class Reporter(Protocol):
@@ -223,7 +223,7 @@ class Recorder:
     returned its checksum).
     """
 
-    def __init__(self, registry: Registry, cfg: Config, records: Records, hashes: Hashes,
+    def __init__(self, registry: StageRegistry, cfg: Config, records: Records, hashes: Hashes,
                  reporter: Reporter) -> None:
         self.registry, self.cfg, self.records, self.hashes = registry, cfg, records, hashes
         self.rep = reporter

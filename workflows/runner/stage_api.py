@@ -13,10 +13,10 @@ attributes declare it, methods are its lifecycle hooks, all optional but :meth:`
 
 A stage says which store arrays it ``reads`` and which it ``writes`` (names the store schema,
 :data:`pipeline.store.schema.SCHEMA`, declares); the stages it runs after follow from what it
-reads (:class:`workflows.runner.planning.Registry`, which checks both on registration). The
-project's stage classes register beside their definition (:func:`register_stage`, into
-:data:`STAGE_TYPES`); the run order is one explicit tuple of their names,
-:data:`workflows.stages.RUN_ORDER`.
+reads (:class:`workflows.runner.stage_registry.StageRegistry`, which checks both on
+registration). The project's stage classes register beside their definition
+(:func:`register_stage`, into :data:`STAGE_TYPES`); the run order is one explicit tuple of
+their names, :data:`workflows.stages.RUN_ORDER`.
 """
 
 from __future__ import annotations
@@ -110,7 +110,8 @@ class Stage:
     how_to_enable
         What turns the stage on, where :meth:`enabled` can say no.
     after, written_families, schema
-        Set by :meth:`workflows.runner.planning.Registry.register`: the upstream stages (from
+        Set by :meth:`workflows.runner.stage_registry.StageRegistry.register`: the upstream
+        stages (from
         ``reads``), the schema's families of ``writes`` in schema order (the order a unit's
         checksum reads them in), and that schema.
     """
@@ -231,7 +232,7 @@ def register_stage(cls: StageType) -> StageType:
 class Context:
     """What :meth:`Stage.finalize` sees: the run as it stands after the units ran.
 
-    ``registry`` is the :class:`workflows.runner.planning.Registry`, ``summary`` the
+    ``registry`` is the :class:`workflows.runner.stage_registry.StageRegistry`, ``summary`` the
     :class:`workflows.runner.run_summary.RunSummary` so far and ``reporter`` its reporter
     (typed loosely: those modules import this one).
     """

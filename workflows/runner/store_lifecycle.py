@@ -23,8 +23,8 @@ from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner.completion_records import Records
 from workflows.runner.disk_writes import atomic_write_bytes, atomic_write_json, disk_errors
-from workflows.runner.planning import Hashes, Registry, flat_hashes, hash_key
 from workflows.runner.run_summary import Reporter
+from workflows.runner.stage_registry import Hashes, StageRegistry, flat_hashes, hash_key
 
 if TYPE_CHECKING:  # torch-free import for `xai status`: datasets load torchvision
     from pipeline.data.layouts import Manifest
@@ -124,7 +124,7 @@ def _store_differences(store_path: Path, cfg: Config, n: int) -> list[str]:
     return changes or ["the store was created by a different version of these settings"]
 
 
-def _replace_store(registry: Registry, cfg: Config, manifest: Manifest, store_path: Path,
+def _replace_store(registry: StageRegistry, cfg: Config, manifest: Manifest, store_path: Path,
                    records: Records, first: str, identity: str) -> None:
     """Build the new store beside the old one, then swap them; the old one is removed last.
 
@@ -160,7 +160,7 @@ def _finish_swap(store_path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def prepare_store(registry: Registry, cfg: Config, manifest: Manifest, store_path: Path,
+def prepare_store(registry: StageRegistry, cfg: Config, manifest: Manifest, store_path: Path,
                   records: Records, hashes: Hashes, force: Sequence[str], reporter: Reporter,
                   replace: bool = False) -> None:
     """Create the store, keep the matching one, or refuse to discard one that differs.
@@ -203,7 +203,7 @@ def prepare_store(registry: Registry, cfg: Config, manifest: Manifest, store_pat
 # ------------------------------------------------------------------------ the methods
 
 
-def sync_explainers(registry: Registry, group: Any, cfg: Config, records: Records
+def sync_explainers(registry: StageRegistry, group: Any, cfg: Config, records: Records
                     ) -> list[str]:
     """Make the store's explainer axis hold the configured methods; return the added ones.
 
@@ -237,7 +237,7 @@ def sync_explainers(registry: Registry, group: Any, cfg: Config, records: Record
     return added
 
 
-def prepare_arrays(registry: Registry, group: Any, cfg: Config) -> None:
+def prepare_arrays(registry: StageRegistry, group: Any, cfg: Config) -> None:
     """Every stage's ``prepare`` hook: the arrays of the stages that are on, created from the
     schema (existing ones are kept), those of the stages that are off dropped."""
     with disk_errors(cfg.run_dir / "store.zarr"):
@@ -245,7 +245,7 @@ def prepare_arrays(registry: Registry, group: Any, cfg: Config) -> None:
             stage.prepare(group, cfg)
 
 
-def purge_stale(registry: Registry, records: Records, cfg: Config, hashes: Hashes) -> None:
+def purge_stale(registry: StageRegistry, records: Records, cfg: Config, hashes: Hashes) -> None:
     """Drop records made under another config: their data may be overwritten since."""
     for stage in registry:
         for method in stage.methods(cfg):

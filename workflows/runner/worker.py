@@ -128,7 +128,7 @@ def _build(spec: ModelSpec, device: Any) -> WorkerModel:
     import dataclasses
 
     from pipeline.attribution.accel import for_precision, optimize
-    from pipeline.models.loading import load_model
+    from pipeline.models.classifier import load_model
 
     loaded = load_model(spec.weights, spec.head, seed=spec.seed, device=device,
                         evidence=spec.evidence, arch=spec.arch, classes=spec.classes or None,

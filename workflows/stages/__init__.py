@@ -12,8 +12,8 @@ another stage writes, is refused here.
 
 from __future__ import annotations
 
-from workflows.runner.planning import Registry
 from workflows.runner.stage_api import STAGE_TYPES, Stage
+from workflows.runner.stage_registry import StageRegistry
 
 # Each module registers its stages beside their classes, in STAGE_TYPES.
 from workflows.stages import (  # noqa: F401
@@ -46,4 +46,4 @@ def _in_run_order() -> tuple[Stage, ...]:
 #: The stages in run order.
 STAGES: tuple[Stage, ...] = _in_run_order()
 #: The registry every command uses.
-REGISTRY = Registry(STAGES)
+REGISTRY = StageRegistry(STAGES)

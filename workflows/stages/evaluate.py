@@ -9,8 +9,8 @@ floor every number is compared with, the same metrics on uniform random maps, is
 shared unit per shard (``random_<name>``, ``random_curve_<name>``): computed once per shard,
 whatever the methods. A unit's hash holds the ``[evaluate]`` settings, the target, seed and
 head, and for a method's unit that method's parameters; the chain adds the data, the model
-and that method's maps (:meth:`workflows.runner.planning.Registry.upstream_methods`). So a change
-to one
+and that method's maps
+(:meth:`workflows.runner.stage_registry.StageRegistry.upstream_methods`). So a change to one
 method re-evaluates that method alone, and never the floor. Localisation metrics are NaN for
 images without a mask.
 
@@ -224,7 +224,7 @@ def _randomisation(task: Task, eng: Any, method: str, x: Any, targets: Any,
 
     from pipeline.attribution.method_registry import METHODS, attribute, image_seed
     from pipeline.evaluation.metrics import LAYER_GROUPS, cascading_randomisation
-    from pipeline.models.loading import with_head
+    from pipeline.models.classifier import with_head
 
     cfg, u = task.cfg, task.unit
     idx = torch.as_tensor(np.flatnonzero(pick), device=x.device)

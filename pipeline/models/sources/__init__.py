@@ -103,7 +103,7 @@ def weights_identity(weights: str, seed: int, evidence_key: str = "",
     architecture than ResNet18); ``evidence``: the evidence model of the training settings
     whose key is ``evidence_key``; anything else a weights file, by name and SHA-256 (and the
     architecture it is loaded into, for a state dict of another one than ResNet18).
-    :func:`pipeline.models.loading.load_model` records this, and ``xai status`` compares it
+    :func:`pipeline.models.classifier.load_model` records this, and ``xai status`` compares it
     with a store's without importing torch.
     """
     return source_for(arch, weights).weights_id(arch, weights, seed, evidence_key)

@@ -36,7 +36,7 @@ MODEL_SOURCES: Registry[ModelSource] = Registry("model source")
 
 @dataclass(frozen=True)
 class LoadRequest:
-    """What :func:`pipeline.models.loading.load_model` was asked for.
+    """What :func:`pipeline.models.classifier.load_model` was asked for.
 
     Attributes
     ----------

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import ConfigError
-from pipeline.models.loading import load_model
+from pipeline.models.classifier import load_model
 from pipeline.models.preprocessing import IMAGENET, Preprocessing
 from pipeline.models.sources import (
     MODEL_SOURCES,

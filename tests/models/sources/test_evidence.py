@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.data.evidence_dataset import SHAPES, TrainSettings
 from pipeline.errors import WeightsError
-from pipeline.models.loading import load_model
+from pipeline.models.classifier import load_model
 from pipeline.models.preprocessing import IMAGENET, Preprocessing
 
 PHOTOS = Path(__file__).resolve().parents[3] / "data" / "sample"

@@ -12,7 +12,7 @@ import torchvision
 
 from pipeline.errors import WeightsError
 from pipeline.file_io import file_sha256
-from pipeline.models.loading import load_model
+from pipeline.models.classifier import load_model
 from pipeline.models.preprocessing import Preprocessing
 from pipeline.models.sources import weights_identity
 

@@ -13,7 +13,7 @@ import torchvision
 
 from pipeline.errors import WeightsError
 from pipeline.file_io import file_sha256
-from pipeline.models.loading import load_model
+from pipeline.models.classifier import load_model
 from pipeline.models.sources import weights_identity
 from pipeline.models.torchvision_table import fitting_archs
 

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from pipeline.errors import ConfigError
-from pipeline.models.loading import load_model
+from pipeline.models.classifier import load_model
 from pipeline.models.sources import MODEL_SOURCES, check_arch, source_for
 
 

@@ -11,7 +11,7 @@ import torchvision
 
 from pipeline.errors import WeightsError
 from pipeline.models.architectures import build, default_preprocessing
-from pipeline.models.loading import imagenet_cache_path, load_model
+from pipeline.models.classifier import imagenet_cache_path, load_model
 from pipeline.models.sources import MODEL_SOURCES
 from pipeline.models.sources.torchvision_models import offline_message
 from pipeline.models.torchvision_table import (

@@ -9,7 +9,7 @@ import torchvision
 
 from pipeline.data.class_names import imagenet_synsets, synset_to_index
 from pipeline.errors import WeightsError
-from pipeline.models.loading import class_names, load_model
+from pipeline.models.classifier import class_names, load_model
 
 NAMES = tuple(f"kind{i}" for i in range(10))
 

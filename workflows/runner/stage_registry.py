@@ -1,6 +1,6 @@
 """Planning: the stage registry, and the units, hashes and dependencies of a run.
 
-A :class:`Registry` holds stage plugins in run order and checks each against the store
+A :class:`StageRegistry` holds stage plugins in run order and checks each against the store
 schema as it is registered: every array family it reads must be written by an earlier stage
 (or with the store), every family it writes must be declared in the schema and have no other
 writer, and the stages it runs after are the writers of what it reads. Everything here is
@@ -26,7 +26,7 @@ class RegistryError(ValueError):
     """A stage that cannot be registered; the message names the stage and what is wrong."""
 
 
-class Registry:
+class StageRegistry:
     """Stage plugins in run order, validated against ``schema``.
 
     Parameters
@@ -319,7 +319,7 @@ class Plan:
     hashes: Hashes = field(default_factory=dict)
 
     @classmethod
-    def make(cls, registry: Registry, cfg: Config, n: int, records: Any, hashes: Hashes
+    def make(cls, registry: StageRegistry, cfg: Config, n: int, records: Any, hashes: Hashes
              ) -> Plan:
         planned = {stage.name: registry.units(stage, n, cfg) for stage in registry}
         pending = {name: [u for u in units

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.store.schema import SCHEMA, ArrayFamily
-from workflows.runner.planning import Registry, RegistryError
 from workflows.runner.stage_api import Stage
+from workflows.runner.stage_registry import RegistryError, StageRegistry
 
 
 def _fresh() -> list[Stage]:
@@ -72,7 +72,7 @@ def test_a_read_that_no_earlier_stage_writes_is_refused_naming_both():
         reads = ("normalized",)
 
     with pytest.raises(RegistryError) as info:
-        Registry([_fresh()[0], Early()])  # ingest, then a stage reading normalize's output
+        StageRegistry([_fresh()[0], Early()])  # ingest, then a stage reading normalize's output
     text = str(info.value)
     assert "'early'" in text and "'normalized'" in text and "'normalize'" in text
     assert "before" in text
@@ -88,11 +88,11 @@ def test_a_read_no_registered_stage_declares_is_refused_naming_it():
         reads = ("brightness",)
 
     with pytest.raises(RegistryError, match=r"'early' reads 'strategy'.*'report' writes it"):
-        Registry([_fresh()[0], Early()])
+        StageRegistry([_fresh()[0], Early()])
     toy = ArrayFamily("brightness", ("image",), "float32", 0.0, "a plugin's array")
     with pytest.raises(RegistryError, match=r"'reader' reads 'brightness'.*no registered "
                                             r"stage names it in its writes"):
-        Registry([Reader()], SCHEMA.extended(toy))
+        StageRegistry([Reader()], SCHEMA.extended(toy))
 
 
 def test_a_write_the_schema_does_not_declare_is_refused():
@@ -102,7 +102,7 @@ def test_a_write_the_schema_does_not_declare_is_refused():
 
     with pytest.raises(RegistryError,
                        match=r"'lost' writes 'brigthness'.*does not declare.*SCHEMA.extended"):
-        Registry([Lost()])
+        StageRegistry([Lost()])
 
 
 def test_a_second_writer_of_an_array_is_refused_naming_the_first():
@@ -116,10 +116,10 @@ def test_a_second_writer_of_an_array_is_refused_naming_the_first():
 
     with pytest.raises(RegistryError, match=r"'again' writes 'delta', which stage "
                                             r"'attribute' writes already.*one writer"):
-        Registry([*_fresh(), Again()])
+        StageRegistry([*_fresh(), Again()])
     with pytest.raises(RegistryError, match=r"'axis' writes 'explainer', which the store "
                                             r"itself writes"):
-        Registry([Axis()])
+        StageRegistry([Axis()])
 
 
 def test_a_read_the_schema_does_not_declare_is_refused():
@@ -128,7 +128,7 @@ def test_a_read_the_schema_does_not_declare_is_refused():
         reads = ("pixles",)
 
     with pytest.raises(RegistryError, match=r"'lost' reads 'pixles'.*does not declare"):
-        Registry([*_fresh(), Lost()])
+        StageRegistry([*_fresh(), Lost()])
 
 
 def test_names_crash_points_and_units_are_checked():
@@ -136,25 +136,25 @@ def test_names_crash_points_and_units_are_checked():
         name = "ingest"
 
     with pytest.raises(RegistryError, match="registered already"):
-        Registry([*_fresh(), Twice()])
+        StageRegistry([*_fresh(), Twice()])
     from workflows.stages import STAGES
 
     with pytest.raises(RegistryError, match=r"register a new one, Ingest\(\)"):
-        Registry([STAGES[0]])
+        StageRegistry([STAGES[0]])
 
     class Crashy(Stage):
         name = "crashy"
         crash_points = ("sometime",)
 
     with pytest.raises(RegistryError, match="crash points"):
-        Registry([Crashy()])
+        StageRegistry([Crashy()])
 
     class Odd(Stage):
         name = "odd"
         unit = "page"
 
     with pytest.raises(RegistryError, match="unit"):
-        Registry([Odd()])
+        StageRegistry([Odd()])
 
 
 def test_a_per_method_stage_must_write_explainer_split_arrays():
@@ -167,7 +167,7 @@ def test_a_per_method_stage_must_write_explainer_split_arrays():
         writes = ("shared_map",)
 
     with pytest.raises(RegistryError, match="two of its tasks would write one chunk"):
-        Registry([PerMethod()], SCHEMA.extended(shared))
+        StageRegistry([PerMethod()], SCHEMA.extended(shared))
 
 
 def test_downstream_and_the_message_for_an_unknown_stage():
