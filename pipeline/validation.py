@@ -3,7 +3,8 @@
 A :class:`Rule` says what a value may be besides its type: a set of choices, and bounds. Its
 bounds use one semantics everywhere, the one of pydantic and ``annotated_types``:
 ``ge``/``le`` are closed (the bound itself is allowed), ``gt``/``lt`` open. A rule spells out
-which it means, so no reader has to remember a convention. Floats are always finite.
+which it means, so no reader has to remember a convention. NaN is never a value; an infinite
+one only where a closed bound admits it (``le=math.inf``: "no upper limit, infinity too").
 
 :func:`type_problem` checks the type against the Python type itself (``int``, ``float``,
 ``bool``, ``str``, ``Path``, ``tuple[str, ...]``, ``tuple[float, ...]``), never against the
@@ -109,7 +110,8 @@ class Rule:
             shown = ", ".join(str(c) for c in self.choices)
             return f"expected {name} to be one of {shown}, got {value!r}"
         if _is_number(value):
-            if isinstance(value, float) and not math.isfinite(value):
+            admitted = value == self.le or value == self.ge
+            if isinstance(value, float) and not math.isfinite(value) and not admitted:
                 return f"expected {name} to be a finite number, got {value!r}"
             inside = ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
                       and (self.le is None or value <= self.le)

@@ -13,6 +13,7 @@ dataclasses: the runner derives configs with :func:`dataclasses.replace` (valida
 pydantic) and they pickle and hash as frozen dataclasses do.
 """
 
+import math
 import types
 import typing
 from pathlib import Path
@@ -218,8 +219,8 @@ class RunConfig(Section):
         choices=TARGETS, help="The class each map explains: the model's prediction, or the "
         "image's label (images without one are skipped).")] = "predicted"
     completeness_warning: Annotated[float, rule(
-        gt=0, help="`xai status` flags an IG map whose relative completeness error |delta| / "
-        "|F(x) - F(baseline)| is above this.")] = 0.05
+        gt=0, le=math.inf, help="`xai status` flags an IG map whose relative completeness "
+        "error |delta| / |F(x) - F(baseline)| is above this.")] = 0.05
 
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
@@ -264,7 +265,7 @@ class EvaluateConfig(Section):
         help="Deletion and insertion: what removed pixels become (black, blur or "
         "mean).")] = "black"
     baseline_sigma: Annotated[float, rule(
-        gt=0, help="baseline = \"blur\" only: the Gaussian sigma in pixels.")] = 10.0
+        gt=0, le=math.inf, help="baseline = \"blur\" only: the Gaussian sigma in pixels.")] = 10.0
     randomisation_images: Annotated[int, rule(
         ge=0, help="Model-parameter randomisation on the first N images (0: off).")] = 32
     bootstrap: Annotated[int, rule(
