@@ -476,6 +476,7 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
     from pipeline.data.layouts import synthetic_image
     from workflows.config.loading import load_config
     from workflows.runner.run import run_pipeline
+    from workflows.stages import REGISTRY
 
     if dev.type == "cuda":
         # At a few dozen images a GPU is launch-bound and the comparison says little.
@@ -511,7 +512,7 @@ def _stage(res: BenchResult, dev: torch.device, images: int, size: int, n_steps:
             out = f"{tmp}/runs-{'stream' if streaming else 'serial'}"
             summaries[streaming] = run_pipeline(
                 load_config(cfg_path, [f"run.streaming={str(streaming).lower()}"], out=Path(out)),
-                scheduler="threads")
+                registry=REGISTRY, scheduler="threads")
         def attribute_stats(streaming: bool) -> Any:
             return next(s for s in summaries[streaming].stats if s.stage == "attribute")
 

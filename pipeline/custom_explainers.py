@@ -15,16 +15,25 @@ import torch
 from torch import nn
 
 from pipeline.attribution.gradient import as_target, input_gradient, predicted_class
-from pipeline.attribution.path_engine import integrated_gradients, straight_line_path
-from pipeline.attribution.quadrature import quadrature
+from pipeline.attribution.path_engine import (
+    DEFAULT_MAX_BATCH,
+    GradientFn,
+    integrated_gradients,
+    straight_line_path,
+)
+from pipeline.attribution.quadrature import QUADRATURE_RULES, QuadratureRule, quadrature
 from pipeline.data.images import black_baseline
+
+#: The quadrature rule names of :func:`get_custom_integrated_gradients` (the original API's
+#: name for :data:`pipeline.attribution.quadrature.QuadratureRule`).
+Rule = QuadratureRule
 
 # The original function API: these names stay importable from here.
 __all__ = [
-    "get_custom_gradient", "get_custom_integrated_gradients", "get_path", "input_gradient",
-    "integrated_gradients", "predicted_class", "quadrature",
+    "DEFAULT_MAX_BATCH", "QUADRATURE_RULES", "GradientFn", "Rule", "get_custom_gradient",
+    "get_custom_integrated_gradients", "get_path", "input_gradient", "integrated_gradients",
+    "predicted_class", "quadrature",
 ]
-
 
 
 def get_custom_gradient(

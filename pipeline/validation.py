@@ -97,11 +97,16 @@ class Rule:
     help: str = ""
 
     def bounds_text(self, name: str = "value") -> str:
-        """The bounds as one inequality, e.g. ``0 < value <= 1``; empty without bounds."""
+        """The bounds as one inequality: ``0 < value <= 1`` with both, ``value >= 2`` with a
+        lower bound only (an upper bound of infinity says nothing); empty without bounds."""
+        le = None if self.le == math.inf else self.le
         low = (f"{self.ge:g} <= " if self.ge is not None
                else f"{self.gt:g} < " if self.gt is not None else "")
-        high = (f" <= {self.le:g}" if self.le is not None
+        high = (f" <= {le:g}" if le is not None
                 else f" < {self.lt:g}" if self.lt is not None else "")
+        if low and not high:  # read from the name: "n_steps >= 2"
+            bound = self.ge if self.ge is not None else self.gt
+            return f"{name} {'>=' if self.ge is not None else '>'} {bound:g}"
         return f"{low}{name}{high}" if low or high else ""
 
     def problem(self, value: Any, name: str = "value") -> str | None:

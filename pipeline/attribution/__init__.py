@@ -3,8 +3,8 @@ beside its code), the gradient and path engines, adaptive Integrated Gradients, 
 map post-processing, and the engine internals (memory planner, affine stem, precision, speed
 options).
 
-Importing the package loads every method's module, in :data:`~pipeline.attribution.method_registry.
-METHODS`' order; none imports torch until a method runs. A new method is one module that ends
+Importing the package loads every method's module, in the order of
+:data:`~pipeline.attribution.method_registry.METHODS`; none imports torch until a method runs. A new method is one module that ends
 with ``METHODS.add(...)``, and its line here.
 """
 

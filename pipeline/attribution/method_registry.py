@@ -140,8 +140,8 @@ class MethodSpec:
     check: ParamsCheck | None = None
     space: str = "input"
     hooks: bool = False
-    incomplete_hint: str = ('raise its n_steps, or use rule = "gausslegendre" (README, '
-                            'Completeness)')
+    incomplete_hint: str = ('raise its n_steps, or use rule = "gausslegendre" '
+                            '(docs/methods.md, Completeness)')
     min_pass: int = 1
 
     def param_name(self, key: str) -> str | None:

@@ -10,6 +10,7 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
 
+
 def is_image_file(path: Path) -> bool:
     """True for visible files whose extension is a known image type."""
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")

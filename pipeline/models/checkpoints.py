@@ -27,8 +27,7 @@ IMAGENET_ID = f"torchvision:{IMAGENET_WEIGHTS_NAME}"
 HEADS: tuple[str, ...] = ("softmax", "logits")
 #: Keywords of ``[model] weights`` / ``--weights``; anything else is a weights file: a state
 #: dict (``.pth``, ``.pt``) or an exported program (``.pt2``). The sources answer the same
-#: (:func:`pipeline.models.sources.is_weights_path`); kept here until importers move.
-WEIGHT_KEYWORDS: tuple[str, ...] = ("imagenet", "auto", "random", "evidence")
+#: (:func:`pipeline.models.sources.is_weights_path`).
 #: The file ending of a ``torch.export`` program.
 EXPORTED = ".pt2"
 

@@ -4,8 +4,9 @@
 published weights (their name, the file torchvision downloads and the hash in its name), their
 preprocessing, the state-dict entries of its classifier (the ones whose shape follows the
 class count) and a signature of its state dict's shapes.
-:mod:`pipeline.models.make_torchvision_table` makes it from the installed torchvision, and the
-tests check it against torchvision, so that ``xai status`` and config checks stay torch-free.
+``python -m pipeline.models.sources.torchvision_models`` makes it from the installed
+torchvision, and the tests check it against torchvision, so that ``xai status`` and config
+checks stay torch-free.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """Modified-gradient methods (``pipeline.attribution.propagation``): one nonlinearity per use,
-DeepLift's
-completeness, and guided backprop against an implementation of its own."""
+DeepLift's completeness, and guided backprop against an implementation of its own."""
 
 from __future__ import annotations
 

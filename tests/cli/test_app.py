@@ -171,7 +171,10 @@ def no_model(monkeypatch):
     (["--method", "gradcam"], "Did you mean grad_cam"),
     (["--weights", "nothing.pth"], "which is no file"),
     (["--arch", "resnet181"], "did you mean resnet18"),
-    (["--n-steps", "0"], "--n-steps: expected at least 1"),
+    (["--n-steps", "0"], "--n-steps: expected n_steps >= 2, got 0"),
+    # The method's own rule, not a looser one: 1 step passed this check and then failed.
+    (["--n-steps", "1"], "--n-steps: expected n_steps >= 2, got 1"),
+    (["--nt-samples", "0"], "--nt-samples: expected nt_samples >= 1, got 0"),
     (["--out", "x.jpg"], "expected a .png file"),
     (["--device", "gpu"], "--device: expected auto, cpu"),
 ])

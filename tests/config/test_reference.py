@@ -27,7 +27,7 @@ def test_the_reference_names_every_section_key_and_method():
         for key in spec.params:
             assert f"| `{key}` |" in text
     assert "| `clip_percentile` | a number | `99.0` | `0 < clip_percentile <= 100` |" in text
-    assert "| `resize` | an integer | the model's preprocessing | `8 <= resize` |" in text
+    assert "| `resize` | an integer | the model's preprocessing | `resize >= 8` |" in text
 
 
 def test_main_writes_the_reference_under_a_folder(tmp_path):

@@ -66,7 +66,7 @@ def test_an_integer_minimum_is_a_closed_lower_bound(entry, minimum):
     rule = rule_of(key_fields(SECTIONS[section])[key])
     assert (rule.ge, rule.gt, rule.le, rule.lt) == (minimum, None, None, None)
     assert getattr(_build(section, key, minimum), key) == minimum
-    with pytest.raises(ValidationError, match=rf"expected {minimum} <= {key}, got "
+    with pytest.raises(ValidationError, match=rf"expected {key} >= {minimum}, got "
                                               rf"{minimum - 1}"):
         _build(section, key, minimum - 1)
 
@@ -161,7 +161,7 @@ def test_sections_are_frozen_and_replace_validates_again():
     with pytest.raises(dataclasses.FrozenInstanceError):
         run.seed = 3  # type: ignore[misc]
     assert dataclasses.replace(run, seed=3).seed == 3
-    with pytest.raises(ValidationError, match="expected 0 <= seed, got -1"):
+    with pytest.raises(ValidationError, match="expected seed >= 0, got -1"):
         dataclasses.replace(run, seed=-1)
     with pytest.raises(ValidationError):
         RunConfig(sed=1)  # type: ignore[call-arg]

@@ -431,7 +431,7 @@ def test_bad_config_names_key_and_file(tiny):
     assert "Traceback" not in result.output
     config.write_text(config.read_text().replace("shard_sise = 3\n", ""))
     bad_value = cli("run", "--config", str(config), "--set", "run.shard_size=-1")
-    assert "--set run.shard_size=-1: [run] shard_size: expected 1 <= shard_size, got -1" \
+    assert "--set run.shard_size=-1: [run] shard_size: expected shard_size >= 1, got -1" \
         in " ".join(bad_value.output.split()), bad_value.output
 
 

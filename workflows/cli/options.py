@@ -32,7 +32,7 @@ NameOpt = Annotated[str | None, typer.Option(
     "dataset's name; with --data-dir alone, the folder's)")]
 
 
-def run_config(dataset: str | None, config: Path | None, sets: list[str] | None,
+def config_for_command(dataset: str | None, config: Path | None, sets: list[str] | None,
                run_dir: Path | None = None, **kw: Any) -> Any:
     """The config of a run folder, ``--config``, ``--dataset``, or (``--data-dir`` alone)
     your own images, named after their folder unless ``name`` says otherwise.

@@ -25,7 +25,7 @@ from workflows.cli.options import (
     RunDirArg,
     SchedulerOpt,
     SetOpt,
-    run_config,
+    config_for_command,
 )
 from workflows.commands.summary_tables import (
     print_evaluation,
@@ -74,7 +74,7 @@ def run(
     the run folder: `xai status runs/NAME`.
     """
     try:
-        cfg = run_config(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir,
+        cfg = config_for_command(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir,
                          weights=weights, device=device, arch=arch, name=name)
         console.print(f"[bold]{cfg.dataset.name}[/]: {cfg.model.arch}, methods "
                       f"{', '.join(cfg.method_names)}; output {cfg.run_dir}")
@@ -99,7 +99,7 @@ def evaluate(
     it stops and names the stage to run. `xai run` runs evaluate too, after the maps.
     """
     try:
-        cfg = run_config(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir,
+        cfg = config_for_command(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir,
                          device=device)
     except XaiError as exc:
         raise fail(exc) from None
@@ -127,7 +127,7 @@ def report(
     from workflows.commands.open_report import check_report_enabled, open_in_browser, report_page
 
     try:
-        cfg = run_config(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir)
+        cfg = config_for_command(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir)
         check_report_enabled(cfg)
     except XaiError as exc:
         raise fail(exc) from None
@@ -154,7 +154,8 @@ def run_stages(cfg: Any, scheduler: str, **kw: Any) -> Any:
     try:
         validate(scheduler)
         with make_reporter(console) as reporter, gentle_ctrl_c(stop):
-            return run_pipeline(cfg, scheduler=scheduler, reporter=reporter, stop=stop, **kw)
+            return run_pipeline(cfg, registry=REGISTRY, scheduler=scheduler, reporter=reporter,
+                                stop=stop, **kw)
     except RunStopped as stopped:
         console.print(f"[bold yellow]Stopped.[/] {stopped.recorded} tasks finished and were "
                       "recorded; run the same command again to resume where it stopped.")

@@ -18,7 +18,7 @@ from workflows.cli.options import (
     OutOpt,
     RunDirArg,
     SetOpt,
-    run_config,
+    config_for_command,
 )
 from workflows.runner.progress import make_reporter
 from workflows.stages import REGISTRY
@@ -38,7 +38,7 @@ def status(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: Config
     from workflows.commands.status import print_status, run_status
 
     try:
-        cfg = run_config(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
+        cfg = config_for_command(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
         st = run_status(cfg)
     except XaiError as exc:
         raise fail(exc) from None
@@ -67,7 +67,7 @@ def clean(first: Annotated[str | None, typer.Argument(
 
     run_dir, stage = clean_arguments(first, second)
     try:
-        cfg = run_config(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
+        cfg = config_for_command(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
         if stage is None and cfg.run_dir.exists() and not yes and not confirm_whole_removal(
                 cfg.run_dir, ask=lambda question: typer.confirm(question, default=False),
                 can_ask=sys.stdin.isatty()):
@@ -108,7 +108,7 @@ def verify(run_dir: RunDirArg = None, dataset: DatasetOpt = None, config: Config
     from workflows.commands.verify import verify as verify_run
 
     try:
-        cfg = run_config(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
+        cfg = config_for_command(dataset, config, sets, run_dir, out=out_dir, data_dir=data_dir)
         with make_reporter(console, unit="shards") as reporter:
             report = verify_run(cfg, repair=not check_only, sample=sample, reporter=reporter)
     except XaiError as exc:

@@ -41,6 +41,7 @@ def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str
     from pipeline.data.discovery import is_image_file
     from pipeline.models.checkpoints import HEADS
     from pipeline.models.sources import check_arch, source_for, weight_names
+    from workflows.config.key_checks import device_problem
 
     if not paths:
         raise DataError("Expected one or more image files, got none: xai explain IMAGE ...")
@@ -66,12 +67,16 @@ def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str
         raise ConfigError(f"--arch: {problem}")
     if head not in HEADS:
         raise ConfigError(f"--head: expected one of {', '.join(HEADS)}, got {head!r}.")
-    for flag, value in (("--n-steps", n_steps), ("--nt-samples", nt_samples)):
-        if value < 1:
-            raise ConfigError(f"{flag}: expected at least 1, got {value}.")
-    head_, _, index = device.partition(":")
-    if not (device in ("auto", "cpu", "cuda", "mps") or (head_ == "cuda" and index.isdigit())):
-        raise ConfigError(f"--device: expected auto, cpu, cuda or cuda:N, got {device!r}.")
+    # The counts go to every method that has the parameter: each is checked by its
+    # method's own rule, the one a config's [methods.<name>] table meets.
+    for flag, key, value in (("--n-steps", "n_steps", n_steps),
+                             ("--nt-samples", "nt_samples", nt_samples)):
+        for name in methods:
+            param = METHODS[name].params.get(key)
+            if param is not None and (problem := param.check(key, value)):
+                raise ConfigError(f"{flag}: {problem} ({name}).")
+    if problem := device_problem(device):
+        raise ConfigError(f"--device: {problem}.")
     if classes is not None and not classes.is_file():
         raise ConfigError(f"--classes: expected a file of class names (one a line) at "
                           f"{classes}, but there is none.")

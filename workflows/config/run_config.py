@@ -74,14 +74,20 @@ class Config:
         return Normalization(self.model.mean, self.model.std)  # type: ignore[arg-type]
 
     def model_classes(self) -> int:
-        """6 for the evidence model, else 1000: part of the ingest hash since stores were
-        made with a ``logits`` of that width (it keeps their hashes). The width itself now
-        follows the loaded model: ``logits`` is remade when it changes."""
-        if self.model.weights == "evidence":
-            from pipeline.data.evidence_dataset import SHAPES
+        """The model source's class count for the ingest hash (1000, or the evidence model's
+        6): stores were made with a ``logits`` of that width, and it keeps their hashes. The
+        width itself follows the loaded model: ``logits`` is remade when it changes."""
+        from pipeline.models.sources import hashed_class_count
 
-            return len(SHAPES)
-        return 1000
+        return hashed_class_count(self.model.arch, self.model.weights)
+
+    def training_settings(self) -> Any:
+        """What a model trained from the run's dataset is trained with (the evidence model's
+        :meth:`evidence_settings`), or None for a model that is not."""
+        from pipeline.models.sources import source_for
+
+        source = source_for(self.model.arch, self.model.weights)
+        return self.evidence_settings() if source.trained_on_dataset else None
 
     def evidence_settings(self) -> Any:
         """The evidence model's :class:`~pipeline.data.evidence_dataset.TrainSettings` under

@@ -1,7 +1,7 @@
 """Progress for people: bars on a terminal, plain timestamped lines everywhere else.
 
 Rich draws nothing until the end when its console is not a terminal (``make run > log``,
-CI, ``nohup``), so a run there looked dead for as long as it ran. :func:`make_reporter`
+CI, ``nohup``), so a run there would look dead for as long as it ran. :func:`make_reporter`
 picks :class:`RichReporter` on a terminal and :class:`LineReporter` otherwise; both take the
 :class:`workflows.runner.run_summary.Reporter` calls.
 """

@@ -41,18 +41,12 @@ from workflows.runner.worker import ModelSpec, resolve_device
 RANDOM_WEIGHTS_WARNING = lifecycle.RANDOM_WEIGHTS_WARNING
 
 
-def default_registry() -> StageRegistry:
-    """The project's stages (:data:`workflows.stages.STAGES`)."""
-    from workflows.stages import REGISTRY
-
-    return REGISTRY
-
-
-def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None = None,
-                 reporter: Reporter | None = None, replace: bool = False,
-                 only: str | None = None, registry: StageRegistry | None = None,
+def run_pipeline(cfg: Config, *, registry: StageRegistry, scheduler: str = "threads",
+                 force: str | None = None, reporter: Reporter | None = None,
+                 replace: bool = False, only: str | None = None,
                  stop: Stop | None = None) -> RunSummary:
-    """Run (or resume) every stage of ``cfg``; return what happened.
+    """Run (or resume) every stage of ``registry`` (the project's:
+    :data:`workflows.stages.REGISTRY`) on ``cfg``; return what happened.
 
     ``only``: run just this stage on an existing store (``xai evaluate``); every stage it
     reads must be complete and current, else a :class:`StoreError` names the one to run.
@@ -64,7 +58,7 @@ def run_pipeline(cfg: Config, *, scheduler: str = "threads", force: str | None =
     XaiError
         Bad dataset, weights, config, scheduler or lock: all before any work is done.
     """
-    reg = registry or default_registry()
+    reg = registry
     rep = reporter or SilentReporter()
     forced = reg.through(force, "--force") if force is not None else ()
     _check_dataset(cfg)
@@ -219,7 +213,7 @@ def _load_weights(cfg: Config, rep: Reporter) -> Any:
     folders = class_folders(d.root) if d.layout in ("auto", "class-folders") and d.root \
         else ()
     loaded = load_model(m.weights, m.head, seed=cfg.run.seed,
-                        evidence=cfg.evidence_settings() if m.weights == "evidence" else None,
+                        evidence=cfg.training_settings(),
                         progress=rep.training, arch=m.arch, classes=m.classes,
                         dataset_classes=folders, preprocessing=cfg.preprocessing())
     if loaded.is_random and m.weights != "random":
@@ -240,7 +234,7 @@ def _model_spec(cfg: Config, loaded: Any) -> ModelSpec:
                      seed=r.seed, device=r.device, precision=r.precision,
                      channels_last=r.channels_last, fuse_bn=r.fuse_bn, compile=r.compile,
                      max_batch=r.max_batch, crop=cfg.dataset.crop,
-                     evidence=cfg.evidence_settings() if weights == "evidence" else None,
+                     evidence=None if loaded.is_random else cfg.training_settings(),
                      arch=cfg.model.arch, classes=tuple(loaded.classes),
                      preprocessing=cfg.preprocessing())
 

@@ -58,7 +58,8 @@ def expected_weights_id(cfg: Config) -> str:
     """The weights identity a run would use, without loading the model (for status)."""
     from pipeline.models.sources import weights_identity
 
-    key = cfg.evidence_settings().key() if cfg.model.weights == "evidence" else ""
+    settings = cfg.training_settings()
+    key = settings.key() if settings is not None else ""
     return weights_identity(cfg.model.weights, cfg.run.seed, key, cfg.model.arch)
 
 
@@ -325,16 +326,16 @@ def resolve_methods(cfg: Config, loaded: Any) -> Config:
 
     from pipeline.attribution.cam import find_layer
     from pipeline.attribution.method_registry import METHODS
+    from pipeline.models.sources import source_for
 
+    source = source_for(cfg.model.arch, cfg.model.weights)
     methods = {}
     for name, params in cfg.methods.items():
         spec, resolved = METHODS[name], dict(params)
-        if spec.hooks and loaded.arch == "exported":
-            raise ConfigError(
-                f"[methods.{name}]: expected a model with modules to hook, got an exported "
-                f"program ({cfg.model.weights}), which runs operators, not modules. Save a "
-                "state dict (torch.save(model.state_dict(), ...)) and set [model] arch, or "
-                f"drop [methods.{name}].")
+        if spec.hooks and source.modules_refusal:
+            got = source.modules_refusal.format(weights=cfg.model.weights)
+            raise ConfigError(f"[methods.{name}]: expected a model with modules to hook, got "
+                              f"{got} drop [methods.{name}].")
         if "layer" in spec.params:
             image = torch.zeros(1, 3, cfg.dataset.crop, cfg.dataset.crop)
             try:

@@ -22,8 +22,8 @@ from workflows.stages import (  # noqa: F401
     ingest,
     maps,
     predict,
+    render,
     report,
-    sheets,
 )
 
 #: The run order, explicit: a stage runs after every stage whose arrays it reads.

@@ -1,8 +1,7 @@
 """``evaluate``: attribution-quality metrics on the stored maps, with a random floor.
 
-The metrics of ``[evaluate] metrics`` (:data:`pipeline.evaluation.metrics.METRICS`) are computed on
-the
-``aggregated`` maps in one unit per (method, shard), recorded like ``attribute``'s: a unit
+The metrics of ``[evaluate] metrics`` (:data:`pipeline.evaluation.metrics.METRICS`) are
+computed on the ``aggregated`` maps in one unit per (method, shard), recorded like ``attribute``'s: a unit
 writes its method's slot of ``metric_<name>``, ``curve_<name>`` and ``randomisation`` (the
 randomisation test, for the shard's images among the first ``randomisation_images``). The
 floor every number is compared with, the same metrics on uniform random maps, is the stage's

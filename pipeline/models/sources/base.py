@@ -115,6 +115,12 @@ class ModelSource:
     #: Why ``xai explain`` (single image files, no dataset) cannot use this source, and what
     #: to run instead; empty when it can.
     single_images_refusal: str = ""
+    #: The model is trained from the run's dataset settings (the config's training
+    #: settings travel with the load request and into the weights identity).
+    trained_on_dataset: bool = False
+    #: Why the loaded network has no modules for hook methods to hook, as "got ..." (with
+    #: ``{weights}``) and what to do instead; empty when it has them.
+    modules_refusal: str = ""
 
     # ------------------------------------------------------------------ torch-free
 

@@ -29,6 +29,7 @@ class EvidenceModel(ModelSource):
     weights_help = KEYWORD
     single_images_refusal = ("the evidence model belongs to its dataset; run "
                              "`xai run --dataset evidence` instead.")
+    trained_on_dataset = True
 
     def takes(self, arch: str, weights: str) -> bool:
         return weights == KEYWORD

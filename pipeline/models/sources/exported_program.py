@@ -31,6 +31,9 @@ class ExportedProgram(ModelSource):
 
     name = "exported-program"
     weights_help = "a .pt2 exported program"
+    modules_refusal = ("an exported program ({weights}), which runs operators, not modules. "
+                       "Save a state dict (torch.save(model.state_dict(), ...)) and set "
+                       "[model] arch, or")
 
     def weights_missing(self, weights: str) -> bool:
         return not Path(weights).expanduser().is_file()

@@ -4,12 +4,17 @@ seeded random weights.
 
 What is known about them without torch (names, preprocessing, weights files, classifier
 entries) comes from :mod:`pipeline.models.torchvision_table`; the published checkpoints'
-cache, download memory and import from :mod:`pipeline.models.checkpoints`.
+cache, download memory and import from :mod:`pipeline.models.checkpoints`. Run as a module,
+it remakes that table from the installed torchvision::
+
+    python -m pipeline.models.sources.torchvision_models \
+        > pipeline/resources/torchvision_models.json
 """
 
 from __future__ import annotations
 
 import difflib
+import json
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -38,6 +43,7 @@ from pipeline.models.torchvision_table import (
     DEFAULT_ARCH,
     fitting_archs,
     is_torchvision_arch,
+    state_signature,
     table_classifier_entries,
     table_preprocessing,
     torchvision_archs,
@@ -216,4 +222,54 @@ def load_imagenet(source: TorchvisionModels, arch: str, crop: int, remember: boo
     return source.after_load(arch, net)
 
 
-register_source(TorchvisionModels())
+TORCHVISION = register_source(TorchvisionModels())
+
+
+# ------------------------------------------------------------------ the table, remade
+# python -m pipeline.models.sources.torchvision_models > pipeline/resources/torchvision_models.json
+
+def make_table() -> dict[str, Any]:
+    """What ``resources/torchvision_models.json`` holds, from the installed torchvision: per
+    classification model its published weights, their preprocessing, its classifier entries
+    and its state signature. Builds every model twice (slow: minutes)."""
+    import torch
+    import torchvision
+    from torchvision.models import get_model_weights, list_models
+
+    models: dict[str, Any] = {}
+    for arch in list_models(module=torchvision.models):
+        weights = get_model_weights(arch).DEFAULT
+        t = weights.transforms()
+        a, b = _shapes(arch, None), _shapes(arch, 7)
+        classifier = sorted(k for k in a if a[k] != b.get(k))
+        models[arch] = {
+            "weights": str(weights), "url": weights.url,
+            "num_classes": len(weights.meta["categories"]),
+            "preprocessing": Preprocessing(
+                int(t.resize_size[0]), int(t.crop_size[0]),
+                tuple(float(v) for v in t.mean), tuple(float(v) for v in t.std),  # type: ignore[arg-type]
+                str(t.interpolation.value)).to_dict(),
+            "classifier": classifier,
+            "signature": state_signature(a, classifier),
+        }
+        del a, b
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+    categories = list(torchvision.models.ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return {"torchvision": torchvision.__version__, "models": models,
+            "imagenet_categories": categories}
+
+
+def _shapes(arch: str, num_classes: int | None) -> dict[str, list[int]]:
+    import torch
+
+    source = TORCHVISION
+    try:
+        with torch.device("meta"):
+            net = source.build(arch, num_classes)
+    except (NotImplementedError, RuntimeError):  # builders that compute on tensors
+        net = source.build(arch, num_classes)
+    return {k: list(v.shape) for k, v in net.state_dict().items()}
+
+
+if __name__ == "__main__":
+    print(json.dumps(make_table(), indent=1, sort_keys=True))
