@@ -4,8 +4,8 @@ map post-processing, and the engine internals (memory planner, affine stem, prec
 options).
 
 Importing the package loads every method's module, in the order of
-:data:`~pipeline.attribution.method_registry.METHODS`; none imports torch until a method runs. A new method is one module that ends
-with ``METHODS.add(...)``, and its line here.
+:data:`~pipeline.attribution.method_registry.METHODS`; none imports torch until a method runs. A
+new method is one module that ends with ``METHODS.add(...)``, and its line here.
 """
 
 # The order of these imports is the order of the registry.

@@ -110,8 +110,8 @@ class Stage:
     how_to_enable
         What turns the stage on, where :meth:`enabled` can say no.
     after, written_families, schema
-        Set by :meth:`workflows.runner.stage_registry.StageRegistry.register`: the upstream
-        stages (from ``reads``), the schema's families of ``writes`` in schema order (the order a unit's
+        Set by :meth:`workflows.runner.stage_registry.StageRegistry.register`: the upstream stages
+        (from ``reads``), the schema's families of ``writes`` in schema order (the order a unit's
         checksum reads them in), and that schema.
     """
 

@@ -1,17 +1,16 @@
 """``evaluate``: attribution-quality metrics on the stored maps, with a random floor.
 
-The metrics of ``[evaluate] metrics`` (:data:`pipeline.evaluation.metrics.METRICS`) are
-computed on the ``aggregated`` maps in one unit per (method, shard), recorded like ``attribute``'s: a unit
+The metrics of ``[evaluate] metrics`` (:data:`pipeline.evaluation.metrics.METRICS`) are computed on
+the ``aggregated`` maps in one unit per (method, shard), recorded like ``attribute``'s: a unit
 writes its method's slot of ``metric_<name>``, ``curve_<name>`` and ``randomisation`` (the
-randomisation test, for the shard's images among the first ``randomisation_images``). The
-floor every number is compared with, the same metrics on uniform random maps, is the stage's
-shared unit per shard (``random_<name>``, ``random_curve_<name>``): computed once per shard,
-whatever the methods. A unit's hash holds the ``[evaluate]`` settings, the target, seed and
-head, and for a method's unit that method's parameters; the chain adds the data, the model
-and that method's maps
-(:meth:`workflows.runner.stage_registry.StageRegistry.upstream_methods`). So a change to one
-method re-evaluates that method alone, and never the floor. Localisation metrics are NaN for
-images without a mask.
+randomisation test, for the shard's images among the first ``randomisation_images``). The floor
+every number is compared with, the same metrics on uniform random maps, is the stage's shared unit
+per shard (``random_<name>``, ``random_curve_<name>``): computed once per shard, whatever the
+methods. A unit's hash holds the ``[evaluate]`` settings, the target, seed and head, and for a
+method's unit that method's parameters; the chain adds the data, the model and that method's maps
+(:meth:`workflows.runner.stage_registry.StageRegistry.upstream_methods`). So a change to one method
+re-evaluates that method alone, and never the floor. Localisation metrics are NaN for images
+without a mask.
 
 After the units, :meth:`Evaluate.finalize` writes ``evaluation.json`` (means with 95%
 bootstrap intervals, the random row, the randomisation test) and ``evaluation.png``.
