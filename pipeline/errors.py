@@ -33,3 +33,11 @@ class LockError(XaiError):
 
 class DiskFullError(XaiError, OSError):
     """The disk ran out of space while writing results."""
+
+
+class SchedulerError(XaiError):
+    """The scheduler or its workers cannot run this run; the message says what to do."""
+
+
+class TaskFailed(XaiError):
+    """A shard task raised; the message names the unit and the worker's error."""

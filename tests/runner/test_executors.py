@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import ConfigError
-from workflows.runner.executors import SchedulerError, open_executor, validate
+from pipeline.errors import ConfigError, SchedulerError
+from workflows.runner.executors import open_executor, validate
 
 
 @pytest.mark.parametrize("spec", ["threads", "processes", "synchronous", "local:2",

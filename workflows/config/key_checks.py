@@ -76,7 +76,7 @@ def shortcut_class_problem(name: str) -> str | None:
 
 
 def arch_problem(arch: str) -> str | None:
-    """A torchvision or timm architecture name."""
+    """An architecture a model source names (:func:`pipeline.models.sources.check_arch`)."""
     from pipeline.models.sources import check_arch
 
     return check_arch(arch)

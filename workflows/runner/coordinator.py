@@ -13,13 +13,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-from pipeline.errors import XaiError
+from pipeline.errors import TaskFailed, XaiError
 from workflows.runner.executors import Executor
 from workflows.runner.stage_api import Task, Unit
-
-
-class TaskFailed(XaiError):
-    """A shard task raised; the message names the unit and the worker's error."""
 
 
 class Stop:

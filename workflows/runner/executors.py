@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipeline.errors import ConfigError, XaiError
+from pipeline.errors import ConfigError, SchedulerError
 from workflows.runner.stage_api import Task, execute
 
 Finished = tuple[Any, dict[str, Any] | None, BaseException | None]
@@ -235,10 +235,6 @@ REMOTE = ("tcp://", "tls://", "ucx://")
 #: How long to wait for a ``tcp://`` scheduler to answer.
 CONNECT_TIMEOUT_S = 10
 HOW_TO_START_GPU_WORKER = 'dask worker tcp://HOST:8786 --nthreads 2 --resources "GPU=1"'
-
-
-class SchedulerError(XaiError):
-    """The scheduler or its workers cannot run this run; the message says what to do."""
 
 
 def validate(spec: str) -> str:
