@@ -62,11 +62,13 @@ def layer_grid(shape: Sequence[int]) -> tuple[int, int] | None:
     return _grid(shape)
 
 
-def _outputs(model: nn.Module, image: torch.Tensor, backward: bool
-             ) -> list[tuple[str, tuple[int, ...], int]]:
+def _outputs(model: nn.Module, image: torch.Tensor
+             ) -> list[tuple[str, tuple[int, ...], int | None]]:
     """``(name, output shape, positions the target's gradient reaches)`` of every named module
     whose output is a tensor, in the order their forward finishes, for one image
-    ``(1, 3, H, W)`` (the reach is 0 unless ``backward``; the target is the top class)."""
+    ``(1, 3, H, W)`` (the target is the top class). The reach is None where the target does
+    not depend on the output at all (a branch the head does not use, or one cut off from
+    the graph), and for outputs that are no map or grid of tokens."""
     import torch
 
     seen: list[tuple[str, torch.Tensor]] = []
@@ -77,12 +79,12 @@ def _outputs(model: nn.Module, image: torch.Tensor, backward: bool
                 seen.append((name, out))
         hooks.append(module.register_forward_hook(hook))
     try:
-        with torch.set_grad_enabled(backward):
-            scores = model(image.detach().requires_grad_(backward))
+        with torch.enable_grad():
+            scores = model(image.detach().requires_grad_(True))
         grids = [(i, t) for i, (_n, t) in enumerate(seen)
                  if layer_grid(tuple(t.shape)) and t.requires_grad]
-        reach = [0] * len(seen)
-        if backward and grids:
+        reach: list[int | None] = [None] * len(seen)
+        if grids and scores.requires_grad:
             top = scores[0, scores[0].argmax()]
             grads = torch.autograd.grad(top, [t for _i, t in grids], allow_unused=True)
             for (i, _t), g in zip(grids, grads, strict=True):
@@ -121,11 +123,15 @@ def search_layer(model: nn.Module, image: torch.Tensor, name: str = ""
     """The network's module a layer method reads, and its grid ``(h, w)``.
 
     ``name`` is checked: a module of the network that runs as one, with a feature map or a
-    grid of tokens as its output. Empty, it is found: the last module in the order the forward
-    pass finishes them whose output is a spatial map ``(N, C, h, w)`` (``h = w > 1``) or a
-    square grid of tokens, and whose every position is not cut off from the target's
-    gradient (a ViT's last blocks pass only the class token on: their Grad-CAM would be
-    zero, so the last block's ``ln_1`` is chosen, as pytorch-grad-cam advises).
+    grid of tokens as its output, on which the target depends (a layer whose output the
+    head never uses, or that is cut off from the graph by ``detach`` or ``no_grad``, has no
+    gradient to weigh its maps by: Captum would fail inside its backward pass). One forward
+    and backward pass of ``image`` checks it. Empty, it is found: the last module in the
+    order the forward pass finishes them whose output is a spatial map ``(N, C, h, w)``
+    (``h = w > 1``) or a square grid of tokens, and whose every position is not cut off
+    from the target's gradient (a ViT's last blocks pass only the class token on: their
+    Grad-CAM would be zero, so the last block's ``ln_1`` is chosen, as pytorch-grad-cam
+    advises).
 
     Parameters
     ----------
@@ -138,29 +144,33 @@ def search_layer(model: nn.Module, image: torch.Tensor, name: str = ""
         ``name`` is not such a module (the message lists candidates), or the network has no
         layer a map can be read from (an exported program runs operators, not modules).
     """
-    outputs = _outputs(model, image[:1], backward=not name)
+    outputs = _outputs(model, image[:1])
     runs: dict[str, int] = {}
     for n, _shape, _reach in outputs:
         runs[n] = runs.get(n, 0) + 1
     # A module that runs more than once (ResNet's shared ReLU) has no one output to read.
     candidates = [(n, shape, reach) for n, shape, reach in outputs
-                  if layer_grid(shape) and runs[n] == 1]
+                  if layer_grid(shape) and runs[n] == 1 and reach is not None]
     last_first = list(dict.fromkeys(n for n, _s, _r in reversed(candidates)))
     shown = ", ".join(last_first[:6]) or "none"
     if name:
-        found = [shape for n, shape, _r in outputs if n == name]
-        if name not in named_layers(model) or len(found) != 1 or not layer_grid(found[0]):
+        found = [(shape, reach) for n, shape, reach in outputs if n == name]
+        if name not in named_layers(model) or len(found) != 1 or not layer_grid(found[0][0]) \
+                or found[0][1] is None:
             why = ("is not a module of the model" if name not in named_layers(model) else
                    "never runs as a module (an exported program runs operators: use a state "
                    "dict with [model] arch)" if not found else
                    f"runs {len(found)} times in one forward pass (a module used more than "
                    "once has no one output: name the block around it)" if len(found) > 1 else
-                   f"gives an output of shape {found[0]}, not a map (N, C, h, w) or a grid "
-                   "of tokens")
-            raise ConfigError(f"[methods] layer: expected a layer with a spatial output, got "
-                              f"{name!r}, which {why}. Layers with a spatial output, last "
-                              f"first: {shown}.")
-        grid = layer_grid(found[0])
+                   f"gives an output of shape {found[0][0]}, not a map (N, C, h, w) or a "
+                   "grid of tokens" if not layer_grid(found[0][0]) else
+                   "runs, but the target does not depend on its output (the head does not "
+                   "use it, or it is cut off from the graph): it has no gradient to weigh "
+                   "its maps by")
+            raise ConfigError(f"[methods] layer: expected a layer with a spatial output that "
+                              f"the target's gradient reaches, got {name!r}, which {why}. "
+                              f"Such layers, last first: {shown}.")
+        grid = layer_grid(found[0][0])
         assert grid is not None
         return name, grid
     # A gradient that reaches no layer at all (a zero classifier head) rules nothing out.
@@ -171,7 +181,7 @@ def search_layer(model: nn.Module, image: torch.Tensor, name: str = ""
     modules = named_layers(model)
     candidates = [(n, shape, reach) for n, shape, reach in candidates
                   if len(shape) == 4 or not isinstance(modules[n], nn.Linear)]
-    reached = [(n, shape) for n, shape, reach in candidates if reach > 1] or \
+    reached = [(n, shape) for n, shape, reach in candidates if reach and reach > 1] or \
         ([(n, shape) for n, shape, _r in candidates]
          if all(reach == 0 for _n, _s, reach in candidates) else [])
     if not reached:

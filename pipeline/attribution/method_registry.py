@@ -124,7 +124,10 @@ class MethodSpec:
         modified gradients): it runs on the engine's model without BatchNorm folding and
         compilation, whose traced graphs have no module calls to hook.
     incomplete_hint
-        What to do when the method's maps miss completeness (for methods with a delta).
+        What to do when the method's maps miss completeness, printed after a run that
+        flagged some: only for methods with a delta, and naming only the method's own
+        parameters. Left empty, it is made from :attr:`params` (:func:`completeness_hint`);
+        a method whose parameters cannot help says what can.
     min_pass
         The fewest samples one of the method's passes holds, whatever ``max_batch`` says
         (DeepLift runs each image with its baseline: 2).
@@ -140,9 +143,12 @@ class MethodSpec:
     check: ParamsCheck | None = None
     space: str = "input"
     hooks: bool = False
-    incomplete_hint: str = ('raise its n_steps, or use rule = "gausslegendre" '
-                            '(docs/methods.md, Completeness)')
+    incomplete_hint: str = ""
     min_pass: int = 1
+
+    def __post_init__(self) -> None:
+        if self.has_delta and not self.incomplete_hint:
+            object.__setattr__(self, "incomplete_hint", completeness_hint(self.params))
 
     def param_name(self, key: str) -> str | None:
         """The name of the parameter ``key`` spells (its name or its stored key), or None."""
@@ -202,6 +208,32 @@ class MethodSpec:
             if problem:
                 raise ValueError(f"[methods.{self.name}] {problem}{where}")
         return self.stored(resolved)
+
+
+def completeness_hint(params: Mapping[str, Param]) -> str:
+    """What a path method's own parameters can do about maps that miss completeness, in one
+    line; empty when they can do nothing.
+
+    Each parameter is named only when the method has it, and each value only when it is
+    allowed and differs from the default (advice to set what is already set helps no one):
+    more path points (``n_steps``), a better rule at the same cost (``gausslegendre``, where
+    it is a choice and not the default), or points placed where an image needs them
+    (``adaptive`` with its ``tolerance``).
+    """
+    fixes = []
+    if "n_steps" in params:
+        fixes.append(f"raise its n_steps (default {params['n_steps'].default})")
+    path_rule = params.get("rule")
+    choices = () if path_rule is None else path_rule.allowed.choices or ()
+    if path_rule is not None and "gausslegendre" in choices \
+            and path_rule.default != "gausslegendre":
+        fixes.append('use rule = "gausslegendre" (more exact at the same cost)')
+    if path_rule is not None and "adaptive" in choices and "tolerance" in params:
+        fixes.append('use rule = "adaptive" with its tolerance (path points where an image '
+                     "needs them)")
+    if not fixes:
+        return ""
+    return ", or ".join(fixes) + " (docs/methods.md, Completeness)"
 
 
 #: Every attribution method, in registration order (:mod:`pipeline.attribution` loads them).

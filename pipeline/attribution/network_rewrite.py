@@ -137,6 +137,37 @@ def unshared(model: nn.Module) -> tuple[nn.Module, str]:
 _SOFTMAX_NODES = 64
 
 
+def _zero_sum_round(m: torch.Tensor, dim: int, dtype: torch.dtype) -> torch.Tensor:
+    """``m`` (float64, summing to zero along ``dim``) rounded to ``dtype`` so that the rounded
+    values still sum to exactly zero along ``dim``.
+
+    Rounding each value on its own leaves a sum of a few units in the last place of the
+    largest (about 1e-9 for float32 multipliers of 0.1), and softmax is blind to a shift
+    common to all its inputs: a logit offset ``C`` shared by the image and its baseline turns
+    that sum into a completeness miss of ``C`` times it (1e-3 at logits of 1e6). So every
+    value of a row is rounded to one grid, twice the spacing of ``dtype`` at the row's
+    largest magnitude (so each rounded value is exact in ``dtype``), and the units the
+    rounding added up are taken back from the values that gained most (largest remainder).
+    """
+    if dtype == torch.float64:
+        return m
+    info = torch.finfo(dtype)
+    peak = m.abs().amax(dim, keepdim=True)
+    exponent = torch.floor(torch.log2(torch.where(peak > 0, peak, 1.0)))
+    step = torch.clamp(torch.exp2(exponent + 1) * info.eps, min=info.smallest_normal * info.eps)
+    scaled = m / step
+    units = torch.round(scaled)
+    excess = units.sum(dim, keepdim=True)  # whole units, |excess| <= half the row length
+    # Rank each value by how much its rounding added: the first |excess| of them give one
+    # unit back when the sum came out high, the last |excess| take one when it came out low.
+    gained = units - scaled
+    order = torch.argsort(torch.argsort(gained, dim=dim, descending=True), dim=dim)
+    size = m.shape[dim]
+    units = (units - (excess > 0).to(units.dtype) * (order < excess).to(units.dtype)
+             + (excess < 0).to(units.dtype) * (order >= size + excess).to(units.dtype))
+    return (units * step).to(dtype)
+
+
 class _SoftmaxPathRule(torch.autograd.Function):
     """Softmax forward; backward: the multipliers of DeepLift's summation-to-delta for a
     layer that mixes its inputs, the softmax Jacobian averaged along the straight line from
@@ -148,7 +179,14 @@ class _SoftmaxPathRule(torch.autograd.Function):
     elementwise ``delta_out / delta_in`` less its mean) missed it by 1.5% on ResNet18 and by
     more where the gap is small, and it took that mean over the whole batch, so an image's
     map moved with the other images of its pass. The batch is DeepLift's: the images, then
-    their baselines (``(2N, C)``)."""
+    their baselines (``(2N, C)``).
+
+    The multipliers are computed in float64 and rounded so that each row still sums to
+    exactly zero (:func:`_zero_sum_round`): a logit offset shared by an image and its
+    baseline then adds nothing, and the maps add up to float32 rounding of the gap at logits
+    of 1e6 as at logits of 10. Where the logits' gaps are so large (hundreds) that the
+    softmax switches between two nodes, what the nodes miss is put back along the zero-sum
+    direction of the logit change, so the maps still add up."""
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -169,7 +207,22 @@ class _SoftmaxPathRule(torch.autograd.Function):
         for a, w in zip((nodes + 1) / 2, weights / 2, strict=True):
             p = torch.softmax(z_ref + float(a) * (z - z_ref), dim)
             m += float(w) * p * (g - (g * p).sum(dim, keepdim=True))
-        return torch.cat([m, m]).to(grad.dtype), None
+        m = m - m.mean(dim, keepdim=True)
+        # Where the softmax switches within a sliver of the path (logit gaps of hundreds),
+        # the nodes miss the switch; what they miss goes back along the zero-sum direction
+        # of the logit change, so that sum_j m_j dz_j = g . (p(z) - p(z_ref)) holds. A
+        # zero-sum m ignores the logit change's shared part, so only its spread enters (an
+        # offset of 1e6 would drown the sum in float64 rounding), and a miss below what
+        # float32 maps can show leaves the nodes' multipliers as they are.
+        dz = z - z_ref
+        spread = dz - dz.mean(dim, keepdim=True)
+        want = (g * (torch.softmax(z, dim) - torch.softmax(z_ref, dim))).sum(dim, keepdim=True)
+        missed = want - (m * spread).sum(dim, keepdim=True)
+        norm = (spread * spread).sum(dim, keepdim=True)
+        visible = (missed.abs() > 1e-10 * g.abs().sum(dim, keepdim=True)) & (norm > 0)
+        m = m + torch.where(visible, missed / torch.where(norm > 0, norm, 1.0), 0.0) * spread
+        out = _zero_sum_round(m, dim, grad.dtype)
+        return torch.cat([out, out]), None
 
 
 class DeepLiftSoftmax(nn.Module):

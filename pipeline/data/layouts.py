@@ -21,9 +21,12 @@ Layouts
     a shape on a background cut from the photos in ``root``; the shape is the class, its
     pixels the mask.
 ``auto``
-    ``flat-csv`` when the CSV exists (``labels_csv``, else the one ``*.csv`` in ``root``),
-    ``class-folders`` when the sub-folders are WordNet ids or all classes of the model,
-    otherwise ``plain``.
+    ``flat-csv`` when the CSV exists (``labels_csv``, else the one ``*.csv`` in ``root``);
+    ``class-folders`` when at least one sub-folder that holds images is named as a class
+    (a class of the model, or anything spelled as a WordNet id); otherwise ``plain``. Once
+    one folder names a class, the folders are taken as meant for labels, so a folder that
+    is not a class (a typo, a WordNet id beside names) is an error rather than a run
+    without labels; folders none of which is a class (``2024/``, ``misc/``) stay ``plain``.
 """
 
 from __future__ import annotations
@@ -53,6 +56,11 @@ LAYOUT_HELP = (
     " is one of the model's class names)\n"
     "  plain:          any images below <root> (no labels)"
 )
+#: How to run labelled-looking images without labels on purpose, for the errors below.
+PLAIN_HINT = ("To run these images without labels on purpose, use the plain layout: "
+              "--set dataset.layout=\"plain\" (or layout = \"plain\" in the config's [dataset]).")
+#: Unknown names listed one per line in an error, at most.
+LISTED = 10
 #: The columns of the free-form label CSV (the other form is ImageNet's).
 PATH_LABEL = ("path", "label")
 IMAGENET_CSV = ("ImageId", "PredictionString")
@@ -78,6 +86,16 @@ class Manifest:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    @property
+    def labelled(self) -> int:
+        """How many images have a label."""
+        return sum(1 for label in self.labels if label >= 0)
+
+    def describe(self) -> str:
+        """The layout and the labelled count in words: ``class-folders (3 of 3 images
+        labelled)``."""
+        return f"{self.layout} ({self.labelled} of {len(self)} images labelled)"
 
 
 class Labels:
@@ -123,20 +141,35 @@ class Labels:
                     if words & set(re.split(r"[\W_]+", c.casefold()))][:5]
         return list(dict.fromkeys(out))[:5]
 
-    def error(self, names: Sequence[str]) -> DataError:
-        shown = ", ".join(repr(n) for n in sorted(set(names))[:5])
-        if self.imagenet and all(WNID.match(n) for n in names):
-            return DataError(f"Expected ImageNet-1k WordNet ids as labels in {self.where}, got "
-                             f"{shown}, which are not among the 1000 classes.")
-        close = self.suggestions(sorted(set(names))[:5])
-        valid = ", ".join(repr(c) for c in close) if close else \
-            ", ".join(self.classes[:6]) + (" ..." if len(self.classes) > 6 else "")
-        which = "close ones" if close else "for example"
+    def error(self, names: Sequence[str], what: str = "folder") -> DataError:
+        """The error for label names that are not classes: each listed (at most
+        :data:`LISTED`) with the classes close to it, and how to run unlabelled instead.
+        ``what``: ``"folder"`` or ``"label"`` (a CSV's)."""
+        unknown = sorted(set(names))
+        shown = unknown[:LISTED]
+        more = f"\n  ... and {len(unknown) - LISTED} more" if len(unknown) > LISTED else ""
+        plural = "s" if len(unknown) > 1 else ""
+        if self.imagenet and all(WNID.match(n) for n in unknown):
+            listed = "".join(f"\n  {n!r}" for n in shown)
+            return DataError(
+                f"Expected ImageNet-1k WordNet ids as {what} names in {self.where}, got "
+                f"{len(unknown)} {what}{plural} that {'are' if plural else 'is'} not among the "
+                f"1000 classes:{listed}"
+                f"{more}\n{PLAIN_HINT}")
+        lines = []
+        for name in shown:
+            close = self.suggestions([name])[:3]
+            lines.append(f"\n  {name!r} (close: {', '.join(repr(c) for c in close)})" if close
+                         else f"\n  {name!r} (no class is close)")
+        examples = ", ".join(repr(c) for c in self.classes[:4]) + \
+            (" ..." if len(self.classes) > 4 else "")
         return DataError(
-            f"Expected labels in {self.where} that are classes of the model, got {shown}, "
-            f"which are not among its {len(self.classes)} classes ({which}: {valid}). Name "
-            "the folders (or CSV labels) after the model's classes ([model] classes), or "
-            "WordNet ids for an ImageNet model.")
+            f"Expected every {what} name in {self.where} to be a class of the model (one of "
+            f"its {len(self.classes)} classes, such as {examples}), got {len(unknown)} "
+            f"{what}{plural} that {'are' if plural else 'is'} not:{''.join(lines)}{more}\n"
+            f"Rename {'them' if plural else 'it'} after the model's classes ([model] classes "
+            "for a checkpoint's own names; WordNet ids for an ImageNet model), or leave "
+            f"{'them' if plural else 'it'} out. {PLAIN_HINT}")
 
 
 def class_folders(root: Path) -> tuple[str, ...]:
@@ -146,6 +179,22 @@ def class_folders(root: Path) -> tuple[str, ...]:
         return ()
     return tuple(sorted(p.name for p in root.iterdir()
                         if p.is_dir() and not p.name.startswith(".")))
+
+
+def _holds_images(folder: Path) -> bool:
+    """Whether ``folder`` holds an image at any depth (hidden files and folders left out);
+    stops at the first one found."""
+    for path in folder.rglob("*"):
+        rel = path.relative_to(folder)
+        if not any(part.startswith(".") for part in rel.parts) and is_image_file(path):
+            return True
+    return False
+
+
+def image_folders(root: Path) -> tuple[str, ...]:
+    """The sub-folders of ``root`` that hold images (at any depth), sorted: the ones a
+    class-folders layout labels."""
+    return tuple(name for name in class_folders(root) if _holds_images(root / name))
 
 
 def _class_folders(root: Path, labels_of: Labels) -> tuple[list[str], list[int]]:
@@ -220,7 +269,7 @@ def _flat_csv(root: Path, csv_path: Path, labels_of: Labels) -> tuple[list[str],
         labels.append(labels_of.index(name) if name else -1)
     if unknown:
         labels_of.where = csv_path
-        raise labels_of.error(unknown)
+        raise labels_of.error(unknown, "label")
     return ids, labels
 
 
@@ -241,14 +290,47 @@ def _label_csv_path(root: Path, labels_csv: str) -> Path | None:
 
 
 def detect_layout(root: Path, labels_csv: str, classes: Sequence[str] | None = None) -> str:
-    """Resolve ``auto`` for an existing folder (``classes``: the model's class names)."""
+    """Resolve ``auto`` for an existing folder (``classes``: the model's class names; None:
+    ImageNet's): ``flat-csv`` when there is a label CSV, ``class-folders`` when at least one
+    sub-folder that holds images is named as a class (a class of the model, by name without
+    regard to case, or anything spelled as a WordNet id), else ``plain``."""
     if _label_csv_path(root, labels_csv) is not None:
         return "flat-csv"
-    subdirs = class_folders(root)
-    if subdirs and (all(WNID.match(p) for p in subdirs)
-                    or (classes is not None and set(subdirs) <= set(classes))):
+    labels_of = Labels(classes, root)
+    if any(WNID.match(name) or labels_of.knows(name) for name in image_folders(root)):
         return "class-folders"
     return "plain"
+
+
+def check_labels(layout: str, root: Path, *, labels_csv: str = "LOC_val_solution.csv",
+                 classes: Sequence[str] | None = None) -> str:
+    """Resolve ``layout`` and check the dataset's label names against ``classes`` without
+    listing every image: each class folder, or each label of the CSV, must be a class.
+    What :func:`build_manifest` would refuse, refused before any work (the model's loading
+    included, when its classes are known without it).
+
+    Returns
+    -------
+    str
+        The layout ``auto`` resolves to (``layout`` itself otherwise).
+
+    Raises
+    ------
+    DataError
+        A folder or CSV label that is not a class, listed with the classes close to it and
+        how to run the images unlabelled on purpose; a CSV that cannot be read.
+    """
+    resolved = detect_layout(root, labels_csv, classes) if layout == "auto" else layout
+    labels_of = Labels(classes, root)
+    if resolved == "class-folders":
+        unknown = [name for name in image_folders(root) if not labels_of.knows(name)]
+        if unknown:
+            raise labels_of.error(unknown)
+    elif resolved == "flat-csv":
+        csv_path = _label_csv_path(root, labels_csv)
+        if csv_path is not None:
+            _flat_csv(root, csv_path, labels_of)
+    return resolved
 
 
 def _subset(ids: list[str], labels: list[int], limit: int, per_class: int, layout: str

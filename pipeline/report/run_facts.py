@@ -35,7 +35,8 @@ def banner_notes(attrs: Mapping[str, Any], missing: Sequence[str], ok: int, n: i
 
 def run_facts(*, dataset: str, layout: str, methods: Sequence[str], config_file: str,
               attrs: Mapping[str, Any], images: int, ok: int, skipped: int,
-              accuracy: Mapping[str, Any] | None = None) -> list[tuple[str, Any]]:
+              accuracy: Mapping[str, Any] | None = None, labelled: int | None = None
+              ) -> list[tuple[str, Any]]:
     """The summary page's run table: ``(name, value)`` rows.
 
     Parameters
@@ -48,6 +49,9 @@ def run_facts(*, dataset: str, layout: str, methods: Sequence[str], config_file:
         The images in all, explained and skipped.
     accuracy
         ``accuracy``, ``correct`` and ``labelled`` (None: no labels).
+    labelled
+        The images with a label, shown beside the layout (None: not known, as for a run
+        whose summary predates the count).
     """
     report = attrs.get("model_report") or {}
     prep = attrs.get("preprocessing") or {}
@@ -55,7 +59,9 @@ def run_facts(*, dataset: str, layout: str, methods: Sequence[str], config_file:
     acc = (f"{accuracy['accuracy']:.1%} ({accuracy['correct']} of {accuracy['labelled']} "
            "labelled images)") if accuracy else "— (no labels)"
     return [
-        ("dataset", dataset), ("layout", layout),
+        ("dataset", dataset),
+        ("layout", layout if labelled is None
+         else f"{layout} ({labelled} of {images} images labelled)"),
         ("images", f"{images} ({ok} explained, {skipped} skipped)"),
         ("weights", attrs.get("weights_id", "")),
         ("random weights", "YES: the maps are meaningless" if attrs.get("random_weights")

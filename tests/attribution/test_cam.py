@@ -127,3 +127,41 @@ def test_an_exported_program_has_no_layer_to_read(tmp_path):
         find_layer(module, torch.zeros(1, 3, 64, 64))
     with pytest.raises(ConfigError, match="never runs as a module"):
         find_layer(module, torch.zeros(1, 3, 64, 64), "layer4")
+
+
+class _Branches(nn.Module):
+    """A CNN with a side branch the head never uses (``unused``) and one cut off from the
+    graph (``detached``): both run, neither reaches the target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.used = nn.Conv2d(4, 4, 3, padding=1)
+        self.unused = nn.Conv2d(4, 4, 3, padding=1)
+        self.detached = nn.Conv2d(4, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        self.unused(h)  # computed and dropped
+        side = self.detached(h.detach())
+        pooled = self.used(h).mean(dim=(2, 3)) + 0 * side.detach().mean(dim=(2, 3))
+        return self.head(pooled)
+
+
+@pytest.mark.parametrize("layer", ["unused", "detached"])
+@pytest.mark.parametrize("method", [grad_cam, guided_grad_cam])
+def test_a_layer_the_target_does_not_reach_is_an_error_with_the_candidates(layer, method):
+    """Captum fails inside autograd ("One of the differentiated Tensors appears to not have
+    been used in the graph", or "element 0 of tensors does not require grad"); the layer is
+    refused before any map, naming the layers that the target's gradient reaches."""
+    torch.manual_seed(0)
+    model = freeze(_Branches().eval())
+    x, t = torch.randn(2, 3, 8, 8), torch.tensor([0, 2])
+    with pytest.raises(RuntimeError, match=r"differentiated Tensors|does not require grad"):
+        LayerGradCam(model, getattr(model, layer)).attribute(x, target=t)
+    with pytest.raises(ConfigError, match=rf"got '{layer}', which runs, but the target does "
+                                          r"not depend on its output.*last first: used, stem\."):
+        method(model, x, t, {"layer": layer}, 4)
+    assert find_layer(model, torch.zeros(1, 3, 8, 8)) == ("used", (8, 8))
+    assert find_layer(model, torch.zeros(1, 3, 8, 8), "used") == ("used", (8, 8))

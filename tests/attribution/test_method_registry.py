@@ -412,3 +412,57 @@ def test_the_registry_is_read_without_torch():
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def hint_problems(spec: MethodSpec, hint: str) -> list[str]:
+    """What in a completeness hint ``hint`` does not fit method ``spec``: a hint on a method
+    without a delta; a parameter of any method that ``spec`` does not have (``its n_steps``,
+    ``rule = "..."`` or the bare name); a suggested value the parameter does not allow, or
+    that is already its default."""
+    import re
+
+    if not spec.has_delta:
+        return [f"{spec.name} has no completeness delta, got a hint {hint!r}"] if hint else []
+    known = {key for other in METHODS.values()
+             for name, p in other.params.items() for key in (name, p.stored_as) if key}
+    problems = [f"names {word}, not a parameter of {spec.name}"
+                for word in re.findall(r"[A-Za-z_][A-Za-z0-9_]*", hint)
+                if word in known and spec.param_name(word) is None]
+    problems += [f"says 'its {word}', not a parameter of {spec.name}"
+                 for word in re.findall(r"\bits ([A-Za-z_][A-Za-z0-9_]*)", hint)
+                 if spec.param_name(word) is None]
+    for key, quoted, bare in re.findall(r'([A-Za-z_]\w*) = (?:"([^"]*)"|([\w.+-]+))', hint):
+        param = spec.param(key)
+        if param is None:
+            problems.append(f"sets {key}, not a parameter of {spec.name}")
+            continue
+        value = quoted if quoted else param.type(bare)
+        problem = param.check(key, value)
+        if problem:
+            problems.append(f"suggests {key} = {value!r}: {problem}")
+        elif param.canonical_value(value) == param.default:
+            problems.append(f"suggests {key} = {value!r}, already its default")
+    return problems
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_each_completeness_hint_names_only_the_methods_own_parameters(name):
+    spec = METHODS[name]
+    assert hint_problems(spec, spec.incomplete_hint) == []
+    assert bool(spec.incomplete_hint) == spec.has_delta
+
+
+def test_a_hint_that_names_a_default_or_a_missing_parameter_is_caught():
+    """The hint every method carried before hints came from the registry: Captum's
+    integrated_gradients already uses Gauss-Legendre, and DeepLift has no n_steps."""
+    old = 'raise its n_steps, or use rule = "gausslegendre" (docs/methods.md, Completeness)'
+    assert hint_problems(METHODS["integrated_gradients"], old) == [
+        "suggests rule = 'gausslegendre', already its default"]
+    assert hint_problems(METHODS["deeplift"], old) == [
+        "names n_steps, not a parameter of deeplift", "names rule, not a parameter of deeplift",
+        "says 'its n_steps', not a parameter of deeplift",
+        "sets rule, not a parameter of deeplift"]
+    assert hint_problems(METHODS["custom_integrated_gradients"], 'use rule = "simpson"') == [
+        "suggests rule = 'simpson': expected rule to be one of linspace_mean, trapezoid, "
+        "gausslegendre, adaptive, got 'simpson'"]
+    assert hint_problems(METHODS["gradient"], old) != []

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.attribution.method_registry import METHODS
 from pipeline.errors import ConfigError
 
 DataDirOpt = Annotated[Path | None, typer.Option(
@@ -30,6 +31,71 @@ RunDirArg = Annotated[Path | None, typer.Argument(
 NameOpt = Annotated[str | None, typer.Option(
     "--name", metavar="NAME", help="the run's name, its folder under --out (default: the "
     "dataset's name; with --data-dir alone, the folder's)")]
+ClassesOpt = Annotated[Path | None, typer.Option(
+    "--classes", metavar="FILE", help="a checkpoint's class names, one a line, in output "
+    "order ([model] classes)")]
+MethodOpt = Annotated[list[str] | None, typer.Option(
+    "--method", metavar="METHOD", help=f"repeatable: add a method with its default parameters "
+    f"({', '.join(METHODS)}); one the config already has keeps its own")]
+
+
+def default_metrics() -> tuple[str, ...]:
+    """The metrics ``--evaluate`` turns on: every registered metric that needs no mask, so
+    that any dataset (labelled or not, with masks or not) gets a score from each."""
+    from pipeline.evaluation.metrics import METRICS
+
+    return tuple(name for name in METRICS if not METRICS[name].needs_mask)
+
+
+EvaluateOpt = Annotated[bool, typer.Option(
+    "--evaluate", help="turn on the evaluate stage with the metrics that need no mask "
+    f"({', '.join(default_metrics())}), unless [evaluate] metrics already names some")]
+
+
+def check_methods(names: list[str]) -> None:
+    """Each ``--method`` names a registered method, else the registry's "Expected a method
+    in [...], got 'x'; did you mean ...?" error, blamed on ``--method``."""
+    for name in names:
+        if name not in METHODS:
+            message = METHODS.unknown_message(name)
+            end = "" if message.endswith("?") else "."
+            raise ConfigError(f"--method: {message}{end} Pass a registered name; "
+                              "`xai run --help` lists them.")
+
+
+def with_command_line_choices(cfg: Any, *, classes: Path | None = None,
+                              methods: list[str] | None = None, evaluate: bool = False
+                              ) -> Any:
+    """``cfg`` with what ``--classes``, ``--method`` and ``--evaluate`` ask for.
+
+    ``--classes`` replaces ``[model] classes`` (a path against the working directory, as
+    every path given on the command line). ``--method`` adds each method the config does not
+    have, with its defaults; one it has keeps its parameters. ``--evaluate`` turns on
+    :func:`default_metrics` when ``[evaluate] metrics`` names none.
+
+    Raises
+    ------
+    ConfigError
+        A ``--classes`` file that does not exist, or an unknown ``--method``, named as given
+        on the command line.
+    """
+    import dataclasses
+
+    if classes is not None:
+        path = classes.expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(f"--classes: expected a file of class names (one a line) at "
+                              f"{classes}, but there is none.")
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, classes=path))
+    if methods:
+        check_methods(methods)
+        added = {name: METHODS[name].resolve({}) for name in methods if name not in cfg.methods}
+        if added:
+            cfg = dataclasses.replace(cfg, methods={**cfg.methods, **added})
+    if evaluate and not cfg.evaluate.metrics:
+        cfg = dataclasses.replace(
+            cfg, evaluate=dataclasses.replace(cfg.evaluate, metrics=default_metrics()))
+    return cfg
 
 
 def config_for_command(dataset: str | None, config: Path | None, sets: list[str] | None,

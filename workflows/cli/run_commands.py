@@ -16,16 +16,20 @@ from pipeline.models.sources import arch_help, weights_help
 from pipeline.models.torchvision_table import DEFAULT_ARCH
 from workflows.cli.console import console, fail, out
 from workflows.cli.options import (
+    ClassesOpt,
     ConfigOpt,
     DataDirOpt,
     DatasetOpt,
     DeviceOpt,
+    EvaluateOpt,
+    MethodOpt,
     NameOpt,
     OutOpt,
     RunDirArg,
     SchedulerOpt,
     SetOpt,
     config_for_command,
+    with_command_line_choices,
 )
 from workflows.commands.summary_tables import (
     print_evaluation,
@@ -53,6 +57,9 @@ def run(
         help=weights_help())] = None,
     arch: Annotated[str | None, typer.Option(metavar="ARCH",
         help=f"{arch_help()}; default {DEFAULT_ARCH}")] = None,
+    classes: ClassesOpt = None,
+    method: MethodOpt = None,
+    evaluate_: EvaluateOpt = False,
     device: DeviceOpt = None,
     scheduler: Annotated[str, typer.Option(metavar="SCHEDULER",
         help="threads | processes | synchronous | local:N | local-cuda | tcp://host:port "
@@ -67,15 +74,20 @@ def run(
         = False,
 ) -> None:
     """Run (or resume) the pipeline: ingest, predict, attribute, aggregate, normalize, render,
-    evaluate (when [evaluate] metrics names some) and report.
+    evaluate (when [evaluate] metrics names some, or with --evaluate) and report.
 
     Your own images: `xai run --data-dir DIR` finds their layout by itself (class folders, a
-    CSV beside them, or plain files) and names the run after the folder. Later commands take
-    the run folder: `xai status runs/NAME`.
+    CSV beside them, or plain files) and names the run after the folder. A checkpoint of
+    your own: `--weights model.pth --arch resnet18 --classes classes.txt`. One more method:
+    `--method grad_cam`. Scores for the maps: `--evaluate`.
+
+    Later commands take the run folder: `xai status runs/NAME`.
     """
     try:
         cfg = config_for_command(dataset, config, sets, run_dir, data_dir=data_dir, out=out_dir,
                          weights=weights, device=device, arch=arch, name=name)
+        cfg = with_command_line_choices(cfg, classes=classes, methods=method,
+                                        evaluate=evaluate_)
         console.print(f"[bold]{cfg.dataset.name}[/]: {cfg.model.arch}, methods "
                       f"{', '.join(cfg.method_names)}; output {cfg.run_dir}")
     except XaiError as exc:

@@ -54,15 +54,13 @@ def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str
             raise DataError(f"Expected an image file at {path}, but there is none.")
         if not is_image_file(path):
             raise DataError(f"Expected an image file (.jpg, .png, ...), got {path}.")
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0].replace("-", "_"), list(METHODS), n=2,
-                                          cutoff=0.6)
-        hint = f" Did you mean {' or '.join(close)}?" if close else ""
-        raise ConfigError(f"--method: expected methods among {', '.join(METHODS)}, got "
-                          f"{', '.join(repr(m) for m in unknown)}.{hint}")
+    # The registry's own did-you-mean, as `xai run --method` gives it.
+    for name in methods:
+        if name not in METHODS:
+            message = METHODS.unknown_message(name)
+            end = "" if message.endswith("?") else "."
+            raise ConfigError(f"--method: {message}{end} Pass a registered name; "
+                              "`xai explain --help` lists them.")
     if problem := check_arch(arch):
         raise ConfigError(f"--arch: {problem}")
     if head not in HEADS:

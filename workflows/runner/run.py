@@ -10,10 +10,13 @@ receives progress and warnings.
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, StoreError
+from pipeline.errors import ConfigError, LockError, StoreError
 from pipeline.store.access import open_store
 from workflows.config.run_config import Config
 from workflows.config.sections import GENERATED_LAYOUTS
@@ -53,11 +56,65 @@ def run_pipeline(cfg: Config, *, registry: StageRegistry, scheduler: str = "thre
     ``stop``: requested (by the first Ctrl-C), the running tasks finish and are recorded and
     :class:`~workflows.runner.coordinator.RunStopped` is raised.
 
+    A run that stops before writing anything (a refusal) leaves no ``run.lock`` and no
+    folder it made.
+
     Raises
     ------
     XaiError
         Bad dataset, weights, config, scheduler or lock: all before any work is done.
     """
+    with _nothing_left_if_refused(cfg.run_dir):
+        return _run_pipeline(cfg, registry=registry, scheduler=scheduler, force=force,
+                             reporter=reporter, replace=replace, only=only, stop=stop)
+
+
+@contextlib.contextmanager
+def _nothing_left_if_refused(run_dir: Path) -> Iterator[None]:
+    """On an error, remove what the run made in ``run_dir`` when it wrote nothing else there:
+    the lock file (if it was not there before) and the folders that did not exist (each only
+    when empty).
+
+    The removal holds the lock, so that a run that took the folder meanwhile keeps it; a
+    folder holding anything new keeps everything (the lock file left is harmless).
+    """
+    missing: list[Path] = []  # deepest first
+    folder = Path(run_dir)
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    lock = RunLock(run_dir)
+    made_lock = not lock.path.exists()
+    before = set() if missing or not Path(run_dir).is_dir() else set(os.listdir(run_dir))
+    try:
+        yield
+    except BaseException:
+        if made_lock and lock.path.exists():
+            with contextlib.suppress(OSError, LockError):
+                _remove_unused(lock, missing, before)
+        raise
+
+
+def _remove_unused(lock: RunLock, missing: list[Path], before: set[str]) -> None:
+    """Under ``lock``: remove its file and the ``missing`` folders, when the run folder holds
+    no name but the lock's beyond ``before``."""
+    lock.acquire()
+    try:
+        if set(os.listdir(lock.path.parent)) - {lock.path.name} != before:
+            return
+        lock.path.unlink()
+        for folder in missing:
+            if any(folder.iterdir()):
+                return
+            folder.rmdir()
+    finally:
+        lock.release()
+
+
+def _run_pipeline(cfg: Config, *, registry: StageRegistry, scheduler: str,
+                  force: str | None, reporter: Reporter | None, replace: bool,
+                  only: str | None, stop: Stop | None) -> RunSummary:
+    """:func:`run_pipeline`'s work, under its clean-up of a refused run."""
     reg = registry
     rep = reporter or SilentReporter()
     forced = reg.through(force, "--force") if force is not None else ()
@@ -78,6 +135,7 @@ def run_pipeline(cfg: Config, *, registry: StageRegistry, scheduler: str = "thre
         loaded = _load_weights(cfg, SilentReporter() if quiet else rep)
         cfg = lifecycle.resolve_methods(cfg, loaded)
         manifest = _manifest(cfg, loaded.classes)
+        rep.info(f"layout: {manifest.describe()}")
         hashes = reg.hashes(cfg, loaded.weights_id)
         records = Records(cfg.run_dir)
         n = len(manifest)
@@ -99,14 +157,16 @@ def run_pipeline(cfg: Config, *, registry: StageRegistry, scheduler: str = "thre
         _execute(reg, cfg, plan, records, pool, recorder, _model_spec(cfg, loaded), n, stop)
         recorder.end(plan.planned)
         return _summarize(reg, cfg, group, store_path, n, loaded.weights_id, loaded.is_random,
-                          device, scheduler, recorder, plan, only, rep, records, hashes)
+                          device, scheduler, recorder, plan, only, rep, records, hashes,
+                          manifest)
 
 
 def _summarize(reg: StageRegistry, cfg: Config, group: Any, store_path: Path, n: int,
                weights_id: str, random_weights: bool, device: str, scheduler: str,
                recorder: Recorder, plan: Plan, only: str | None, rep: Reporter,
-               records: Records, hashes: Hashes) -> RunSummary:
-    """The run's summary, after each stage's ``finalize``; written to ``summary.json``."""
+               records: Records, hashes: Hashes, manifest: Any) -> RunSummary:
+    """The run's summary, after each stage's ``finalize``; written to ``summary.json``
+    (``manifest``: the run's images, for its layout and labelled count)."""
     skipped = skipped_images(group, cfg.run.target)
     summary = RunSummary(
         run_dir=cfg.run_dir, store_path=store_path, sheets_dir=cfg.run_dir / "sheets",
@@ -116,7 +176,8 @@ def _summarize(reg: StageRegistry, cfg: Config, group: Any, store_path: Path, n:
         previous=read_json(cfg.run_dir / "summary.json"),
         completeness=completeness_summary(group, cfg.method_names,
                                           cfg.run.completeness_warning),
-        engine=recorder.engine(plan.planned), accuracy=top1_accuracy(group))
+        engine=recorder.engine(plan.planned), accuracy=top1_accuracy(group),
+        layout=manifest.layout, labelled=manifest.labelled)
     ctx = Context(cfg, group, cfg.run_dir, records, hashes, reg, plan.planned,
                   plan.pending, only, summary, {}, rep)
     for stage in reg:
@@ -172,17 +233,46 @@ def _nothing_to_do(reg: StageRegistry, cfg: Config, rep: Reporter, scheduler: st
         rep.warn(RANDOM_WEIGHTS_WARNING)
         if hint := fallback_hint(cfg.model.arch, cfg.model.weights):
             rep.info(hint)
+    rep.info(f"layout: {manifest.describe()}")
     return _summarize(reg, resolved, group, store_path, len(manifest), weights_id,
                       random_weights, device, scheduler, recorder, plan, None, rep, records,
-                      hashes)
+                      hashes, manifest)
 
 
 def _check_dataset(cfg: Config) -> None:
-    """The dataset's folder exists (before anything is made)."""
-    from pipeline.data.layouts import check_root
+    """The dataset's folder exists and, where the model's classes are known without
+    loading it, each class folder or CSV label is one of them (before anything is made)."""
+    from pipeline.data.layouts import check_labels, check_root
 
-    if cfg.dataset.layout not in GENERATED_LAYOUTS:
-        check_root(cfg.dataset.root, cfg.dataset.name)
+    d = cfg.dataset
+    if d.layout not in GENERATED_LAYOUTS:
+        check_root(d.root, d.name)
+        classes = _classes_before_loading(cfg)
+        if classes is not None and d.root is not None:
+            check_labels(d.layout, d.root, labels_csv=d.labels_csv, classes=classes)
+
+
+def _classes_before_loading(cfg: Config) -> tuple[str, ...] | None:
+    """The model's class names where the config alone fixes them: ImageNet-1k's for an
+    architecture family's ``imagenet``, ``auto`` or ``random`` weights (their classifiers
+    are ImageNet-1k's), the ``[model] classes`` file for a weights file; None when only the
+    loaded model tells (a weights file without one, a source with its own classes), and
+    the manifest is checked once it has loaded."""
+    from pipeline.data.class_names import imagenet_classes, read_classes_file
+    from pipeline.errors import XaiError
+    from pipeline.models.sources import source_for
+    from pipeline.models.sources.base import ArchitectureFamily
+
+    m = cfg.model
+    try:
+        source = source_for(m.arch, str(m.weights))
+    except XaiError:  # a bad arch or weights: loading says so, as it always has
+        return None
+    if isinstance(source, ArchitectureFamily):
+        return imagenet_classes()
+    if source.names_weights(str(m.weights)) or m.classes is None:
+        return None
+    return read_classes_file(m.classes)
 
 
 def _manifest(cfg: Config, classes: tuple[str, ...]) -> Any:

@@ -167,6 +167,10 @@ class RunSummary:
     run_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S"))
     #: The ``summary.json`` this run found: stages it did not compute keep their figures.
     previous: dict[str, Any] | None = None
+    #: The dataset layout the run used (``auto`` resolved), and how many of its images
+    #: have a label.
+    layout: str = ""
+    labelled: int = 0
 
     @property
     def stage_seconds(self) -> float:
@@ -209,6 +213,7 @@ class RunSummary:
             "completeness": [c.to_dict() for c in self.completeness],
             "engine": self.engine,
             "accuracy": self.accuracy or None,
+            "layout": self.layout, "labelled": self.labelled,
             **{name: out for name, out in self.outputs.items() if out},
             "run_at": self.run_at,
             "stages": self.stage_entries(),

@@ -318,7 +318,8 @@ def resolve_methods(cfg: Config, loaded: Any) -> Config:
     ------
     ConfigError
         A method that hooks modules on an exported program (it has none), or a ``layer``
-        that is not a module with a spatial output (the message lists the candidates).
+        that is not a module with a spatial output, or one the target's gradient does not
+        reach (the message lists the candidates).
     """
     import dataclasses
 

@@ -480,10 +480,12 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
         shards=[{"index": u.index, "file": shard_data_path(u.index)} for u in units
                 if part_data(run_dir, u.index).is_file()],
         strategies="data/strategies.js" if strategy_data["methods"] else None)
-    facts_rows = run_facts(dataset=cfg.dataset.name, layout=cfg.dataset.layout,
+    facts_rows = run_facts(dataset=cfg.dataset.name,
+                           layout=(summary or {}).get("layout") or cfg.dataset.layout,
                            methods=methods, config_file=str(cfg.source or ""), attrs=attrs,
                            images=n, ok=ok, skipped=len(skipped),
-                           accuracy=top1_accuracy(group))
+                           accuracy=top1_accuracy(group),
+                           labelled=(summary or {}).get("labelled"))
     rc = cfg.report
     settings = StrategySettings(rc.min_images, rc.downsample, rc.neighbors, rc.max_clusters,
                                 rc.members)
