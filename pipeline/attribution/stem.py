@@ -193,7 +193,9 @@ def _split_why(model: nn.Module) -> tuple[AffineStem | None, str]:
             node = inputs[0]
             while len(node.users) == 1 and _is_affine(gm, next(iter(node.users)), node):
                 node = next(iter(node.users))  # past the layout conversion
-            ops = ", ".join(_op_name(gm, u) for u in list(node.users)[:3])
+            # An exported program reads the input's size once per dimension: name each op
+            # once.
+            ops = ", ".join(list(dict.fromkeys(_op_name(gm, u) for u in node.users))[:3])
             what = f" (it goes to {ops})" if ops else ""
         return None, ("not found: the input does not go through Conv2d / eval BatchNorm "
                       f"layers first{what}")

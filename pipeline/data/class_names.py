@@ -51,7 +51,8 @@ def read_classes_file(path: str | Path) -> tuple[str, ...]:
         text = p.read_text(encoding="utf-8")
     except OSError as exc:
         raise WeightsError(f"Expected a class-names file at {p} (one name a line), but it "
-                           f"cannot be read: {exc.strerror}. Fix [model] classes.") from None
+                           f"cannot be read: {exc.strerror}. Fix [model] classes (or "
+                           "--classes).") from None
     names = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not names:
         raise WeightsError(f"Expected class names in {p}, one a line, got none.")
@@ -94,11 +95,12 @@ def resolve_classes(count: int, classes: Sequence[str] | str | Path | None,
         if len(names) != count:
             raise WeightsError(
                 f"Expected {count} class names for {where} (its classifier has {count} "
-                f"outputs), got {len(names)} in {source}. Fix [model] classes, one name a "
-                "line in output order.")
+                f"outputs), got {len(names)} in {source}. Fix [model] classes (or --classes), one "
+                "name a line in output order.")
         return names, ()
     if dataset_classes and len(dataset_classes) == count:
         return tuple(dataset_classes), ()
     made = tuple(f"class_{i}" for i in range(count))
-    return made, (f"{where}: no class names given ([model] classes = \"classes.txt\", one a "
-                  f"line), so its {count} outputs are called class_0 ... class_{count - 1}.",)
+    return made, (f"{where}: no class names given ([model] classes = \"classes.txt\" or "
+                  f"--classes FILE, one a line), so its {count} outputs are called class_0 "
+                  f"... class_{count - 1}.",)

@@ -168,8 +168,8 @@ class Labels:
             f"its {len(self.classes)} classes, such as {examples}), got {len(unknown)} "
             f"{what}{plural} that {'are' if plural else 'is'} not:{''.join(lines)}{more}\n"
             f"Rename {'them' if plural else 'it'} after the model's classes ([model] classes "
-            "for a checkpoint's own names; WordNet ids for an ImageNet model), or leave "
-            f"{'them' if plural else 'it'} out. {PLAIN_HINT}")
+            "or --classes for a checkpoint's own names; WordNet ids for an ImageNet model), or "
+            f"leave {'them' if plural else 'it'} out. {PLAIN_HINT}")
 
 
 def class_folders(root: Path) -> tuple[str, ...]:

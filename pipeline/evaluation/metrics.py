@@ -144,6 +144,12 @@ def register_metric(name: str, description: str, *, higher_is_better: bool,
     return register
 
 
+def default_metrics() -> tuple[str, ...]:
+    """The metrics ``--evaluate`` turns on: every registered metric that needs no mask, so
+    that any dataset (labelled or not, with masks or not) gets a score from each."""
+    return tuple(name for name in METRICS if not METRICS[name].needs_mask)
+
+
 def get_metric(name: str) -> MetricSpec:
     """Look a metric up by name; a ``KeyError`` lists the registered names."""
     return METRICS.get_or_raise(name)

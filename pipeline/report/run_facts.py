@@ -6,9 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeline.report.templating import counted
 
-def banner_notes(attrs: Mapping[str, Any], missing: Sequence[str], ok: int, n: int
-                 ) -> list[str]:
+
+def banner_notes(attrs: Mapping[str, Any], missing: Sequence[str], ok: int, n: int,
+                 degenerate: Sequence[str] = ()) -> list[str]:
     """The warnings every page shows in a banner.
 
     Parameters
@@ -19,11 +21,15 @@ def banner_notes(attrs: Mapping[str, Any], missing: Sequence[str], ok: int, n: i
         The report's input stages with units not complete, in words.
     ok, n
         The images explained, of ``n``.
+    degenerate
+        Degenerate output found in the store, one message each
+        (:mod:`pipeline.evaluation.degeneracy`).
     """
     notes = []
     if attrs.get("random_weights"):
         notes.append(str(attrs.get("warning") or "RANDOM WEIGHTS: the maps say nothing about "
                                                  "a real model."))
+    notes.extend(str(d) for d in degenerate)
     if missing:
         notes.append("Stages missing, so some maps or scores are absent: " + "; ".join(missing)
                      + ". Run `xai run` with the same options to complete them.")
@@ -61,7 +67,7 @@ def run_facts(*, dataset: str, layout: str, methods: Sequence[str], config_file:
     return [
         ("dataset", dataset),
         ("layout", layout if labelled is None
-         else f"{layout} ({labelled} of {images} images labelled)"),
+         else f"{layout} ({labelled} of {counted(images, 'image')} labelled)"),
         ("images", f"{images} ({ok} explained, {skipped} skipped)"),
         ("weights", attrs.get("weights_id", "")),
         ("random weights", "YES: the maps are meaningless" if attrs.get("random_weights")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.report.templating import macro, render
+from pipeline.report.templating import counted, macro, render
 from pipeline.report.verdicts import (
     SANITY_THRESHOLD,
     Verdict,
@@ -215,8 +215,12 @@ def trust(evaluation: Mapping[str, Any], signs: Mapping[str, str],
 
 def timings(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Per stage, the figures of the last run that computed it: busy seconds (the tasks'
-    own work) with img/s from them, the span, and when that run was; with the command's
-    wall time (``seconds``) and whether it recomputed nothing (``recomputed``)."""
+    own work) with img/s from them, the span, and when that run was; with a sentence on the
+    command's wall time (``wall``) and whether it recomputed nothing (``recomputed``).
+
+    ``summary`` is ``summary.json``'s content; a report built inside a run (before that run
+    has written it) gives the run's wall time so far as ``seconds_when_built`` instead of
+    ``seconds``."""
     def busy(s: Mapping[str, Any]) -> Any:  # summary.json of an older run: span only
         return s.get("busy_seconds", s.get("seconds"))
 
@@ -229,9 +233,23 @@ def timings(summary: Mapping[str, Any]) -> dict[str, Any]:
     last = runs[-1] if runs else {}
     did = sum((last.get("units_run") or {}).values()) if last else None
     nothing = did is not None and did == 0
-    return {"rows": rows, "seconds": fmt(summary.get("seconds")),
+    return {"rows": rows, "wall": wall_time(summary),
             "recomputed": " This command recomputed nothing: the figures are those of the "
                           "runs that did the work." if nothing else ""}
+
+
+def wall_time(summary: Mapping[str, Any]) -> str:
+    """The sentence on the wall time of the run that built the page (or, for a report built
+    on its own, of the last run): never a figure the run had not reached yet."""
+    so_far = summary.get("seconds_when_built")
+    if so_far is not None:
+        return (f"This command had run for {fmt(so_far)} s of wall time when it built this "
+                "report (its total is in summary.json).")
+    seconds = summary.get("seconds")
+    if not seconds:
+        return "The command's wall time is not known yet."
+    when = summary.get("run_at")
+    return f"The run{f' of {when}' if when else ''} took {fmt(seconds)} s of wall time."
 
 
 def evaluation_rows(evaluation: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -248,9 +266,13 @@ def evaluation_rows(evaluation: Mapping[str, Any]) -> list[tuple[Any, ...]]:
 
 def completeness_rows(summary: Mapping[str, Any] | None) -> list[tuple[Any, ...]]:
     """Per IG method, its completeness errors: ``(method, images, median, worst, worst
-    image, images above the warning)``."""
+    image, images above the warning)``; a method whose every gap F(x) - F(baseline) is zero
+    says its error is undefined."""
     return [(c["method"], c["images"], f"{100 * c['median']:.3g}%",
              f"{100 * c['worst']:.3g}%", c["worst_image"], len(c["flagged"]))
+            if c.get("median") is not None else
+            (c["method"], 0, "undefined: F(x) = F(baseline) for "
+             f"{counted(c.get('zero_gap', 0), 'image')}", "—", "—", 0)
             for c in (summary or {}).get("completeness") or []]
 
 

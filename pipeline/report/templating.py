@@ -61,13 +61,22 @@ class JoinLines(Extension):
         return join_lines(source)
 
 
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``count`` and ``noun``, the noun plural unless the count is one: ``1 image``,
+    ``3 images``, ``0 classes`` (with ``plural="classes"``). Also the templates' ``counted``
+    filter."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
+
+
 @cache
 def environment() -> jinja2.Environment:
     """The report's one Jinja2 environment: templates from :data:`TEMPLATES`, autoescape on
-    for every template, an undefined name an error."""
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
-                              autoescape=True, undefined=jinja2.StrictUndefined,
-                              extensions=[JoinLines])
+    for every template, an undefined name an error, and the :func:`counted` filter."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
+                             autoescape=True, undefined=jinja2.StrictUndefined,
+                             extensions=[JoinLines])
+    env.filters["counted"] = counted
+    return env
 
 
 def render(template: str, **context: Any) -> str:

@@ -9,7 +9,7 @@ unit wrote, for the checksums its record keeps.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import zarr
 
 from pipeline.errors import StoreError
 from pipeline.store.arrays import array, dims
-from pipeline.store.encoding import SCALE_SUFFIX, decode_maps
+from pipeline.store.encoding import CF_KEYS, SCALE_SUFFIX, decode_maps
 from pipeline.store.schema import EXPLAINER, SCHEMA, SCHEMA_VERSION, Schema
 
 
@@ -137,21 +137,32 @@ def regions_checksum(group: zarr.Group, names: Sequence[str], rows: slice,
     return f"{crc:08x}"
 
 
-def open_dataset(path: Path | str) -> Any:
-    """The store as an ``xarray.Dataset`` (lazy, dask-backed) for analysis.
+def open_dataset(path: Path | str, drop_variables: Iterable[str] = ()) -> Any:
+    """The store as an ``xarray.Dataset`` for analysis, every array holding what its name
+    says; also ``xarray.open_dataset(path, engine="xai")``.
 
-    Equivalent to ``xarray.open_zarr(path, consolidated=False)``, after checking the schema
-    version, with ``raw`` and ``aggregated`` (``[store] attributions``) and ``normalized``
-    (``[store] normalized``) decoded to float32 (lazily) when the store keeps them in 16
-    bits: the same dims, coordinates and values within the store's recorded
-    ``attributions_error`` and ``normalized_error``. String arrays (``image``, ``status``,
+    ``xarray.open_zarr(path, consolidated=False)`` after checking the schema version, with
+    the maps decoded to float32 (lazily, dask-backed) whatever ``[store] attributions`` and
+    ``[store] normalized`` keep: ``raw``, ``aggregated`` and ``normalized``, with the same
+    dims, coordinates and values within the store's recorded ``attributions_error`` and
+    ``normalized_error``. A new 16-bit store names its encoded arrays for their encoding
+    (``raw_float16``; plain xarray has no ``raw`` there), a store made before keeps ``raw``:
+    both read as ``raw`` here. The per-image arrays (``label``, ``status``, ``pred``,
+    ``prob``, ``random_<metric>``) are loaded (a few bytes an image), so that they work as
+    ``groupby`` keys and masks as they are. String arrays (``image``, ``status``,
     ``explainer``) come back as numpy's ``StringDType``: use ``.values.tolist()`` for Python
     strings.
+
+    Parameters
+    ----------
+    drop_variables
+        Arrays to leave out, by the names this function gives them (``raw``).
     """
     import xarray as xr
 
     group = open_store(path, mode="r")
-    ds = xr.open_zarr(str(path), consolidated=False)
+    # Undecoded: the maps are decoded here, one way for every encoding and store age.
+    ds = xr.open_zarr(str(path), consolidated=False, mask_and_scale=False)
     for name in [str(v) for v in ds.data_vars]:
         fam = SCHEMA.family_of(name)
         if fam is None or not fam.encoded:
@@ -159,11 +170,18 @@ def open_dataset(path: Path | str) -> Any:
         var = ds[name]
         choice = str(array(group, name).attrs.get("encoding", "float32"))
         if choice == "float32":
-            continue
-        if choice == "float16":
-            decoded = var.astype(np.float32) * ds[name + SCALE_SUFFIX]
+            decoded = var
+        elif choice == "float16":
+            decoded = var.astype(np.float32) * ds[fam.name + SCALE_SUFFIX]
         else:
             data = var.data.map_blocks(decode_maps, choice, None, dtype=np.float32)
             decoded = var.copy(data=data)
-        ds[name] = decoded.transpose(*var.dims).assign_attrs(var.attrs)
-    return ds.drop_vars([n for n in ds.data_vars if str(n).endswith(SCALE_SUFFIX)])
+        attrs = {k: v for k, v in var.attrs.items() if k not in CF_KEYS}
+        ds = ds.drop_vars(name)
+        ds[fam.name] = decoded.transpose(*var.dims).assign_attrs(attrs)
+    ds = ds.drop_vars([n for n in ds.data_vars if str(n).endswith(SCALE_SUFFIX)]
+                      + [n for n in drop_variables if n in ds.variables])
+    for name in [str(v) for v in ds.data_vars]:
+        if ds[name].dims == ("image",):
+            ds[name] = ds[name].load()
+    return ds

@@ -13,12 +13,13 @@ from pathlib import Path
 import zarr
 
 from pipeline.errors import StoreError
+from pipeline.store.encoding import ENCODED_NAME_SUFFIX
 
 
 def array(group: zarr.Group, name: str) -> zarr.Array:
     """The array ``name`` of the store; a :class:`StoreError` if it is missing or a group."""
     try:
-        node = group[name]
+        node = group[resolve(group, name)]
     except KeyError:
         raise StoreError(
             f"Expected array {name!r} in the store at {group.store}, but it is missing. "
@@ -27,6 +28,17 @@ def array(group: zarr.Group, name: str) -> zarr.Array:
     if not isinstance(node, zarr.Array):
         raise StoreError(f"Expected {name!r} to be an array in the store, got a group.")
     return node
+
+
+def resolve(names: zarr.Group | set[str], name: str) -> str:
+    """The one of ``name`` and its encoded names (``raw_float16``, ``raw_bfloat16``) that
+    ``names`` (a group or a set of array names) holds; ``name`` when none is."""
+    if name in names:
+        return name
+    for suffix in ENCODED_NAME_SUFFIX.values():
+        if name + suffix in names:
+            return name + suffix
+    return name
 
 
 def array_names(group: zarr.Group) -> set[str]:

@@ -11,13 +11,15 @@ from pipeline.errors import StoreError
 #: ``[store] attributions``: how ``raw`` and ``aggregated`` are stored. ``float16`` keeps a
 #: power-of-two scale per (explainer, image) map in ``<array>_scale``, so that no value of a
 #: map falls into float16's subnormal range; ``bfloat16`` is kept as its 16 bits in a
-#: ``uint16`` array (neither numpy nor Zarr has the type). Reading through
+#: ``uint16`` array (neither numpy nor Zarr has the type). A new store names both for their
+#: encoding (:data:`ENCODED_NAME_SUFFIX`). Reading through
 #: :meth:`pipeline.store.view.StoreView.read_maps` or
 #: :func:`pipeline.store.access.open_dataset` gives float32 either way.
 ATTRIBUTION_DTYPES = ("float32", "float16", "bfloat16")
 #: ``[store] normalized``: how ``normalized`` (in [0, 1]) is stored. ``uint16`` is fixed
 #: point: ``round(v * 65534)``, 65535 for NaN, so 0 and 1 are exact and any other value is
-#: within 2^-17 (7.6e-6) of the float32 one.
+#: within 2^-17 (7.6e-6) of the float32 one; its CF attributes (:func:`cf_attributes`) let
+#: plain xarray decode it.
 NORMALIZED_DTYPES = ("float32", "uint16")
 STORED_DTYPES = {"float32": "float32", "float16": "float16", "bfloat16": "uint16",
                  "uint16": "uint16"}
@@ -30,6 +32,15 @@ UNORM16_NAN = 65535
 STORAGE_CHOICES = tuple(dict.fromkeys(ATTRIBUTION_DTYPES + NORMALIZED_DTYPES))
 STORED_FILL = {"bfloat16": BFLOAT16_NAN, "uint16": UNORM16_NAN}
 SCALE_SUFFIX = "_scale"
+#: A map array whose stored numbers are not the maps (float16 divided by a per-map scale,
+#: bfloat16's bits in ``uint16``) is named for its encoding in a new store: ``raw_float16``,
+#: ``aggregated_bfloat16``. Plain ``xarray.open_zarr`` or ``zarr.open`` then has no ``raw``
+#: that could be mistaken for the maps; :func:`pipeline.store.access.open_dataset` (engine
+#: ``"xai"``) decodes it back to ``raw``. Stores made before keep the plain name.
+ENCODED_NAME_SUFFIX = {"float16": "_float16", "bfloat16": "_bfloat16"}
+#: The CF attributes that let any CF decoder (xarray's by default) read fixed-point
+#: ``uint16`` as the values: ``code * scale_factor``, NaN where ``code == _FillValue``.
+CF_KEYS = ("scale_factor", "_FillValue")
 #: ``[store] layout``: the files of the map arrays (``raw``, ``aggregated``, ``normalized``).
 #: ``"method"``: one file per shard and method, each write a whole file. ``"shard"``: one file
 #: per shard holding every method (Zarr's sharding codec), so the store's file count does not
@@ -89,6 +100,31 @@ def decode_maps(stored: np.ndarray, choice: str, scale: np.ndarray | None) -> np
         scale = np.asarray(scale, dtype=np.float32)
         out *= scale.reshape(scale.shape + (1,) * (out.ndim - scale.ndim))
     return out
+
+
+def stored_name(name: str, choice: str) -> str:
+    """The name a new store gives map array ``name`` kept as ``choice`` (see
+    :data:`ENCODED_NAME_SUFFIX`): ``name`` itself where the stored numbers are the values or
+    carry their CF decoding."""
+    return name + ENCODED_NAME_SUFFIX.get(choice, "")
+
+
+def logical_name(stored: str) -> str:
+    """Inverse of :func:`stored_name`: ``raw_float16`` -> ``raw`` (other names unchanged)."""
+    for suffix in ENCODED_NAME_SUFFIX.values():
+        if stored.endswith(suffix):
+            return stored[: -len(suffix)]
+    return stored
+
+
+def cf_attributes(choice: str) -> dict[str, float | int]:
+    """The CF attributes of an array stored as ``choice``: for fixed-point ``uint16``,
+    ``scale_factor = 1/65534`` and ``_FillValue = 65535``, so a CF decoder gives the values
+    in [0, 1] and NaN; none for the others (float32 needs none; float16's scale differs per
+    map, and bfloat16 is no linear map of its bits)."""
+    if choice == "uint16":
+        return {"scale_factor": 1.0 / UNORM16_ONE, "_FillValue": UNORM16_NAN}
+    return {}
 
 
 def rel_l2(back: np.ndarray, values: np.ndarray) -> float:

@@ -7,13 +7,18 @@ by its dimensions, the crash tests compare what it lists, and ``docs/store-forma
 generated from it. :data:`STORE_ATTRIBUTES` declares the store's root attributes.
 
 Every array carries ``dimension_names`` so ``xarray.open_zarr(path, consolidated=False)``
-yields one Dataset with named dimensions. The big arrays (crops, logits, maps) are chunked by
-shard and explainer: a shard task writes whole chunks, one file each (with ``[store] layout =
-"shard"``, one file per shard holds every method's maps, and their writers lock it,
-:attr:`ArrayFamily.packed`). The small ones (per-image scalars and curves,
-:attr:`ArrayFamily.pooled`) keep many shards and every explainer in one chunk, so the store's
-file count does not grow with the arrays times the methods; their writers take the chunk's
-lock (:mod:`pipeline.store.locks`), as Zarr rewrites a chunk whole.
+yields one Dataset with named dimensions; no array it finds holds other numbers than its name
+says (a map kept in float16 or bfloat16 is named for it, ``raw_float16``; fixed-point
+``normalized`` has CF attributes), and ``xarray.open_dataset(path, engine="xai")`` decodes
+them all (:func:`pipeline.store.access.open_dataset`).
+
+The big arrays (crops, logits, maps) are chunked by shard and explainer: a shard task writes
+whole chunks, one file each (with ``[store] layout = "shard"``, one file per shard holds
+every method's maps, and their writers lock it, :attr:`ArrayFamily.packed`). The small ones
+(per-image scalars and curves, :attr:`ArrayFamily.pooled`) keep many shards and every
+explainer in one chunk, so the store's file count does not grow with the arrays times the
+methods; their writers take the chunk's lock (:mod:`pipeline.store.locks`), as Zarr rewrites
+a chunk whole.
 """
 
 from __future__ import annotations
@@ -26,13 +31,16 @@ import numpy as np
 import zarr
 
 from pipeline.errors import StoreError
-from pipeline.store.arrays import array, array_names
+from pipeline.store.arrays import array, array_names, resolve
 from pipeline.store.encoding import (
     SCALE_SUFFIX,
     STORE_DEFAULTS,
     STORE_LAYOUTS,
     STORED_DTYPES,
     STORED_FILL,
+    cf_attributes,
+    logical_name,
+    stored_name,
 )
 
 #: 3: ``gap`` (per explainer) and ``mask`` (per image) were added. 4: ``steps`` and
@@ -238,6 +246,9 @@ class Schema:
         or None for an array the schema does not know."""
         if array_name in self.families and not self.families[array_name].prefix:
             return self.families[array_name]
+        base = logical_name(array_name)
+        if base != array_name and base in self.families and self.families[base].encoded:
+            return self.families[base]  # ``raw_float16``: ``raw`` kept in 16 bits
         found = [f for f in self if f.prefix and f.matches(array_name)]
         return max(found, key=lambda f: len(f.name)) if found else None
 
@@ -251,10 +262,12 @@ class Schema:
         """The arrays of the store (``group``: a ``zarr.Group`` or a
         :class:`~pipeline.store.view.StoreView`) that belong to ``families``: the fixed ones
         in schema order, then the members of prefix families, sorted (the order checksums
-        read)."""
+        read). Each by the name it has in the store (``raw_float16`` for ``raw`` kept in 16
+        bits by a new store)."""
         wanted = list(families)
         keys = array_names(group) if isinstance(group, zarr.Group) else group.keys
-        fixed = [f.name for f in wanted if not f.prefix and f.name in keys]
+        fixed = [resolve(keys, f.name) for f in wanted
+                 if not f.prefix and resolve(keys, f.name) in keys]
         prefixed = {f.name for f in wanted if f.prefix}
         members = sorted(k for k in keys
                          if (fam := self.family_of(k)) is not None and fam.name in prefixed)
@@ -291,18 +304,29 @@ class Schema:
         shape = self.shape(array_name, sizes)
         chunking = chunk_shape(fam, shape, shard, np.dtype(object if dtype == "str" else dtype))
         sharding = shard_shape(fam, chunking, stored_choice(group, "layout"))
-        if array_name in group:
-            existing = array(group, array_name)
+        cf = cf_attributes(choice) if fam.encoded else {}
+        # A new 16-bit map array is named for its encoding (``raw_float16``), so that no plain
+        # Zarr or xarray reader finds a ``raw`` holding other numbers than the maps; one a
+        # store made before keeps its name, data and records.
+        target = stored_name(array_name, choice) if fam.encoded else array_name
+        found = resolve(group, array_name) if fam.encoded else array_name
+        if found in group:
+            existing = array(group, found)
             if existing.shape == shape and (dtype == "str" or existing.dtype == np.dtype(dtype)) \
                     and (fam.pooled or (existing.chunks == chunking
                                         and existing.shards == sharding)):
+                # Left as it is, attributes too: a rerun with nothing to do rewrites no
+                # file of the store (a uint16 one made before its CF attributes is read
+                # right through `open_dataset` only).
                 return existing
+            if found != target:
+                del group[found]  # remade empty anyway: under the name that says what it is
         attributes: dict[str, Any] = ({"encoding": choice,
                                        **({"scale": fam.name + SCALE_SUFFIX}
-                                          if choice == "float16" else {})}
+                                          if choice == "float16" else {}), **cf}
                                       if fam.encoded else {})
         return group.create_array(
-            array_name, shape=shape, chunks=chunking,
+            target, shape=shape, chunks=chunking,
             dtype=str if dtype == "str" else dtype, fill_value=fill,
             dimension_names=fam.dims, overwrite=True, attributes=attributes,
             compressors=attribution_codecs() if fam.encoded else "auto", shards=sharding)
@@ -393,7 +417,9 @@ SCHEMA = Schema([
                 with_store=True),
     ArrayFamily("raw", (EXPLAINER, "image", "channel", "y", "x"), "float32", NAN,
                 "raw attributions w.r.t. the normalized input (stored as "
-                "`[store] attributions`: read through `open_dataset`)",
+                "`[store] attributions`; a new store names a float16 or bfloat16 one "
+                "`raw_float16` or `raw_bfloat16`, its stored numbers: "
+                "`xr.open_dataset(path, engine=\"xai\")` reads it as `raw`, float32)",
                 split_explainer=True, encoding="attributions", packed=True),
     ArrayFamily("raw_scale", (EXPLAINER, "image"), "float32", NAN,
                 "float16 stores only: the power of two each stored `raw` map is multiplied "
@@ -413,13 +439,16 @@ SCHEMA = Schema([
                 "\\|F(x) − F(baseline)\\|; NaN for other methods and where that gap is 0",
                 split_explainer=True, pooled=True),
     ArrayFamily("aggregated", (EXPLAINER, "image", "y", "x"), "float32", NAN,
-                "channel sum (stored as `[store] attributions`)", split_explainer=True,
+                "channel sum (stored as `[store] attributions`, and named as `raw` is: "
+                "`aggregated_float16`, `aggregated_bfloat16`)", split_explainer=True,
                 encoding="attributions", packed=True),
     ArrayFamily("aggregated_scale", (EXPLAINER, "image"), "float32", NAN,
                 "float16 stores only: the scale of each stored `aggregated` map",
                 split_explainer=True, scale_of="aggregated", pooled=True),
     ArrayFamily("normalized", (EXPLAINER, "image", "y", "x"), "float32", NAN,
-                "abs, minus min, over max: in [0, 1] (stored as `[store] normalized`)",
+                "abs, minus min, over max: in [0, 1] (stored as `[store] normalized`; "
+                "`uint16` carries CF `scale_factor` 1/65534 and `_FillValue` 65535, which "
+                "xarray applies itself)",
                 split_explainer=True, encoding="normalized", packed=True),
     ArrayFamily("metric_", (EXPLAINER, "image"), "float32", NAN,
                 "`[evaluate] metrics`: one score per map (NaN where undefined, e.g. "

@@ -18,7 +18,7 @@ import zarr
 
 from pipeline.errors import StoreError
 from pipeline.store.access import checksum, explainers, open_store
-from pipeline.store.arrays import array, array_names, dims
+from pipeline.store.arrays import array, array_names, dims, resolve
 from pipeline.store.encoding import decode_maps, encode_maps, rel_l2
 from pipeline.store.locks import chunk_lock
 from pipeline.store.schema import EXPLAINER
@@ -64,7 +64,9 @@ class StoreView:
         return self._keys
 
     def __contains__(self, name: object) -> bool:
-        return name in self.keys
+        """Whether the store has array ``name`` (``raw`` also under its 16-bit name,
+        ``raw_float16``)."""
+        return isinstance(name, str) and resolve(self.keys, name) in self.keys
 
     @property
     def explainers(self) -> list[str]:

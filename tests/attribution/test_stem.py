@@ -133,3 +133,25 @@ def test_rest_sees_the_float64_path_rounded_once(model, images, max_batch):
     alphas = torch.linspace(0, 1, 4, dtype=torch.float64).view(1, 4, 1, 1, 1)
     expected = (zb[:, None] + alphas * (zx - zb)[:, None]).flatten(0, 1).float()
     assert torch.equal(torch.cat(seen), expected)
+
+
+class _ReadsItsSize(nn.Module):
+    """An input that reaches its first layer only after its size is read, once per
+    dimension (as an exported program does)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()
+        scale = x.size(1) + x.size(2) + x.size(3)
+        return self.fc(x.mean((2, 3))) / scale
+
+
+def test_why_no_stem_was_found_names_each_op_once():
+    from pipeline.attribution.stem import describe_stem
+
+    assert describe_stem(_ReadsItsSize().eval()) == (
+        "not found: the input does not go through Conv2d / eval BatchNorm layers first (it "
+        "goes to size (call method), mean (call method))")

@@ -290,6 +290,29 @@ def test_explain_draws_with_the_sheets_renderer(tmp_path):
     assert "explain: finished, 1/1 images" in result.output
 
 
+def test_explain_evaluate_scores_each_map_beside_a_random_maps(tmp_path):
+    """``--evaluate``: a row per method and the random map's, a column per mask-free metric
+    with its direction; the random row is the evaluate stage's floor for that image."""
+    from pipeline.attribution.method_registry import image_seed
+    from pipeline.evaluation.metrics import default_metrics, random_attribution, sparseness
+
+    _photos(tmp_path, ["a.png"], size=48)
+    result = cli("explain", str(tmp_path / "a.png"), "--weights", "random", "--method",
+                 "gradient", "--evaluate", "--out", str(tmp_path / "fig.png"))
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    header = next(line for line in lines if "sparseness" in line)
+    assert [w for w in header.replace("┃", " ").split() if w not in "↑↓"] == \
+        ["image", "method", *default_metrics()]
+    assert "sparseness ↑" in header and "deletion ↓" in header and "insertion ↑" in header
+    rows = {cells[1]: cells[2:] for line in lines if line.startswith("│")
+            for cells in [[c.strip() for c in line.strip()[1:-1].split("│")]]}
+    assert set(rows) == {"gradient", "random map"}
+    floor = sparseness(random_attribution((1, 224, 224), image_seed(7919, 0)))[0]
+    assert rows["random map"][0] == f"{floor:.3f}"
+    assert all(0.0 <= float(v) <= 1.0 for r in rows.values() for v in r)
+
+
 def colour_bar_rows(figure: np.ndarray, lut: np.ndarray) -> list[int]:
     """The rows of ``figure`` (H, W, 3) that hold a colour bar of ``lut`` (256, 3): a run of at
     least 64 pixels from ``lut[0]`` to ``lut[255]`` sampling the table evenly, as the sheets

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import ConfigError
+from pipeline.evaluation.metrics import default_metrics
 from workflows.cli.options import (
     check_methods,
     config_for_command,
-    default_metrics,
     with_command_line_choices,
 )
 

@@ -207,3 +207,21 @@ def test_importing_the_config_stays_cheap():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("options,sets,blamed", [
+    ({"arch": "resnet81"}, [], "--arch resnet81: [model] arch:"),
+    # the option wins over --set and the file, and so does the blame
+    ({"arch": "resnet81"}, ["model.arch='resnet50'"], "--arch resnet81: [model] arch:"),
+    ({}, ["model.arch='resnet81'"], "--set model.arch='resnet81': [model] arch:"),
+    ({}, [], "c.toml, line 5: [model] arch:"),
+    ({"device": "tpu", "arch": "resnet18"}, [], "--device tpu: [run] device:"),
+])
+def test_a_value_is_blamed_on_the_option_the_override_or_the_file_that_wrote_it(
+        tmp_path, options, sets, blamed):
+    path = _write(tmp_path, MINIMAL + '[model]\narch = "resnet81"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, sets, **options)
+    message = str(info.value)
+    assert blamed in message
+    assert (str(path) in message) == (not options and not sets)

@@ -76,7 +76,8 @@ def test_checkpoint_class_names_from_the_dataset_folders_then_made_up(checkpoint
     assert made.classes == tuple(f"class_{i}" for i in range(10))
     assert made.warnings == (
         "the model in resnet18-10.pth: no class names given ([model] classes = "
-        "\"classes.txt\", one a line), so its 10 outputs are called class_0 ... class_9.",)
+        "\"classes.txt\" or --classes FILE, one a line), so its 10 outputs are called "
+        "class_0 ... class_9.",)
 
 
 def test_class_count_mismatch_names_both_counts(tmp_path, checkpoint):

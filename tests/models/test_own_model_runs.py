@@ -89,13 +89,23 @@ def test_a_checkpoint_with_its_classes_labels_accuracy_and_report(tmp_path, own)
 
 
 def test_the_exported_program_gives_the_same_store_as_the_state_dict(tmp_path, own):
-    stores = []
+    stores, outputs, engines = [], [], []
     for name, weights in (("pth", own["pth"]), ("pt2", own["pt2"])):
         path = _config(tmp_path / name, own, weights)
         result = cli("run", "--config", str(path))
         assert result.exit_code == 0, result.output
-        stores.append(_store(path)[1])
+        cfg, group = _store(path)
+        stores.append(group)
+        outputs.append(" ".join(result.output.split()))
+        engines.append(json.loads((cfg.run_dir / "summary.json").read_text())["engine"])
     a, b = stores
+    # the exported program is named as what it is, not as the [model] arch it ignores
+    assert "c: resnet18, methods" in outputs[0]
+    assert "c: exported program finetuned.pt2, methods" in outputs[1]
+    assert [e["arch"] for e in engines] == ["resnet18", "exported program finetuned.pt2"]
+    assert "engine (exported program finetuned.pt2)" in outputs[1]
+    assert engines[1]["affine stem"].endswith(
+        "(it goes to size (call method), conv2d.default (call function))"), engines[1]
     assert b.attrs["arch"] == "exported" and a.attrs["arch"] == "resnet18"
     for key in ("image", "label", "pred", "class_name"):
         assert np.array_equal(np.asarray(a[key][:]), np.asarray(b[key][:])), key

@@ -41,12 +41,56 @@ PAGE_EXCEPTIONS = {
     "config file": "summary.html names the config file the command read: the fixture's report "
                    "was built by `xai run --config <folder>/defaults.toml`, this one by "
                    "`xai report RUN_DIR`, which reads the run's saved config.toml",
-    "wall time": "summary.html says how long the command that built it took (\"This command "
-                 "took 0 s of wall time.\": the run's own time, unknown while the run still "
-                 "ran), which depends on when and how it ran",
+    "strategies pairs": "report.css lays each cluster member's photo and its map side by side "
+                        "on the strategies page (a .pair per member, the colormap filter on "
+                        "its .maps), where the fixture's stylesheet had a row of photos and a "
+                        "row of maps: the rules of :data:`_STRATEGIES_CSS` replace the old "
+                        "ones (the fixture's strategies.html clusters nothing, so its page is "
+                        "unchanged)",
+    "completeness percent": "gallery.js writes a tile's completeness error on one scale "
+                            "(\"< 0.01%\" where it wrote \"5.55e-6%\" beside \"0.99%\"): "
+                            "the edits of :data:`_GALLERY_JS`",
+    "wall time": "summary.html says how long the command that built it took (the fixture's "
+                 "\"This command took 0 s of wall time.\", today's \"The run of <when> took "
+                 "<s> s of wall time.\" from summary.json), which depends on when and how it "
+                 "ran; the sentence is masked on both sides",
 }
 
-_WALL_TIME = re.compile(r"This command took [^ <]+ s of wall time\.")
+_WALL_TIME = re.compile(r"This command took [^ <]+ s of wall time\."
+                        r"|The run(?: of [^ <]+)? took [^ <]+ s of wall time\."
+                        r"|This command had run for [^ <]+ s of wall time when it built this "
+                        r"report \(its total is in summary\.json\)\."
+                        r"|The command's wall time is not known yet\.")
+
+
+#: The strategies page's stylesheet rules: the fixture's, and today's (strategies pairs).
+_STRATEGIES_CSS = (
+    ".cluster .members { display: flex; flex-wrap: wrap; gap: 3px; }\n"
+    ".cluster .members img.sp { width: 64px; height: 64px; object-fit: cover; }\n"
+    ".cluster .members.maps img.sp { filter: url(#cmap-default); }\n",
+    ".cluster .members { display: flex; flex-wrap: wrap; gap: 6px; }\n"
+    ".cluster .members img.sp { width: 64px; height: 64px; object-fit: cover; }\n"
+    ".cluster .pair { display: flex; gap: 1px; padding: 2px; border: 1px solid #ddd;\n"
+    "                 border-radius: 3px; }\n"
+    ".cluster .pair .maps { display: flex; }\n"
+    ".cluster .pair .maps img.sp { filter: url(#cmap-default); }\n",
+)
+
+_GALLERY_JS = (
+    ('r.d[j] === null ? "—" : fmt(100 * r.d[j], 2) + "%");', "pct(r.d[j]));"),
+    ("  function className(k)",
+     '  // A completeness error as a percentage on one scale: "5.55e-6%" beside "0.99%" reads '
+     'as\n'
+     "  // the larger of the two.\n"
+     "  function pct(v) {\n"
+     '    if (v === null || v === undefined) return "—";\n'
+     "    var p = 100 * Math.abs(v);\n"
+     '    if (p === 0) return "0%";\n'
+     '    if (p < 0.01) return "< 0.01%";\n'
+     '    return p.toFixed(p < 100 ? 2 : 0) + "%";\n'
+     "  }\n"
+     "  function className(k)"),
+)
 
 
 def read_json(path: Path) -> Any:
@@ -69,7 +113,7 @@ def replace_once(text: str, old: str, new: str) -> str:
 
 def mask_wall_time(text: str) -> str:
     assert len(_WALL_TIME.findall(text)) == 1, "expected one wall-time sentence"
-    return _WALL_TIME.sub("This command took … s of wall time.", text)
+    return _WALL_TIME.sub("(the wall time)", text)
 
 
 def expected_page(name: str, fixture_text: str, run_dir: Path) -> str:
@@ -108,6 +152,13 @@ def differences(run_dir: Path) -> list[str]:
             name = Path(rel).name
             same = (rebuilt_page(name, new.decode())
                     == expected_page(name, old.decode(), run_dir))
+        elif rel == "report/assets/report.css":  # strategies pairs
+            same = new.decode() == replace_once(old.decode(), *_STRATEGIES_CSS)
+        elif rel == "report/assets/gallery.js":  # completeness percent
+            text = old.decode()
+            for edit in _GALLERY_JS:
+                text = replace_once(text, *edit)
+            same = new.decode() == text
         else:
             same = old == new
         if not same:

@@ -60,3 +60,31 @@ def test_the_summary_page_puts_the_answer_before_the_run_facts() -> None:
     assert [c[2] for c in sanity[0][1]][-1] == "+ layer1, conv1, bn1"
     bare = summary_page("t", [], {}, None, {}, [], [], [], SIGNS)
     assert "Not evaluated" in bare and "[evaluate]" in bare
+
+
+def test_the_wall_time_is_never_a_figure_the_run_had_not_reached() -> None:
+    from pipeline.report.summary_page import timings
+
+    stage = {"stage": "predict", "units_run": 1, "units_total": 1, "images": 4}
+    # inside a run: summary.json's seconds is not written yet (0), the time so far is known
+    inside = timings({"stages": [stage], "seconds": 0.0, "seconds_when_built": 98.7})
+    assert inside["wall"] == ("This command had run for 98.7 s of wall time when it built "
+                              "this report (its total is in summary.json).")
+    # a report built on its own: the last run's summary.json
+    later = timings({"stages": [stage], "seconds": 98.7, "run_at": "2026-12-07T07:00:00"})
+    assert later["wall"] == "The run of 2026-12-07T07:00:00 took 98.7 s of wall time."
+    assert timings({"stages": [stage], "seconds": 0.0})["wall"] == (
+        "The command's wall time is not known yet.")
+    page = summary_page("t", [], {}, {"stages": [stage], "seconds": 0.0,
+                                      "seconds_when_built": 98.7}, {}, [], [], [])
+    assert "took 0 s" not in page and "had run for 98.7 s" in page
+
+
+def test_an_undefined_completeness_counts_its_images_in_words() -> None:
+    from pipeline.report.summary_page import completeness_rows
+
+    rows = completeness_rows({"completeness": [
+        {"method": "integrated_gradients", "median": None, "zero_gap": 1},
+        {"method": "deeplift", "median": None, "zero_gap": 3}]})
+    assert [r[2] for r in rows] == ["undefined: F(x) = F(baseline) for 1 image",
+                                    "undefined: F(x) = F(baseline) for 3 images"]

@@ -6,7 +6,15 @@ import re
 
 import pytest
 
-from pipeline.report.templating import TABLE_SIZE, join_lines, macro, render, svg_filters
+from pipeline.report.templating import (
+    TABLE_SIZE,
+    counted,
+    environment,
+    join_lines,
+    macro,
+    render,
+    svg_filters,
+)
 
 
 def test_colormap_filter_tables_are_the_colormap() -> None:
@@ -47,3 +55,11 @@ def test_every_template_value_is_escaped() -> None:
     page = render("gallery.html", title="<img src=x onerror=alert(1)>", current="index.html",
                   filters=[])
     assert "<img src=x" not in page and page.count("&lt;img src=x onerror=alert(1)&gt;") == 2
+
+
+def test_counts_take_the_plural_unless_they_are_one() -> None:
+    assert [counted(n, "image") for n in (0, 1, 2)] == ["0 images", "1 image", "2 images"]
+    assert counted(1, "class", "classes") == "1 class"
+    assert counted(3, "class", "classes") == "3 classes"
+    template = environment().from_string('{{ n|counted("map") }}')
+    assert [template.render(n=n) for n in (1, 4)] == ["1 map", "4 maps"]

@@ -72,6 +72,7 @@ SUMMARY_OF_THIS_RUN = {
 SUMMARY_ADDED = {
     "layout": "the dataset layout the run used",
     "labelled": "how many of its images have a label",
+    "degenerate": "degenerate output found in the store (empty: none)",
 }
 
 

@@ -114,3 +114,22 @@ def test_a_training_of_one_batch_still_says_it_finished():
     clock.now += 3
     rep.training("training", 32, 32)
     assert _lines(console)[-1] == "training: finished, 32/32 images in 3.0 s"
+
+
+def test_a_resumed_per_method_stage_says_each_methods_count_not_their_average():
+    """24, 16 and 16 of 40 done: the stage's one count (18) would match no method."""
+    from workflows.runner.run_summary import Recorder
+    from workflows.runner.stage_api import Unit
+
+    def units(method: str, stops: range) -> list[Unit]:
+        return [Unit("attribute", method, i, s - 8, s) for i, s in enumerate(stops)]
+
+    planned = [*units("gradient", range(8, 41, 8)), *units("smoothgrad", range(8, 41, 8))]
+    pending = [u for u in planned if u.start >= (24 if u.method == "gradient" else 16)]
+    assert Recorder.done_per_method(planned, pending, 40) == \
+        "gradient 24, smoothgrad 16 of 40 images done before"
+    assert Recorder.done_per_method(planned, planned, 40) == ""
+    rep, _, console = _reporter()
+    rep.stage_start("attribute", 40, 20, before="gradient 24, smoothgrad 16 of 40 images "
+                    "done before")
+    assert _lines(console) == ["attribute: gradient 24, smoothgrad 16 of 40 images done before"]

@@ -1,11 +1,13 @@
 """Honest timings: busy time beside the span, the command's own wall time, and figures that
-survive a rerun that recomputes nothing."""
+survive a rerun that recomputes nothing; degenerate output flagged, a random resnet18 not."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+
+import numpy as np
 
 from tests.workflow_helpers import ROOT, cli, make_images, run_ok, write_config
 from workflows.runner.run_summary import StageStats
@@ -83,3 +85,77 @@ def test_a_changed_config_still_loads_the_model_and_recomputes(tmp_path):
                   "methods.gradient.abs=false")
     assert changed.exit_code == 0, changed.output
     assert "nothing was recomputed" not in changed.output
+
+
+def _mobilenet_run(tmp_path):
+    """A run of a randomly initialised ``mobilenet_v3_small(num_classes=10)`` checkpoint:
+    logits about 1e-10, every probability 0.10, every softmax gap exactly 0."""
+    import torch
+    import torchvision
+
+    make_images(tmp_path / "images", n=5, broken=False)
+    torch.manual_seed(0)
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=10).state_dict(),
+               tmp_path / "mob.pt")
+    (tmp_path / "classes.txt").write_text("".join(f"c{i}\n" for i in range(10)))
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
+                          methods=["gradient", "integrated_gradients"], report=True)
+    config.write_text(config.read_text().replace(
+        'weights = "random"', f'arch = "mobilenet_v3_small"\nweights = "{tmp_path}/mob.pt"\n'
+        f'classes = "{tmp_path}/classes.txt"'))
+    return run_ok(config)
+
+
+def test_a_dead_model_is_flagged_on_the_console_in_the_summary_status_sheets_and_report(
+        tmp_path):
+    import zarr
+
+    from workflows.stages.render import sheet_degeneracy
+
+    result = _mobilenet_run(tmp_path)
+    run_dir = tmp_path / "runs" / "tiny"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    found = {f["what"]: f for f in summary["degenerate"]}
+    assert list(found) == ["constant_output", "zero_gap"]
+    output = found["constant_output"]["measured"]
+    assert output["images"] == 5 and output["logprob_spread"] < 1e-8
+    assert output["largest_logit"] < 1e-8 and output["threshold"] == 1e-4
+    assert found["zero_gap"]["methods"] == ["integrated_gradients"]
+    assert found["zero_gap"]["measured"]["largest_gap_integrated_gradients"] == 0.0
+    console = " ".join(result.output.split())
+    assert "DEGENERATE MODEL: its output barely depends on the input" in console
+    assert ("ZERO OUTPUT GAPS: F(x) = F(baseline) within 1e-06 for all 5 images with "
+            "integrated_gradients") in console
+    # The completeness table says why it has no errors rather than disappearing.
+    assert summary["completeness"] == [{
+        "method": "integrated_gradients", "images": 0, "median": None, "worst": None,
+        "worst_image": "", "threshold": 0.05, "flagged": [], "adaptive": None,
+        "zero_gap": 5}]
+    assert "undefined: F(x) = F(baseline) for 5 images" in console
+    status = " ".join(cli("status", str(run_dir)).output.split())
+    assert "DEGENERATE MODEL: its output barely depends on the input" in status
+    assert "integrated_gradients: undefined: F(x) = F(baseline) for 5 images" in status
+    report = (run_dir / "report" / "summary.html").read_text()
+    assert 'class="banner bad">DEGENERATE MODEL: its output barely depends' in report
+    assert "undefined: F(x) = F(baseline) for 5 images" in report
+    group = zarr.open_group(str(run_dir / "store.zarr"), mode="r")
+    maps = np.ones((4, 2, 2, 2), dtype=np.float32)
+    assert sheet_degeneracy(group, ["gradient", "integrated_gradients"], slice(0, 4),
+                            np.ones(4, dtype=bool), maps) == (
+        "DEGENERATE OUTPUT: the model's output does not depend on its input; F(x) = "
+        "F(baseline) for every image (integrated_gradients). The maps mean nothing.")
+    maps[:, 0] = 0.0
+    assert "all maps zero (gradient)" in str(sheet_degeneracy(
+        group, ["gradient", "integrated_gradients"], slice(0, 4), np.ones(4, dtype=bool),
+        maps))
+
+
+def test_a_random_resnet18_is_not_flagged(tmp_path):
+    make_images(tmp_path / "images", n=3, broken=False)
+    config = write_config(tmp_path / "tiny.toml", tmp_path / "images", tmp_path / "runs",
+                          methods=["gradient", "integrated_gradients"])
+    result = run_ok(config)
+    summary = json.loads((tmp_path / "runs" / "tiny" / "summary.json").read_text())
+    assert summary["degenerate"] == []
+    assert "DEGENERATE" not in result.output
+    assert "zero_gap" not in summary["completeness"][0]

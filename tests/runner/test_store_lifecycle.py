@@ -36,3 +36,30 @@ def test_a_method_without_hooks_on_an_exported_program_resolves_unchanged(tmp_pa
     (tmp_path / "model.pt2").write_bytes(b"never read")
     cfg = _config(tmp_path, "model.pt2", "[methods.gradient]\n[methods.smoothgrad]\n")
     assert resolve_methods(cfg, SimpleNamespace(model=None)).methods == cfg.methods
+
+
+def test_labels_that_changed_under_a_kept_store_are_said(tmp_path):
+    """Same files, a label edited in the CSV: the rerun keeps the store (and its old labels)
+    and says how many labels differ and how to take the new ones."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.workflow_helpers import cli, write_config
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, name in enumerate(("a.png", "b.png")):
+        Image.fromarray(np.full((8, 8, 3), 60 * i, np.uint8)).save(data / name)
+    (data / "labels.csv").write_text("path,label\na.png,tabby\nb.png,espresso\n")
+    config = write_config(tmp_path / "run.toml", data, tmp_path / "out", methods=("gradient",))
+    config.write_text(config.read_text().replace('layout = "plain"', 'layout = "auto"'))
+    args = ("run", "--config", str(config), "--scheduler", "synchronous")
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    assert "labels found in the dataset differ" not in first.output
+    (data / "labels.csv").write_text("path,label\na.png,tabby\nb.png,tench\n")
+    again = cli(*args)
+    assert again.exit_code == 0, again.output
+    assert ("The labels found in the dataset differ from the store's for 1 of 2 images "
+            "(layout: flat-csv)") in " ".join(again.output.split())
+    assert "--force ingest" in again.output

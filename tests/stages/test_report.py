@@ -150,6 +150,9 @@ def test_the_summary_page_has_the_run_facts(tiny_report) -> None:
         assert fact in text, fact
     assert (run_dir / "report" / "plots" / "completeness.png").is_file()
     assert "<img src=x" not in text
+    # built inside the run, before summary.json has the run's total: the time so far
+    wall = re.search(r"This command had run for ([0-9.]+) s of wall time when it built", text)
+    assert wall and float(wall.group(1)) > 0, "the wall-time sentence"
 
 
 def test_a_rerun_rebuilds_nothing_and_a_changed_shard_alone(tiny_report) -> None:

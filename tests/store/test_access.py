@@ -109,7 +109,10 @@ def test_the_store_records_its_choice_and_the_first_shard_s_error(
         assert set(per_method) == set(METHODS)
         assert all(0 < e < 1e-2 for e in per_method.values())
     dtype = {"float16": np.float16, "bfloat16": np.uint16}[choice]
-    assert group["raw"].dtype == dtype
+    # Named for what it holds: plain readers find no `raw` of other numbers than the maps.
+    assert "raw" not in group and "aggregated" not in group
+    assert group[f"raw_{choice}"].dtype == dtype
+    assert group[f"aggregated_{choice}"].dtype == dtype
     assert ("raw_scale" in group) == (choice == "float16")
 
 

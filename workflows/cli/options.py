@@ -10,6 +10,7 @@ import typer
 
 from pipeline.attribution.method_registry import METHODS
 from pipeline.errors import ConfigError
+from pipeline.evaluation.metrics import default_metrics
 
 DataDirOpt = Annotated[Path | None, typer.Option(
     "--data-dir", metavar="DIR", help="image folder (else $XAI_DATA_DIR, else the config's root)")]
@@ -37,14 +38,6 @@ ClassesOpt = Annotated[Path | None, typer.Option(
 MethodOpt = Annotated[list[str] | None, typer.Option(
     "--method", metavar="METHOD", help=f"repeatable: add a method with its default parameters "
     f"({', '.join(METHODS)}); one the config already has keeps its own")]
-
-
-def default_metrics() -> tuple[str, ...]:
-    """The metrics ``--evaluate`` turns on: every registered metric that needs no mask, so
-    that any dataset (labelled or not, with masks or not) gets a score from each."""
-    from pipeline.evaluation.metrics import METRICS
-
-    return tuple(name for name in METRICS if not METRICS[name].needs_mask)
 
 
 EvaluateOpt = Annotated[bool, typer.Option(

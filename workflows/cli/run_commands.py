@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from pipeline.errors import XaiError
-from pipeline.models.sources import arch_help, weights_help
+from pipeline.models.sources import arch_help, model_label, weights_help
 from pipeline.models.torchvision_table import DEFAULT_ARCH
 from workflows.cli.console import console, fail, out
 from workflows.cli.options import (
@@ -88,7 +88,8 @@ def run(
                          weights=weights, device=device, arch=arch, name=name)
         cfg = with_command_line_choices(cfg, classes=classes, methods=method,
                                         evaluate=evaluate_)
-        console.print(f"[bold]{cfg.dataset.name}[/]: {cfg.model.arch}, methods "
+        console.print(f"[bold]{cfg.dataset.name}[/]: "
+                      f"{model_label(cfg.model.arch, str(cfg.model.weights))}, methods "
                       f"{', '.join(cfg.method_names)}; output {cfg.run_dir}")
     except XaiError as exc:
         raise fail(exc) from None

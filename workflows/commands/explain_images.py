@@ -9,7 +9,7 @@ is an error within a second, before any model loads.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +18,21 @@ from pipeline.errors import ConfigError, DataError, WeightsError
 
 @dataclass(frozen=True)
 class ExplainResult:
+    """What ``xai explain`` prints: a line per image (and the model's note), whether the
+    weights were random, and with ``--evaluate`` the scores."""
+
     lines: list[str]
     random_weights: bool
+    scores: list[ImageScores] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """One image's scores: per metric, one score per method and the random map's last
+    (the floor a method must beat), ``{metric: (methods + 1,)}``."""
+
+    image: str
+    scores: dict[str, list[float]]
 
 
 def check_request(paths: Sequence[Path], methods: Sequence[str], *, weights: str, arch: str,
@@ -96,11 +109,14 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
                    head: str = "softmax", methods: list[str], n_steps: int = 50,
                    nt_samples: int = 10, device: str = "auto", seed: int = 0,
                    progress: Callable[[str], None] | None = None, arch: str = "resnet18",
-                   classes: Path | None = None) -> ExplainResult:
+                   classes: Path | None = None, evaluate: Sequence[str] = ()
+                   ) -> ExplainResult:
     """Explain each image with each method; write one PNG with a row per image.
 
     ``progress(what)`` is called after each (image, method), ``len(paths) * len(methods)``
-    times in all, with what was just done.
+    times in all, with what was just done. ``evaluate`` names metrics that need no mask
+    (:func:`pipeline.evaluation.metrics.default_metrics`) to score each image's maps with,
+    beside a random map's, as the run's evaluate stage does with its defaults.
     """
     import torch
 
@@ -116,7 +132,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
     dev = resolve_device(device)
     loaded = load_model(weights, head, seed=seed, device=dev, arch=arch, classes=classes)
     prep = loaded.preprocessing
-    rows, lines = [], []
+    rows, lines, scores = [], [], []
     for i, path in enumerate(paths):
         try:
             image = load_tensor(path, prep.resize, prep.crop, prep.interpolation)
@@ -127,7 +143,7 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
             probs = loaded.backbone(x).softmax(1)
         target = probs.argmax(1)
         max_batch = plan_max_batch(loaded.model, tuple(x.shape[1:]), dev)
-        maps = []
+        maps, aggregated = [], []
         for name in methods:
             spec = get_method(name)
             params = spec.resolve({k: v for k, v in
@@ -136,8 +152,13 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
             attr, _, _ = attribute(spec, loaded.model, x, target, params, max_batch,
                                    [image_seed(seed, i)], norm=prep.normalization)
             maps.append(sheet_map(attr))
+            aggregated.append(attr.sum(dim=1)[0].float().cpu().numpy())
             if progress is not None:
                 progress(f"{path.name}: {name}")
+        if evaluate:
+            scores.append(ImageScores(path.name, map_scores(
+                loaded.backbone, x, _stack(aggregated), target, evaluate, max_batch,
+                seed=image_seed(seed + 7919, i), norm=prep.normalization)))
         label, prob = loaded.classes[int(target)], float(probs[0, target])
         rows.append(SheetRow(path.name, to_uint8_hwc(image), _stack(maps), "ok", label, prob,
                              None))
@@ -148,7 +169,62 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
         if loaded.is_random else None
     save_image_atomic(contact_sheet(rows, methods, banner=banner,
                                     title=f"xai explain: {loaded.weights_id}"), out_file)
-    return ExplainResult(lines, loaded.is_random)
+    return ExplainResult(lines, loaded.is_random, scores)
+
+
+def map_scores(backbone: Any, x: Any, maps: Any, target: Any, metrics: Sequence[str],
+               max_batch: int, *, seed: int, norm: Any) -> dict[str, list[float]]:
+    """One image's maps scored by ``metrics`` (mask-free), a random map's score last.
+
+    Parameters
+    ----------
+    backbone
+        The network, logits out; the model-based metrics read its softmax.
+    x
+        The normalized image ``(1, 3, H, W)`` on the model's device.
+    maps
+        The image's channel-summed maps ``(M, H, W)`` float32, one per method.
+    target
+        The explained class ``(1,)``.
+    metrics
+        Registered metric names that need no mask.
+    max_batch
+        The attribution's batch bound (the perturbation batches take 4 times it, as the
+        evaluate stage's do).
+    seed
+        The random map's seed.
+    norm
+        The model's normalization, for the perturbation baseline.
+
+    Returns
+    -------
+    dict
+        Per metric, ``M + 1`` scores: the methods' in order, the random map's last.
+    """
+    import numpy as np
+    import torch
+
+    from pipeline.evaluation.metrics import METRICS, random_attribution
+    from workflows.config.sections import EvaluateConfig
+
+    defaults = EvaluateConfig()
+    stack = np.concatenate([maps, random_attribution((1, *maps.shape[1:]), seed)])
+    images = x.repeat(len(stack), 1, 1, 1)
+    targets = target.repeat(len(stack))
+    params = {"steps": defaults.steps, "baseline": defaults.baseline,
+              "baseline_params": {"baseline_sigma": defaults.baseline_sigma},
+              "max_batch": max(1, max_batch * 4), "norm": norm}
+    out: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for name in metrics:
+            spec = METRICS[name]
+            if spec.needs_model:
+                score, _ = spec.fn(lambda t: backbone(t).float().softmax(dim=1), images, stack,
+                                   targets, **params)
+            else:
+                score = spec.fn(stack)
+            out[name] = [float(v) for v in np.asarray(score, dtype=np.float64)]
+    return out
 
 
 def sheet_map(attributions: Any) -> Any:

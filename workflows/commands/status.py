@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from pipeline.store.access import explainers, open_store
 from pipeline.store.arrays import array
-from workflows.commands.summary_tables import print_completeness
+from workflows.commands.summary_tables import print_completeness, print_degenerate
 from workflows.config.run_config import Config
 from workflows.runner.completion_records import Records
 from workflows.runner.run_lock import RunLock
@@ -51,6 +52,8 @@ class RunStatus:
     weights_id: str = ""
     #: The run holding the lock now (``pid``, ``host``, ``started``), or None.
     running: dict[str, str] | None = None
+    #: Degenerate output the last run's summary found (``summary.json``'s ``degenerate``).
+    degenerate: list[dict[str, Any]] = field(default_factory=list)
 
 
 def run_status(cfg: Config, registry: StageRegistry | None = None) -> RunStatus:
@@ -114,7 +117,20 @@ def run_status(cfg: Config, registry: StageRegistry | None = None) -> RunStatus:
         completeness = completeness_summary(group, stored, cfg.run.completeness_warning)
     return RunStatus(run_dir, True, rows, n, skipped, notes, completeness,
                      bool(group.attrs.get("random_weights", False)),
-                     str(group.attrs.get("weights_id", "")), running)
+                     str(group.attrs.get("weights_id", "")), running,
+                     last_degenerate(run_dir))
+
+
+def last_degenerate(run_dir: Path) -> list[dict[str, Any]]:
+    """The degenerate output the last run's ``summary.json`` recorded (empty: none, or no
+    summary yet)."""
+    import json
+
+    try:
+        found = json.loads((run_dir / "summary.json").read_text()).get("degenerate")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [f for f in found if isinstance(f, dict)] if isinstance(found, list) else []
 
 
 def print_status(out: Console, st: RunStatus, registry: StageRegistry | None = None) -> None:
@@ -136,6 +152,7 @@ def print_status(out: Console, st: RunStatus, registry: StageRegistry | None = N
     if st.random_weights:
         out.print(f"[bold red]this run used random weights ({st.weights_id}): its maps say "
                   "nothing about a real model[/]")
+    print_degenerate(out, st.degenerate)
     table = Table()
     for col in ("stage", "explainer", "images done", "of", "stale", "state"):
         table.add_column(col)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from pipeline.report.templating import counted
 from workflows.runner.run_summary import Completeness, RunSummary
 
 #: Skipped images listed by name under the run summary; ``xai status`` lists them all.
@@ -73,6 +74,13 @@ def print_run_summary(out: Console, summary: RunSummary) -> None:
     if summary.random_weights:
         out.print("[bold red]random weights: the attributions say nothing about a real "
                   "model[/]")
+    print_degenerate(out, summary.degenerate)
+
+
+def print_degenerate(out: Console, findings: Sequence[dict[str, Any]]) -> None:
+    """Each degenerate-output finding (``summary.json``'s ``degenerate``), in bold red."""
+    for f in findings:
+        out.print(f"[bold red]{escape(str(f.get('message', '')))}[/]")
 
 
 def _stage_table(summary: RunSummary) -> Table:
@@ -142,18 +150,26 @@ def print_completeness(out: Console, rows: Sequence[Completeness], limit: int) -
     for col in ("explainer", "images", "median", "worst", "worst image", "above"):
         table.add_column(col, justify="left" if col in ("explainer", "worst image") else "right")
     for c in rows:
+        if not c.images:
+            table.add_row(c.method, "0", "undefined", "-", "-", "-")
+            continue
         style = "yellow" if c.flagged else ""
         table.add_row(c.method, str(c.images), f"{100 * c.median:.2f}%",
                       f"{100 * c.worst:.2f}%", c.worst_image,
                       f"[{style}]{len(c.flagged)}[/]" if style else "0")
     out.print(table)
     for c in rows:
+        if c.zero_gap:  # beside the table: a cell this long would wrap
+            out.print(f"[yellow]{c.method}: {undefined_errors(c.zero_gap)}[/]")
+    for c in rows:
         if c.adaptive:
             out.print(_adaptive_line(c.method, c.adaptive))
     flagged = [c for c in rows if c.flagged]
     if flagged:
         threshold = flagged[0].threshold
-        out.print(f"[yellow]{sum(len(c.flagged) for c in flagged)} maps miss completeness by "
+        missed = sum(len(c.flagged) for c in flagged)
+        out.print(f"[yellow]{counted(missed, 'map')} {'misses' if missed == 1 else 'miss'} "
+                  "completeness by "
                   f"more than {100 * threshold:g}% (\\[run] completeness_warning)[/]")
         for c in flagged:
             out.print(f"  {c.method}: {escape(incomplete_hint(c.method))}")
@@ -162,6 +178,11 @@ def print_completeness(out: Console, rows: Sequence[Completeness], limit: int) -
                 out.print(f"  {c.method} {image}: {100 * rel:.1f}%")
             if len(c.flagged) > limit > 0:
                 out.print(f"  ... {c.method}: {len(c.flagged) - limit} more")
+
+
+def undefined_errors(images: int) -> str:
+    """The images whose relative completeness error is undefined, in words."""
+    return f"undefined: F(x) = F(baseline) for {images} image{'' if images == 1 else 's'}"
 
 
 def _adaptive_line(method: str, a: dict[str, Any]) -> str:

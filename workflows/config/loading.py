@@ -30,6 +30,7 @@ from workflows.config.origins import Origins, key_error, no_methods
 from workflows.config.overrides import (
     apply_command_line,
     apply_overrides,
+    parse_override,
 )
 from workflows.config.paths import (
     DATA_DIR_ENV,
@@ -149,6 +150,27 @@ def _preprocessing(sections: dict[str, Any], tables: Mapping[str, Any], where: O
         interpolation=model.interpolation or prep.interpolation)
 
 
+def _option_origins(overrides: Sequence[str], env: Mapping[str, str], *,
+                    data_dir: Path | None, out: Path | None, weights: str | None,
+                    device: str | None, arch: str | None) -> dict[tuple[str, ...], str]:
+    """The entries the command-line options (and ``$XAI_DATA_DIR``) write, each with the
+    option as typed, in the precedence :func:`apply_command_line` gives them. The run's name
+    is left out: a run folder or ``--data-dir`` names it as often as ``--name`` does."""
+    given: dict[tuple[str, ...], str] = {}
+    for entry, option, value in ((("dataset", "root"), "--data-dir", data_dir),
+                                 (("run", "out"), "--out", out),
+                                 (("model", "weights"), "--weights", weights),
+                                 (("run", "device"), "--device", device),
+                                 (("model", "arch"), "--arch", arch)):
+        if value is not None:
+            given[entry] = f"{option} {value}"
+    set_entries = {tuple(parse_override(o)[0]) for o in overrides}
+    if (data_dir is None and env.get(DATA_DIR_ENV)
+            and ("dataset", "root") not in set_entries):
+        given["dataset", "root"] = f"${DATA_DIR_ENV}={env[DATA_DIR_ENV]}"
+    return given
+
+
 def load_config(
     path: Path,
     overrides: Sequence[str] = (),
@@ -174,7 +196,9 @@ def load_config(
     """
     env = os.environ if env is None else env
     text, written = _read(path)
-    where = Origins(path, text, written, overrides)
+    where = Origins(path, text, written, overrides,
+                    _option_origins(overrides, env, data_dir=data_dir, out=out, weights=weights,
+                                    device=device, arch=arch))
     tables = apply_overrides(written, overrides)
     check_names(tables, where)
     apply_command_line(tables, overrides, env, data_dir=data_dir, out=out, weights=weights,

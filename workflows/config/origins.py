@@ -17,7 +17,8 @@ from workflows.config.overrides import parse_override
 
 
 class Origins:
-    """Who wrote each entry of the merged tables: a ``--set`` override, else the file.
+    """Who wrote each entry of the merged tables: a command-line option, else a ``--set``
+    override, else the file (a run's saved config, a template, or the config given).
 
     An entry is a path of names: ``("run",)``, ``("run", "seed")``,
     ``("methods", "gradient", "abs")``.
@@ -32,12 +33,18 @@ class Origins:
         Its tables as read, before any override.
     overrides
         The ``--set section.key=value`` texts, in the order given.
+    options
+        The entries that command-line options (or the environment) wrote, each with the
+        option as typed: ``{("model", "arch"): "--arch resnet81"}``. They take precedence
+        over ``--set`` and the file, as their values do.
     """
 
     def __init__(self, path: Path, text: str, written: Mapping[str, Any],
-                 overrides: Sequence[str]) -> None:
+                 overrides: Sequence[str],
+                 options: Mapping[tuple[str, ...], str] | None = None) -> None:
         self.path, self.text, self.written = path, text, written
         self.sets = [(o, tuple(parse_override(o)[0])) for o in overrides]
+        self.options = dict(options or {})
 
     def override(self, *entry: str) -> str | None:
         """The last ``--set`` that wrote ``entry`` (or a table holding it, or created it)."""
@@ -52,7 +59,10 @@ class Origins:
         return None
 
     def __call__(self, *entry: str) -> str:
-        """``--set OVERRIDE``, else ``FILE, line N`` (``FILE`` when the line is not found)."""
+        """The command-line option, else ``--set OVERRIDE``, else ``FILE, line N`` (``FILE``
+        when the line is not found)."""
+        if entry in self.options:
+            return self.options[entry]
         text = self.override(*entry)
         if text is not None:
             return f"--set {text}"

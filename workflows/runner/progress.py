@@ -93,16 +93,20 @@ class LineReporter:
         stamp = time.strftime("%H:%M:%S")
         self.console.print(f"{stamp} {text}", markup=False, highlight=False, soft_wrap=True)
 
-    def stage_start(self, stage: str, total_images: int, done_images: int) -> None:
+    def stage_start(self, stage: str, total_images: int, done_images: int,
+                    before: str = "") -> None:
         now = self.clock()
         self.stages[stage] = _Clock(total_images, done_images, now, resumed=done_images,
                                     last_line=now, unit=self.unit)
         if done_images >= total_images:  # nothing to do: the run's end says so once
             self.stages[stage].extra["finished"] = True
             return
-        before = f" ({done_images} done before)" if done_images else ""
+        if before:  # per method: the stage's count is an average that matches no method
+            self._print(f"{stage}: {before}")
+            return
+        done = f" ({done_images} done before)" if done_images else ""
         self._print(f"{stage}: {total_images - done_images} of {total_images} {self.unit} "
-                    f"to do{before}")
+                    f"to do{done}")
 
     def advance(self, stage: str, images: int) -> None:
         st = self.stages[stage]
@@ -184,9 +188,12 @@ class RichReporter:
         self.tasks: dict[str, Any] = {}
         self.training_started: float | None = None
 
-    def stage_start(self, stage: str, total_images: int, done_images: int) -> None:
+    def stage_start(self, stage: str, total_images: int, done_images: int,
+                    before: str = "") -> None:
         self.tasks[stage] = self.progress.add_task(stage, total=total_images,
                                                    completed=done_images, resumed=done_images)
+        if before and done_images < total_images:
+            self.progress.console.print(f"{stage}: {before}", markup=False, highlight=False)
 
     def advance(self, stage: str, images: int) -> None:
         self.progress.advance(self.tasks[stage], images)

@@ -32,6 +32,7 @@ from workflows.runner.run_summary import (
     RunSummary,
     SilentReporter,
     completeness_summary,
+    degeneracy_summary,
     process_seconds,
     skipped_images,
     top1_accuracy,
@@ -176,8 +177,9 @@ def _summarize(reg: StageRegistry, cfg: Config, group: Any, store_path: Path, n:
         previous=read_json(cfg.run_dir / "summary.json"),
         completeness=completeness_summary(group, cfg.method_names,
                                           cfg.run.completeness_warning),
-        engine=recorder.engine(plan.planned), accuracy=top1_accuracy(group),
-        layout=manifest.layout, labelled=manifest.labelled)
+        engine=_engine(recorder.engine(plan.planned), cfg), accuracy=top1_accuracy(group),
+        layout=manifest.layout, labelled=manifest.labelled,
+        degenerate=degeneracy_summary(group, store_path, cfg.method_names))
     ctx = Context(cfg, group, cfg.run_dir, records, hashes, reg, plan.planned,
                   plan.pending, only, summary, {}, rep)
     for stage in reg:
@@ -188,6 +190,16 @@ def _summarize(reg: StageRegistry, cfg: Config, group: Any, store_path: Path, n:
     if only is None or not reg[only].partial_inputs:  # a stage built alone keeps the run's
         atomic_write_json(cfg.run_dir / "summary.json", summary.to_dict())
     return summary
+
+
+def _engine(facts: dict[str, str], cfg: Config) -> dict[str, str]:
+    """The engine facts, the model named as the console names it: an exported program is
+    not the ``[model] arch`` its workers were given."""
+    from pipeline.models.sources import model_label
+
+    if "arch" in facts:
+        facts = {**facts, "arch": model_label(cfg.model.arch, str(cfg.model.weights))}
+    return facts
 
 
 def _nothing_to_do(reg: StageRegistry, cfg: Config, rep: Reporter, scheduler: str
@@ -218,6 +230,9 @@ def _nothing_to_do(reg: StageRegistry, cfg: Config, rep: Reporter, scheduler: st
     manifest = _manifest(cfg, classes or None)
     stored = [str(i) for i in group["image"][:].tolist()] if "image" in group else []
     if list(manifest.ids) != stored:
+        return None
+    # Labels that changed under the same files take the full path, which says so.
+    if "label" in group and group["label"][:].tolist() != list(manifest.labels):
         return None
     records = Records(cfg.run_dir)
     plan = Plan.make(reg, resolved, len(manifest), records, hashes)

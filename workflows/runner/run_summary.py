@@ -29,7 +29,8 @@ from workflows.runner.stage_registry import Hashes, StageRegistry
 class Reporter(Protocol):
     """Receives progress; the CLI draws it, tests may ignore it."""
 
-    def stage_start(self, stage: str, total_images: int, done_images: int) -> None: ...
+    def stage_start(self, stage: str, total_images: int, done_images: int,
+                    before: str = "") -> None: ...
     def advance(self, stage: str, images: int) -> None: ...
     def stage_end(self, stage: str) -> None: ...
     def warn(self, message: str) -> None: ...
@@ -43,7 +44,8 @@ class SilentReporter:
     def __init__(self) -> None:
         self.warnings: list[str] = []
 
-    def stage_start(self, stage: str, total_images: int, done_images: int) -> None: ...
+    def stage_start(self, stage: str, total_images: int, done_images: int,
+                    before: str = "") -> None: ...
     def advance(self, stage: str, images: int) -> None: ...
     def stage_end(self, stage: str) -> None: ...
     def info(self, message: str) -> None: ...
@@ -126,13 +128,19 @@ class Completeness:
     #: median final residual, and the images whose gap F(x) - F(baseline) was zero (they
     #: stopped at the starting grid, residual NaN).
     adaptive: dict[str, Any] | None = None
+    #: Images whose gap F(x) - F(baseline) is zero: their relative error is undefined.
+    zero_gap: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "images": self.images, "median": self.median,
-                "worst": self.worst, "worst_image": self.worst_image,
+        defined = self.images > 0  # NaN is not JSON
+        return {"method": self.method, "images": self.images,
+                "median": self.median if defined else None,
+                "worst": self.worst if defined else None, "worst_image": self.worst_image,
                 "threshold": self.threshold,
                 "flagged": [{"image": i, "relative_error": r} for i, r in self.flagged],
-                "adaptive": self.adaptive}
+                "adaptive": self.adaptive,
+                # only where some gap is zero: runs without one keep their summary's shape
+                **({"zero_gap": self.zero_gap} if self.zero_gap else {})}
 
 
 @dataclass
@@ -171,6 +179,8 @@ class RunSummary:
     #: have a label.
     layout: str = ""
     labelled: int = 0
+    #: Degenerate output found in the store (:func:`degeneracy_summary`), as dicts.
+    degenerate: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def stage_seconds(self) -> float:
@@ -214,6 +224,7 @@ class RunSummary:
             "engine": self.engine,
             "accuracy": self.accuracy or None,
             "layout": self.layout, "labelled": self.labelled,
+            "degenerate": self.degenerate,
             **{name: out for name, out in self.outputs.items() if out},
             "run_at": self.run_at,
             "stages": self.stage_entries(),
@@ -246,8 +257,27 @@ class Recorder:
             if units:
                 done = sum(self.share(u) for u in units) - sum(self.share(u)
                                                                for u in pending[name])
-                self.rep.stage_start(name, n, int(round(done, 6)))
+                self.rep.stage_start(name, n, int(round(done, 6)),
+                                     before=self.done_per_method(units, pending[name], n))
                 self.shown[name] = done
+
+    @staticmethod
+    def done_per_method(units: list[Unit], pending: list[Unit], n: int) -> str:
+        """What a per-method stage had done before, method by method (``gradient 24,
+        smoothgrad 16 of 40 images done before``): a stage's one count averages its methods,
+        which matches none when they stopped at different images. Empty when the stage is
+        not per method or nothing was done."""
+        done: dict[str, int] = {}
+        for unit in units:
+            if unit.method is not None:
+                done[unit.method] = done.get(unit.method, 0) + unit.size
+        for unit in pending:
+            if unit.method is not None:
+                done[unit.method] -= unit.size
+        if not any(done.values()):
+            return ""
+        each = ", ".join(f"{method} {count}" for method, count in done.items())
+        return f"{each} of {n} images done before"
 
     def end(self, planned: dict[str, list[Unit]]) -> None:
         for name, units in planned.items():
@@ -347,13 +377,15 @@ def completeness_summary(group: Any, methods: Sequence[str], threshold: float
         if spec is None or not spec.has_delta or method not in names:
             continue
         slot = names.index(method)
-        rel = relative_completeness_error(array(group, "delta")[slot], array(group, "gap")[slot])
+        gap = np.asarray(array(group, "gap")[slot], dtype=np.float64)
+        rel = relative_completeness_error(array(group, "delta")[slot], gap)
         steps = residual = None
         if "steps" in group:
             steps = np.asarray(array(group, "steps")[slot], dtype=np.float64)
             residual = np.asarray(array(group, "residual")[slot], dtype=np.float64)
         found = summarize_completeness(method, rel, lambda idx: [str(ids[i]) for i in idx],
-                                       threshold, steps, residual)
+                                       threshold, steps, residual,
+                                       zero_gap=int((gap == 0).sum()))
         if found is not None:
             out.append(found)
     return out
@@ -375,19 +407,27 @@ def completeness_from_records(group: Any, records: Records, units: Sequence[Unit
             continue
         rel, steps, residual = (np.full(n, np.nan) for _ in range(3))
         adaptive = False
+        finished = np.zeros(n, dtype=bool)
         for u in units:
             if u.method != method or (rec := records.get(u.key)) is None:
                 continue
             facts = rec.get("per_image")
             if not isinstance(facts, dict):
                 return None
+            finished[u.start:u.stop] = True
             rel[u.start:u.stop] = _floats(facts["relative_error"])
             if "steps" in facts:
                 adaptive = True
                 steps[u.start:u.stop] = _floats(facts["steps"])
                 residual[u.start:u.stop] = _floats(facts["residual"])
+        zero_gap = 0
+        if (finished & ~np.isfinite(rel)).any() and method in explainers(group):
+            # An undefined error: read the gaps (small) to count the zero ones.
+            gap = np.asarray(array(group, "gap")[explainers(group).index(method)])
+            zero_gap = int((finished & (gap == 0)).sum())
         found = summarize_completeness(method, rel, lambda idx: image_ids(group, idx),
-                                       threshold, steps if adaptive else None, residual)
+                                       threshold, steps if adaptive else None, residual,
+                                       zero_gap=zero_gap)
         if found is not None:
             out.append(found)
     return out
@@ -412,14 +452,19 @@ def image_ids(group: Any, indices: Sequence[int]) -> list[str]:
 
 
 def summarize_completeness(method: str, rel: np.ndarray, id_of: Any, threshold: float,
-                           steps: np.ndarray | None, residual: np.ndarray | None
-                           ) -> Completeness | None:
+                           steps: np.ndarray | None, residual: np.ndarray | None,
+                           zero_gap: int = 0) -> Completeness | None:
     """One method's :class:`Completeness` from its images' relative errors ``rel`` (shape
-    ``(n,)``, NaN where not computed); ``id_of(indices)`` names images. None when no image
-    has one."""
+    ``(n,)``, NaN where not computed); ``id_of(indices)`` names images; ``zero_gap``: the
+    images whose gap F(x) - F(baseline) is zero (their error is undefined). None when no
+    image has an error and none has a zero gap; with zero gaps only, ``images`` is 0 and
+    the median and worst are NaN."""
     done = np.flatnonzero(np.isfinite(rel))
     if not done.size:
-        return None
+        if not zero_gap:
+            return None
+        return Completeness(method, 0, float("nan"), float("nan"), "", threshold, [],
+                            None, zero_gap)
     worst = int(done[np.argmax(rel[done])])
     above = done[rel[done] > threshold]
     above = above[np.argsort(-rel[above], kind="stable")]
@@ -427,7 +472,8 @@ def summarize_completeness(method: str, rel: np.ndarray, id_of: Any, threshold: 
     return Completeness(
         method, int(done.size), float(np.median(rel[done])), float(rel[worst]),
         named[0], threshold, [(named[1 + k], float(rel[i])) for k, i in enumerate(above)],
-        None if steps is None or residual is None else _adaptive_facts(steps, residual))
+        None if steps is None or residual is None else _adaptive_facts(steps, residual),
+        zero_gap)
 
 
 def _adaptive_facts(steps: np.ndarray, residual: np.ndarray) -> dict[str, Any] | None:
@@ -441,6 +487,47 @@ def _adaptive_facts(steps: np.ndarray, residual: np.ndarray) -> dict[str, Any] |
             "steps_max": int(s.max()), "steps_total": int(s.sum()),
             "residual_median": float(np.median(r)) if r.size else None,
             "zero_gap": int((used & ~np.isfinite(residual)).sum())}
+
+
+#: Images whose maps :func:`degeneracy_summary` reads (the first explained ones).
+DEGENERACY_MAP_IMAGES: int = 64
+#: Images whose logits :func:`degeneracy_summary` reads (the first explained ones).
+DEGENERACY_OUTPUT_IMAGES: int = 4096
+
+
+def degeneracy_summary(group: Any, store_path: Path | str, methods: Sequence[str]
+                       ) -> list[dict[str, Any]]:
+    """Degenerate output in the store (see :mod:`pipeline.evaluation.degeneracy`): the
+    logits and gaps of the first :data:`DEGENERACY_OUTPUT_IMAGES` explained images and the
+    ``raw`` maps of the first :data:`DEGENERACY_MAP_IMAGES`, read from the stored arrays (so
+    no stage record or hash depends on it). Empty when nothing is degenerate or nothing is
+    explained yet."""
+    from pipeline.evaluation.degeneracy import find_degeneracy
+    from pipeline.store.access import open_dataset
+
+    if "status" not in group or "logits" not in group:
+        return []
+    ok = np.flatnonzero(np.asarray(array(group, "status")[:]) == "ok")
+    if not ok.size:
+        return []
+    rows = ok[:DEGENERACY_OUTPUT_IMAGES]
+    logits = np.asarray(array(group, "logits")[:int(rows[-1]) + 1])[rows]
+    names = explainers(group)
+    present = [m for m in methods if m in names]
+    gaps: dict[str, np.ndarray] = {}
+    if "gap" in group:
+        stored = np.asarray(array(group, "gap")[:, :int(rows[-1]) + 1])
+        gaps = {m: stored[names.index(m)][rows] for m in present}
+    peaks: dict[str, float] = {}
+    few = ok[:DEGENERACY_MAP_IMAGES]
+    if "raw" in group and present:
+        raw = open_dataset(store_path)["raw"]
+        for m in present:
+            values = np.asarray(raw.isel(explainer=names.index(m),
+                                         image=few.tolist()).values, dtype=np.float64)
+            finite = values[np.isfinite(values)]
+            peaks[m] = float(np.abs(finite).max()) if finite.size else float("nan")
+    return [f.to_dict() for f in find_degeneracy(logits, gaps, peaks, int(few.size))]
 
 
 def top1_accuracy(group: Any) -> dict[str, Any]:

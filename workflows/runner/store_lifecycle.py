@@ -199,6 +199,17 @@ def prepare_store(registry: StageRegistry, cfg: Config, manifest: Manifest, stor
             f"now, {len(stored)} in the store). The store keeps its fixed image list; run "
             "`xai clean` or `--force ingest` to start over with the new files."
         )
+        return
+    # Same files, other labels (a folder renamed into a class, a CSV edited, a layout found
+    # differently): the stored labels, the accuracy and every label-targeted map would be
+    # the old ones, so say so rather than show them as current.
+    labels = array(group, "label")[:].tolist()  # type: ignore[union-attr]
+    changed = sum(a != b for a, b in zip(labels, manifest.labels, strict=True))
+    if changed:
+        reporter.warn(
+            f"The labels found in the dataset differ from the store's for {changed} of "
+            f"{len(labels)} images (layout: {manifest.layout}). The store keeps the labels it "
+            "was made with; run with `--force ingest` to take the new ones.")
 
 
 # ------------------------------------------------------------------------ the methods

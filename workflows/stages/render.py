@@ -45,6 +45,32 @@ def class_name(classes: list[str], index: int) -> str:
     return classes[index] if index < len(classes) else str(index)
 
 
+def sheet_degeneracy(group: Any, methods: list[str], rows: slice, ok: np.ndarray,
+                     maps: np.ndarray) -> str | None:
+    """The degenerate-output banner of one sheet, from its own images: their logits and
+    gaps (read from the store, outside the stage's declared inputs so that its hash is
+    unchanged) and their channel-summed maps ``maps`` (image, method, y, x)."""
+    from pipeline.evaluation.degeneracy import banner_text, find_degeneracy
+    from pipeline.store.access import explainers
+    from pipeline.store.arrays import array
+
+    if not ok.any():
+        return None
+    logits = np.asarray(array(group, "logits")[rows])[ok] if "logits" in group else \
+        np.empty((0, 0))
+    names = explainers(group)
+    gaps = {}
+    if "gap" in group:
+        stored = np.asarray(array(group, "gap")[:, rows])
+        gaps = {m: stored[names.index(m)][ok] for m in methods if m in names}
+    peaks = {}
+    for c, m in enumerate(methods):
+        values = np.abs(np.asarray(maps[ok, c], dtype=np.float64))
+        finite = values[np.isfinite(values)]
+        peaks[m] = float(finite.max()) if finite.size else float("nan")
+    return banner_text(find_degeneracy(logits, gaps, peaks, int(ok.sum())))
+
+
 @register_stage
 class Render(Stage):
     name = "render"
@@ -80,13 +106,18 @@ class Render(Stage):
         store = open_view(task, mode="r")
         attrs = store.group.attrs
         classes = list(attrs.get("classes") or [])
-        banner = RANDOM_BANNER if attrs.get("random_weights") else None
         sl = slice(sheet.start, sheet.stop)
         data = store.rows(sl, "image", "status", "pixels", "pred", "prob", "label")
         ids, status = data["image"].tolist(), data["status"].tolist()
         pixels, pred, prob, label = data["pixels"], data["pred"], data["prob"], data["label"]
         source = "aggregated" if style.signed else "normalized"
         maps = np.stack([store.read_maps(source, store.slot(m), sl) for m in methods], axis=1)
+        signed = maps if style.signed else np.stack(
+            [store.read_maps("aggregated", store.slot(m), sl) for m in methods], axis=1)
+        banners = [RANDOM_BANNER if attrs.get("random_weights") else None,
+                   sheet_degeneracy(store.group, methods, sl,
+                                    np.asarray(status) == "ok", signed)]
+        banner = " ".join(b for b in banners if b) or None
         rows = []
         for k in range(sheet.size):
             p, t = int(pred[k]), int(label[k])

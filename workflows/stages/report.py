@@ -51,6 +51,7 @@ from pipeline.report.run_facts import banner_notes, run_facts
 from pipeline.report.sprites import SPRITES_CSS, Sprites, sprite_tiles
 from pipeline.report.strategies_page import StrategySettings, mean_maps, strategies_page
 from pipeline.report.summary_page import summary_page
+from pipeline.report.templating import counted
 from pipeline.report.tile_files import grey_levels, outline_rgba, sprite_files
 from pipeline.report.verdicts import SANITY_THRESHOLD
 from pipeline.store.access import explainers
@@ -59,7 +60,7 @@ from workflows.config.hashing import stable_hash
 from workflows.config.run_config import Config
 from workflows.runner import fault_injection as faults
 from workflows.runner.disk_writes import atomic_write_bytes, disk_errors, read_json
-from workflows.runner.run_summary import top1_accuracy
+from workflows.runner.run_summary import degeneracy_summary, process_seconds, top1_accuracy
 from workflows.runner.stage_api import (
     Context,
     Stage,
@@ -158,7 +159,8 @@ class Report(Stage):
             return None
         n = array(ctx.group, "image").shape[0]
         missing = missing_stages(ctx, n)
-        facts = ctx.summary.to_dict() if ctx.only is None else previous_summary(ctx.run_dir)
+        facts = ({**ctx.summary.to_dict(), "seconds_when_built": round(process_seconds(), 1)}
+                 if ctx.only is None else previous_summary(ctx.run_dir))
         ctx.reporter.info("report: clustering the maps and writing the pages")
         skipped = [(i, reason) for i, reason in ctx.summary.skipped if reason]  # "": not yet
         return build_report(ctx.group, ctx.cfg, ctx.run_dir, units, missing, facts,
@@ -396,7 +398,7 @@ def missing_stages(ctx: Context, n: int) -> list[str]:
         left = sum(1 for u in units
                    if not ctx.records.is_done(u.key, ctx.hashes[(u.stage, u.method)]))
         if left:
-            out.append(f"{stage.name} ({left} of {len(units)} units missing)")
+            out.append(f"{stage.name} ({left} of {counted(len(units), 'unit')} missing)")
     return out
 
 
@@ -463,7 +465,8 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
     with disk_errors(run_dir / "store.zarr"):
         write_strategy_array(group, cfg, labels)
     ok = n - len(skipped)
-    notes = banner_notes(attrs, missing, ok, n)
+    degenerate = degeneracy_summary(group, run_dir / "store.zarr", methods)
+    notes = banner_notes(attrs, missing, ok, n, [d["message"] for d in degenerate])
     figures = plots(group, cfg, run_dir, evaluation)
     signs = method_signs(cfg)
     sanity_plot = SANITY_PLOT if SANITY_PLOT in figures else None
@@ -471,9 +474,10 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
     strategy_data = {"methods": {m: labels[j].tolist() for j, m in enumerate(methods)
                                  if clusters.get(m)}}
     gallery = manifest(
-        title=f"{cfg.dataset.name}: {n} images", dataset=cfg.dataset.name, images=n,
+        title=f"{cfg.dataset.name}: {counted(n, 'image')}", dataset=cfg.dataset.name, images=n,
         classes=classes, colormaps=colormaps, colormap=cfg.render.colormap,
-        target=cfg.run.target, notes=notes, bad=bool(attrs.get("random_weights") or missing),
+        target=cfg.run.target, notes=notes,
+        bad=bool(attrs.get("random_weights") or missing or degenerate),
         methods=[MethodEntry(m, bool(METHODS[m].has_delta), signs[m]) for m in methods],
         metrics=[MetricEntry(m, METRICS[m].higher_is_better, METRICS[m].description)
                  for m in cfg.evaluate.metrics if f"metric_{m}" in group],

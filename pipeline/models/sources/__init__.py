@@ -21,6 +21,7 @@ Everything here is torch-free: configs and ``xai status`` read it.
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 
 from pipeline.models.preprocessing import Preprocessing
 from pipeline.models.sources.base import (
@@ -53,6 +54,7 @@ __all__ = [
     "family_of",
     "hashed_class_count",
     "is_weights_path",
+    "model_label",
     "preprocessing_for",
     "recorded_arch",
     "source_for",
@@ -113,6 +115,16 @@ def recorded_arch(arch: str, weights: str) -> str:
     """The architecture a store records: ``arch``, or ``exported`` for an exported
     program."""
     return source_for(arch, weights).recorded_arch(arch)
+
+
+def model_label(arch: str, weights: str) -> str:
+    """The model in words for the console: ``arch``, or for an exported program (which
+    carries its own architecture, whatever ``[model] arch`` says) ``exported program
+    <file name>``."""
+    recorded = recorded_arch(arch, weights)
+    if recorded == arch:
+        return arch
+    return f"{recorded} program {Path(weights).name}"
 
 
 def weights_problem(arch: str, weights: str) -> str | None:

@@ -6,6 +6,7 @@ with what it holds, in words."""
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,16 +60,73 @@ class StateDictFile(ModelSource):
             raise WeightsError(_misfit(path, arch, state, "it has no classifier entries "
                                        f"({', '.join(entries)})"))
         net = family.build(arch, int(state[keys[0]].shape[0]), request.crop, initialise=False)
-        try:
-            net.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            first = " ".join(line.strip() for line in str(exc).splitlines()[:3])[:300]
-            raise WeightsError(_misfit(path, arch, state, first)) from exc
+        expected = net.state_dict()
+        if differences := state_differences(expected, state, arch):
+            raise WeightsError(_misfit(path, arch, state, differences,
+                                       state_differences(expected, state, arch, shown=0)))
+        net.load_state_dict(state, strict=True)
         return LoadedNetwork(family.after_load(arch, net),
                              self.weights_id(arch, request.weights, request.seed), False)
 
 
-def _misfit(path: Path, arch: str, state: dict[str, torch.Tensor], why: str) -> str:
+#: How many entry names a mismatch message quotes of each kind; the counts say the rest.
+_SHOWN_KEYS = 2
+
+
+def state_differences(expected: Mapping[str, torch.Tensor],
+                      found: Mapping[str, torch.Tensor], arch: str,
+                      shown: int = _SHOWN_KEYS) -> str:
+    """How a state dict differs from the one a network expects, in words: the entries it
+    lacks, the ones it has in excess and the ones of another shape, a few names of each
+    (empty when it fits).
+
+    Parameters
+    ----------
+    expected
+        The network's own ``state_dict()``.
+    found
+        The state dict read from the file.
+    arch
+        The network's architecture, to name it.
+    shown
+        How many entry names to quote of each kind (0: counts only).
+    """
+    missing = [k for k in expected if k not in found]
+    extra = [k for k in found if k not in expected]
+    reshaped = [k for k in expected if k in found
+                and tuple(expected[k].shape) != tuple(found[k].shape)]
+
+    def some(keys: list[str]) -> str:
+        if not shown:
+            return ""
+        more = len(keys) - shown
+        return f" ({', '.join(keys[:shown])}{f' and {more} more' if more > 0 else ''})"
+
+    parts = []
+    if missing:
+        parts.append(f"{_entries(len(missing))} of the {len(expected)} {arch} needs "
+                     f"{'is' if len(missing) == 1 else 'are'} missing{some(missing)}")
+    if extra:
+        parts.append(f"{_entries(len(extra))} {'is' if len(extra) == 1 else 'are'} not "
+                     f"{arch}'s{some(extra)}")
+    if reshaped:
+        quoted = "; ".join(f"{k} is {list(found[k].shape)}, expected "
+                           f"{list(expected[k].shape)}" for k in reshaped[:shown])
+        more = len(reshaped) - shown
+        detail = f" ({quoted}{f'; and {more} more' if more > 0 else ''})" if shown else ""
+        parts.append(f"{_entries(len(reshaped))} {'has' if len(reshaped) == 1 else 'have'} "
+                     f"another shape{detail}")
+    return ", and ".join(parts) if len(parts) < 3 else f"{', '.join(parts[:-1])}, and {parts[-1]}"
+
+
+def _entries(count: int) -> str:
+    return f"{count} {'entry' if count == 1 else 'entries'}"
+
+
+def _misfit(path: Path, arch: str, state: dict[str, torch.Tensor], why: str,
+            counts: str = "") -> str:
+    """The mismatch message: ``why`` quotes entry names; ``counts``, when given, replaces it
+    where the file fits another architecture, which then says enough."""
     shapes = {k: list(v.shape) for k, v in state.items()}
     hint = (" Save the model you mean with torch.save(model.state_dict(), path), and set "
             "[model] arch to its architecture.")
@@ -77,6 +135,7 @@ def _misfit(path: Path, arch: str, state: dict[str, torch.Tensor], why: str) -> 
         if fits:
             hint = (f" It fits {source.name}'s {' and '.join(fits[:3])}: set [model] arch = "
                     f"\"{fits[0]}\" (or --arch {fits[0]}).")
+            why = counts or why
             break
     return f"Expected {arch} weights in {path}, but the state dict does not fit: {why}.{hint}"
 

@@ -36,6 +36,15 @@
     if (a !== 0 && (a < 1e-3 || a >= 1e4)) return v.toExponential(2);
     return v.toFixed(digits === undefined ? 3 : digits);
   }
+  // A completeness error as a percentage on one scale: "5.55e-6%" beside "0.99%" reads as
+  // the larger of the two.
+  function pct(v) {
+    if (v === null || v === undefined) return "—";
+    var p = 100 * Math.abs(v);
+    if (p === 0) return "0%";
+    if (p < 0.01) return "< 0.01%";
+    return p.toFixed(p < 100 ? 2 : 0) + "%";
+  }
   function className(k) { return k >= 0 && k < M.classes.length ? M.classes[k] : "?"; }
 
   // ------------------------------------------------------------------ sort keys
@@ -335,7 +344,7 @@
         t.appendChild(name);
         var box = el("dl", "scores");
         if (m.ig) scoreRow(box, "compl", "relative completeness error",
-                           r.d[j] === null ? "—" : fmt(100 * r.d[j], 2) + "%");
+                           pct(r.d[j]));
         M.metrics.forEach(function (met) {
           var s = r.s[met.name];
           if (s) scoreRow(box, (met.short || met.name) + (met.higher ? "↑" : "↓"),

@@ -77,6 +77,31 @@ def test_state_dict_of_another_architecture_names_the_one_it_fits(tmp_path):
     assert "mobilenet_v3_small" in fitting_archs({k: list(v.shape) for k, v in state.items()})
 
 
+def test_a_deeper_network_of_the_family_is_named_without_torch_internals(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "deeper.pth"
+    torch.save(torchvision.models.get_model("resnet34", num_classes=10).state_dict(), path)
+    with pytest.raises(WeightsError) as info:
+        load_model(path, arch="resnet18")
+    assert str(info.value) == (
+        f"Expected resnet18 weights in {path}, but the state dict does not fit: 96 entries "
+        "are not resnet18's. It fits torchvision's resnet34: set [model] arch = \"resnet34\" "
+        "(or --arch resnet34).")
+
+
+def test_a_state_dict_that_fits_nothing_quotes_a_few_entries_and_their_shapes(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2), "head.bias": torch.zeros(2)}, path)
+    with pytest.raises(WeightsError) as info:
+        load_model(path)
+    assert str(info.value) == (
+        f"Expected resnet18 weights in {path}, but the state dict does not fit: 121 entries "
+        "of the 122 resnet18 needs are missing (conv1.weight, bn1.weight and 119 more), "
+        "1 entry is not resnet18's (head.bias), and 1 entry has another shape (fc.weight is "
+        "[2, 2], expected [2, 512]). Save the model you mean with "
+        "torch.save(model.state_dict(), path), and set [model] arch to its architecture.")
+
+
 def test_file_with_code_is_refused(tmp_path, capsys):
     """weights_only=True: a pickle that would run code is rejected, and the code never runs."""
 
