@@ -32,6 +32,7 @@ Layouts
 from __future__ import annotations
 
 import csv
+import os
 import re
 from collections import defaultdict
 from collections.abc import Sequence
@@ -422,6 +423,23 @@ def check_root(root: Path | None, dataset_name: str = "dataset") -> None:
             f"Expected the images of dataset '{dataset_name}' in {root}, but that folder does "
             f"not exist.\n{LAYOUT_HELP}\nOr point elsewhere with --data-dir DIR or XAI_DATA_DIR."
         )
+
+
+def check_has_images(root: Path, layout: str) -> None:
+    """``root`` holds at least one image file (hidden folders left out), found by walking it
+    only until the first: an empty dataset is refused before the model loads.
+
+    Raises
+    ------
+    DataError
+        When there is none, with the layouts to put there.
+    """
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if any(is_image_file(Path(folder) / name) for name in files):
+            return
+    which = "" if layout == "auto" else f" ({layout} layout)"
+    raise DataError(f"Expected images in {root}{which}, found none.\n{LAYOUT_HELP}")
 
 
 def synthetic_image(index: int, size: int, seed: int = 0) -> np.ndarray:

@@ -152,6 +152,18 @@ def test_own_images_bad_input_says_what_to_do(tmp_path):
     assert none.exit_code == 2 and "found none" in none.output
 
 
+def test_an_empty_folder_is_refused_before_the_model_loads(tmp_path, no_model):
+    """No weights warning and no model load for a run that has nothing to explain; a
+    hidden folder's images do not count."""
+    empty = tmp_path / "empty"
+    (empty / ".thumbs").mkdir(parents=True)
+    _photos(empty / ".thumbs", ["1.png"])
+    none = cli("run", "--data-dir", str(empty), "--out", str(tmp_path / "r"), *SMALL)
+    assert none.exit_code == 2, none.output
+    assert f"Expected images in {empty}, found none." in none.output
+    assert "RANDOM WEIGHTS" not in none.output and not (tmp_path / "r").exists()
+
+
 # ------------------------------------------------------------------ your own model
 
 

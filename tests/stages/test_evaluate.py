@@ -380,3 +380,13 @@ def test_status_and_the_report_read_the_per_method_evaluation(ev_copy):
         assert name in page
         assert all(summary["metrics"][name]["methods"][m]["n"] > 0 for m in METHODS)
         assert summary["metrics"][name]["random"]["n"] == 6
+
+
+def test_the_trained_evidence_model_is_never_flagged_as_degenerate(evidence_run):
+    """Trained on 32 images only, its output still depends on its input: no finding, no
+    banner, nothing on the console."""
+    _, run_dir, output = evidence_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["degenerate"] == []
+    for flag in ("DEGENERATE", "ZERO OUTPUT GAPS", "ZERO MAPS"):
+        assert flag not in output

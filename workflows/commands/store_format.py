@@ -33,8 +33,14 @@ COMMAND = ".venv/bin/python -m workflows.commands.store_format > docs/store-form
 _INTRO = (
     f"`runs/<name>/store.zarr` is a Zarr v3 group (schema version {SCHEMA_VERSION}). Every "
     "array has dimension names, so `xarray.open_zarr(path, consolidated=False)` gives one "
-    "Dataset; `pipeline.store.access.open_dataset(path)` does the same after checking the "
-    "schema version, and decodes the 16-bit `[store]` choices to float32. Select methods by "
+    "Dataset in which every name holds what it promises: a uint16 `normalized` is decoded by "
+    "xarray itself (CF `scale_factor` and `_FillValue`), and float16 or bfloat16 maps are "
+    "named for what they hold (`raw_float16`, `aggregated_bfloat16`). "
+    "`xarray.open_dataset(path, engine=\"xai\")` (the project's xarray backend, the same as "
+    "`pipeline.store.access.open_dataset(path)`) checks the schema version, decodes every "
+    "16-bit `[store]` choice to float32 under its plain name (`raw`, `aggregated`) and loads "
+    "the small per-image arrays, so that they work as masks and groupby keys as they are. "
+    "Select methods by "
     f"name along `{EXPLAINER}` (its order is the order methods were added to the store, not "
     "necessarily the config's). Rows whose `status` is not `ok` hold the fill value: NaN for "
     "floats, −1 for integers, never zeros that look real.",

@@ -257,11 +257,13 @@ def _nothing_to_do(reg: StageRegistry, cfg: Config, rep: Reporter, scheduler: st
 def _check_dataset(cfg: Config) -> None:
     """The dataset's folder exists and, where the model's classes are known without
     loading it, each class folder or CSV label is one of them (before anything is made)."""
-    from pipeline.data.layouts import check_labels, check_root
+    from pipeline.data.layouts import check_has_images, check_labels, check_root
 
     d = cfg.dataset
     if d.layout not in GENERATED_LAYOUTS:
         check_root(d.root, d.name)
+        if d.root is not None:
+            check_has_images(d.root, d.layout)
         classes = _classes_before_loading(cfg)
         if classes is not None and d.root is not None:
             check_labels(d.layout, d.root, labels_csv=d.labels_csv, classes=classes)
@@ -285,6 +287,8 @@ def _classes_before_loading(cfg: Config) -> tuple[str, ...] | None:
         return None
     if isinstance(source, ArchitectureFamily):
         return imagenet_classes()
+    if (carried := source.known_classes(str(m.weights))) is not None and m.classes is None:
+        return carried
     if source.names_weights(str(m.weights)) or m.classes is None:
         return None
     return read_classes_file(m.classes)
