@@ -10,12 +10,14 @@ UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 VENV_STAMP := .venv/.synced
 
 
-.PHONY: ensure-uv help setup test test-slow test-all lint run status clean bench xai browser
+.PHONY: ensure-uv help setup test test-slow test-all lint run status clean bench xai browser \
+	shortcut-compare
 
 help:
 	@echo "make run [DATASET=sample] [WEIGHTS=imagenet|random|auto|FILE] [ARGS='...']"
 	@echo "make xai ARGS='...'   (the CLI: make xai ARGS=--help, make xai ARGS='weights status')"
 	@echo "make test | make test-slow | make lint | make status | make clean | make bench"
+	@echo "make shortcut-compare   (xai compare on a case with a known answer: docs/compare.md)"
 	@echo "make browser   (Debian's headless Chromium for the report's browser tests; as root)"
 
 # pip puts uv in ~/.local/bin, often not on PATH: every target runs it as `python3 -m uv`
@@ -70,6 +72,11 @@ xai: $(VENV_STAMP)
 
 bench: $(VENV_STAMP)
 	$(UV) run --frozen xai bench $(ARGS)
+
+# The comparison's known answer (docs/compare.md): the shortcut model against the clean one,
+# and the null comparisons. ARGS='--out DIR' (default runs/shortcut-compare).
+shortcut-compare: $(VENV_STAMP)
+	$(UV) run --frozen python -m workflows.commands.shortcut_case $(ARGS)
 
 # The report's browser tests drive Debian's chromium through chromium-driver (Selenium); they
 # skip without them. Browser builds from other sources are not used.

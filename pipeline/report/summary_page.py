@@ -280,7 +280,8 @@ def summary_page(title: str, facts: Sequence[tuple[str, Any]], versions: Mapping
                  summary: Mapping[str, Any] | None, evaluation: Mapping[str, Any],
                  notes: Sequence[str], plots: Sequence[str],
                  skipped: Sequence[tuple[str, str]], signs: Mapping[str, str] | None = None,
-                 sanity_plot: str | None = None) -> str:
+                 sanity_plot: str | None = None,
+                 comparisons: Sequence[tuple[str, str]] = ()) -> str:
     """``summary.html``: which method to trust first (:func:`trust`: the methods × metrics
     overview, the signed-map caveat, the sanity check), then run facts, package versions,
     stage timings, completeness, every metric in detail, plots and the skipped images.
@@ -299,6 +300,8 @@ def summary_page(title: str, facts: Sequence[tuple[str, Any]], versions: Mapping
         Per method, ``"signed"``, ``"absolute"`` or ``"non-negative"`` (None: unknown).
     sanity_plot
         The randomisation curves' figure (relative path), shown in the sanity section.
+    comparisons
+        ``(href, text)`` of the comparisons made from this run (``xai compare``).
     """
     return render(
         "summary.html", title=f"{title}: summary", current="summary.html", notes=notes,
@@ -307,4 +310,4 @@ def summary_page(title: str, facts: Sequence[tuple[str, Any]], versions: Mapping
         timings=timings(summary) if summary and summary.get("stages") else None,
         completeness=completeness_rows(summary), evaluation=evaluation_rows(evaluation),
         plots=[(p, Path(p).stem) for p in plots], skipped=skipped[:SKIPPED_SHOWN],
-        skipped_count=len(skipped))
+        skipped_count=len(skipped), comparisons=comparisons)

@@ -18,7 +18,13 @@ from typing import Any
 
 import typer
 
-from workflows.cli import explain_command, run_commands, run_folder_commands, setup_commands
+from workflows.cli import (
+    compare_command,
+    explain_command,
+    run_commands,
+    run_folder_commands,
+    setup_commands,
+)
 from workflows.cli.console import fail
 
 
@@ -36,7 +42,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=N
                        "ResNet18 by default) over whole datasets.")
 
 # In the order `xai --help` lists them.
-for _commands in (run_commands, run_folder_commands, explain_command, setup_commands):
+for _commands in (run_commands, run_folder_commands, compare_command, explain_command,
+                  setup_commands):
     _commands.register(app)
 
 #: Entry-point group of commands that live outside the package (``xai bench``: the

@@ -499,7 +499,7 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
         "summary.html": summary_page(
             cfg.dataset.name, facts_rows, attrs.get("package_versions") or {}, summary,
             evaluation, notes, sorted(f for f in figures if f != SANITY_PLOT), skipped, signs,
-            sanity_plot),
+            sanity_plot, comparison_links(run_dir)),
         "strategies.html": strategies_page(
             cfg.dataset.name, clusters, facts, methods, classes, sprites, notes,
             settings, cfg.render.colormap, cfg.shortcut().label),
@@ -516,6 +516,27 @@ def build_report(group: Any, cfg: Config, run_dir: Path, units: Sequence[Unit],
     return {"path": str(target / "index.html"), "seconds": round(time.perf_counter() - t0, 3),
             "strategy_classes": facts.get("classes", 0), "shortcut_purity": purity,
             "missing": list(missing)}
+
+
+def comparison_links(run_dir: Path) -> list[tuple[str, str]]:
+    """``(href, text)`` of each comparison made from the run whose report is still there
+    (``xai compare`` lists them in ``<run>/comparisons.json``); the links are relative to
+    the report, so that the folders keep working when moved together."""
+    import os
+
+    data = read_json(run_dir / "comparisons.json")
+    out = []
+    for entry in data if isinstance(data, list) else []:
+        if not isinstance(entry, dict):
+            continue
+        page = Path(str(entry.get("path", ""))) / "report" / "index.html"
+        if page.is_file():
+            side = "A" if entry.get("as") == "A" else "B"
+            other = Path(str(entry.get("other", "")))
+            text = ("this run against itself" if other == run_dir.resolve()
+                    else f"this run as {side}, against {other.name}")
+            out.append((os.path.relpath(page, run_dir / REPORT), text))
+    return out
 
 
 def previous_summary(run_dir: Path) -> dict[str, Any] | None:
