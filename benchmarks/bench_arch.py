@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,6 +75,15 @@ def _pass_size(model: torch.nn.Module, shape: tuple[int, ...], dev: torch.device
     return measure_pass_size(_ig_pass(model, shape, dev), candidates)[0]
 
 
+def hf_weights(arch: str) -> str:
+    """The ``--weights`` of ``--arch hf:DIR`` (the folder) or ``hf:ORG/NAME`` (as it is);
+    empty for any other architecture."""
+    if not arch.startswith("hf:"):
+        return ""
+    folder = Path(arch.removeprefix("hf:")).expanduser()
+    return str(folder) if folder.is_dir() else arch
+
+
 def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 224,
                  n_steps: int = 50, quick: bool = False, head: str = "logits",
                  reporter: Callable[[str], None] = print, rounds: int = 3) -> dict[str, Any]:
@@ -95,16 +105,27 @@ def measure_arch(arch: str, device: str = "cpu", images: int = 4, size: int = 22
     from pipeline.models.preprocessing import Preprocessing
     from pipeline.models.sources import check_arch
 
-    problem = check_arch(arch)
+    weights = hf_weights(arch)
+    problem = None if weights else check_arch(arch)
     if problem:
         from pipeline.errors import ConfigError
 
         raise ConfigError(problem)
     warnings.filterwarnings("ignore", message="Input Tensor 0 did not already require")
     dev = torch.device(device)
-    own = default_preprocessing(arch)
-    prep = Preprocessing(size, size, own.mean, own.std, own.interpolation)
-    plain = load_model("random", head, seed=0, device=dev, arch=arch, preprocessing=prep).model
+    if weights:  # a Hugging Face model: its own weights and preprocessing, its own size
+        from pipeline.models.sources import preprocessing_for
+        from pipeline.models.torchvision_table import DEFAULT_ARCH
+
+        own = preprocessing_for(DEFAULT_ARCH, weights)
+        size = own.crop
+        prep = own
+        plain = load_model(weights, head, device=dev, preprocessing=prep).model
+    else:
+        own = default_preprocessing(arch)
+        prep = Preprocessing(size, size, own.mean, own.std, own.interpolation)
+        plain = load_model("random", head, seed=0, device=dev, arch=arch,
+                           preprocessing=prep).model
     fast = optimize(plain, dev, channels_last=True)
     pix = np.stack([synthetic_image(i, size, 0) for i in range(images)])
     x = normalize(torch.from_numpy(pix).permute(0, 3, 1, 2).float() / 255.0,

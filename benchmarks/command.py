@@ -48,7 +48,8 @@ def bench(
         Path("runs/bench"),
     arch: Annotated[list[str] | None, typer.Option(
         metavar="ARCH", help="measure IG against Captum and Grad-CAM against the gradient on this "
-             f"architecture instead (repeatable; {arch_help()})")] = None,
+             f"architecture instead (repeatable; {arch_help()}; hf:DIR for a Hugging "
+             "Face model folder, hf:ORG/NAME for a cached one)")] = None,
 ) -> None:
     """Benchmark our engine against Captum (speed ratios, peak memory, error vs float64)."""
     from benchmarks.bench import run_bench, save, to_markdown
@@ -84,12 +85,12 @@ def _bench_archs(archs: list[str], dev: str, images: int, size: int, n_steps: in
                  quick: bool, head: str, out_dir: Path, command: str) -> None:
     import json
 
-    from benchmarks.bench_arch import measure_arch, to_markdown
+    from benchmarks.bench_arch import hf_weights, measure_arch, to_markdown
     from pipeline.errors import XaiError
     from pipeline.models.sources import check_arch
 
     for name in archs:  # every name before any measurement
-        if (problem := check_arch(name)) is not None:
+        if not hf_weights(name) and (problem := check_arch(name)) is not None:
             raise _fail(problem)
     results = []
     for name in archs:

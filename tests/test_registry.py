@@ -132,12 +132,12 @@ def test_metrics_registry_holds_every_metric_an_existing_run_used() -> None:
     assert len(used) == 6 and set(used) <= set(metrics)
 
 
-def test_model_sources_registry_holds_the_five_sources_in_order() -> None:
+def test_model_sources_registry_holds_the_six_sources_in_order() -> None:
     sources = registry("pipeline.models.sources.base", "MODEL_SOURCES",
                        "pipeline.models.sources")
     assert sources.kind == "model source"
     assert list(sources) == ["torchvision", "timm", "evidence", "state-dict",
-                             "exported-program"]
+                             "exported-program", "huggingface"]
 
 
 def test_stage_types_registry_holds_every_stage_of_the_run_order() -> None:

@@ -39,11 +39,12 @@ def named_layers(model: nn.Module) -> dict[str, nn.Module]:
 
 
 def _grid(shape: Sequence[int]) -> tuple[int, int] | None:
-    """(h, w) of a token sequence ``(N, T, C)`` on a square grid (a class token allowed)."""
+    """(h, w) of a token sequence ``(N, T, C)`` on a square grid (a class token, or a class
+    and a distillation token as DeiT's, allowed)."""
     if len(shape) != 3:
         return None
     tokens = int(shape[1])
-    for t in (tokens, tokens - 1):
+    for t in (tokens, tokens - 1, tokens - 2):
         side = math.isqrt(t) if t > 0 else 0
         if side > 1 and side * side == t:
             return side, side
@@ -198,7 +199,7 @@ def search_layer(model: nn.Module, image: torch.Tensor, name: str = ""
 
 def as_map(out: torch.Tensor) -> torch.Tensor:
     """A layer's output as ``(N, C, h, w)``: feature maps as they are, tokens ``(N, T, C)``
-    laid out on their grid (a class token dropped)."""
+    laid out on their grid (a class token, and DeiT's distillation token, dropped)."""
     if out.ndim == 4:
         return out
     grid = _grid(tuple(out.shape))
@@ -207,7 +208,7 @@ def as_map(out: torch.Tensor) -> torch.Tensor:
                           f"grid of tokens, got an output of shape {tuple(out.shape)}; name "
                           "another layer with layer = \"...\".")
     h, w = grid
-    tokens = out[:, -h * w:, :]  # the class token, if any, is first
+    tokens = out[:, -h * w:, :]  # the class (and distillation) tokens, if any, are first
     return tokens.transpose(1, 2).reshape(out.shape[0], out.shape[2], h, w)
 
 

@@ -31,10 +31,12 @@ class ImageDecodeError(Exception):
 
 
 def preprocess_transform(resize: int = RESIZE, crop: int = CROP,
-                         interpolation: str = "bilinear") -> transforms.Compose:
+                         interpolation: str = "bilinear", resize_mode: str = "short-side"
+                         ) -> transforms.Compose:
     """The preprocessing: resize the short side (with ``interpolation``: bilinear,
     bicubic or nearest, as the model's weights were trained), centre-crop, to a tensor in
-    ``[0, 1]``.
+    ``[0, 1]``. ``resize_mode = "squash"`` resizes the whole image to ``resize x resize``
+    instead, its aspect ratio not kept, as Hugging Face's ViT processors do.
 
     Returns
     -------
@@ -42,8 +44,9 @@ def preprocess_transform(resize: int = RESIZE, crop: int = CROP,
         Maps a PIL RGB image to a float tensor of shape ``(3, crop, crop)``.
     """
     mode = transforms.InterpolationMode(interpolation)
+    size: int | tuple[int, int] = (resize, resize) if resize_mode == "squash" else resize
     return transforms.Compose(
-        [transforms.Resize(resize, interpolation=mode), transforms.CenterCrop(crop),
+        [transforms.Resize(size, interpolation=mode), transforms.CenterCrop(crop),
          transforms.ToTensor()]
     )
 
@@ -157,9 +160,11 @@ def load_image(path: str | Path, max_pixels: int | None = None) -> Image.Image:
 
 
 def load_tensor(path: str | Path, resize: int = RESIZE, crop: int = CROP,
-                interpolation: str = "bilinear") -> torch.Tensor:
-    """Load and preprocess one file to a ``(3, crop, crop)`` float tensor in ``[0, 1]``."""
-    return preprocess_transform(resize, crop, interpolation)(load_image(path))
+                interpolation: str = "bilinear", resize_mode: str = "short-side"
+                ) -> torch.Tensor:
+    """Load and preprocess one file to a ``(3, crop, crop)`` float tensor in ``[0, 1]``
+    (:func:`preprocess_transform`)."""
+    return preprocess_transform(resize, crop, interpolation, resize_mode)(load_image(path))
 
 
 def to_uint8_hwc(image: torch.Tensor) -> np.ndarray:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.errors import WeightsError
 from pipeline.file_io import copy_atomic, file_sha256, write_atomic
+from pipeline.models.safetensors_file import is_safetensors
 from pipeline.models.torchvision_table import DEFAULT_ARCH, PublishedWeights, published_weights
 
 #: ``str(torchvision.models.ResNet18_Weights.IMAGENET1K_V1)`` and its checkpoint file name
@@ -173,6 +174,13 @@ def import_weights(source: Path, arch: str = DEFAULT_ARCH) -> Path:
         raise WeightsError(f"Expected a checkpoint file at {source}, but there is none. "
                            f"Download {pub.url} on a machine with network and pass "
                            "that file.")
+    if is_safetensors(source):
+        raise WeightsError(
+            f"Expected torchvision's published {pub.file} for {arch}, got the safetensors "
+            f"file {source}. torchvision publishes .pth files, and the cache takes only a "
+            "file whose SHA-256 matches the one it publishes, so a safetensors copy cannot "
+            "stand in for --weights imagenet. Use it as it is: --weights "
+            f"{source} --arch {arch} (its class count is read off its classifier).")
     digest = file_sha256(source)
     prefix = hash_prefix(arch)
     if not digest.startswith(prefix):

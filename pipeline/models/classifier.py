@@ -177,4 +177,4 @@ def load_model(
     return LoadedModel(model=model, backbone=backbone, head=head,
                        weights_id=loaded.weights_id, is_random=loaded.is_random,
                        note=loaded.note, classes=names, report=loaded.report,
-                       arch=source.recorded_arch(arch), preprocessing=prep, warnings=notes)
+                       arch=source.recorded_arch_of(arch, key), preprocessing=prep, warnings=notes)

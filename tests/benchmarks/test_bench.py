@@ -127,3 +127,21 @@ def test_bench_arch_refuses_an_unknown_name_before_measuring(tmp_path):
     result = cli("bench", "--arch", "resnet18", "--arch", "resnt50", "--out", str(tmp_path))
     assert result.exit_code == 2 and "did you mean resnet50" in result.output
     assert not (tmp_path / "bench-arch-cpu.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_arch_takes_a_hugging_face_folder(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.models.sources.hf_tiny import save_tiny
+
+    folder = save_tiny("vit", tmp_path / "tiny-vit", size=32)
+    result = cli("bench", "--arch", f"hf:{folder}", "--quick", "--images", "1",
+                 "--n-steps", "4", "--out", str(tmp_path))
+    assert result.exit_code == 0, result.output
+    (entry,) = json.loads((tmp_path / "bench-arch-cpu.json").read_text())
+    assert entry["arch"] == f"hf:{folder}" and entry["size"] == 32
+    assert entry["ratio linspace_mean vs best captum"] > 0
+    names = [r["name"] for r in entry["rows"]]
+    assert any(n.startswith("grad_cam at model.vit.layers.1.layernorm_before") for n in names)
+    errors = [r["rel_err"] for r in entry["rows"] if r["section"] == "ig"]
+    assert all(e is not None and e < 1e-4 for e in errors), errors

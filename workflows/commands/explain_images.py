@@ -135,7 +135,8 @@ def explain_images(paths: list[Path], out_file: Path, *, weights: str = "auto",
     rows, lines, scores = [], [], []
     for i, path in enumerate(paths):
         try:
-            image = load_tensor(path, prep.resize, prep.crop, prep.interpolation)
+            image = load_tensor(path, prep.resize, prep.crop, prep.interpolation,
+                                prep.resize_mode)
         except ImageDecodeError as exc:
             raise DataError(f"{path}: {exc}") from None
         x = normalize(image, prep.normalization).unsqueeze(0).to(dev)

@@ -59,7 +59,18 @@ class Config:
         from pipeline.models.preprocessing import Preprocessing
 
         d, m = self.dataset, self.model
-        return Preprocessing(d.resize, d.crop, m.mean, m.std, m.interpolation)  # type: ignore[arg-type]
+        return Preprocessing(d.resize, d.crop, m.mean, m.std, m.interpolation,  # type: ignore[arg-type]
+                             self.resize_mode())
+
+    def resize_mode(self) -> str:
+        """How the model's own preprocessing resizes (``short-side``, or ``squash`` for a
+        Hugging Face processor that squashes): the model's to say, as it is for no other
+        setting, so it is read from its source, not from a key."""
+        from pipeline.models.sources import preprocessing_for
+
+        if self.dataset.layout in ("synthetic", "evidence"):
+            return "short-side"
+        return str(preprocessing_for(self.model.arch, str(self.model.weights)).resize_mode)
 
     def store_choices(self) -> dict[str, str]:
         """The ``[store]`` choices, by setting (``attributions``, ``normalized``,

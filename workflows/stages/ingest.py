@@ -35,6 +35,8 @@ class Ingest(Stage):
                 # Said only where it differs from the default, so older stores stay current.
                 **({"interpolation": cfg.model.interpolation}
                    if cfg.model.interpolation != "bilinear" else {}),
+                **({"resize_mode": mode}
+                   if (mode := cfg.resize_mode()) != "short-side" else {}),
                 # The store's [store] choices (its arrays' dtypes and files): fixed when it
                 # is made; said where they differ from the default, so older stores stay current.
                 **{setting: choice for setting, choice in cfg.store_choices().items()
@@ -46,7 +48,8 @@ class Ingest(Stage):
         u, d = task.unit, task.cfg.dataset
         store = open_view(task)
         ids = store.array("image")[u.start:u.stop]
-        transform = preprocess_transform(d.resize, d.crop, task.cfg.model.interpolation)
+        transform = preprocess_transform(d.resize, d.crop, task.cfg.model.interpolation,
+                                         task.cfg.resize_mode())
         pixels = np.zeros((u.size, d.crop, d.crop, 3), dtype=np.uint8)
         mask = np.zeros((u.size, d.crop, d.crop), dtype=bool)
         status = np.empty(u.size, dtype=object)

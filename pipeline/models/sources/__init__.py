@@ -12,6 +12,9 @@ bottom (:func:`~pipeline.models.sources.base.register_source`).
     Any other weights path: a checkpoint of ``[model] arch``.
 ``exported-program``
     A ``.pt2`` from ``torch.export.save``: it carries its own architecture.
+``huggingface``
+    A ``save_pretrained`` folder or ``hf:ORG/NAME[@REV]`` from the local Hugging Face cache,
+    when transformers is installed.
 
 Adding a source is one module beside these, whose :class:`~.base.ModelSource` says what it
 takes and which registers it at its bottom, and its name in :data:`SOURCE_MODULES`.
@@ -39,7 +42,7 @@ from pipeline.models.torchvision_table import DEFAULT_ARCH
 #: The source modules. Each registers its source when imported, in this order: ``check_arch``
 #: names their architectures in it.
 SOURCE_MODULES = ("torchvision_models", "timm_models", "evidence", "state_dict_file",
-                  "exported_program")
+                  "exported_program", "huggingface")
 for _module in SOURCE_MODULES:
     importlib.import_module(f"{__name__}.{_module}")
 
@@ -114,7 +117,7 @@ def weights_identity(weights: str, seed: int, evidence_key: str = "",
 def recorded_arch(arch: str, weights: str) -> str:
     """The architecture a store records: ``arch``, or ``exported`` for an exported
     program."""
-    return source_for(arch, weights).recorded_arch(arch)
+    return source_for(arch, weights).recorded_arch_of(arch, str(weights))
 
 
 def model_label(arch: str, weights: str) -> str:
@@ -124,6 +127,8 @@ def model_label(arch: str, weights: str) -> str:
     recorded = recorded_arch(arch, weights)
     if recorded == arch:
         return arch
+    if recorded.startswith("hf:"):
+        return f"{recorded.removeprefix('hf:')} ({weights})"
     return f"{recorded} program {Path(weights).name}"
 
 

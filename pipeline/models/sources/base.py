@@ -171,6 +171,17 @@ class ModelSource:
         """The architecture the store records (``exported`` for an exported program)."""
         return arch
 
+    def recorded_arch_of(self, arch: str, weights: str) -> str:
+        """The architecture the store records for ``weights`` of ``arch``: by default
+        :meth:`recorded_arch`; a source whose weights carry their architecture (a Hugging
+        Face model's ``config.json``) reads it from them."""
+        return self.recorded_arch(arch)
+
+    def known_classes(self, weights: str) -> tuple[str, ...] | None:
+        """The class names the weights carry, read without loading them (a Hugging Face
+        config's ``id2label``); None when only the loaded model tells."""
+        return None
+
     def weights_problem(self, arch: str, weights: str) -> str | None:
         """Why the weights cannot be had now, known without trying (a download that failed
         recently); None when there is no such reason."""

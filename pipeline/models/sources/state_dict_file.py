@@ -1,7 +1,8 @@
-"""A state-dict file (``torch.save(model.state_dict(), path)``): the weights of a checkpoint of
-``[model] arch``, with the class count its classifier has. Weight files are data: they load
-with ``torch.load(weights_only=True)``, and a file that holds more than tensors is refused
-with what it holds, in words."""
+"""A state-dict file (``torch.save(model.state_dict(), path)``, or a ``.safetensors`` file):
+the weights of a checkpoint of ``[model] arch``, with the class count its classifier has.
+Weight files are data: they load with ``torch.load(weights_only=True)`` (safetensors holds
+tensors only), and a file that holds more than tensors is refused with what it holds, in
+words."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING
 from pipeline.errors import WeightsError
 from pipeline.models.checkpoints import file_identity
 from pipeline.models.preprocessing import Preprocessing
+from pipeline.models.safetensors_file import is_safetensors, read_safetensors
 from pipeline.models.sources.base import (
     MODEL_SOURCES,
     LoadedNetwork,
@@ -141,8 +143,9 @@ def _misfit(path: Path, arch: str, state: dict[str, torch.Tensor], why: str,
 
 
 def read_state_dict(path: Path, arch: str = DEFAULT_ARCH) -> dict[str, torch.Tensor]:
-    """The state dict in a ``torch.save()`` file (``module.`` prefixes dropped; a dict that
-    wraps it under ``state_dict``, ``model`` or ``model_state_dict`` unwrapped).
+    """The state dict in a ``torch.save()`` or safetensors file (``module.`` prefixes dropped;
+    a dict that wraps it under ``state_dict``, ``model`` or ``model_state_dict``
+    unwrapped).
 
     Raises
     ------
@@ -157,15 +160,10 @@ def read_state_dict(path: Path, arch: str = DEFAULT_ARCH) -> dict[str, torch.Ten
             f"Expected a weights file at {path}, but there is none. Pass an existing state-dict "
             "file, 'imagenet' or 'random' as the weights."
         )
-    try:
-        # weights_only: a checkpoint is data; never let it run code.
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        raise WeightsError(
-            f"Expected a torch.save() file of a {arch} state dict at {path}, but it could "
-            f"not be loaded: {describe_file(path)}. Save weights with "
-            "torch.save(model.state_dict(), path), or pass 'imagenet' or 'random'."
-        ) from None
+    if is_safetensors(path):
+        obj: object = read_safetensors(path)
+    else:
+        obj = _torch_load(path, arch)
     if isinstance(obj, dict):
         for key in ("state_dict", "model", "model_state_dict"):
             if isinstance(obj.get(key), dict):
@@ -177,6 +175,22 @@ def read_state_dict(path: Path, arch: str = DEFAULT_ARCH) -> dict[str, torch.Ten
             "Save weights with torch.save(model.state_dict(), path)."
         )
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _torch_load(path: Path, arch: str) -> object:
+    """What a ``torch.save()`` file holds, read as tensors only."""
+    import torch
+
+    try:
+        # weights_only: a checkpoint is data; never let it run code.
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        raise WeightsError(
+            f"Expected a torch.save() file of a {arch} state dict at {path}, but it could "
+            f"not be loaded: {describe_file(path)}. Save weights with "
+            "torch.save(model.state_dict(), path) (or safetensors.torch.save_file), or pass "
+            "'imagenet' or 'random'."
+        ) from None
 
 
 def describe_file(path: Path) -> str:

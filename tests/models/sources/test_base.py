@@ -32,7 +32,7 @@ from tests.workflow_helpers import ROOT
 
 def test_the_sources_in_their_order():
     assert list(MODEL_SOURCES) == ["torchvision", "timm", "evidence", "state-dict",
-                                   "exported-program"]
+                                   "exported-program", "huggingface"]
 
 
 @pytest.mark.parametrize(("arch", "weights", "source"), [
@@ -40,7 +40,8 @@ def test_the_sources_in_their_order():
     ("resnet18", "random", "torchvision"), ("timm:deit_tiny_patch16_224", "random", "timm"),
     ("resnet18", "evidence", "evidence"), ("resnet18", "/w/model.pth", "state-dict"),
     ("timm:x", "model.pt", "state-dict"), ("resnet18", "model.pt2", "exported-program"),
-    ("timm:x", "~/m.pt2", "exported-program"),
+    ("timm:x", "~/m.pt2", "exported-program"), ("resnet18", "hf:org/name", "huggingface"),
+    ("resnet18", "hf:org/name@v1", "huggingface"),
 ])
 def test_each_pair_has_one_source(arch, weights, source):
     assert source_for(arch, weights).name == source
