@@ -150,6 +150,31 @@ def default_metrics() -> tuple[str, ...]:
     return tuple(name for name in METRICS if not METRICS[name].needs_mask)
 
 
+def target_probabilities(backbone: Callable[[torch.Tensor], torch.Tensor]
+                         ) -> Forward:
+    """The model-based metrics' forward: class probabilities whatever the run's head (a
+    softmax over the backbone's logits, in float32)."""
+    return lambda x: backbone(x).float().softmax(dim=1)
+
+
+def score_maps(spec: MetricSpec, maps: np.ndarray, masks: np.ndarray | None, forward: Forward,
+               images: torch.Tensor, targets: torch.Tensor, params: Mapping[str, Any]
+               ) -> tuple[np.ndarray, np.ndarray | None]:
+    """One metric on ``maps`` ``(R, H, W)``, called as its kind needs: ``(scores (R,),
+    curves (R, steps + 1) or None)``. A localisation metric is NaN where ``masks``
+    ``(R, H, W)`` is empty; ``params`` go to the model-based ones (:func:`pixel_flipping`'s
+    keywords)."""
+    if spec.needs_model:
+        score, curve = spec.fn(forward, images, maps, targets, **params)
+        return np.asarray(score), np.asarray(curve)
+    if spec.needs_mask:
+        assert masks is not None, f"{spec.name} needs masks"
+        score = np.asarray(spec.fn(maps, masks), dtype=np.float64)
+        score[~masks.any(axis=(1, 2))] = np.nan
+        return score, None
+    return np.asarray(spec.fn(maps), dtype=np.float64), None
+
+
 def get_metric(name: str) -> MetricSpec:
     """Look a metric up by name; a ``KeyError`` lists the registered names."""
     return METRICS.get_or_raise(name)

@@ -205,25 +205,23 @@ def map_scores(backbone: Any, x: Any, maps: Any, target: Any, metrics: Sequence[
     import numpy as np
     import torch
 
-    from pipeline.evaluation.metrics import METRICS, random_attribution
+    from pipeline.evaluation.metrics import (
+        METRICS,
+        random_attribution,
+        score_maps,
+        target_probabilities,
+    )
     from workflows.config.sections import EvaluateConfig
 
-    defaults = EvaluateConfig()
     stack = np.concatenate([maps, random_attribution((1, *maps.shape[1:]), seed)])
     images = x.repeat(len(stack), 1, 1, 1)
     targets = target.repeat(len(stack))
-    params = {"steps": defaults.steps, "baseline": defaults.baseline,
-              "baseline_params": {"baseline_sigma": defaults.baseline_sigma},
-              "max_batch": max(1, max_batch * 4), "norm": norm}
+    params = EvaluateConfig().flip_params(max_batch, norm)
+    forward = target_probabilities(backbone)
     out: dict[str, list[float]] = {}
     with torch.no_grad():
         for name in metrics:
-            spec = METRICS[name]
-            if spec.needs_model:
-                score, _ = spec.fn(lambda t: backbone(t).float().softmax(dim=1), images, stack,
-                                   targets, **params)
-            else:
-                score = spec.fn(stack)
+            score, _ = score_maps(METRICS[name], stack, None, forward, images, targets, params)
             out[name] = [float(v) for v in np.asarray(score, dtype=np.float64)]
     return out
 

@@ -271,6 +271,14 @@ class EvaluateConfig(Section):
     bootstrap: Annotated[int, rule(
         ge=0, help="Bootstrap resamples for the 95% intervals of the summary table.")] = 1000
 
+    def flip_params(self, max_batch: int, norm: Any) -> dict[str, Any]:
+        """The model-based metrics' keywords (deletion, insertion): these settings, the
+        model's ``norm`` for the baseline, and perturbation batches of 4 attribution
+        batches (``max_batch``: forward passes only, so four times the samples fit)."""
+        return {"steps": self.steps, "baseline": self.baseline,
+                "baseline_params": {"baseline_sigma": self.baseline_sigma},
+                "max_batch": max(1, max_batch * 4), "norm": norm}
+
 
 @dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class ReportConfig(Section):

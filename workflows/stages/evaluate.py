@@ -148,11 +148,6 @@ class Evaluate(Stage):
         return summary
 
 
-def _forward(backbone: Any) -> Any:
-    """Target-class probabilities whatever the run's head: softmax over the logits."""
-    return lambda x: backbone(x).float().softmax(dim=1)
-
-
 def random_maps(indices: Sequence[int] | np.ndarray, shape: tuple[int, int], seed: int
                 ) -> np.ndarray:
     """The random maps of images ``indices`` ``(K, H, W)``: seeded per image, so the floor is
@@ -166,19 +161,6 @@ def random_maps(indices: Sequence[int] | np.ndarray, shape: tuple[int, int], see
                            for i in indices]).astype(np.float32)
 
 
-def _scores(spec: Any, maps: np.ndarray, masks: np.ndarray, forward: Any, x: Any, targets: Any,
-            params: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
-    """One metric on ``maps`` (R, H, W); localisation metrics are NaN where a mask is empty."""
-    if spec.needs_model:
-        score, curve = spec.fn(forward, x, maps, targets, **params)
-        return np.asarray(score), np.asarray(curve)
-    if spec.needs_mask:
-        score = np.asarray(spec.fn(maps, masks), dtype=np.float64)
-        score[~masks.any(axis=(1, 2))] = np.nan
-        return score, None
-    return np.asarray(spec.fn(maps), dtype=np.float64), None
-
-
 def unit_scores(task: Task, eng: Any, data: Mapping[str, np.ndarray], maps: np.ndarray,
                 ok: np.ndarray, classes: np.ndarray) -> dict[str, np.ndarray]:
     """The scores of one unit's ``maps`` ``(K, H, W)`` (the shard's explained images ``ok``):
@@ -188,23 +170,21 @@ def unit_scores(task: Task, eng: Any, data: Mapping[str, np.ndarray], maps: np.n
     import torch
 
     from pipeline.attribution.precision import precision_mode
-    from pipeline.evaluation.metrics import METRICS
+    from pipeline.evaluation.metrics import METRICS, score_maps, target_probabilities
 
     u, cfg = task.unit, task.cfg
     ev = cfg.evaluate
     masks = data["mask"][ok]
-    forward = _forward(eng.backbone)
+    forward = target_probabilities(eng.backbone)
     norm = cfg.normalization()
-    params = {"steps": ev.steps, "baseline": ev.baseline,
-              "baseline_params": {"baseline_sigma": ev.baseline_sigma},
-              "max_batch": max(1, eng.max_batch * 4), "norm": norm}
+    params = ev.flip_params(eng.max_batch, norm)
     results: dict[str, np.ndarray] = {}
     with precision_mode(cfg.run.precision, eng.device):
         x = to_input(data["pixels"][ok], eng.device, norm)
         targets = torch.as_tensor(classes[ok].astype(np.int64), device=eng.device)
         for name in ev.metrics:
             faults.delay("evaluate")
-            score, curve = _scores(METRICS[name], maps, masks, forward, x, targets, params)
+            score, curve = score_maps(METRICS[name], maps, masks, forward, x, targets, params)
             results[name] = score
             if curve is not None:
                 results[f"curve:{name}"] = curve
