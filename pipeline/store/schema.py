@@ -500,8 +500,10 @@ STORE_ATTRIBUTES: dict[str, str] = {
     "precision": "`[run] precision`",
     "device": "the device the model ran on",
     "arch": "the architecture (`exported` for a `.pt2` program)",
-    "preprocessing": "resize, crop, mean, std and interpolation: the model input is "
-                     "`pixels / 255` normalized with this mean and std",
+    "preprocessing": "resize, crop, mean, std and interpolation, and `resize_mode: squash` "
+                     "where the whole image was squashed to `resize` x `resize` (a Hugging "
+                     "Face ViT processor's way; absent: the short side resized): the model "
+                     "input is `pixels / 255` normalized with this mean and std",
     "noise": "how the noise of the noisy methods is drawn",
     "target": "`[run] target`: `predicted` or `label`",
     "baselines": "per path method, its baseline in words (e.g. `blur (Gaussian, sigma=10 px)`)",

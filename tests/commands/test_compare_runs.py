@@ -229,3 +229,24 @@ def test_settings_out_of_range_are_refused_naming_the_option(key: str, value: fl
                                                              says: str) -> None:
     with pytest.raises(CompareError, match=re.escape(says)):
         CompareSettings(**{key: value})  # type: ignore[arg-type]
+
+
+def test_a_degenerate_run_is_said_before_any_figure(runs: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    """B's summary.json recorded a dead model: the comparison's summary, its console lines
+    (before the methods and the classes) and the report's banner say so; A, with nothing
+    recorded and nothing found in its store, has no flag."""
+    import shutil
+
+    dead = tmp_path / "dead"
+    shutil.copytree(runs["a"], dead)
+    message = "DEGENERATE MODEL: its output barely depends on the input (test)."
+    (dead / "summary.json").write_text(json.dumps({"degenerate": [
+        {"what": "constant_output", "methods": [], "measured": {}, "message": message}]}))
+    summary = compare(runs["a"], dead, tmp_path / "cmp", _settings(), _Quiet())
+    assert summary["flags"] == {"a": [], "b": [message]}
+    lines = summary_lines(summary)
+    flagged = lines.index(f"RUN B: {message}")
+    assert flagged < next(i for i, line in enumerate(lines) if line.startswith("methods:"))
+    page = (tmp_path / "cmp" / "report" / "index.html").read_text()
+    assert f"Run B: {message}" in page

@@ -159,3 +159,26 @@ def test_a_random_resnet18_is_not_flagged(tmp_path):
     assert summary["degenerate"] == []
     assert "DEGENERATE" not in result.output
     assert "zero_gap" not in summary["completeness"][0]
+
+
+def test_zero_maps_are_found_in_a_float16_store_too(tmp_path):
+    """A 16-bit store keeps its maps as ``raw_float16``: the check reads them decoded, so
+    a method whose maps are all zero is flagged whatever the store's encoding."""
+    import numpy as np
+    import zarr
+
+    from pipeline.store.schema import SCHEMA
+    from pipeline.store.view import StoreView
+    from tests.store.test_backend import CROP, NAMES, N, make_store
+    from workflows.runner.run_summary import degeneracy_summary
+
+    path = make_store(tmp_path / "s.zarr", "float16", "float32")
+    group = zarr.open_group(str(path), mode="r+")
+    assert "raw" not in group and "raw_float16" in group
+    SCHEMA.create(group, "logits", {"image": N, "class_name": 3}, 3)
+    view = StoreView(path)
+    view.write("logits", slice(0, N),
+               np.random.default_rng(0).standard_normal((N, 3)).astype(np.float32))
+    view.write_maps("raw", 0, slice(0, N), np.zeros((N, 3, CROP, CROP), np.float32))
+    found = degeneracy_summary(zarr.open_group(str(path), mode="r"), path, NAMES)
+    assert [(f["what"], f["methods"]) for f in found] == [("zero_maps", [NAMES[0]])]

@@ -34,12 +34,11 @@ COLORMAP = "inferno"
 
 
 def notes_of(cmp: Any) -> list[str]:
-    """The banners every page shows: random weights in either run, images left out."""
+    """The banners every page shows: random weights or degenerate output in either run,
+    images left out."""
     notes = []
     for side, run in (("A", cmp.a), ("B", cmp.b)):
-        if run.attrs.get("random_weights"):
-            notes.append(f"Run {side} has RANDOM WEIGHTS: its maps say nothing about a real "
-                         "model.")
+        notes += [f"Run {side}: {flag}" for flag in run.flags]
     if cmp.match.only_a or cmp.match.only_b:
         notes.append(f"Only the images both runs hold are compared: left out "
                      f"{counted(cmp.match.only_a, 'image')} only in A and "

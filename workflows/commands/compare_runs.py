@@ -141,6 +141,9 @@ class RunSide:
     metrics: list[str]
     config: dict[str, Any]
     attrs: dict[str, Any]
+    #: What makes the run's maps untrustworthy, in words (its degenerate-output findings):
+    #: a comparison against it says so before any figure.
+    flags: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -165,7 +168,25 @@ def open_run(path: Path) -> RunSide:
         config = dict(attrs.get("config") or {})
     metrics = sorted(k.removeprefix("metric_") for k in view.keys if k.startswith("metric_"))
     return RunSide(run, view, ids, list(view.explainers), [str(c) for c in
-                   attrs.get("classes") or []], metrics, config, attrs)
+                   attrs.get("classes") or []], metrics, config, attrs,
+                   run_flags(run, view, list(view.explainers), attrs))
+
+
+def run_flags(run: Path, view: StoreView, methods: list[str], attrs: dict[str, Any]
+              ) -> list[str]:
+    """What makes the run's maps untrustworthy: random weights, and its degenerate-output
+    findings (a model whose output does not depend on its input, zero gaps, zero maps),
+    those its ``summary.json`` recorded, else found in its store now (a run made before the
+    check)."""
+    from workflows.runner.run_summary import degeneracy_summary
+
+    summary = read_json(run / "summary.json")
+    found = summary.get("degenerate") if isinstance(summary, dict) else None
+    if found is None:
+        found = degeneracy_summary(view.group, run / "store.zarr", methods)
+    random = ["RANDOM WEIGHTS: its maps say nothing about a real model."] \
+        if attrs.get("random_weights") else []
+    return random + [str(f["message"]) for f in found]
 
 
 @dataclass(frozen=True)
@@ -618,7 +639,7 @@ def finalize(cmp: Comparison, totals: dict[str, dict[int, ClassTotals]]) -> dict
         "explainers": cmp.explainers, "skipped_explainers": cmp.skipped_explainers,
         "metrics": cmp.metrics, "settings": dataclasses.asdict(cmp.settings),
         "differences": diffs, "classes": summary_classes, "strategies": strategies,
-        "labelled": cmp.labelled,
+        "labelled": cmp.labelled, "flags": {"a": cmp.a.flags, "b": cmp.b.flags},
         "test": (f"sign-flip permutation test, {cmp.settings.permutations} permutations, "
                  f"seed {cmp.settings.seed}, {cmp.settings.grid}x{cmp.settings.grid} grid, "
                  f"Holm-adjusted over classes, alpha {cmp.settings.alpha}"),
@@ -701,6 +722,8 @@ def summary_lines(summary: dict[str, Any], top: int = 5) -> list[str]:
     if summary["only_a"] or summary["only_b"]:
         lines.append(f"left out: {summary['only_a']} images only in A, {summary['only_b']} "
                      "only in B")
+    for side, flags in (summary.get("flags") or {}).items():
+        lines += [f"RUN {side.upper()}: {flag}" for flag in flags]
     lines.append("methods: " + ", ".join(summary["explainers"]))
     for side, names in summary["skipped_explainers"].items():
         if names:
@@ -728,4 +751,6 @@ def summary_lines(summary: dict[str, Any], top: int = 5) -> list[str]:
 def print_summary(console: Any, summary: dict[str, Any]) -> None:
     """Print :func:`summary_lines` (no markup: class names are data)."""
     for line in summary_lines(summary):
-        console.print(line, markup=False, highlight=False)
+        flagged = line.startswith("RUN ")  # a degenerate run: no figure below means much
+        console.print(line, markup=False, highlight=False,
+                      style="bold red" if flagged else None)

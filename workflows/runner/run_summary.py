@@ -520,8 +520,9 @@ def degeneracy_summary(group: Any, store_path: Path | str, methods: Sequence[str
         gaps = {m: stored[names.index(m)][rows] for m in present}
     peaks: dict[str, float] = {}
     few = ok[:DEGENERACY_MAP_IMAGES]
-    if "raw" in group and present:
-        raw = open_dataset(store_path)["raw"]
+    dataset = open_dataset(store_path)  # "raw" whatever the store keeps (raw_float16, ...)
+    if "raw" in dataset and present:
+        raw = dataset["raw"]
         for m in present:
             values = np.asarray(raw.isel(explainer=names.index(m),
                                          image=few.tolist()).values, dtype=np.float64)
