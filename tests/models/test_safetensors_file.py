@@ -49,11 +49,24 @@ def test_the_class_count_comes_from_the_classifier(weights):
     assert loaded.weights_id.startswith("file:r18.safetensors:sha256=")
 
 
-def test_weights_import_says_how_to_use_a_safetensors_file(weights):
-    from pipeline.models.checkpoints import import_weights
+def test_weights_import_takes_a_safetensors_file_only_with_its_hash_and_1000_classes(
+        weights, monkeypatch, tmp_path):
+    """Without the publisher's hash a safetensors import is refused, and this 4-class
+    checkpoint cannot stand in for the ImageNet weights: both say how to use it as it is."""
+    from pipeline.file_io import file_sha256
+    from pipeline.models.checkpoints import import_weights, imported
 
-    with pytest.raises(WeightsError, match=r"--weights .*r18.safetensors --arch resnet18"):
+    monkeypatch.setattr(torch.hub, "_hub_dir", str(tmp_path / "hub"))
+    way_out = r"--weights .*r18.safetensors --arch"
+    with pytest.raises(WeightsError, match=rf"torchvision publishes no safetensors.*{way_out}"):
         import_weights(weights["st"], "resnet18")
+    digest = file_sha256(weights["st"])
+    with pytest.raises(WeightsError, match=rf"got a 4-class classifier.*{way_out}"):
+        import_weights(weights["st"], "resnet18", sha256=digest)
+    # A renamed file is known by its header, not its name.
+    with pytest.raises(WeightsError, match="torchvision publishes no safetensors"):
+        import_weights(weights["renamed"], "resnet18")
+    assert imported("resnet18") is None
 
 
 def test_a_broken_safetensors_file_is_a_clear_error(tmp_path):

@@ -35,15 +35,25 @@ def datasets() -> None:
 def weights_import(source: Annotated[Path, typer.Argument(
         metavar="FILE", show_default=False,
         help="the checkpoint torchvision publishes (resnet18-f37072fd.pth for resnet18), "
-             "downloaded on a machine with network")],
+             "downloaded on a machine with network, or a safetensors file of the same "
+             "weights (with --sha256)")],
                    arch: Annotated[str, typer.Option(
-                       metavar="ARCH", help="the architecture it is for")] = "resnet18") -> None:
-    """Check a downloaded ImageNet checkpoint against the hash torchvision publishes for it,
-    and copy it into torch's cache, where `--weights imagenet` and `auto` find it."""
+                       metavar="ARCH", help="the architecture it is for")] = "resnet18",
+                   sha256: Annotated[str | None, typer.Option(
+                       "--sha256", metavar="HEX", show_default=False,
+                       help="the full SHA-256 the file's publisher lists (the Hugging Face "
+                            "Hub shows it as SHA256 on the file's page); required for a "
+                            "safetensors file, which torchvision does not publish")] = None,
+                   ) -> None:
+    """Check a downloaded ImageNet checkpoint and copy it into torch's cache, where
+    `--weights imagenet` and `auto` find it. torchvision's .pth is checked against the hash
+    torchvision publishes; a safetensors file against the --sha256 its publisher lists and
+    against ARCH (every tensor's name and shape, 1000 classes), and is used while
+    torchvision's own file is not in the cache."""
     from workflows.commands.weights import import_checkpoint
 
     try:
-        import_checkpoint(out, source, arch)
+        import_checkpoint(out, source, arch, sha256)
     except XaiError as exc:
         raise fail(exc) from None
 
@@ -51,7 +61,8 @@ def weights_import(source: Annotated[Path, typer.Argument(
 def weights_status(arch: Annotated[str, typer.Option(
         metavar="ARCH", help="the architecture whose checkpoint to look for")]
         = "resnet18") -> None:
-    """Where the ImageNet checkpoint is looked for, whether it is there, and whether a failed
+    """Where the ImageNet checkpoint is looked for, whether it is there, the safetensors file
+    imported in its place if any, which of them a run would use, and whether a failed
     download is remembered (auto does not retry the network until then)."""
     from workflows.commands.weights import print_checkpoint_status
 

@@ -102,7 +102,9 @@ def weights_identity(weights: str, seed: int, evidence_key: str = "",
     """The identity a run records for ``weights`` of ``arch``, without loading anything: the
     model source's that takes them.
 
-    ``imagenet``: torchvision's checkpoint (``torchvision:ResNet18_Weights.IMAGENET1K_V1``);
+    ``imagenet``: torchvision's checkpoint (``torchvision:ResNet18_Weights.IMAGENET1K_V1``),
+    or, while that is not in the cache, a safetensors file ``xai weights import`` put in its
+    place (``imported:resnet18.safetensors:sha256=<hex>``);
     ``auto``: the same when its file is in the cache, else seeded random weights;
     ``random``: ``random:seed=<seed>`` (``random:<arch>:seed=<seed>`` for another
     architecture than ResNet18); ``evidence``: the evidence model of the training settings

@@ -77,7 +77,8 @@ class LoadRequest:
 class LoadedNetwork:
     """What a source loaded: ``net`` maps ``(N, 3, crop, crop)`` images to ``(N, classes)``
     logits; ``weights_id`` is the identity the store records; ``note`` says why ``auto``
-    fell back to random weights; ``report`` says how weights trained here were made."""
+    fell back to random weights, or which file stands in for the published weights (the run
+    prints it); ``report`` says how weights trained here were made."""
 
     net: nn.Module
     weights_id: str
@@ -282,6 +283,11 @@ class ArchitectureFamily(ModelSource):
         """The identity of ``arch``'s published weights."""
         raise NotImplementedError
 
+    def published_note(self, arch: str, weights: str) -> str:
+        """One line for the console when ``weights`` (``imagenet``, ``auto``) of ``arch`` load
+        another file than the published one (an imported copy); empty when they do not."""
+        return ""
+
     def load_published(self, arch: str, crop: int, remember: bool = False) -> nn.Module:
         """``arch`` with its published weights; ``remember``: note a failed download, so that
         ``auto`` does not wait on the network again soon.
@@ -301,13 +307,15 @@ class ArchitectureFamily(ModelSource):
 
     def load(self, request: LoadRequest) -> LoadedNetwork:
         arch, crop, seed = request.arch, request.crop, request.seed
+        # The identity and the note are asked for after loading: they name what was loaded.
         if request.weights == "imagenet":
             return LoadedNetwork(self.load_published(arch, crop), self.published_id(arch),
-                                 False)
+                                 False, self.published_note(arch, "imagenet"))
         if request.weights == "auto":
             try:
                 return LoadedNetwork(self.load_published(arch, crop, remember=True),
-                                     self.published_id(arch), False)
+                                     self.published_id(arch), False,
+                                     self.published_note(arch, "auto"))
             except WeightsUnavailable as exc:
                 note = (f"ImageNet weights unavailable ({exc.reason}). "
                         f"{self.fallback_hint(arch, 'auto')}")

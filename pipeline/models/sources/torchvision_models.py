@@ -22,17 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.data.class_names import imagenet_classes
 from pipeline.errors import WeightsError
+from pipeline.file_io import file_sha256
 from pipeline.models.checkpoints import (
+    ImportedWeights,
     cache_path,
     forget_failure,
     hash_prefix,
+    imported,
     offline_hint,
     published,
     recent_failure,
     remember_failure,
+    uses_imported,
     weights_url,
 )
 from pipeline.models.preprocessing import Preprocessing
+from pipeline.models.safetensors_file import read_safetensors
 from pipeline.models.sources.base import (
     ArchitectureFamily,
     LoadRequest,
@@ -77,13 +82,24 @@ class TorchvisionModels(ArchitectureFamily):
         return table_preprocessing(arch)
 
     def has_published(self, arch: str) -> bool:
-        return cache_path(arch).exists()
+        """torchvision's checkpoint in the cache, or a safetensors one imported in its
+        place."""
+        return cache_path(arch).exists() or imported(arch) is not None
 
     def published_id(self, arch: str) -> str:
+        """torchvision's weights (``torchvision:ResNet18_Weights.IMAGENET1K_V1``), or the
+        imported safetensors file's identity when that is what loads."""
+        if (record := uses_imported(arch)) is not None:
+            return record.identity
         return f"torchvision:{published(arch).name}"
 
+    def published_note(self, arch: str, weights: str) -> str:
+        """Which file a run loads when it is an imported safetensors one."""
+        record = uses_imported(arch)
+        return "" if record is None else record.note(weights)
+
     def weights_problem(self, arch: str, weights: str) -> str | None:
-        if weights == "imagenet" and not cache_path(arch).exists() \
+        if weights == "imagenet" and not self.has_published(arch) \
                 and recent_failure(arch=arch) is not None:
             return (f"the {arch} checkpoint is not in the cache ({cache_path(arch)}) and a "
                     f"download failed recently. {offline_hint(arch)}")
@@ -150,7 +166,9 @@ def offline_message(reason: str, arch: str) -> str:
         f"  1. on a machine with network, download {pub.url}, then: "
         f"xai weights import{where} FILE, or in Python "
         "pipeline.models.checkpoints.import_weights(FILE"
-        f"{', arch=' + repr(arch) if where else ''}) (checks it and copies it to {path})\n"
+        f"{', arch=' + repr(arch) if where else ''}) (checks it and copies it to {path}); "
+        f"a safetensors copy: xai weights import FILE.safetensors{where} --sha256 HEX, the "
+        "hash its publisher lists\n"
         f"  2. point to a local state-dict file: --weights /path/to/{arch}.pth, or "
         f"load_model(weights='/path/to/{arch}.pth')\n"
         "  3. run with seeded random weights (results are meaningless): --weights random, or "
@@ -199,11 +217,13 @@ def download(arch: str, path: Path, remember: bool, timeout_s: float) -> None:
 def load_imagenet(source: TorchvisionModels, arch: str, crop: int, remember: bool = False,
                   timeout_s: float = 20.0) -> nn.Module:
     """``arch`` with its published ImageNet weights, downloaded into the cache first when
-    they are not there."""
+    they are not there and no safetensors copy was imported in their place."""
     import torch
 
     path = cache_path(arch)
     if not path.exists():
+        if (record := imported(arch)) is not None:
+            return load_imported(source, record, crop)
         download(arch, path, remember, timeout_s)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -219,6 +239,35 @@ def load_imagenet(source: TorchvisionModels, arch: str, crop: int, remember: boo
             "or pass --weights (load_model(weights=...)) with a local "
             "file."
         ) from exc
+    return source.after_load(arch, net)
+
+
+def load_imported(source: TorchvisionModels, record: ImportedWeights, crop: int) -> nn.Module:
+    """The architecture of an imported safetensors checkpoint with its tensors, once the file
+    is found to be the one checked on import (same SHA-256).
+
+    Raises
+    ------
+    WeightsError
+        When the file changed since its import or does not load into the architecture.
+    """
+    arch, path = record.arch, record.path
+    where = "" if arch == DEFAULT_ARCH else f" --arch {arch}"
+    redo = (f"Import it again (`xai weights import FILE{where} --sha256 HEX`), or delete "
+            f"{path} and its .json to use torchvision's checkpoint.")
+    digest = file_sha256(path)
+    if digest != record.sha256:
+        raise WeightsError(
+            f"Expected the imported safetensors {path} to have the SHA-256 checked on import "
+            f"({record.sha256}), got {digest}: the file changed since. {redo}")
+    state = read_safetensors(path)
+    try:
+        net = source.build(arch, None, crop, initialise=False)
+        net.load_state_dict(state)
+    except Exception as exc:  # missing, unexpected and mis-shaped tensors mean the same here
+        raise WeightsError(
+            f"Expected the tensors of {arch} in the imported safetensors {path}, but they do "
+            f"not load into it ({type(exc).__name__}: {str(exc)[:300]}). {redo}") from exc
     return source.after_load(arch, net)
 
 

@@ -144,3 +144,26 @@ def test_the_library_offline_error_names_the_library_calls():
     message = offline_message("no network", "resnet18")
     assert "pipeline.models.checkpoints.import_weights(FILE" in message
     assert "load_model(weights='random')" in message
+
+
+def test_an_imported_safetensors_file_counts_as_the_published_weights(offline, tmp_path):
+    """A failed download is no problem once a safetensors copy is imported: ``auto`` and
+    ``imagenet`` load it, under its own identity and with a note naming it."""
+    from safetensors.torch import save_file
+
+    from pipeline.file_io import file_sha256
+    from pipeline.models.checkpoints import IMAGENET_ID, import_weights
+
+    assert not TORCHVISION.has_published("resnet18")
+    assert TORCHVISION.published_note("resnet18", "imagenet") == ""
+    load_model("auto")  # fails, and remembers it
+    assert TORCHVISION.weights_problem("resnet18", "imagenet") is not None
+    src = tmp_path / "r18.safetensors"
+    save_file(torchvision.models.resnet18().state_dict(), str(src))
+    import_weights(src, "resnet18", sha256=file_sha256(src))
+    assert TORCHVISION.has_published("resnet18")
+    assert TORCHVISION.weights_problem("resnet18", "imagenet") is None
+    assert TORCHVISION.published_id("resnet18") == \
+        f"imported:resnet18.safetensors:sha256={file_sha256(src)}" != IMAGENET_ID
+    assert "the imported safetensors" in TORCHVISION.published_note("resnet18", "auto")
+    assert not TORCHVISION.has_published("resnet34")
