@@ -61,8 +61,10 @@ def real_runs(images: int, out: Path, shard: int = 32) -> dict[str, Any]:
 
 
 def store_run(path: Path, images: int, seed: int, size: int = 32, shard: int = 32,
-              methods: tuple[str, ...] = ("gradient",)) -> Path:
-    """A run folder with the arrays a comparison reads, written shard by shard."""
+              methods: tuple[str, ...] = ("gradient",), classes: int = len(CLASSES),
+              shift: float = 0.0) -> Path:
+    """A run folder with the arrays a comparison reads, written shard by shard: seeded
+    uniform maps, ``shift`` added to their top-left quarter (a change in every class)."""
     from pipeline.store.access import create_store
     from pipeline.store.axes import resize_explainers
     from pipeline.store.schema import SCHEMA
@@ -70,9 +72,10 @@ def store_run(path: Path, images: int, seed: int, size: int = 32, shard: int = 3
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     ids = [f"synthetic/{i:06d}.png" for i in range(images)]
-    labels = np.arange(images) % len(CLASSES)
+    names = CLASSES if classes == len(CLASSES) else [f"class{i}" for i in range(classes)]
+    labels = np.arange(images) % classes
     group = create_store(path / "store.zarr", ids, labels.tolist(), shard,
-                         {"classes": CLASSES, "config_hash": f"bench{seed}",
+                         {"classes": names, "config_hash": f"bench{seed}",
                           "stage_hashes": {}})
     resize_explainers(group, list(methods))
     sizes = {"image": images, "explainer": len(methods), "y": size, "x": size}
@@ -82,8 +85,9 @@ def store_run(path: Path, images: int, seed: int, size: int = 32, shard: int = 3
     for start in range(0, images, shard):
         rows = slice(start, min(start + shard, images))
         n = rows.stop - rows.start
-        arrays["normalized"][:, rows] = rng.random((len(methods), n, size, size),
-                                                   dtype=np.float32)
+        maps = rng.random((len(methods), n, size, size), dtype=np.float32)
+        maps[..., : size // 2, : size // 2] += np.float32(shift)
+        arrays["normalized"][:, rows] = maps
         arrays["pred"][rows] = labels[rows].astype(np.int16)
         arrays["prob"][rows] = np.full(n, 0.5, np.float32)
         arrays["status"][rows] = np.asarray(["ok"] * n, dtype=object)
@@ -92,19 +96,25 @@ def store_run(path: Path, images: int, seed: int, size: int = 32, shard: int = 3
     return path
 
 
-def store_runs(images: int, out: Path, reuse: bool = False) -> dict[str, Any]:
-    """``xai compare`` of two store-only runs of ``images`` images (``reuse``: those a
-    previous measurement left, when there)."""
-    a, b = out / f"stores{images}" / "A", out / f"stores{images}" / "B"
-    for path, seed in ((a, 0), (b, 1)):
+def store_runs(images: int, out: Path, reuse: bool = False, classes: int = len(CLASSES),
+               size: int = 32, shift: float = 0.0) -> dict[str, Any]:
+    """``xai compare`` of two store-only runs of ``images`` images in ``classes`` classes
+    (``reuse``: those a previous measurement left, when there); B's maps gain ``shift`` in a
+    corner (every class changes: every class's test draws all its permutations)."""
+    suffix = f"-{classes}c-{size}px-shift{shift:g}" if (classes, size, shift) != (
+        len(CLASSES), 32, 0.0) else ""
+    where = out / f"stores{images}{suffix}"
+    a, b = where / "A", where / "B"
+    for path, seed, add in ((a, 0, 0.0), (b, 1, shift)):
         if not (reuse and (path / "config.resolved.json").is_file()):
-            store_run(path, images, seed)
-    target = out / f"stores{images}" / "compare"
+            store_run(path, images, seed, size=size, classes=classes, shift=add)
+    target = where / "compare"
     shutil.rmtree(target, ignore_errors=True)
     wall, rc, peak, text = _timed([*_xai(), "compare", str(a), str(b), "--out", str(target)])
     if rc != 0:
         raise RuntimeError(f"xai compare exited {rc}:\n{text[-3000:]}")
-    return {"images": images, "compare_s": round(wall, 2), "compare_peak_mb": peak,
+    return {"images": images, "classes": classes, "size": size, "shift": shift,
+            "compare_s": round(wall, 2), "compare_peak_mb": peak,
             "s_per_1000_images": round(1000 * wall / images, 3)}
 
 
@@ -116,6 +126,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "compare")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the store-only runs a previous measurement made")
+    parser.add_argument("--classes", type=int, default=len(CLASSES),
+                        help="classes of the store-only runs")
+    parser.add_argument("--size", type=int, default=32, help="map side of the store-only runs")
+    parser.add_argument("--shift", type=float, default=0.0,
+                        help="added to a corner of B's maps in the store-only runs")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {"real": [], "stores": []}
@@ -123,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         result["real"].append(real_runs(n, args.out))
         print(json.dumps(result["real"][-1]), flush=True)
     for n in args.stores:
-        result["stores"].append(store_runs(n, args.out, args.reuse))
+        result["stores"].append(store_runs(n, args.out, args.reuse, args.classes, args.size,
+                                           args.shift))
         print(json.dumps(result["stores"][-1]), flush=True)
     (args.out.parent / "compare.json").write_text(json.dumps(result, indent=2))
 

@@ -133,6 +133,40 @@ def test_a_planted_change_ranks_its_class_first_and_flags_it_alone(
     assert sum(c[1] for c in reporter.calls if c[0] == "advance") == N
 
 
+def test_every_one_of_many_changed_classes_is_flagged(tmp_path: Path) -> None:
+    # 16 classes of 20 images, each with the change: Holm over 16 classes at alpha 0.01
+    # needs a p of 1/1600, which 999 permutations cannot give; the count follows the classes.
+    # (20 images: drawing the observed signs again, 2^-19 a draw, does not happen.)
+    classes = [f"c{k}" for k in range(16)]
+    pred = np.arange(320) % 16
+    maps = blob_maps(320, size=8, seed=0)
+    a = fake_run(tmp_path / "a", maps, pred, shard=64, classes=classes)
+    b = fake_run(tmp_path / "b", blob_maps(320, size=8, seed=1, corner=np.ones(320, bool)),
+                 pred, shard=64, seed=1, classes=classes)
+    summary = compare(a, b, tmp_path / "ab", CompareSettings(), _Quiet())
+    rows = summary["classes"]["pred"]["gradient"]
+    assert len(rows) == 16 and all(r["changed"] for r in rows)
+    assert [r["p_value"] for r in rows] == [pytest.approx(1 / 1600, abs=1e-6)] * 16
+    assert "up to 1,599 permutations" in summary["test"]
+
+
+def test_mean_maps_are_coarser_when_the_classes_do_not_fit_the_budget(
+        runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    compare(runs["a"], runs["b"], tmp_path / "full", _settings(), _Quiet())
+    from pipeline.comparison import classes
+
+    # 3 classes x 2 methods x 2 runs x 2 groupings of float64: 8 x 8 fits, 16 x 16 does not.
+    monkeypatch.setattr(classes, "MEAN_MAP_BUDGET", 3 * 2 * 2 * 2 * 8 * 8 * 8)
+    summary = compare(runs["a"], runs["b"], tmp_path / "coarse", _settings(), _Quiet())
+    full = xr.open_zarr(tmp_path / "full" / "compare.zarr", consolidated=False)
+    coarse = xr.open_zarr(tmp_path / "coarse" / "compare.zarr", consolidated=False)
+    assert summary["mean_map_side"] == 8 and coarse.mean_a.shape[-2:] == (8, 8)
+    blocks = full.label_mean_diff.values.reshape(2, 3, 8, 2, 8, 2).mean(axis=(3, 5))
+    assert np.allclose(coarse.label_mean_diff.values, blocks, atol=1e-6)
+    # The test runs on the per-image grid differences, whatever the mean maps' size.
+    assert np.array_equal(full.p_value.values, coarse.p_value.values)
+
+
 def test_the_store_opens_in_xarray_with_named_dims(runs: dict[str, Path],
                                                    tmp_path: Path) -> None:
     compare(runs["a"], runs["b"], tmp_path / "ab", _settings(), _Quiet())

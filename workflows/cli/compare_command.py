@@ -32,9 +32,10 @@ def compare(
             "--top-fraction", metavar="F",
             help="the share of each map's highest pixels whose overlap (IoU) is measured")]
         = 0.1,
-        permutations: Annotated[int, typer.Option(
+        permutations: Annotated[int | None, typer.Option(
             "--permutations", min=19, metavar="P",
-            help="sign-flip permutations of the per-class test")] = 999,
+            help="the most sign-flip permutations of a class's test (default: enough for "
+                 "Holm's correction to flag every class, at least 999)")] = None,
         alpha: Annotated[float, typer.Option(
             "--alpha", metavar="A",
             help="flag a class when its Holm-adjusted p is at most this")] = 0.01,

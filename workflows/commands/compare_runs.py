@@ -2,17 +2,19 @@
 
 Streams over run A's shards (a Dask task graph of a few shards at a time, threads), holding
 one shard of maps per worker: per image and method the rank correlation and top-pixel
-overlap of the two normalized maps, the predictions and the metrics both runs have, written
-to ``<out>/compare.zarr``; per class (A's prediction, and the label where there are labels)
-running sums of the mean maps and of the permutation test (:mod:`pipeline.comparison.
-classes`). Then, once: the tests, the classes ranked by change, the strategies matched
-(:mod:`pipeline.comparison.strategies`), what differs between the runs' configs, and the
-report pages (:mod:`pipeline.report.comparison_pages`).
+overlap of the two normalized maps, the predictions, the metrics both runs have and the
+difference map on the test's grid, written to ``<out>/compare.zarr``; per class (A's
+prediction, and the label where there are labels) running sums of the mean maps
+(:mod:`pipeline.comparison.classes`). Then, once: the permutation test of each class from the
+stored grid differences (one method's at a time, 1 KiB per image), the classes ranked by
+change, the strategies matched (:mod:`pipeline.comparison.strategies`), what differs between
+the runs' configs, and the report pages (:mod:`pipeline.report.comparison_pages`).
 
 Resumable: a shard's per-image rows are recorded (``<out>/state/compare.jsonl``, as the
 stages record units) after they are written, and the running sums are checkpointed
 atomically with the number of shards folded into them (``<out>/state/sums.npz``), at most
-every :data:`CHECKPOINT_EVERY` seconds and at the end. A rerun after a crash starts from the
+every :data:`CHECKPOINT_EVERY` seconds (or 20 times as long as the last save took) and at the
+end. A rerun after a crash starts from the
 checkpoint, in the same order, so the store it finishes is the one an uninterrupted
 comparison writes. A comparison whose inputs or settings changed starts again.
 """
@@ -36,12 +38,16 @@ import numpy as np
 import zarr
 
 from pipeline.comparison.classes import (
+    STOP_AFTER,
+    ClassTest,
     ClassTotals,
-    class_test,
     fold,
+    grid_differences,
     holm,
-    shard_signs,
+    mean_map_side,
+    permutations_for,
     shard_totals,
+    sign_flip_test,
 )
 from pipeline.comparison.configs import Difference, differences
 from pipeline.comparison.maps import spearman, top_iou
@@ -85,7 +91,9 @@ class CompareSettings:
     top_fraction
         The share of pixels whose overlap (IoU) is measured: each map's highest.
     permutations
-        Sign-flip permutations of the test; the smallest p it can give is 1 / (P + 1).
+        The most sign-flip permutations a class's test draws (the smallest p it can give is
+        1 / (P + 1)); None: as many as Holm's correction over the classes needs to flag every
+        class (:func:`pipeline.comparison.classes.permutations_for`).
     grid
         Side of the grid the test's difference maps are averaged to.
     alpha
@@ -103,7 +111,7 @@ class CompareSettings:
     """
 
     top_fraction: float = 0.1
-    permutations: int = 999
+    permutations: int | None = None
     grid: int = 16
     alpha: float = 0.01
     seed: int = 0
@@ -116,7 +124,8 @@ class CompareSettings:
         for name, value, ok in (("--top-fraction", self.top_fraction,
                                  0 < self.top_fraction <= 1),
                                 ("--alpha", self.alpha, 0 < self.alpha < 1),
-                                ("--permutations", self.permutations, self.permutations >= 19),
+                                ("--permutations", self.permutations,
+                                 self.permutations is None or self.permutations >= 19),
                                 ("--workers", self.workers, self.workers >= 1)):
             if not ok:
                 raise CompareError(f"Expected {name} {_RANGES[name]}, got {value}.")
@@ -269,6 +278,10 @@ class Comparison:
     labelled: bool
     digest: str = ""
     skipped_explainers: dict[str, list[str]] = field(default_factory=dict)
+    #: Classes the groupings can name (A's class list, else the largest index seen + 1).
+    classes: int = 1
+    #: The mean maps' side (:func:`pipeline.comparison.classes.mean_map_side`).
+    mean_side: int = 0
 
     @property
     def store_path(self) -> Path:
@@ -296,13 +309,21 @@ def prepare(run_a: Path, run_b: Path, out: Path | None, settings: CompareSetting
         raise CompareError(f"Expected maps of one size in both runs, got {shape_a} in A and "
                            f"{shape_b} in B. Compare runs with the same [dataset] crop.")
     labels = np.asarray(a.view.array("label")[:])[match.rows_a]
+    preds = np.asarray(a.view.array("pred")[:])[match.rows_a] if "pred" in a.view else labels
+    n_classes = max(len(a.classes), int(max(labels.max(initial=-1), preds.max(initial=-1))) + 1,
+                    1)
     target = (out or default_out(a.path, b.path)).expanduser().resolve()
     cmp = Comparison(
         a, b, match, settings, target, explainers,
         [m for m in a.metrics if m in b.metrics],
         plan_shards(match, shard_size(a.view)), bool((labels >= 0).any()),
         skipped_explainers={"a": [m for m in a.explainers if m not in explainers],
-                            "b": [m for m in b.explainers if m not in explainers]})
+                            "b": [m for m in b.explainers if m not in explainers]},
+        classes=n_classes)
+    if shape_a[0] == shape_a[1]:
+        cmp.mean_side = mean_map_side(n_classes, len(explainers), int(shape_a[0]),
+                                      2 if cmp.labelled else 1)
+    # else 0: the pipeline's maps are square; another shape keeps its own size
     cmp.digest = stable_hash({
         "a": [a.attrs.get("config_hash"), a.attrs.get("stage_hashes"), str(a.path)],
         "b": [b.attrs.get("config_hash"), b.attrs.get("stage_hashes"), str(b.path)],
@@ -344,6 +365,12 @@ def create_store(cmp: Comparison) -> zarr.Group:
         _create(group, f"status_{side}", ("image",), (n,), str, "")
     _create(group, "label", ("image",), (n,), np.int16, -1)
     _create(group, "pred_changed", ("image",), (n,), bool, False)
+    # Each image's B - A on the test's grid, a chunk per explainer and shard: written as the
+    # shards are, and read one explainer at a time by the tests.
+    cells = cmp.settings.grid ** 2
+    group.create_array("grid_diff", shape=(e, n, cells), dtype=np.float32, fill_value=np.nan,
+                       chunks=(1, max(1, min(n, shard_size(cmp.a.view))), cells),
+                       dimension_names=("explainer", "image", "cell"), overwrite=True)
     group.update_attributes({"digest": cmp.digest, "complete": False})
     return group
 
@@ -387,11 +414,12 @@ def compute_shard(cmp: Comparison, plan: ShardPlan) -> ShardResult:
             arr = run.view.array(f"metric_{m}")
             rows[f"metric_{m}_{side}"] = np.stack(
                 [read_rows(arr, r, run.view.slot(x)) for x in cmp.explainers])
-    signs = shard_signs(s.seed, plan.index, s.permutations, len(ra))
-    sums = {"pred": shard_totals(maps_a, maps_b, pred_a, signs, s.grid)}
+    rows["grid_diff"] = np.stack([grid_differences(x, y, s.grid)
+                                  for x, y in zip(maps_a, maps_b, strict=True)])
+    sums = {"pred": shard_totals(maps_a, maps_b, pred_a, cmp.mean_side)}
     if cmp.labelled:
-        sums["label"] = shard_totals(maps_a, maps_b, rows["label"].astype(np.int64), signs,
-                                     s.grid)
+        sums["label"] = shard_totals(maps_a, maps_b, rows["label"].astype(np.int64),
+                                     cmp.mean_side)
     return ShardResult(plan, rows, sums)
 
 
@@ -400,7 +428,7 @@ def write_rows(group: zarr.Group, result: ShardResult) -> None:
     out = result.plan.out
     for name, values in result.rows.items():
         arr = group[name]
-        if len(arr.shape) == 2:
+        if len(arr.shape) >= 2:
             arr[:, out] = values
         else:
             arr[out] = np.asarray(values, dtype=object) if name.startswith("status") else values
@@ -513,25 +541,39 @@ def stream(cmp: Comparison, reporter: Reporter,
             folded += 1
             reporter.advance(STAGE, result.plan.out.stop - result.plan.out.start)
         if time.monotonic() - last >= every or folded == len(cmp.plans):
+            began = time.monotonic()
             save_sums(cmp.out / SUMS, cmp.digest, folded, totals)
             faults.point("compare:after-checkpoint")
             last = time.monotonic()
+            # Large sums (many classes) take a while to write: keep that under 5% of the time.
+            every = max(every, 20 * (last - began))
         after_window(folded)
     reporter.stage_end(STAGE)
     return totals
 
 
-def class_figures(cmp: Comparison, group: zarr.Group, prefix: str,
+def most_permutations(cmp: Comparison, totals: dict[int, ClassTotals]) -> int:
+    """The most permutations a class's test of this grouping draws: ``--permutations``, else
+    as many as Holm's correction over its classes with images needs to flag every one."""
+    tested = sum(1 for t in totals.values() if (t.count > 0).any())
+    return cmp.settings.permutations or permutations_for(tested, cmp.settings.alpha)
+
+
+def class_figures(cmp: Comparison, group: zarr.Group, grouping: str,
                   totals: dict[int, ClassTotals], n_classes: int) -> dict[str, np.ndarray]:
     """Per explainer and class: write the mean maps of each run and their difference
     (``<prefix>mean_a``, ``mean_b``, ``mean_diff``, NaN for a class without images) one class
-    at a time, and return the counts and the test (``NaN`` / -1 without images)."""
+    at a time, test each class from the stored grid differences, and return the counts and
+    the tests (``NaN`` / -1 without images)."""
+    prefix = "" if grouping == "pred" else "label_"
     e = len(cmp.explainers)
-    h, w = cmp.a.view.array("normalized").shape[-2:]
+    h, w = (cmp.mean_side, cmp.mean_side) if cmp.mean_side else \
+        cmp.a.view.array("normalized").shape[-2:]
     maps = {name: _create(group, prefix + name, ("explainer", "class", "y", "x"),
                           (e, n_classes, h, w), np.float32, np.nan)
             for name in ("mean_a", "mean_b", "mean_diff")}
-    out: dict[str, np.ndarray] = {"count": np.zeros((e, n_classes), np.int32)}
+    out: dict[str, np.ndarray] = {"count": np.zeros((e, n_classes), np.int32),
+                                  "permutations": np.zeros((e, n_classes), np.int32)}
     for name in ("statistic", "null_mean", "null_sd", "score", "p_value"):
         out[name] = np.full((e, n_classes), np.nan, np.float64)
     for cls in sorted(totals):
@@ -545,12 +587,20 @@ def class_figures(cmp: Comparison, group: zarr.Group, prefix: str,
         maps["mean_a"][:, cls] = mean_a
         maps["mean_b"][:, cls] = mean_b
         maps["mean_diff"][:, cls] = mean_b - mean_a
-        for j in range(e):
-            out["count"][j, cls] = int(t.count[j])
-            if t.count[j] > 0:
-                test = class_test(float(t.count[j]), t.observed[j], t.permuted[j])
-                for f in dataclasses.fields(test):
-                    out[f.name][j, cls] = getattr(test, f.name)
+        out["count"][:, cls] = t.count.astype(np.int32)
+    groups = np.asarray(group["pred_a" if grouping == "pred" else "label"][:], np.int64)
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(n_classes + 1))
+    most = most_permutations(cmp, totals)
+    for j in range(e):
+        diffs = np.asarray(group["grid_diff"][j])[order]            # (N, D), by class
+        for cls in np.flatnonzero(out["count"][j] > 0):
+            test = sign_flip_test(diffs[bounds[cls]:bounds[cls + 1]],
+                                  (cmp.settings.seed, GROUPINGS.index(grouping), j, int(cls)),
+                                  most)
+            for f in dataclasses.fields(ClassTest):
+                out[f.name][j, cls] = getattr(test, f.name)
+        del diffs
     out["p_adjusted"] = np.stack([holm(out["p_value"][j]) for j in range(e)])
     out["changed"] = out["p_adjusted"] <= cmp.settings.alpha
     # How much the class changed beyond what the maps' noise alone gives: T less the mean of
@@ -626,9 +676,10 @@ def finalize(cmp: Comparison, totals: dict[str, dict[int, ClassTotals]]) -> dict
     cls_arr = _create(group, "class", ("class",), (len(classes),), str, "")
     cls_arr[:] = np.asarray(classes, dtype=object)
     summary_classes: dict[str, Any] = {}
+    most = max((most_permutations(cmp, t) for t in totals.values()), default=0)
     for grouping, per_class in totals.items():
         prefix = "" if grouping == "pred" else "label_"
-        figures = class_figures(cmp, group, prefix, per_class, len(classes))
+        figures = class_figures(cmp, group, grouping, per_class, len(classes))
         write_classes(group, prefix, figures)
         summary_classes[grouping] = class_table(cmp, figures, classes)
     strategies = strategy_rows(cmp)
@@ -640,9 +691,11 @@ def finalize(cmp: Comparison, totals: dict[str, dict[int, ClassTotals]]) -> dict
         "metrics": cmp.metrics, "settings": dataclasses.asdict(cmp.settings),
         "differences": diffs, "classes": summary_classes, "strategies": strategies,
         "labelled": cmp.labelled, "flags": {"a": cmp.a.flags, "b": cmp.b.flags},
-        "test": (f"sign-flip permutation test, {cmp.settings.permutations} permutations, "
-                 f"seed {cmp.settings.seed}, {cmp.settings.grid}x{cmp.settings.grid} grid, "
-                 f"Holm-adjusted over classes, alpha {cmp.settings.alpha}"),
+        "test": (f"sign-flip permutation test, up to {most:,} permutations a class (stopping "
+                 f"once {STOP_AFTER} reach the observed change), seed {cmp.settings.seed}, "
+                 f"{cmp.settings.grid}x{cmp.settings.grid} grid, Holm-adjusted over classes, "
+                 f"alpha {cmp.settings.alpha}"),
+        "mean_map_side": cmp.mean_side or None,
     }
     group.update_attributes({"summary": json.loads(json.dumps(summary, default=_plain)),
                              "complete": True, "run_a": str(cmp.a.path),
