@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 import torch
 from torchvision.models import resnet18
 
@@ -70,5 +71,28 @@ def test_the_timed_pass_size_is_recorded_once_per_model_and_machine(tmp_path, mo
     assert "recorded in" in how and "timed, from" in how_again
     records = list((tmp_path / "passes").glob("*.json"))
     assert len(records) == 1 and '"max_batch"' in records[0].read_text()
+    assert records[0].name.startswith("resnet18-")
     monkeypatch.setenv("XAI_CPU_MEMORY_BUDGET", "64M")  # a budget set: memory decides
     assert worker.planned_pass(spec, model, torch.device("cpu"))[1] == "planned from memory"
+
+
+def test_the_recorded_pass_size_is_named_after_the_model_the_weights_hold(tmp_path,
+                                                                          monkeypatch):
+    """A Hugging Face folder overrides ``[model] arch``: its record is named after its class,
+    not the config's resnet18."""
+    pytest.importorskip("transformers")
+    from tests.models.sources.hf_tiny import save_tiny
+    from workflows.runner import worker
+
+    monkeypatch.setenv("XAI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("XAI_CPU_MEMORY_BUDGET", raising=False)
+    monkeypatch.setattr("pipeline.attribution.memory_planner.measure_pass_size",
+                        lambda run_pass, candidates, **_kw: (candidates[0], {
+                            c: 1.0 for c in candidates}))
+    folder = save_tiny("vit", tmp_path / "tiny-vit")
+    spec = worker.ModelSpec(weights=str(folder), weights_id="hf", head="softmax", seed=0,
+                            device="cpu", precision="fp32", channels_last=True,
+                            fuse_bn=False, compile=False, max_batch=0, crop=32)
+    worker.planned_pass(spec, resnet18(num_classes=4).eval(), torch.device("cpu"))
+    names = [p.name for p in (tmp_path / "cache" / "passes").glob("*.json")]
+    assert len(names) == 1 and names[0].startswith("hf-ViTForImageClassification-"), names

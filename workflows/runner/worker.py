@@ -10,6 +10,7 @@ share a model. The same code serves the coordinator's own process (in-process sc
 from __future__ import annotations
 
 import os
+import re
 import socket
 import threading
 import time
@@ -199,7 +200,12 @@ def planned_pass(spec: ModelSpec, model: Any, device: Any) -> tuple[int, str]:
     key = hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_dir() / "passes"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{spec.arch.replace(':', '-')}-{key}.json"
+    # Named after the model a store records (a Hugging Face class, an exported program), not
+    # the config's arch, which such weights override.
+    from pipeline.models.sources import recorded_arch
+
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", recorded_arch(spec.arch, spec.weights))
+    path = folder / f"{name}-{key}.json"
     with open(folder / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
