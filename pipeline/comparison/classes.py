@@ -189,6 +189,20 @@ def _rms(signs: np.ndarray, diffs: np.ndarray, gram: np.ndarray | None) -> np.nd
     return np.sqrt(np.maximum(squares.astype(np.float64), 0.0)) / (n * math.sqrt(d))
 
 
+def _draws(rng: np.random.Generator, count: int, cap: int, diffs: np.ndarray,
+           gram: np.ndarray | None) -> np.ndarray:
+    """``T_p`` of ``count`` permutations ``(count,)``, their coins drawn ``cap`` rows at a
+    time."""
+    out = []
+    n = len(diffs)
+    while count > 0:
+        size = min(cap, count)
+        signs = (rng.integers(0, 2, size=(size, n), dtype=np.int8) * 2 - 1).astype(np.float32)
+        out.append(_rms(signs, diffs, gram))
+        count -= size
+    return np.concatenate(out)
+
+
 def sign_flip_test(diffs: np.ndarray, key: Sequence[int], max_permutations: int,
                    batch: int = FIRST_DRAWS) -> ClassTest:
     """The sign-flip permutation test of one class and explainer.
@@ -204,7 +218,8 @@ def sign_flip_test(diffs: np.ndarray, key: Sequence[int], max_permutations: int,
     max_permutations
         The most drawn (:func:`permutations_for`).
     batch
-        Drawn at a time.
+        Drawn at a time after the first :data:`FIRST_DRAWS` (more for small classes: up to
+        ~4 M coins a step).
     """
     diffs = np.asarray(diffs, dtype=np.float32)
     diffs = diffs[np.isfinite(diffs).all(1)] if diffs.size else diffs.reshape(0, 1)
@@ -215,27 +230,24 @@ def sign_flip_test(diffs: np.ndarray, key: Sequence[int], max_permutations: int,
         if n < diffs.shape[1] else None
     t = float(_rms(np.ones((1, n), np.float32), diffs, gram)[0])
     rng = np.random.default_rng(list(key))
+    # At most ~4 M coins in memory at once, however large the class.
+    cap = max(1, 4_000_000 // n)
+    tp = _draws(rng, min(FIRST_DRAWS, max_permutations), cap, diffs, gram)
+    null_mean, null_sd = float(tp.mean()), float(tp.std())
     drawn = exceed = 0
-    null_mean = null_sd = 0.0
-    p = 1.0
-    while drawn < max_permutations:
-        # After the first batch, larger ones (fewer Python steps), at most ~4 M coins each.
-        step = batch if drawn == 0 else max(batch, 4_000_000 // n)
-        size = min(step, max_permutations - drawn)
-        signs = (rng.integers(0, 2, size=(size, n), dtype=np.int8) * 2 - 1).astype(np.float32)
-        tp = _rms(signs, diffs, gram)
-        if drawn == 0:
-            null_mean, null_sd = float(tp.mean()), float(tp.std())
+    while True:
         # Ties count as reaching T: a class whose maps did not change at all (T = 0 = T_p)
         # gets p = 1. The tolerance absorbs float32 rounding between T and an equal T_p.
         hits = np.cumsum(tp >= t * (1 - 1e-5)) + exceed
         if hits[-1] >= STOP_AFTER:
-            at = int(np.argmax(hits >= STOP_AFTER)) + 1
-            drawn += at
+            drawn += int(np.argmax(hits >= STOP_AFTER)) + 1
             p = STOP_AFTER / drawn
             break
-        exceed, drawn = int(hits[-1]), drawn + size
-        p = (1 + exceed) / (drawn + 1)
+        exceed, drawn = int(hits[-1]), drawn + len(tp)
+        if drawn >= max_permutations:
+            p = (1 + exceed) / (drawn + 1)
+            break
+        tp = _draws(rng, min(max(cap, batch), max_permutations - drawn), cap, diffs, gram)
     # A null without spread (one image: flipping its sign keeps the norm) says nothing.
     score = (t - null_mean) / null_sd if null_sd > 1e-9 * max(t, 1e-30) else 0.0
     return ClassTest(t, null_mean, null_sd, score, p, drawn)

@@ -28,7 +28,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -552,6 +552,41 @@ def stream(cmp: Comparison, reporter: Reporter,
     return totals
 
 
+#: The most grid differences held at once by the tests (rows of 1 KiB): 64 MiB.
+TEST_ROWS = 1 << 16
+
+
+def class_differences(grid_diff: zarr.Array, j: int, groups: np.ndarray, n_classes: int,
+                      limit: int = TEST_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    """Each class's grid differences ``(n_c, D)`` under explainer ``j``, class by class.
+
+    The classes are taken in blocks of at most ``limit`` images (one block, and one read,
+    for up to 65,536 images); each block is gathered by one pass over the stored rows in
+    slabs, so memory holds a block and a slab, whatever the number of images.
+    """
+    order = np.argsort(groups, kind="stable")
+    bounds = np.searchsorted(groups[order], np.arange(n_classes + 1))
+    n = len(groups)
+    slab = max(grid_diff.chunks[1], (4096 // grid_diff.chunks[1]) * grid_diff.chunks[1])
+    first = 0
+    while first < n_classes:
+        last = first + 1  # a class larger than the limit is a block of its own
+        while last < n_classes and bounds[last + 1] - bounds[first] <= limit:
+            last += 1
+        rows = order[bounds[first]:bounds[last]]
+        dest = np.full(n, -1, np.int64)
+        dest[rows] = np.arange(len(rows))
+        block = np.empty((len(rows), grid_diff.shape[2]), np.float32)
+        for start in range(0, n if len(rows) else 0, slab):
+            where = dest[start:start + slab]
+            keep = where >= 0
+            if keep.any():
+                block[where[keep]] = np.asarray(grid_diff[j, start:start + slab])[keep]
+        for cls in range(first, last):
+            yield cls, block[bounds[cls] - bounds[first]:bounds[cls + 1] - bounds[first]]
+        first = last
+
+
 def most_permutations(cmp: Comparison, totals: dict[int, ClassTotals]) -> int:
     """The most permutations a class's test of this grouping draws: ``--permutations``, else
     as many as Holm's correction over its classes with images needs to flag every one."""
@@ -589,18 +624,14 @@ def class_figures(cmp: Comparison, group: zarr.Group, grouping: str,
         maps["mean_diff"][:, cls] = mean_b - mean_a
         out["count"][:, cls] = t.count.astype(np.int32)
     groups = np.asarray(group["pred_a" if grouping == "pred" else "label"][:], np.int64)
-    order = np.argsort(groups, kind="stable")
-    bounds = np.searchsorted(groups[order], np.arange(n_classes + 1))
     most = most_permutations(cmp, totals)
+    key = (cmp.settings.seed, GROUPINGS.index(grouping))
     for j in range(e):
-        diffs = np.asarray(group["grid_diff"][j])[order]            # (N, D), by class
-        for cls in np.flatnonzero(out["count"][j] > 0):
-            test = sign_flip_test(diffs[bounds[cls]:bounds[cls + 1]],
-                                  (cmp.settings.seed, GROUPINGS.index(grouping), j, int(cls)),
-                                  most)
-            for f in dataclasses.fields(ClassTest):
-                out[f.name][j, cls] = getattr(test, f.name)
-        del diffs
+        for cls, diffs in class_differences(group["grid_diff"], j, groups, n_classes):
+            if out["count"][j, cls] > 0:
+                test = sign_flip_test(diffs, (*key, j, cls), most)
+                for f in dataclasses.fields(ClassTest):
+                    out[f.name][j, cls] = getattr(test, f.name)
     out["p_adjusted"] = np.stack([holm(out["p_value"][j]) for j in range(e)])
     out["changed"] = out["p_adjusted"] <= cmp.settings.alpha
     # How much the class changed beyond what the maps' noise alone gives: T less the mean of
