@@ -6,9 +6,10 @@ overlap of the two normalized maps, the predictions, the metrics both runs have 
 difference map on the test's grid, written to ``<out>/compare.zarr``; per class (A's
 prediction, and the label where there are labels) running sums of the mean maps
 (:mod:`pipeline.comparison.classes`). Then, once: the permutation test of each class from the
-stored grid differences (one method's at a time, 1 KiB per image), the classes ranked by
-change, the strategies matched (:mod:`pipeline.comparison.strategies`), what differs between
-the runs' configs, and the report pages (:mod:`pipeline.report.comparison_pages`).
+stored grid differences (put in class order in a scratch file, read a class at a time), the
+classes ranked by change, the strategies matched (:mod:`pipeline.comparison.strategies`), what
+differs between the runs' configs, and the report pages
+(:mod:`pipeline.report.comparison_pages`).
 
 Resumable: a shard's per-image rows are recorded (``<out>/state/compare.jsonl``, as the
 stages record units) after they are written, and the running sums are checkpointed
@@ -552,39 +553,36 @@ def stream(cmp: Comparison, reporter: Reporter,
     return totals
 
 
-#: The most grid differences held at once by the tests (rows of 1 KiB): 64 MiB.
-TEST_ROWS = 1 << 16
-
-
 def class_differences(grid_diff: zarr.Array, j: int, groups: np.ndarray, n_classes: int,
-                      limit: int = TEST_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+                      scratch: Path) -> Iterator[tuple[int, np.ndarray]]:
     """Each class's grid differences ``(n_c, D)`` under explainer ``j``, class by class.
 
-    The classes are taken in blocks of at most ``limit`` images (one block, and one read,
-    for up to 65,536 images); each block is gathered by one pass over the stored rows in
-    slabs, so memory holds a block and a slab, whatever the number of images.
+    One pass over the stored rows, in slabs, writes them in class order to a scratch file
+    in ``scratch`` (deleted after); each class is then one read of consecutive rows. Memory
+    holds a slab and a class, whatever the number of images.
     """
+    import tempfile
+
     order = np.argsort(groups, kind="stable")
     bounds = np.searchsorted(groups[order], np.arange(n_classes + 1))
-    n = len(groups)
+    dest = np.full(len(groups), -1, np.int64)
+    dest[order[bounds[0]:bounds[-1]]] = np.arange(bounds[-1] - bounds[0])
+    cells = grid_diff.shape[2]
+    row_bytes = 4 * cells
     slab = max(grid_diff.chunks[1], (4096 // grid_diff.chunks[1]) * grid_diff.chunks[1])
-    first = 0
-    while first < n_classes:
-        last = first + 1  # a class larger than the limit is a block of its own
-        while last < n_classes and bounds[last + 1] - bounds[first] <= limit:
-            last += 1
-        rows = order[bounds[first]:bounds[last]]
-        dest = np.full(n, -1, np.int64)
-        dest[rows] = np.arange(len(rows))
-        block = np.empty((len(rows), grid_diff.shape[2]), np.float32)
-        for start in range(0, n if len(rows) else 0, slab):
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=scratch) as fh:
+        fd = fh.fileno()
+        for start in range(0, len(groups), slab):
             where = dest[start:start + slab]
-            keep = where >= 0
-            if keep.any():
-                block[where[keep]] = np.asarray(grid_diff[j, start:start + slab])[keep]
-        for cls in range(first, last):
-            yield cls, block[bounds[cls] - bounds[first]:bounds[cls + 1] - bounds[first]]
-        first = last
+            if (where >= 0).any():
+                values = np.ascontiguousarray(grid_diff[j, start:start + slab], np.float32)
+                for k in np.flatnonzero(where >= 0):
+                    os.pwrite(fd, values[k].tobytes(), int(where[k]) * row_bytes)
+        for cls in range(n_classes):
+            lo, hi = bounds[cls] - bounds[0], bounds[cls + 1] - bounds[0]
+            data = os.pread(fd, int(hi - lo) * row_bytes, int(lo) * row_bytes)
+            yield cls, np.frombuffer(data, np.float32).reshape(int(hi - lo), cells)
 
 
 def most_permutations(cmp: Comparison, totals: dict[int, ClassTotals]) -> int:
@@ -627,7 +625,8 @@ def class_figures(cmp: Comparison, group: zarr.Group, grouping: str,
     most = most_permutations(cmp, totals)
     key = (cmp.settings.seed, GROUPINGS.index(grouping))
     for j in range(e):
-        for cls, diffs in class_differences(group["grid_diff"], j, groups, n_classes):
+        for cls, diffs in class_differences(group["grid_diff"], j, groups, n_classes,
+                                            cmp.out / "state"):
             if out["count"][j, cls] > 0:
                 test = sign_flip_test(diffs, (*key, j, cls), most)
                 for f in dataclasses.fields(ClassTest):
