@@ -15,9 +15,9 @@ Resumable: a shard's per-image rows are recorded (``<out>/state/compare.jsonl``,
 stages record units) after they are written, and the running sums are checkpointed
 atomically with the number of shards folded into them (``<out>/state/sums.npz``), at most
 every :data:`CHECKPOINT_EVERY` seconds (or 20 times as long as the last save took) and at the
-end. A rerun after a crash starts from the
-checkpoint, in the same order, so the store it finishes is the one an uninterrupted
-comparison writes. A comparison whose inputs or settings changed starts again.
+end. A rerun after a crash starts from the checkpoint, in the same order, so the store it
+finishes is the one an uninterrupted comparison writes. A comparison whose inputs or settings
+changed starts again.
 """
 
 from __future__ import annotations
@@ -71,6 +71,9 @@ SUMS = "state/sums.npz"
 CHECKPOINT_EVERY = 10.0
 #: In each compared run's folder: the comparisons made from it (``xai report`` links them).
 COMPARISONS_FILE = "comparisons.json"
+#: The version of what a comparison stores and checkpoints (2: per-image grid differences,
+#: tests after the stream).
+COMPARISON_LAYOUT = 2
 #: The groupings of images into classes: by A's prediction, and by the label.
 GROUPINGS = ("pred", "label")
 
@@ -279,8 +282,6 @@ class Comparison:
     labelled: bool
     digest: str = ""
     skipped_explainers: dict[str, list[str]] = field(default_factory=dict)
-    #: Classes the groupings can name (A's class list, else the largest index seen + 1).
-    classes: int = 1
     #: The mean maps' side (:func:`pipeline.comparison.classes.mean_map_side`).
     mean_side: int = 0
 
@@ -311,6 +312,7 @@ def prepare(run_a: Path, run_b: Path, out: Path | None, settings: CompareSetting
                            f"{shape_b} in B. Compare runs with the same [dataset] crop.")
     labels = np.asarray(a.view.array("label")[:])[match.rows_a]
     preds = np.asarray(a.view.array("pred")[:])[match.rows_a] if "pred" in a.view else labels
+    # The classes the groupings can name: A's class list, else the largest index seen + 1.
     n_classes = max(len(a.classes), int(max(labels.max(initial=-1), preds.max(initial=-1))) + 1,
                     1)
     target = (out or default_out(a.path, b.path)).expanduser().resolve()
@@ -319,8 +321,7 @@ def prepare(run_a: Path, run_b: Path, out: Path | None, settings: CompareSetting
         [m for m in a.metrics if m in b.metrics],
         plan_shards(match, shard_size(a.view)), bool((labels >= 0).any()),
         skipped_explainers={"a": [m for m in a.explainers if m not in explainers],
-                            "b": [m for m in b.explainers if m not in explainers]},
-        classes=n_classes)
+                            "b": [m for m in b.explainers if m not in explainers]})
     if shape_a[0] == shape_a[1]:
         cmp.mean_side = mean_map_side(n_classes, len(explainers), int(shape_a[0]),
                                       2 if cmp.labelled else 1)
@@ -328,6 +329,9 @@ def prepare(run_a: Path, run_b: Path, out: Path | None, settings: CompareSetting
     cmp.digest = stable_hash({
         "a": [a.attrs.get("config_hash"), a.attrs.get("stage_hashes"), str(a.path)],
         "b": [b.attrs.get("config_hash"), b.attrs.get("stage_hashes"), str(b.path)],
+        # The layout of what is stored and checkpointed: a comparison made by an older one
+        # starts again rather than resume from sums of another shape.
+        "layout": COMPARISON_LAYOUT,
         "settings": settings.hashed(), "ids": stable_hash(match.ids),
         "explainers": explainers, "metrics": cmp.metrics})
     return cmp
