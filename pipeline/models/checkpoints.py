@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from pathlib import Path
 from pipeline.data.class_names import imagenet_classes
 from pipeline.errors import WeightsError
 from pipeline.file_io import copy_atomic, file_sha256, write_atomic
-from pipeline.models.safetensors_file import is_safetensors
+from pipeline.models.safetensors_file import is_safetensors, safetensors_shapes
 from pipeline.models.torchvision_table import (
     DEFAULT_ARCH,
     PublishedWeights,
@@ -353,7 +352,11 @@ def import_safetensors(source: Path, arch: str, sha256: str | None) -> Path:
                 f"Expected {source} to have the SHA-256 its publisher lists ({given}), got "
                 f"{digest}. The file is another one or an incomplete download: download it "
                 "again, or check the hash you copied.")
-        shapes = safetensors_shapes(staging)
+        try:
+            shapes = safetensors_shapes(staging)
+        except WeightsError as exc:  # said of the user's file, not of the copy being checked
+            raise WeightsError(str(exc).replace(str(staging), str(source)) + " Download it "
+                               "again, or check it is the safetensors file.") from None
         if problem := fit_problem(shapes, arch):
             fits = [arch] if arch in fitting_archs(shapes) else fitting_archs(shapes)
             raise WeightsError(
@@ -370,28 +373,6 @@ def import_safetensors(source: Path, arch: str, sha256: str | None) -> Path:
               "size": dest.stat().st_size}
     write_atomic(_record_path(arch), json.dumps(record, indent=1).encode())
     return dest
-
-
-def safetensors_shapes(path: Path) -> dict[str, list[int]]:
-    """The tensors of a safetensors file, by name, as their shapes, read off its JSON
-    header alone (``__metadata__`` left out).
-
-    Raises
-    ------
-    WeightsError
-        When the header cannot be read.
-    """
-    try:
-        with path.open("rb") as fh:
-            (length,) = struct.unpack("<Q", fh.read(8))
-            if not 2 <= length < 100_000_000:
-                raise ValueError(f"a header of {length} bytes")
-            header = json.loads(fh.read(length))
-        return {name: [int(d) for d in entry["shape"]] for name, entry in header.items()
-                if name != "__metadata__"}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError, struct.error) as exc:
-        raise WeightsError(f"Expected a safetensors file at {path}, but its header could not "
-                           f"be read ({type(exc).__name__}: {str(exc)[:200]}).") from None
 
 
 def fit_problem(shapes: dict[str, list[int]], arch: str) -> str | None:

@@ -53,3 +53,23 @@ def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"Expected a safetensors file at {path}, but it could not be read "
                            f"({type(exc).__name__}: {str(exc)[:200]}). Save one with "
                            "safetensors.torch.save_file(model.state_dict(), path).") from None
+
+
+def safetensors_shapes(path: Path) -> dict[str, list[int]]:
+    """The tensors of a safetensors file, by name, as their shapes, read off its header alone
+    (no tensor is loaded, and torch is not imported).
+
+    Raises
+    ------
+    WeightsError
+        When the file is not a readable safetensors file.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            return {name: [int(d) for d in fh.get_slice(name).get_shape()]
+                    for name in fh.keys()}  # noqa: SIM118 (a safe_open handle, not a dict)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"Expected a safetensors file at {path}, but its header could not "
+                           f"be read ({type(exc).__name__}: {str(exc)[:200]}).") from None

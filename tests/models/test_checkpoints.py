@@ -203,6 +203,19 @@ def test_a_safetensors_import_with_another_hash_is_refused(offline_hub, tmp_path
     assert garbled.exit_code == 2 and "64 hex digits" in _text(garbled)
 
 
+def test_a_file_named_safetensors_that_is_none_is_refused_naming_it(offline_hub, tmp_path):
+    import hashlib
+
+    src = tmp_path / "model.safetensors"
+    src.write_bytes(b"an html error page, not a checkpoint")
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    result = cli("weights", "import", str(src), "--sha256", digest)
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    text = _text(result)
+    assert f"Expected a safetensors file at {src}" in text and "Download it again" in text
+    assert ".importing" not in text and _nothing_imported()
+
+
 def test_a_safetensors_import_must_fit_the_architecture_with_1000_classes(offline_hub,
                                                                           tmp_path):
     ten = tmp_path / "ten.safetensors"
@@ -248,7 +261,9 @@ def test_the_torch_free_fit_check_agrees_with_a_strict_load(tmp_path):
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in good.items()}, str(tmp_path / "g.safetensors"))
-    read = w.safetensors_shapes(tmp_path / "g.safetensors")
+    from pipeline.models.safetensors_file import safetensors_shapes
+
+    read = safetensors_shapes(tmp_path / "g.safetensors")
     assert read == {k: list(v.shape) for k, v in good.items()}
     assert torch.Size(read["fc.weight"]) == good["fc.weight"].shape
 
