@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.comparison.maps import block_mean
 from pipeline.evaluation.spray import downsample
 
 #: The most memory the class sums of mean maps may take, both runs and both groupings
@@ -120,7 +121,7 @@ def grid_differences(a: np.ndarray, b: np.ndarray, grid: int) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32)
     n = len(a)
     bad = ~(np.isfinite(a.reshape(n, -1)).all(1) & np.isfinite(b.reshape(n, -1)).all(1))
-    diff = downsample(np.nan_to_num(b) - np.nan_to_num(a), grid) if n else \
+    diff = block_mean(np.nan_to_num(b) - np.nan_to_num(a), grid) if n else \
         np.zeros((0, grid * grid), np.float32)
     diff[bad] = np.nan
     return diff

@@ -122,6 +122,14 @@ def test_a_cached_hub_model_loads_offline_by_name_and_revision(tmp_path, monkeyp
     assert str(tmp_path / "hf" / "hub") in message and "HF_HOME" in message
 
 
+def _copy_with_state(vit: Path, folder: Path) -> dict:
+    """A copy of the tiny ViT folder at ``folder``, and its weights."""
+    from safetensors.torch import load_file
+
+    shutil.copytree(vit, folder)
+    return load_file(str(folder / "model.safetensors"))
+
+
 def test_a_model_that_needs_remote_code_is_refused(tmp_path, vit):
     folder = tmp_path / "remote"
     shutil.copytree(vit, folder)
@@ -134,10 +142,7 @@ def test_a_model_that_needs_remote_code_is_refused(tmp_path, vit):
 
 def test_pickle_only_weights_are_refused_tensor_only_ones_load(tmp_path, vit):
     folder = tmp_path / "bin"
-    shutil.copytree(vit, folder)
-    from safetensors.torch import load_file
-
-    state = load_file(str(folder / "model.safetensors"))
+    state = _copy_with_state(vit, folder)
     (folder / "model.safetensors").unlink()
     torch.save(state, folder / "pytorch_model.bin")
     loaded = _load(folder)
@@ -150,11 +155,10 @@ def test_pickle_only_weights_are_refused_tensor_only_ones_load(tmp_path, vit):
 
 
 def test_weights_the_file_lacks_are_refused_not_drawn_at_random(tmp_path, vit):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import save_file
 
     folder = tmp_path / "headless"
-    shutil.copytree(vit, folder)
-    state = load_file(str(folder / "model.safetensors"))
+    state = _copy_with_state(vit, folder)
     save_file({k: v for k, v in state.items() if not k.startswith("classifier.")},
               str(folder / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(WeightsError, match=r"missing or of another shape .*classifier"):
