@@ -303,3 +303,21 @@ def test_class_differences_gives_each_classes_rows(tmp_path: Path) -> None:
     for cls, rows in got.items():
         assert np.array_equal(rows, values[1, groups == cls]), cls
     assert list((tmp_path / "scratch").iterdir()) == []  # the scratch file is gone
+
+
+def test_too_few_permutations_for_any_flag_are_said_first(runs: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    # 3 classes at alpha 0.05: 19 permutations give p >= 1/20 = 0.05 > 0.05 / 3.
+    summary = compare(runs["a"], runs["b"], tmp_path / "few",
+                      CompareSettings(permutations=19, alpha=0.05), _Quiet())
+    assert not any(r["changed"] for per in summary["classes"].values()
+                   for rows in per.values() for r in rows)  # the planted change is missed
+    assert len(summary["warnings"]) == 2  # by prediction and by label
+    lines = summary_lines(summary)
+    first = next(i for i, line in enumerate(lines) if line.startswith("TOO FEW PERMUTATIONS"))
+    assert first < next(i for i, line in enumerate(lines) if line.startswith("methods:"))
+    assert "no class can be flagged" in lines[first] and "Leave --permutations out" in lines[first]
+    page = (tmp_path / "few" / "report" / "index.html").read_text()
+    assert "TOO FEW PERMUTATIONS" in page
+    enough = compare(runs["a"], runs["b"], tmp_path / "enough", _settings(), _Quiet())
+    assert enough["warnings"] == []

@@ -34,11 +34,12 @@ COLORMAP = "inferno"
 
 
 def notes_of(cmp: Any) -> list[str]:
-    """The banners every page shows: random weights or degenerate output in either run,
-    images left out."""
+    """The banners every page shows: random weights or degenerate output in either run, a
+    test that cannot flag any class, images left out."""
     notes = []
     for side, run in (("A", cmp.a), ("B", cmp.b)):
         notes += [f"Run {side}: {flag}" for flag in run.flags]
+    notes += cmp.warnings
     if cmp.match.only_a or cmp.match.only_b:
         notes.append(f"Only the images both runs hold are compared: left out "
                      f"{counted(cmp.match.only_a, 'image')} only in A and "

@@ -284,6 +284,9 @@ class Comparison:
     skipped_explainers: dict[str, list[str]] = field(default_factory=dict)
     #: The mean maps' side (:func:`pipeline.comparison.classes.mean_map_side`).
     mean_side: int = 0
+    #: What makes the comparison's own figures untrustworthy (too few permutations for any
+    #: class to be flagged), in words: said before any figure, as the runs' flags are.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def store_path(self) -> Path:
@@ -596,6 +599,22 @@ def most_permutations(cmp: Comparison, totals: dict[int, ClassTotals]) -> int:
     return cmp.settings.permutations or permutations_for(tested, cmp.settings.alpha)
 
 
+def permutation_warning(cmp: Comparison, grouping: str, totals: dict[int, ClassTotals]
+                        ) -> str | None:
+    """The warning when ``--permutations`` is too few for Holm's first step over this
+    grouping's classes: then no class can be flagged, however much it changed."""
+    most = most_permutations(cmp, totals)
+    tested = sum(1 for t in totals.values() if (t.count > 0).any())
+    if tested / (most + 1) <= cmp.settings.alpha:
+        return None
+    by = "A's prediction" if grouping == "pred" else "label"
+    return (f"TOO FEW PERMUTATIONS: --permutations {most} cannot give a p below 1/{most + 1}, "
+            f"and Holm over the {tested} classes by {by} needs {cmp.settings.alpha / tested:.2g}"
+            f" for the first: no class can be flagged, however much it changed. Leave "
+            f"--permutations out (it then draws up to "
+            f"{permutations_for(tested, cmp.settings.alpha):,}).")
+
+
 def class_figures(cmp: Comparison, group: zarr.Group, grouping: str,
                   totals: dict[int, ClassTotals], n_classes: int) -> dict[str, np.ndarray]:
     """Per explainer and class: write the mean maps of each run and their difference
@@ -711,6 +730,7 @@ def finalize(cmp: Comparison, totals: dict[str, dict[int, ClassTotals]]) -> dict
     cls_arr[:] = np.asarray(classes, dtype=object)
     summary_classes: dict[str, Any] = {}
     most = max((most_permutations(cmp, t) for t in totals.values()), default=0)
+    cmp.warnings = [w for g, t in totals.items() if (w := permutation_warning(cmp, g, t))]
     for grouping, per_class in totals.items():
         prefix = "" if grouping == "pred" else "label_"
         figures = class_figures(cmp, group, grouping, per_class, len(classes))
@@ -725,6 +745,7 @@ def finalize(cmp: Comparison, totals: dict[str, dict[int, ClassTotals]]) -> dict
         "metrics": cmp.metrics, "settings": dataclasses.asdict(cmp.settings),
         "differences": diffs, "classes": summary_classes, "strategies": strategies,
         "labelled": cmp.labelled, "flags": {"a": cmp.a.flags, "b": cmp.b.flags},
+        "warnings": cmp.warnings,
         "test": (f"sign-flip permutation test, up to {most:,} permutations a class (stopping "
                  f"once {STOP_AFTER} reach the observed change), seed {cmp.settings.seed}, "
                  f"{cmp.settings.grid}x{cmp.settings.grid} grid, Holm-adjusted over classes, "
@@ -811,6 +832,7 @@ def summary_lines(summary: dict[str, Any], top: int = 5) -> list[str]:
                      "only in B")
     for side, flags in (summary.get("flags") or {}).items():
         lines += [f"RUN {side.upper()}: {flag}" for flag in flags]
+    lines += list(summary.get("warnings") or [])
     lines.append("methods: " + ", ".join(summary["explainers"]))
     for side, names in summary["skipped_explainers"].items():
         if names:
@@ -838,6 +860,7 @@ def summary_lines(summary: dict[str, Any], top: int = 5) -> list[str]:
 def print_summary(console: Any, summary: dict[str, Any]) -> None:
     """Print :func:`summary_lines` (no markup: class names are data)."""
     for line in summary_lines(summary):
-        flagged = line.startswith("RUN ")  # a degenerate run: no figure below means much
+        # A degenerate run, or a test that cannot flag anything: the figures below mislead.
+        flagged = line.startswith(("RUN ", "TOO FEW PERMUTATIONS"))
         console.print(line, markup=False, highlight=False,
                       style="bold red" if flagged else None)
